@@ -1,0 +1,1 @@
+"""Training callbacks (rate schedules for dropout and pruning)."""

@@ -1,0 +1,157 @@
+"""Real data sets for examples, tests and benchmarks, offline where possible.
+
+`load("digits")` reads scikit-learn's bundled 8x8 digits (no download).
+`load("mnist")` reads the IDX files from `data_dir`, else from
+`$KERAS_COMPACT_DATA`, else asks tensorflow-datasets (which downloads on a
+connected machine such as Colab).
+"""
+
+import gzip
+import os
+import pathlib
+
+import numpy as np
+
+NAMES = ("digits", "mnist")
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def load(name, data_dir=None, with_info=False):
+    """Loads a data set as `(x_train, y_train), (x_test, y_test)`.
+
+    Images are float32 in [0, 1] of shape `(N, H, W)`; labels are int64.
+
+    - `"digits"`: scikit-learn's 1,797 real 8x8 handwritten digits, pixels / 16,
+      split 1,437 train / 360 test (stratified, seed 0).
+    - `"mnist"`: 28x28 digits, pixels / 255. With both official splits present,
+      60,000 train / 10,000 test. With only the 10,000-image test split (as in
+      `../shared/data/mnist`), it is split 8,000 train / 2,000 test by
+      `np.random.default_rng(0).permutation(10000)`.
+
+    Args:
+        name: `"digits"` or `"mnist"`.
+        data_dir: folder holding the MNIST IDX files (`t10k-images-idx3-ubyte.gz`
+            and friends), directly or in a `mnist/` subfolder. Defaults to
+            `$KERAS_COMPACT_DATA`; without either, tensorflow-datasets is used.
+        with_info: also return a dict with `source` and `split`, a sentence for
+            the tables that report results on this data.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = load("digits")
+    >>> x_train.shape, x_test.shape
+    ((1437, 8, 8), (360, 8, 8))
+    """
+    if name not in NAMES:
+        raise ValueError(f"Unknown data set. Expected one of {NAMES}. Received: name={name!r}")
+    if name == "digits":
+        data, info = _load_digits()
+    else:
+        data, info = _load_mnist(data_dir)
+    return (data, info) if with_info else data
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.2, stratify=labels, random_state=0
+    )
+    info = {
+        "source": "scikit-learn load_digits (1,797 real 8x8 digits)",
+        "split": f"{len(x_train):,} train / {len(x_test):,} test, stratified, seed 0",
+    }
+    return ((x_train, y_train), (x_test, y_test)), info
+
+
+def _mnist_folder(data_dir):
+    """The folder holding MNIST IDX files, or None; also the places searched."""
+    candidates = []
+    if data_dir is not None:
+        candidates.append(pathlib.Path(data_dir))
+    elif os.environ.get("KERAS_COMPACT_DATA"):
+        candidates.append(pathlib.Path(os.environ["KERAS_COMPACT_DATA"]))
+    searched = [folder for base in candidates for folder in (base, base / "mnist")]
+    for folder in searched:
+        if all((folder / file).is_file() for file in _MNIST_FILES["test"]):
+            return folder, searched
+    return None, searched
+
+
+def _load_mnist(data_dir):
+    folder, searched = _mnist_folder(data_dir)
+    if folder is None and searched:
+        places = ", ".join(str(path) for path in searched)
+        raise FileNotFoundError(
+            f"MNIST IDX files ({', '.join(_MNIST_FILES['test'])}) were not found in {places}. "
+            "Put the files from http://yann.lecun.com/exdb/mnist/ there, or pass data_dir=None "
+            "without $KERAS_COMPACT_DATA on a connected machine to use tensorflow-datasets."
+        )
+    if folder is None:
+        return _load_mnist_tfds()
+    test = _read_idx_pair(folder, *_MNIST_FILES["test"])
+    if all((folder / file).is_file() for file in _MNIST_FILES["train"]):
+        train = _read_idx_pair(folder, *_MNIST_FILES["train"])
+        split = "official 60,000 train / 10,000 test"
+        return (train, test), {"source": f"MNIST IDX files in {folder}", "split": split}
+    images, labels = test
+    order = np.random.default_rng(0).permutation(len(labels))
+    train_idx, test_idx = order[:8000], order[8000:]
+    info = {
+        "source": f"MNIST official test split (10,000 images) in {folder}",
+        "split": "8,000 train / 2,000 test from the 10k test split, "
+        "np.random.default_rng(0).permutation(10000)",
+    }
+    return ((images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])), info
+
+
+def _read_idx_pair(folder, images_file, labels_file):
+    images = _read_idx(folder / images_file, expected_magic=2051)
+    labels = _read_idx(folder / labels_file, expected_magic=2049)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{images_file} holds {len(images)} images but {labels_file} {len(labels)} labels."
+        )
+    return (images / 255.0).astype(np.float32), labels.astype(np.int64)
+
+
+def _read_idx(path, expected_magic):
+    with gzip.open(path, "rb") as stream:
+        raw = stream.read()
+    magic = int.from_bytes(raw[0:4], "big")
+    if magic != expected_magic:
+        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {magic}, expected {expected_magic}).")
+    num_dims = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * num_dims).reshape(dims)
+
+
+def _load_mnist_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise FileNotFoundError(
+            "No MNIST files were given (data_dir=None and $KERAS_COMPACT_DATA unset) and "
+            "tensorflow-datasets is not installed: pip install 'keras-compact[notebooks]', "
+            "or pass data_dir= a folder with the MNIST IDX files."
+        ) from error
+    try:
+        train, test = tfds.as_numpy(
+            tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True)
+        )
+    except Exception as error:  # tfds raises many kinds when offline
+        raise FileNotFoundError(
+            "tensorflow-datasets could not load MNIST (offline?): "
+            f"{type(error).__name__}: {str(error)[:200]}. Pass data_dir= a folder with the "
+            "MNIST IDX files (t10k-images-idx3-ubyte.gz, ...) or set $KERAS_COMPACT_DATA."
+        ) from error
+    to_arrays = lambda pair: ((pair[0][..., 0] / 255.0).astype(np.float32), pair[1].astype(np.int64))
+    info = {"source": "tensorflow-datasets mnist", "split": "official 60,000 train / 10,000 test"}
+    return (to_arrays(train), to_arrays(test)), info

@@ -1,0 +1,3 @@
+"""Layers a user puts in a Keras model."""
+
+from keras_compact.layers.projection_layer import ProjectionLayer

@@ -1,0 +1,178 @@
+import keras
+import tensorflow as tf
+
+from keras_compact.ops import hashing
+
+_OUTPUTS = ("bits", "signatures")
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class ProjectionLayer(keras.layers.Layer):
+    """The ProjectionNet projection: `num_hashes` LSH functions of `num_bits` bits.
+
+    Maps each example to the signs of `num_hashes * num_bits` random projections
+    (Ravi, "ProjectionNet: Learning Efficient On-Device Deep Networks Using Neural
+    Projections", 2017). The projection is never stored: every bit is recomputed
+    from a float32 seed (`hash_seeds`) with the same farmhash fingerprint as
+    TFLite's builtin `LSH_PROJECTION` kernel, so the bits in training equal the
+    bits of the exported model on a phone, and the layer has no weights at all.
+
+    A dense float input `x [batch, n]` is the features `0..n-1` weighted by `x`
+    (feature `k` keyed by the 4 bytes of the int32 `k`): its bit `b` is
+    `sum_k x[k] * h(seed_b, k) > 0`. Sparse features are int64 ids in a
+    `tf.RaggedTensor [batch, None]` (each keyed by its 8 bytes), with weight 1 or
+    with a ragged float32 weight tensor of the same row lengths passed as a
+    second input: `layer([ids, weights])`. A row without features has all bits 0.
+
+    Args:
+        num_hashes: T, the number of hash functions; a positive integer.
+        num_bits: d, bits per hash function: 1 to 64 for `output="bits"`, 1 to 32
+            for `output="signatures"` (the builtin kernel's limit).
+        output: `"bits"` for float32 `[batch, T * d]` of 0/1, or `"signatures"`
+            for int32 `[batch, T]`: the d bits of function t packed into an
+            integer, plus `t * 2**d`, ready for `keras.layers.Embedding(T * 2**d, ...)`.
+        seed: non-negative integer from which the seeds are derived.
+
+    Call arguments:
+        inputs: a float tensor `[batch, n]` with known `n`, an int64
+            `tf.RaggedTensor [batch, None]` of feature ids, or a list
+            `[ids, weights]` of two ragged tensors (int64 and float).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input(shape=(64,))])
+    >>> model.add(ProjectionLayer(num_hashes=60, num_bits=12))
+    >>> model.add(keras.layers.Dense(10, activation="softmax"))
+    >>> model.output_shape
+    (None, 10)
+    """
+
+    def __init__(self, num_hashes, num_bits, output="bits", seed=0, **kwargs):
+        errors = []
+        if not _is_int(num_hashes) or num_hashes < 1:
+            errors.append(f"num_hashes must be an integer >= 1. Received: num_hashes={num_hashes!r}")
+        if output not in _OUTPUTS:
+            errors.append(f"output must be one of {_OUTPUTS}. Received: output={output!r}")
+        max_bits = 32 if output == "signatures" else 64
+        if not _is_int(num_bits) or not 1 <= num_bits <= max_bits:
+            errors.append(
+                f"num_bits must be an integer from 1 to {max_bits} for output={output!r}"
+                + (" (the LSH_PROJECTION builtin's limit)" if max_bits == 32 else "")
+                + f". Received: num_bits={num_bits!r}"
+            )
+        if not _is_int(seed) or seed < 0:
+            errors.append(f"seed must be a non-negative integer. Received: seed={seed!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.num_hashes = int(num_hashes)
+        self.num_bits = int(num_bits)
+        self.output_mode = output
+        self.seed = int(seed)
+        self._seeds = hashing.lsh_seeds(self.num_hashes, self.num_bits, self.seed)
+        self._matrix = None
+
+    @property
+    def hash_seeds(self):
+        """The float32 `[num_hashes, num_bits]` seeds; the export writes exactly these."""
+        return self._seeds.copy()
+
+    @property
+    def num_outputs(self):
+        """Width of the output: `T * d` for bits, `T` for signatures."""
+        return self.num_hashes * (self.num_bits if self.output_mode == "bits" else 1)
+
+    def build(self, input_shape):
+        if _is_sparse_shape(input_shape):
+            return
+        num_features = input_shape[-1]
+        if len(input_shape) != 2 or num_features is None:
+            raise ValueError(
+                "ProjectionLayer expects dense inputs of shape (batch, n) with a known n. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        # The matrix is a cache of what the seeds define, not a weight: it is not
+        # saved, so the .keras file does not grow with n.
+        with tf.init_scope():
+            self._matrix = hashing.projection_matrix(self._seeds, num_features)
+
+    def call(self, inputs):
+        ids, weights = _check_inputs(inputs)
+        if isinstance(ids, tf.RaggedTensor):
+            bits = hashing.sparse_bits(self._seeds, ids, weights)
+        else:
+            bits = hashing.dense_bits(ids, self._matrix)
+        if self.output_mode == "bits":
+            return tf.cast(bits, "float32")
+        return hashing.pack_signatures(bits, self.num_hashes, self.num_bits)
+
+    def compute_output_shape(self, input_shape):
+        ids_shape = input_shape[0] if _is_list(input_shape[0]) else input_shape
+        return (ids_shape[0], self.num_outputs)
+
+    def compute_output_spec(self, inputs):
+        ids, _ = _check_inputs(inputs)
+        dtype = "float32" if self.output_mode == "bits" else "int32"
+        return keras.KerasTensor((ids.shape[0], self.num_outputs), dtype=dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_hashes=self.num_hashes,
+            num_bits=self.num_bits,
+            output=self.output_mode,
+            seed=self.seed,
+        )
+        return config
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_list(value):
+    return isinstance(value, (list, tuple))
+
+
+def _is_sparse_shape(input_shape):
+    """A list of two shapes ([ids, weights]) or a ragged (batch, None) shape."""
+    if _is_list(input_shape) and input_shape and _is_list(input_shape[0]):
+        return True
+    return len(input_shape) == 2 and input_shape[-1] is None
+
+
+def _is_ragged(tensor):
+    return isinstance(tensor, tf.RaggedTensor) or getattr(tensor, "ragged", False)
+
+
+def _check_inputs(inputs):
+    """Validates the three accepted input forms; returns (ids_or_dense, weights)."""
+    if _is_list(inputs):
+        if len(inputs) != 2 or not all(_is_ragged(t) for t in inputs):
+            raise ValueError(
+                "ProjectionLayer takes a list only as [ids, weights], two ragged tensors "
+                f"of shape (batch, None). Received: inputs={inputs!r}"
+            )
+        ids, weights = inputs
+        if not tf.as_dtype(weights.dtype).is_floating:
+            raise ValueError(
+                "ProjectionLayer expects the weights of [ids, weights] to be a float ragged "
+                f"tensor. Received: dtype={tf.as_dtype(weights.dtype).name}"
+            )
+    else:
+        ids, weights = inputs, None
+    dtype = tf.as_dtype(ids.dtype)
+    if _is_ragged(ids):
+        if dtype != tf.int64 or len(ids.shape) != 2:
+            raise ValueError(
+                "ProjectionLayer expects sparse feature ids as an int64 ragged tensor of "
+                f"shape (batch, None). Received: dtype={dtype.name}, shape={tuple(ids.shape)}"
+            )
+    elif not dtype.is_floating or len(ids.shape) != 2:
+        raise ValueError(
+            "ProjectionLayer expects a dense float tensor of shape (batch, n) or int64 "
+            "ragged feature ids of shape (batch, None). Received: "
+            f"dtype={dtype.name}, shape={tuple(ids.shape)}"
+        )
+    return ids, weights

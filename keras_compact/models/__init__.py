@@ -1,0 +1,3 @@
+"""Keras models with their own `train_step`."""
+
+from keras_compact.models.projection_net import ProjectionNet

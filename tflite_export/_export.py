@@ -1,0 +1,181 @@
+import collections
+import dataclasses
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_compact.models import ProjectionNet
+from tflite_export import _flatbuffer as fb
+from tflite_export import _lowering
+from tflite_export import _verify
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export` wrote and how the file compares with the Keras model.
+
+    Attributes:
+        path: the `.tflite` file written.
+        bytes: its size.
+        operators: operator name -> count, in order of first use.
+        builtin_only: True when every operator is a TFLite builtin (no custom or
+            Flex op), so the stock LiteRT runtime on Android runs the file.
+        inputs: `(name, dtype, shape)` of each input tensor; a shape of `-1` is a
+            length the caller sets per example (LSH_PROJECTION feature lists).
+        num_examples: examples compared in the LiteRT interpreter, one per invoke.
+        top1_agreement: fraction of examples whose arg-max agrees (None when no
+            output has more than one class).
+        max_abs_diff: largest absolute difference of any output value.
+        latency_ms: median time of one `invoke()` in LiteRT over those examples.
+    """
+
+    path: str
+    bytes: int
+    operators: dict
+    builtin_only: bool
+    inputs: list
+    num_examples: int
+    top1_agreement: float
+    max_abs_diff: float
+    latency_ms: float
+
+    def __str__(self):
+        agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
+        operators = ", ".join(f"{name} x{count}" for name, count in self.operators.items())
+        inputs = ", ".join(f"{name} {dtype} {list(shape)}" for name, dtype, shape in self.inputs)
+        return (
+            f"{self.path}: {self.bytes:,} bytes; operators: {operators} "
+            f"({'builtin only' if self.builtin_only else 'NOT builtin only'}); inputs: {inputs}; "
+            f"LiteRT vs Keras on {self.num_examples} examples: top-1 agreement {agreement}, "
+            f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example"
+        )
+
+
+def export(model, path, verify_with=None, num_random_examples=64, seed=0):
+    """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
+
+    Every `keras_compact.ProjectionLayer` that reads model inputs becomes TFLite's
+    builtin `LSH_PROJECTION` operator (DENSE for `output="bits"`, SPARSE for
+    `output="signatures"`) holding only the hash seeds; the other layers are
+    converted by the TF converter. The file takes one example per invoke (the
+    builtin has no batch dimension). Its inputs, named after the Keras inputs:
+
+    - a dense projection input: float32 `[n]`, the example's features;
+    - sparse projection inputs: int64 `[num_features]` ids and, when the layer
+      takes `[ids, weights]`, float32 `[num_features]` weights; resize both to the
+      example's feature count (at least 1: pass one feature of weight 0 for an
+      example without features) before each invoke;
+    - any other input: its Keras shape with a batch dimension of 1.
+
+    A `keras_compact.ProjectionNet` exports its deployable `.projection` network.
+    The file is written atomically (a temporary file renamed into place), then
+    run in `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
+    `num_random_examples` random examples) and compared with the Keras model.
+
+    Args:
+        model: a built Keras model (functional, Sequential or `ProjectionNet`).
+        path: where to write the `.tflite` file.
+        verify_with: examples for the comparison: an array (or ragged tensor) for
+            a single-input model, else a list with one entry per input or a dict
+            keyed by input name.
+        num_random_examples: how many random examples to use without `verify_with`.
+        seed: seed of those random examples.
+
+    Returns:
+        An `ExportReport`.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((64,), name="pixels"),
+    ...                           keras_compact.ProjectionLayer(60, 12),
+    ...                           keras.layers.Dense(10, activation="softmax")])
+    >>> report = export(model, "projection.tflite")
+    >>> report.builtin_only, report.operators["LSH_PROJECTION"]
+    (True, 1)
+    """
+    if isinstance(model, ProjectionNet):
+        model = model.projection
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"export expects a keras.Model. Received: model={type(model).__name__}")
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"export needs a model with known inputs (functional, or Sequential built with "
+            f"keras.Input). Received an unbuilt or subclassed model: {model.name!r}"
+        )
+    if not isinstance(num_random_examples, int) or num_random_examples < 1:
+        raise ValueError(
+            "num_random_examples must be a positive integer. "
+            f"Received: num_random_examples={num_random_examples!r}"
+        )
+    model_bytes = _convert(model)
+    if verify_with is None:
+        examples = _verify.random_inputs(model, num_random_examples, seed)
+    else:
+        examples = _verify.model_inputs(model, verify_with)
+    expected = _verify.run_keras(model, examples)
+    got, seconds = _verify.run_litert(model_bytes, examples)
+    agreement, max_diff = _verify.compare(expected, got)
+    _write_atomically(path, model_bytes)
+
+    parsed = fb.read(model_bytes)
+    operators = fb.operators(parsed)
+    return ExportReport(
+        path=os.fspath(path),
+        bytes=len(model_bytes),
+        operators=dict(collections.Counter(name for name, _ in operators)),
+        builtin_only=all(builtin for _, builtin in operators),
+        inputs=fb.input_specs(parsed),
+        num_examples=int(got[0].shape[0]),
+        top1_agreement=agreement,
+        max_abs_diff=max_diff,
+        latency_ms=seconds * 1e3,
+    )
+
+
+def _convert(model):
+    """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION."""
+    cuts = _lowering.find_projections(model)
+    if cuts:
+        head, specs = _lowering.head_model(model, cuts)
+    else:
+        head = model
+        specs = [(t.name, t.dtype, (1,) + tuple(t.shape[1:])) for t in model.inputs]
+    signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
+    with tempfile.TemporaryDirectory() as saved_model:
+        head.export(
+            saved_model,
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=[signature] if len(signature) > 1 else signature,
+        )
+        model_bytes = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+    if cuts:
+        model_bytes = _lowering.lower_projections(model_bytes, cuts)
+    return _name_io_tensors(model_bytes)
+
+
+def _name_io_tensors(model_bytes):
+    """Names each input and output tensor after its signature key (the Keras input name)."""
+    model = fb.read(model_bytes)
+    subgraph = model.subgraphs[0]
+    for entry in list(model.signatureDefs[0].inputs) + list(model.signatureDefs[0].outputs):
+        subgraph.tensors[entry.tensorIndex].name = entry.name
+    return fb.write(model)
+
+
+def _write_atomically(path, data):
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,150 @@
+"""Small edits of TFLite flatbuffers with the schema's object API."""
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+_TENSOR_TYPES = {
+    np.dtype(np.float32): schema.TensorType.FLOAT32,
+    np.dtype(np.int32): schema.TensorType.INT32,
+    np.dtype(np.int64): schema.TensorType.INT64,
+    np.dtype(np.uint8): schema.TensorType.UINT8,
+}
+_TYPE_NAMES = {code: np.dtype(dtype).name for dtype, code in _TENSOR_TYPES.items()}
+_BUILTIN_NAMES = {
+    code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")
+}
+# Operator codes below this value are also written to the deprecated int8 field.
+_PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+
+def read(model_bytes):
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+
+
+def write(model):
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def empty_model():
+    model = schema.ModelT()
+    model.version = 3
+    model.buffers = [schema.BufferT()]
+    model.operatorCodes = []
+    subgraph = schema.SubGraphT()
+    subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs = [], [], [], []
+    subgraph.name = "main"
+    model.subgraphs = [subgraph]
+    return model
+
+
+def add_tensor(model, subgraph, name, dtype, shape, data=None, shape_signature=None):
+    """Appends a tensor (a constant when `data` is given) and returns its index."""
+    tensor = schema.TensorT()
+    tensor.name = name
+    tensor.type = _TENSOR_TYPES[np.dtype(dtype)]
+    tensor.shape = np.asarray(shape, dtype=np.int32)
+    if shape_signature is not None:
+        tensor.shapeSignature = np.asarray(shape_signature, dtype=np.int32)
+    tensor.buffer = 0
+    if data is not None:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        tensor.buffer = len(model.buffers) - 1
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def opcode_index(model, builtin_code):
+    """Index of the operator code for `builtin_code`, added if the model lacks it."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin_code:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin_code
+    code.deprecatedBuiltinCode = min(builtin_code, _PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def make_operator(model, builtin_code, inputs, outputs, options_type=0, options=None):
+    operator = schema.OperatorT()
+    operator.opcodeIndex = opcode_index(model, builtin_code)
+    operator.inputs = np.asarray(inputs, dtype=np.int32)
+    operator.outputs = np.asarray(outputs, dtype=np.int32)
+    operator.builtinOptionsType = options_type
+    operator.builtinOptions = options
+    return operator
+
+
+def lsh_projection_operator(model, hash_tensor, input_tensor, weight_tensor, output_tensor, sparse):
+    options = schema.LSHProjectionOptionsT()
+    options.type = schema.LSHProjectionType.SPARSE if sparse else schema.LSHProjectionType.DENSE
+    inputs = [hash_tensor, input_tensor] + ([] if weight_tensor is None else [weight_tensor])
+    return make_operator(
+        model,
+        schema.BuiltinOperator.LSH_PROJECTION,
+        inputs,
+        [output_tensor],
+        schema.BuiltinOptions.LSHProjectionOptions,
+        options,
+    )
+
+
+def lsh_projection_model(seeds, sparse, feature_dtype, with_weights):
+    """A model holding one builtin LSH_PROJECTION op; every input has a dynamic length.
+
+    Inputs: `input` (`feature_dtype`, `[n]`) and, if `with_weights`, `weight`
+    (float32 `[n]`). Output: int32 `[T*d]` (DENSE) or `[T]` (SPARSE).
+    """
+    seeds = np.asarray(seeds, np.float32)
+    model = empty_model()
+    subgraph = model.subgraphs[0]
+    hash_tensor = add_tensor(model, subgraph, "hash", np.float32, seeds.shape, seeds)
+    ids = add_tensor(model, subgraph, "input", feature_dtype, [1], shape_signature=[-1])
+    weight = (
+        add_tensor(model, subgraph, "weight", np.float32, [1], shape_signature=[-1])
+        if with_weights
+        else None
+    )
+    width = seeds.shape[0] if sparse else seeds.size
+    output = add_tensor(model, subgraph, "output", np.int32, [width])
+    subgraph.operators.append(
+        lsh_projection_operator(model, hash_tensor, ids, weight, output, sparse)
+    )
+    subgraph.inputs = np.asarray([ids] + ([] if weight is None else [weight]), np.int32)
+    subgraph.outputs = np.asarray([output], np.int32)
+    return write(model)
+
+
+def operators(model):
+    """`(name, is_builtin)` of each operator in every subgraph, in order.
+
+    Custom operators, Flex (TF select) ones included, are not builtin: a stock
+    LiteRT runtime on Android cannot run them without extra code.
+    """
+    found = []
+    for subgraph in model.subgraphs:
+        for operator in subgraph.operators:
+            code = model.operatorCodes[operator.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                custom = code.customCode
+                found.append((custom.decode() if isinstance(custom, bytes) else str(custom), False))
+            else:
+                found.append((_BUILTIN_NAMES[builtin], True))
+    return found
+
+
+def input_specs(model):
+    """`(name, dtype, shape)` of the first subgraph's inputs; -1 marks a free length."""
+    subgraph = model.subgraphs[0]
+    specs = []
+    for index in subgraph.inputs:
+        tensor = subgraph.tensors[index]
+        shape = tensor.shape if tensor.shapeSignature is None else tensor.shapeSignature
+        dtype = _TYPE_NAMES.get(tensor.type, f"tensor type {tensor.type}")
+        specs.append((tensor.name.decode(), dtype, tuple(int(d) for d in shape)))
+    return specs

@@ -1,0 +1,158 @@
+"""Running an exported model in LiteRT, one example per invoke, against Keras."""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from tflite_export import _flatbuffer as fb
+
+
+def model_inputs(model, samples):
+    """`samples` as a list with one entry per `model.inputs`, in that order.
+
+    Accepts a dict keyed by input name, a list/tuple with one entry per input, or
+    (for a single-input model) the entry itself. Ragged inputs accept a
+    `tf.RaggedTensor` or a list of lists.
+    """
+    names = [tensor.name for tensor in model.inputs]
+    if isinstance(samples, dict):
+        missing = sorted(set(names) - set(samples))
+        if missing:
+            raise ValueError(
+                f"verify_with is missing inputs {missing}; the model's inputs are {names}."
+            )
+        entries = [samples[name] for name in names]
+    elif len(names) > 1:
+        if not isinstance(samples, (list, tuple)) or len(samples) != len(names):
+            raise ValueError(
+                f"verify_with must hold one entry per model input {names} (a list or a dict). "
+                f"Received: {type(samples).__name__}"
+            )
+        entries = list(samples)
+    else:
+        entries = [samples]
+    converted = []
+    for tensor, entry in zip(model.inputs, entries):
+        if tensor.ragged:
+            if not isinstance(entry, tf.RaggedTensor):
+                entry = tf.ragged.constant(entry, dtype=tensor.dtype)
+            converted.append(tf.cast(entry, tensor.dtype))
+        else:
+            converted.append(np.asarray(entry, dtype=tensor.dtype))
+    counts = {int(entry.shape[0]) for entry in converted}
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(
+            "verify_with must hold the same positive number of examples for every input. "
+            f"Received counts: {sorted(counts)}"
+        )
+    return converted
+
+
+def random_inputs(model, count, seed):
+    """`count` random examples for every input: floats in [0, 1), ragged ids and weights."""
+    rng = np.random.default_rng(seed)
+    row_lengths = rng.integers(1, 17, size=count)
+    samples = []
+    for tensor in model.inputs:
+        dtype = np.dtype(tensor.dtype)
+        if tensor.ragged and dtype == np.int64:
+            values = rng.integers(0, 2**40, size=row_lengths.sum(), dtype=np.int64)
+        elif tensor.ragged and dtype.kind == "f":
+            values = rng.uniform(0.1, 1.0, size=row_lengths.sum()).astype(dtype)
+        elif not tensor.ragged and dtype.kind == "f" and None not in tensor.shape[1:]:
+            samples.append(rng.uniform(0.0, 1.0, size=(count,) + tuple(tensor.shape[1:])).astype(dtype))
+            continue
+        else:
+            raise ValueError(
+                f"Cannot make random examples for input {tensor.name!r} "
+                f"(dtype={tensor.dtype}, shape={tuple(tensor.shape)}, ragged={tensor.ragged}); "
+                "pass real examples with verify_with=."
+            )
+        samples.append(tf.RaggedTensor.from_row_lengths(values, row_lengths))
+    return samples
+
+
+def run_keras(model, inputs, batch_size=256):
+    """The Keras model's outputs as a list of NumPy arrays, one per output."""
+    count = int(inputs[0].shape[0])
+    chunks = []
+    for start in range(0, count, batch_size):
+        batch = [entry[start : start + batch_size] for entry in inputs]
+        outputs = model(batch if len(batch) > 1 else batch[0], training=False)
+        chunks.append([np.asarray(output) for output in keras.tree.flatten(outputs)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+class LiteRTRunner:
+    """Feeds one example at a time to a `.tflite` model by input name.
+
+    Inputs with a fixed leading dimension of 1 get `example[None]`; 1-D inputs
+    (the LSH_PROJECTION features) get the example's row, resized as needed.
+    """
+
+    def __init__(self, model_bytes):
+        self.interpreter = Interpreter(model_content=bytes(model_bytes))
+        self.interpreter.allocate_tensors()
+        signature = fb.read(model_bytes).signatureDefs[0]
+        details = {d["index"]: d for d in self.interpreter.get_input_details()}
+        self.inputs = [details[entry.tensorIndex] for entry in signature.inputs]
+        outputs = {d["index"]: d for d in self.interpreter.get_output_details()}
+        self.outputs = [outputs[entry.tensorIndex] for entry in signature.outputs]
+
+    def __call__(self, example):
+        """Runs one example (a list of per-input rows); returns (outputs, seconds)."""
+        values = [_shaped(detail, row) for detail, row in zip(self.inputs, example)]
+        resized = False
+        for detail, value in zip(self.inputs, values):
+            if tuple(self.interpreter.get_tensor(detail["index"]).shape) != value.shape:
+                self.interpreter.resize_tensor_input(detail["index"], value.shape)
+                resized = True
+        if resized:
+            self.interpreter.allocate_tensors()
+        for detail, value in zip(self.inputs, values):
+            self.interpreter.set_tensor(detail["index"], value)
+        start = time.perf_counter()
+        self.interpreter.invoke()
+        seconds = time.perf_counter() - start
+        return [self.interpreter.get_tensor(d["index"]).copy() for d in self.outputs], seconds
+
+
+def _shaped(detail, row):
+    value = np.asarray(row, dtype=detail["dtype"])
+    if len(detail["shape"]) > 1 and detail["shape"][0] == 1:
+        value = value[None]
+    return value
+
+
+def run_litert(model_bytes, inputs):
+    """Outputs of the `.tflite` model for every example, and the median invoke time."""
+    runner = LiteRTRunner(model_bytes)
+    count = int(inputs[0].shape[0])
+    results, times = [], []
+    for i in range(count):
+        example = [
+            entry[i].numpy() if isinstance(entry, tf.RaggedTensor) else entry[i] for entry in inputs
+        ]
+        outputs, seconds = runner(example)
+        results.append(outputs)
+        times.append(seconds)
+    stacked = [
+        np.stack([out[0] if out.ndim > 1 and out.shape[0] == 1 else out for out in per_output])
+        for per_output in zip(*results)
+    ]
+    return stacked, float(np.median(times))
+
+
+def compare(keras_outputs, litert_outputs):
+    """Top-1 agreement (outputs with more than one class) and max abs difference."""
+    agreements, max_diff = [], 0.0
+    for expected, got in zip(keras_outputs, litert_outputs):
+        expected = expected.reshape(got.shape).astype(np.float64)
+        got = got.astype(np.float64)
+        max_diff = max(max_diff, float(np.max(np.abs(expected - got))) if got.size else 0.0)
+        if got.ndim == 2 and got.shape[1] > 1:
+            agreements.append(float(np.mean(expected.argmax(-1) == got.argmax(-1))))
+    return (min(agreements) if agreements else None), max_diff
