@@ -134,6 +134,33 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
     )
 
 
+def predict(tflite, examples):
+    """Runs a `.tflite` file in LiteRT, one example per invoke, like `model.predict`.
+
+    Args:
+        tflite: path of a `.tflite` file, or its bytes.
+        examples: for a single-input model an array (or `tf.RaggedTensor` of
+            feature ids) whose first axis is the examples; else a list with one
+            such entry per input, in the file's input order (`ExportReport.inputs`).
+
+    Returns:
+        The outputs stacked over the examples: one array, or a list of arrays
+        for a model with several outputs.
+
+    Example:
+
+    >>> probabilities = predict("projection.tflite", x_test)  # doctest: +SKIP
+    """
+    if isinstance(tflite, (bytes, bytearray)):
+        model_bytes = bytes(tflite)
+    else:
+        with open(tflite, "rb") as stream:
+            model_bytes = stream.read()
+    inputs = list(examples) if isinstance(examples, (list, tuple)) else [examples]
+    outputs, _ = _verify.run_litert(model_bytes, inputs)
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
 def _convert(model):
     """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION."""
     cuts = _lowering.find_projections(model)

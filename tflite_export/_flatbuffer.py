@@ -114,9 +114,30 @@ def lsh_projection_model(seeds, sparse, feature_dtype, with_weights):
     subgraph.operators.append(
         lsh_projection_operator(model, hash_tensor, ids, weight, output, sparse)
     )
-    subgraph.inputs = np.asarray([ids] + ([] if weight is None else [weight]), np.int32)
-    subgraph.outputs = np.asarray([output], np.int32)
+    inputs = [("input", ids)] + ([] if weight is None else [("weight", weight)])
+    set_signature(model, inputs, [("output", output)])
     return write(model)
+
+
+def tensor_map(name, index):
+    entry = schema.TensorMapT()
+    entry.name = name
+    entry.tensorIndex = index
+    return entry
+
+
+def set_signature(model, inputs, outputs, key="serving_default"):
+    """Sets the first subgraph's inputs and outputs, `[(name, tensor index)]`, and
+    the one signature that names them."""
+    subgraph = model.subgraphs[0]
+    subgraph.inputs = np.asarray([index for _, index in inputs], np.int32)
+    subgraph.outputs = np.asarray([index for _, index in outputs], np.int32)
+    signature = schema.SignatureDefT()
+    signature.signatureKey = key
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(name, index) for name, index in inputs]
+    signature.outputs = [tensor_map(name, index) for name, index in outputs]
+    model.signatureDefs = [signature]
 
 
 def operators(model):

@@ -5,10 +5,11 @@ projections, which become builtin operators written here, and the *head* (every
 layer after them), which the converter converts as usual with the projection
 outputs as its inputs. The projections are then prepended to the head's graph:
 
-    dense:  x float32 [n] --LSH_PROJECTION(DENSE, ids = 0..n-1, weight = x)-->
-            int32 [T*d] --CAST--> float32 [T*d] --RESHAPE--> [1, T*d] --> head
-    sparse: ids int64 [n] (+ weights float32 [n]) --LSH_PROJECTION(SPARSE)-->
-            int32 [T] --RESHAPE--> [1, T] --> head
+    x float32 [n]  (a dense input: features 0..n-1, weighted by x)
+      or ids int64 [n] (+ weights float32 [n])  (a ragged input)
+    --LSH_PROJECTION(DENSE)--> int32 [T*d] --CAST--> float32 --RESHAPE--> [1, T*d]  (bits)
+    --LSH_PROJECTION(SPARSE)--> int32 [T] --RESHAPE--> [1, T]  (signatures)
+    --> the head
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ class ProjectionCut:
 
     layer: ProjectionLayer
     input_names: list  # [dense] or [ids] or [ids, weights]
-    sparse: bool
+    ragged: bool  # ids (and weights) rather than one dense float vector
     placeholder: str  # name of the head's input that stands for its output
 
 
@@ -66,7 +67,7 @@ def find_projections(model):
             ProjectionCut(
                 layer=layer,
                 input_names=[tensor.name for tensor in read],
-                sparse=bool(read[0].ragged),
+                ragged=bool(read[0].ragged),
                 placeholder=f"{layer.name}_output",
             )
         )
@@ -111,7 +112,7 @@ def lower_projections(model_bytes, cuts):
         new_inputs[position : position + 1] = added
         entry_position = new_entries.index(entries[cut.placeholder])
         new_entries[entry_position : entry_position + 1] = [
-            _tensor_map(name, index) for name, index in zip(cut.input_names, added)
+            fb.tensor_map(name, index) for name, index in zip(cut.input_names, added)
         ]
         subgraph.tensors[head_input].name = f"{cut.layer.name}/{cut.layer.output_mode}"
     subgraph.operators = prologue + subgraph.operators
@@ -126,7 +127,7 @@ def _projection_ops(model, subgraph, cut, head_input):
     seeds = layer.hash_seeds
     name = layer.name
     hash_tensor = fb.add_tensor(model, subgraph, f"{name}/hash_seeds", np.float32, seeds.shape, seeds)
-    if cut.sparse:
+    if cut.ragged:
         added = [
             fb.add_tensor(model, subgraph, cut.input_names[0], np.int64, [1], shape_signature=[-1])
         ]
@@ -153,7 +154,9 @@ def _projection_ops(model, subgraph, cut, head_input):
     width = layer.num_outputs
     lsh_output = fb.add_tensor(model, subgraph, f"{name}/lsh", np.int32, [width])
     operators = [
-        fb.lsh_projection_operator(model, hash_tensor, features, weights, lsh_output, cut.sparse)
+        fb.lsh_projection_operator(
+            model, hash_tensor, features, weights, lsh_output, sparse=layer.output_mode == "signatures"
+        )
     ]
     reshape_input = lsh_output
     if layer.output_mode == "bits":
@@ -187,10 +190,3 @@ def _projection_ops(model, subgraph, cut, head_input):
         )
     )
     return added, operators
-
-
-def _tensor_map(name, index):
-    entry = schema.TensorMapT()
-    entry.name = name
-    entry.tensorIndex = index
-    return entry

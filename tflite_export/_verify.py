@@ -41,7 +41,16 @@ def model_inputs(model, samples):
                 entry = tf.ragged.constant(entry, dtype=tensor.dtype)
             converted.append(tf.cast(entry, tensor.dtype))
         else:
-            converted.append(np.asarray(entry, dtype=tensor.dtype))
+            entry = np.asarray(entry, dtype=tensor.dtype)
+            expected = tuple(tensor.shape[1:])
+            if entry.ndim != len(expected) + 1 or any(
+                want is not None and want != got for want, got in zip(expected, entry.shape[1:])
+            ):
+                raise ValueError(
+                    f"verify_with for input {tensor.name!r} must have shape (examples,) + "
+                    f"{expected}. Received shape: {entry.shape}"
+                )
+            converted.append(entry)
     counts = {int(entry.shape[0]) for entry in converted}
     if len(counts) != 1 or 0 in counts:
         raise ValueError(

@@ -1,0 +1,48 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from keras_compact import datasets
+
+
+def test_digits_are_the_real_bundled_digits_split_stratified():
+    ((x_train, y_train), (x_test, y_test)), info = datasets.load("digits", with_info=True)
+    assert x_train.shape == (1437, 8, 8) and x_test.shape == (360, 8, 8)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert np.bincount(y_test).min() >= 35  # every class in the test split
+    assert "1,437 train / 360 test" in info["split"]
+
+
+def test_mnist_test_split_is_divided_8000_2000_with_fixed_permutation(shared_data):
+    ((x_train, y_train), (x_test, y_test)), info = datasets.load("mnist", shared_data, with_info=True)
+    assert x_train.shape == (8000, 28, 28) and x_test.shape == (2000, 28, 28)
+    counts = np.bincount(np.concatenate([y_train, y_test]))
+    np.testing.assert_array_equal(counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    assert "default_rng(0).permutation(10000)" in info["split"]
+    again = datasets.load("mnist", shared_data / "mnist")
+    np.testing.assert_array_equal(again[1][1], y_test)
+
+
+def test_mnist_reads_the_folder_from_environment(shared_data, monkeypatch):
+    monkeypatch.setenv("KERAS_COMPACT_DATA", str(shared_data))
+    (x_train, _), _ = datasets.load("mnist")
+    assert x_train.shape == (8000, 28, 28)
+
+
+def test_missing_mnist_files_error_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "mnist")):
+        datasets.load("mnist", tmp_path)
+
+
+def test_corrupt_idx_file_is_reported(tmp_path):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        with gzip.open(tmp_path / name, "wb") as stream:
+            stream.write(b"\x00\x00\x08\x01" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="magic 2049, expected 2051"):
+        datasets.load("mnist", tmp_path)
+
+
+def test_unknown_name_is_rejected():
+    with pytest.raises(ValueError, match="name='cifar'"):
+        datasets.load("cifar")

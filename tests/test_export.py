@@ -1,0 +1,117 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_compact import ProjectionLayer, ProjectionNet
+from tflite_export import export, predict
+
+_BUILTIN_ONLY_PROJECTION = {"LSH_PROJECTION", "CAST", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
+
+
+def _projection_model(num_features=64, name="pixels", **layer_kwargs):
+    return keras.Sequential(
+        [
+            keras.Input((num_features,), name=name),
+            ProjectionLayer(layer_kwargs.pop("num_hashes", 60), layer_kwargs.pop("num_bits", 12),
+                            name="projection", **layer_kwargs),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def test_dense_projection_exports_to_builtin_lsh_projection_and_agrees(tmp_path, digits):
+    (x_train, y_train), (x_test, y_test) = digits
+    model = _projection_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=3, verbose=0)
+    report = export(model, tmp_path / "model.tflite", verify_with=x_test)
+    assert report.builtin_only
+    assert set(report.operators) == _BUILTIN_ONLY_PROJECTION
+    assert report.operators["LSH_PROJECTION"] == 1
+    assert report.inputs == [("pixels", "float32", (64,))]
+    assert report.num_examples == len(x_test)
+    assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
+    assert report.bytes == os.path.getsize(report.path) and report.latency_ms > 0
+    np.testing.assert_allclose(
+        predict(report.path, x_test), model.predict(x_test, verbose=0), atol=1e-5
+    )
+
+
+def test_exported_file_stores_seeds_not_a_projection_matrix(tmp_path):
+    small = export(_projection_model(64), tmp_path / "small.tflite", num_random_examples=4)
+    large = export(_projection_model(2048), tmp_path / "large.tflite", num_random_examples=4)
+    # Only the int32 feature ids grow with n (4 bytes each), never an n x T*d matrix.
+    assert large.bytes - small.bytes < (2048 - 64) * 4 + 1024
+
+
+def test_signatures_feed_an_embedding_through_sparse_lsh_projection(tmp_path):
+    inputs = keras.Input((32,), name="features")
+    signatures = ProjectionLayer(8, 6, output="signatures")(inputs)
+    embedded = keras.layers.Embedding(8 * 2**6, 4)(signatures)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(embedded))
+    model = keras.Model(inputs, outputs)
+    report = export(model, tmp_path / "sig.tflite", num_random_examples=200)
+    assert report.builtin_only and "LSH_PROJECTION" in report.operators
+    assert "CAST" not in report.operators
+    assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
+
+
+def test_weighted_sparse_ids_export_with_resizable_inputs(tmp_path):
+    ids = keras.Input(shape=(None,), ragged=True, dtype="int64", name="ids")
+    weights = keras.Input(shape=(None,), ragged=True, dtype="float32", name="weights")
+    bits = ProjectionLayer(20, 10)([ids, weights])
+    model = keras.Model([ids, weights], keras.layers.Dense(5, activation="softmax")(bits))
+    report = export(model, tmp_path / "ids.tflite", num_random_examples=300)
+    assert report.inputs == [("ids", "int64", (-1,)), ("weights", "float32", (-1,))]
+    assert report.builtin_only and report.top1_agreement == 1.0
+    samples = [
+        tf.ragged.constant([[1, 2, 3], [7]], dtype=tf.int64),
+        tf.ragged.constant([[0.5, 1.0, -2.0], [3.0]], dtype=tf.float32),
+    ]
+    np.testing.assert_allclose(predict(report.path, samples), model(samples).numpy(), atol=1e-5)
+
+
+def test_projection_net_exports_its_projection_network(tmp_path, digits):
+    _, (x_test, _) = digits
+    trainer = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    net = ProjectionNet(trainer, _projection_model())
+    report = export(net, tmp_path / "net.tflite", verify_with=x_test[:50])
+    assert "LSH_PROJECTION" in report.operators and report.top1_agreement == 1.0
+
+
+def test_plain_keras_model_exports_with_batch_of_one(tmp_path, digits):
+    _, (x_test, _) = digits
+    model = keras.Sequential(
+        [keras.Input((64,), name="pixels"), keras.layers.Dense(10, activation="softmax")]
+    )
+    report = export(model, tmp_path / "plain.tflite", verify_with=x_test)
+    assert report.inputs == [("pixels", "float32", (1, 64))]
+    assert report.builtin_only and report.top1_agreement == 1.0
+
+
+def test_export_leaves_only_the_file_behind(tmp_path):
+    export(_projection_model(), tmp_path / "out" / "model.tflite", num_random_examples=4)
+    assert os.listdir(tmp_path / "out") == ["model.tflite"]
+
+
+def test_failed_export_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="verify_with"):
+        export(_projection_model(), tmp_path / "model.tflite", verify_with=[np.zeros((3, 64))] * 2)
+    assert os.listdir(tmp_path) == []
+
+
+def test_projection_that_does_not_read_a_model_input_is_rejected(tmp_path):
+    inputs = keras.Input((16,))
+    hidden = keras.layers.Dense(8)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(ProjectionLayer(4, 4, name="late")(hidden)))
+    with pytest.raises(ValueError, match="'late' must read model inputs directly"):
+        export(model, tmp_path / "model.tflite")
+    assert not (tmp_path / "model.tflite").exists()
+
+
+def test_non_model_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="Received: model=Dense"):
+        export(keras.layers.Dense(3), tmp_path / "model.tflite")

@@ -1,0 +1,171 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact import ProjectionLayer, ProjectionNet
+
+
+def _networks(num_features=64, num_classes=10, hidden=128):
+    trainer = keras.Sequential(
+        [
+            keras.Input((num_features,)),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="trainer",
+    )
+    projection = keras.Sequential(
+        [
+            keras.Input((num_features,)),
+            ProjectionLayer(60, 12),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="projection",
+    )
+    return trainer, projection
+
+
+def test_fit_trains_both_networks_on_real_digits_and_reports_both(digits):
+    (x_train, y_train), (x_test, y_test) = digits
+    net = ProjectionNet(*_networks())
+    net.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = net.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
+    for name in ("loss", "trainer_loss", "distillation_loss", "projection_loss",
+                 "trainer_accuracy", "projection_accuracy"):
+        assert name in history.history
+    scores = net.evaluate(x_test, y_test, return_dict=True, verbose=0)
+    assert scores["trainer_accuracy"] > 0.93, scores
+    assert scores["projection_accuracy"] > 0.90, scores
+    predictions = net.predict(x_test, verbose=0)
+    np.testing.assert_allclose(predictions, net.projection.predict(x_test, verbose=0), atol=1e-6)
+
+
+def test_loss_is_the_weighted_sum_of_the_three_terms(digits):
+    (x_train, y_train), _ = digits
+    net = ProjectionNet(*_networks(), l1=0.7, l2=0.3, l3=2.0)
+    net.compile(optimizer="adam")
+    scores = net.evaluate(x_train[:256], y_train[:256], batch_size=256, return_dict=True, verbose=0)
+    expected = 0.7 * scores["trainer_loss"] + 0.3 * scores["distillation_loss"] + 2.0 * scores["projection_loss"]
+    assert scores["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_does_not_push_gradients_into_the_trainer(digits):
+    (x_train, y_train), _ = digits
+    trainer, projection = _networks()
+    net = ProjectionNet(trainer, projection, l1=0.0, l2=1.0, l3=0.0)
+    net.compile(optimizer=keras.optimizers.SGD(0.5))
+    before_trainer = [w.copy() for w in trainer.get_weights()]
+    before_projection = [w.copy() for w in projection.get_weights()]
+    net.fit(x_train[:64], y_train[:64], batch_size=64, epochs=1, verbose=0)
+    for before, after in zip(before_trainer, trainer.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.array_equal(b, a) for b, a in zip(before_projection, projection.get_weights()))
+
+
+def test_one_hot_labels_give_the_same_losses_as_integer_labels(digits):
+    (x_train, y_train), _ = digits
+    net = ProjectionNet(*_networks(), temperature=2.0)
+    net.compile(optimizer="adam")
+    sparse = net.evaluate(x_train[:128], y_train[:128], return_dict=True, verbose=0)
+    dense = net.evaluate(x_train[:128], np.eye(10)[y_train[:128]], return_dict=True, verbose=0)
+    for name in sparse:
+        assert dense[name] == pytest.approx(sparse[name], rel=1e-6)
+
+
+def test_logit_outputs_with_from_logits():
+    trainer = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    projection = keras.Sequential([keras.Input((8,)), ProjectionLayer(4, 4), keras.layers.Dense(3)])
+    net = ProjectionNet(trainer, projection, from_logits=True)
+    net.compile(optimizer="adam")
+    x = np.random.default_rng(0).uniform(size=(32, 8)).astype("float32")
+    history = net.fit(x, np.arange(32) % 3, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_save_and_load_round_trip(tmp_path, digits):
+    (x_train, y_train), (x_test, _) = digits
+    net = ProjectionNet(*_networks(), l2=0.25, temperature=3.0)
+    net.compile(optimizer="adam")
+    net.fit(x_train[:128], y_train[:128], epochs=1, verbose=0)
+    path = tmp_path / "net.keras"
+    net.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, ProjectionNet)
+    assert (restored.l2, restored.temperature) == (0.25, 3.0)
+    np.testing.assert_allclose(restored.predict(x_test, verbose=0), net.predict(x_test, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        restored.trainer.predict(x_test, verbose=0), net.trainer.predict(x_test, verbose=0), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(l1=-1.0), "l1=-1.0"),
+        (dict(l2="a"), "l2='a'"),
+        (dict(l1=0, l2=0, l3=0), "At least one"),
+        (dict(temperature=0), "temperature=0"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ProjectionNet(*_networks(), **kwargs)
+
+
+def test_non_model_networks_are_rejected():
+    with pytest.raises(ValueError, match="trainer must be a keras.Model"):
+        ProjectionNet(keras.layers.Dense(3), _networks()[1])
+
+
+_MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from keras_compact import ProjectionLayer, ProjectionNet
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:256] / 16).astype("float32")
+    y = digits.target[:256]
+
+    def build():
+        keras.utils.set_random_seed(0)
+        trainer = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                                    keras.layers.Dense(10, activation="softmax")])
+        projection = keras.Sequential([keras.Input((64,)), ProjectionLayer(10, 8),
+                                       keras.layers.Dense(10, activation="softmax")])
+        net = ProjectionNet(trainer, projection)
+        net.compile(optimizer=keras.optimizers.SGD(0.1))
+        return net
+
+    single = build()
+    single.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored = build()
+    history = mirrored.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    print("MIRRORED-OK", history.history["projection_accuracy"][-1])
+    """
+)
+
+
+def test_trains_under_mirrored_strategy_on_two_cpus_like_one_device():
+    # Logical devices must be set before TensorFlow starts, so this runs in its own process.
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0 and "MIRRORED-OK" in result.stdout, result.stderr[-3000:]
