@@ -152,6 +152,10 @@ def _load_mnist_tfds():
             f"{type(error).__name__}: {str(error)[:200]}. Pass data_dir= a folder with the "
             "MNIST IDX files (t10k-images-idx3-ubyte.gz, ...) or set $KERAS_COMPACT_DATA."
         ) from error
-    to_arrays = lambda pair: ((pair[0][..., 0] / 255.0).astype(np.float32), pair[1].astype(np.int64))
     info = {"source": "tensorflow-datasets mnist", "split": "official 60,000 train / 10,000 test"}
-    return (to_arrays(train), to_arrays(test)), info
+    return (_scaled(*train), _scaled(*test)), info
+
+
+def _scaled(images, labels):
+    """uint8 images `(N, 28, 28, 1)` -> float32 `(N, 28, 28)` in [0, 1]; int64 labels."""
+    return (images[..., 0] / 255.0).astype(np.float32), labels.astype(np.int64)

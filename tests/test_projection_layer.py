@@ -186,6 +186,7 @@ def test_64_bits_allowed_for_bits_output():
         (keras.Input((8,), dtype="int32"), "dtype=int32"),
         (keras.Input((4, 4)), r"shape=\(None, 4, 4\)"),
         (keras.Input((None,), ragged=True, dtype="int32"), "dtype=int32"),
+        (keras.Input((None,)), r"with a known n.*shape=\(None, None\)"),
     ],
 )
 def test_wrong_input_dtype_or_rank_raises_value_error(inputs, message):
@@ -196,3 +197,14 @@ def test_wrong_input_dtype_or_rank_raises_value_error(inputs, message):
 def test_wrong_eager_input_dtype_raises_value_error():
     with pytest.raises(ValueError, match="dtype=int64"):
         ProjectionLayer(4, 4)(tf.zeros([2, 3], tf.int64))
+
+
+def test_dense_model_trains_under_xla_and_ragged_opts_out(digits):
+    (x_train, y_train), _ = digits
+    model = keras.Sequential([keras.Input((64,)), ProjectionLayer(10, 8), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    history = model.fit(x_train[:256], y_train[:256], epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    ragged_layer = ProjectionLayer(4, 4)
+    ragged_layer(tf.ragged.constant([[1, 2]], dtype=tf.int64))
+    assert model.layers[0].supports_jit and not ragged_layer.supports_jit

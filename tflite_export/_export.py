@@ -109,15 +109,20 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
         )
-    model_bytes = _convert(model)
     if verify_with is None:
         examples = _verify.random_inputs(model, num_random_examples, seed)
     else:
         examples = _verify.model_inputs(model, verify_with)
+    model_bytes = _convert(model)
     expected = _verify.run_keras(model, examples)
-    got, seconds = _verify.run_litert(model_bytes, examples)
-    agreement, max_diff = _verify.compare(expected, got)
     _write_atomically(path, model_bytes)
+    try:
+        with open(path, "rb") as stream:
+            got, seconds = _verify.run_litert(stream.read(), examples)
+    except BaseException:
+        os.unlink(path)  # a file LiteRT cannot run is not left behind
+        raise
+    agreement, max_diff = _verify.compare(expected, got)
 
     parsed = fb.read(model_bytes)
     operators = fb.operators(parsed)

@@ -72,6 +72,9 @@ class ProjectionLayer(keras.layers.Layer):
         self.seed = int(seed)
         self._seeds = hashing.lsh_seeds(self.num_hashes, self.num_bits, self.seed)
         self._matrix = None
+        # XLA has no kernel for tf.fingerprint, which sparse inputs hash with per call;
+        # dense inputs only multiply by the cached matrix and re-enable it in build().
+        self.supports_jit = False
 
     @property
     def hash_seeds(self):
@@ -96,6 +99,7 @@ class ProjectionLayer(keras.layers.Layer):
         # saved, so the .keras file does not grow with n.
         with tf.init_scope():
             self._matrix = hashing.projection_matrix(self._seeds, num_features)
+        self.supports_jit = True
 
     def call(self, inputs):
         ids, weights = _check_inputs(inputs)
@@ -169,10 +173,10 @@ def _check_inputs(inputs):
                 "ProjectionLayer expects sparse feature ids as an int64 ragged tensor of "
                 f"shape (batch, None). Received: dtype={dtype.name}, shape={tuple(ids.shape)}"
             )
-    elif not dtype.is_floating or len(ids.shape) != 2:
+    elif not dtype.is_floating or len(ids.shape) != 2 or ids.shape[-1] is None:
         raise ValueError(
-            "ProjectionLayer expects a dense float tensor of shape (batch, n) or int64 "
-            "ragged feature ids of shape (batch, None). Received: "
+            "ProjectionLayer expects a dense float tensor of shape (batch, n) with a known n, "
+            "or int64 ragged feature ids of shape (batch, None). Received: "
             f"dtype={dtype.name}, shape={tuple(ids.shape)}"
         )
     return ids, weights
