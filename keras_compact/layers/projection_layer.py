@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -23,6 +25,10 @@ class ProjectionLayer(keras.layers.Layer):
     `tf.RaggedTensor [batch, None]` (each keyed by its 8 bytes), with weight 1 or
     with a ragged float32 weight tensor of the same row lengths passed as a
     second input: `layer([ids, weights])`. A row without features has all bits 0.
+
+    For dense inputs the layer keeps the `n x T*d` float64 hash matrix in memory
+    (computed once in `build`, never saved), so a training step costs one matmul;
+    sparse ids are hashed on each call.
 
     Args:
         num_hashes: T, the number of hash functions; a positive integer.
@@ -132,7 +138,7 @@ class ProjectionLayer(keras.layers.Layer):
 
 
 def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_list(value):
