@@ -115,3 +115,18 @@ def test_projection_that_does_not_read_a_model_input_is_rejected(tmp_path):
 def test_non_model_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="Received: model=Dense"):
         export(keras.layers.Dense(3), tmp_path / "model.tflite")
+
+
+def test_export_that_fails_in_litert_keeps_the_previous_file(tmp_path, monkeypatch):
+    from tflite_export import _verify
+
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"previous export")
+
+    def broken_runtime(model_bytes, inputs):
+        raise RuntimeError("LiteRT could not run the model")
+
+    monkeypatch.setattr(_verify, "run_litert", broken_runtime)
+    with pytest.raises(RuntimeError, match="could not run"):
+        export(_projection_model(), path, num_random_examples=2)
+    assert os.listdir(tmp_path) == ["model.tflite"] and path.read_bytes() == b"previous export"

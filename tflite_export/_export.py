@@ -70,9 +70,10 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
     - any other input: its Keras shape with a batch dimension of 1.
 
     A `keras_compact.ProjectionNet` exports its deployable `.projection` network.
-    The file is written atomically (a temporary file renamed into place), then
-    run in `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
-    `num_random_examples` random examples) and compared with the Keras model.
+    The file is written to a temporary file beside `path`, run from there in
+    `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
+    `num_random_examples` random examples), and renamed into place atomically;
+    then its outputs are compared with the Keras model's.
 
     Args:
         model: a built Keras model (functional, Sequential or `ProjectionNet`).
@@ -115,13 +116,7 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
         examples = _verify.model_inputs(model, verify_with)
     model_bytes = _convert(model)
     expected = _verify.run_keras(model, examples)
-    _write_atomically(path, model_bytes)
-    try:
-        with open(path, "rb") as stream:
-            got, seconds = _verify.run_litert(stream.read(), examples)
-    except BaseException:
-        os.unlink(path)  # a file LiteRT cannot run is not left behind
-        raise
+    got, seconds = _write_verified(path, model_bytes, lambda written: _verify.run_litert(written, examples))
     agreement, max_diff = _verify.compare(expected, got)
 
     parsed = fb.read(model_bytes)
@@ -197,7 +192,12 @@ def _name_io_tensors(model_bytes):
     return fb.write(model)
 
 
-def _write_atomically(path, data):
+def _write_verified(path, data, verify):
+    """Writes `data` beside `path`, returns `verify(bytes read back)`, then renames it into place.
+
+    The rename is atomic, so `path` holds either its previous content or a complete
+    file that LiteRT ran; on any error the temporary file is removed.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -207,7 +207,10 @@ def _write_atomically(path, data):
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        with open(temporary, "rb") as stream:
+            result = verify(stream.read())
         os.replace(temporary, path)
+        return result
     except BaseException:
         os.unlink(temporary)
         raise
