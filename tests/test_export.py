@@ -130,3 +130,13 @@ def test_export_that_fails_in_litert_keeps_the_previous_file(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="could not run"):
         export(_projection_model(), path, num_random_examples=2)
     assert os.listdir(tmp_path) == ["model.tflite"] and path.read_bytes() == b"previous export"
+
+
+def test_example_without_features_is_one_zero_weight_feature_in_the_file(tmp_path):
+    ids = keras.Input(shape=(None,), ragged=True, dtype="int64", name="ids")
+    weights = keras.Input(shape=(None,), ragged=True, dtype="float32", name="weights")
+    model = keras.Model([ids, weights], keras.layers.Dense(4)(ProjectionLayer(6, 5)([ids, weights])))
+    report = export(model, tmp_path / "ids.tflite", num_random_examples=8)
+    empty = [tf.ragged.constant([[]], dtype=tf.int64), tf.ragged.constant([[]], dtype=tf.float32)]
+    padded = [np.array([[0]], np.int64), np.array([[0.0]], np.float32)]
+    np.testing.assert_allclose(predict(report.path, padded), model(empty).numpy(), atol=1e-6)
