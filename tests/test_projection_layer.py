@@ -92,6 +92,8 @@ def test_row_without_features_has_all_bits_zero():
     ids = tf.ragged.constant([[3, 4], []], dtype=tf.int64)
     bits = np.asarray(ProjectionLayer(4, 8)(ids))
     assert bits[0].any() and not bits[1].any()
+    all_empty = tf.ragged.constant([[], []], dtype=tf.int64)
+    np.testing.assert_array_equal(np.asarray(ProjectionLayer(4, 8)(all_empty)), np.zeros((2, 32)))
 
 
 def test_hash_seeds_are_distinct_float32_and_depend_only_on_seed():

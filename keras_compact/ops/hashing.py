@@ -60,7 +60,7 @@ def lsh_seeds(num_hashes, num_bits, seed=0):
 
 def _key_bytes(values):
     """``[N]`` numbers -> ``[N, itemsize]`` uint8 of their raw little-endian bytes."""
-    return tf.reshape(tf.bitcast(values, tf.uint8), [tf.shape(values)[0], -1])
+    return tf.reshape(tf.bitcast(values, tf.uint8), [tf.shape(values)[0], values.dtype.size])
 
 
 def feature_hashes(seeds, features):
@@ -79,6 +79,7 @@ def feature_hashes(seeds, features):
     >>> h.shape
     TensorShape([5, 6])
     """
+    features = tf.convert_to_tensor(features)
     seed_bytes = _key_bytes(tf.reshape(tf.convert_to_tensor(seeds, tf.float32), [-1]))
     feature_bytes = _key_bytes(features)
     num_features = tf.shape(feature_bytes)[0]
@@ -88,12 +89,14 @@ def feature_hashes(seeds, features):
             tf.broadcast_to(seed_bytes[None, :, :], [num_features, num_seeds, 4]),
             tf.broadcast_to(
                 feature_bytes[:, None, :],
-                [num_features, num_seeds, tf.shape(feature_bytes)[1]],
+                [num_features, num_seeds, features.dtype.size],
             ),
         ],
         axis=-1,
     )
-    fingerprints = tf.fingerprint(tf.reshape(keys, [num_features * num_seeds, -1]))
+    fingerprints = tf.fingerprint(
+        tf.reshape(keys, [num_features * num_seeds, 4 + features.dtype.size])
+    )
     hashes = tf.bitcast(fingerprints, tf.int64)
     return tf.cast(tf.reshape(hashes, [num_features, num_seeds]), tf.float64)
 
