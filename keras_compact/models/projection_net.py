@@ -86,19 +86,19 @@ class ProjectionNet(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            losses, predictions = self._joint_losses(x, y, sample_weight, training=True)
+            losses, predictions, targets = self._joint_losses(x, y, sample_weight, training=True)
             # Gradients of the replicas are summed, so each replica's mean is scaled.
             loss = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
             if hasattr(self.optimizer, "scale_loss"):
                 loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(losses, predictions, y, sample_weight)
+        return self._update_metrics(losses, predictions, targets, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        losses, predictions = self._joint_losses(x, y, sample_weight, training=False)
-        return self._update_metrics(losses, predictions, y, sample_weight)
+        losses, predictions, targets = self._joint_losses(x, y, sample_weight, training=False)
+        return self._update_metrics(losses, predictions, targets, sample_weight)
 
     def _joint_losses(self, x, y, sample_weight, training):
         trainer_log_probs = self._log_probs(self.trainer(x, training=training))
@@ -118,7 +118,8 @@ class ProjectionNet(keras.Model):
             + self.l2 * losses["distillation_loss"]
             + self.l3 * losses["projection_loss"]
         )
-        return losses, {"trainer_accuracy": trainer_log_probs, "projection_accuracy": projection_log_probs}
+        predictions = {"trainer_accuracy": trainer_log_probs, "projection_accuracy": projection_log_probs}
+        return losses, predictions, targets
 
     def _log_probs(self, outputs):
         outputs = tf.cast(outputs, tf.float32)
@@ -126,11 +127,10 @@ class ProjectionNet(keras.Model):
             return tf.nn.log_softmax(outputs)
         return tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
 
-    def _update_metrics(self, losses, predictions, y, sample_weight):
+    def _update_metrics(self, losses, predictions, targets, sample_weight):
         for name, tracker in self._loss_trackers.items():
             tracker.update_state(losses[name])
         for name, accuracy in self._accuracies.items():
-            targets = _one_hot(y, predictions[name].shape[-1])
             accuracy.update_state(targets, predictions[name], sample_weight=sample_weight)
         return {metric.name: metric.result() for metric in self.metrics}
 
