@@ -1,1 +1,3 @@
-"""Training callbacks (rate schedules for dropout and pruning)."""
+"""Training callbacks that schedule dropout and targeting rates."""
+
+from keras_compact.callbacks.schedules import DropoutSchedule, TargetedDropoutRamp

@@ -1,1 +1,3 @@
-"""Pruning of weights and units."""
+"""Pruning of weights and units, with the criterion Targeted Dropout trains for."""
+
+from keras_compact.pruning.prune import LayerPruning, PruningMask, PruningReport, prune, strip

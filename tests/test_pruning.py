@@ -1,0 +1,93 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_compact.layers import TargetedDropout
+from keras_compact.pruning import PruningMask, prune, strip
+
+
+def _model():
+    return keras.Sequential(
+        [
+            keras.Input((9, 9, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise"),
+            keras.layers.Flatten(),
+            TargetedDropout(keras.layers.Dense(37, activation="relu", name="hidden"), 0.5, 0.5),
+            keras.layers.Dense(10, name="classes"),
+        ]
+    )
+
+
+def _kernels(model):
+    return {layer.name: layer.kernel.numpy() for layer in model._flatten_layers() if hasattr(layer, "kernel")}
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.33, 0.5, 0.9, 0.99])
+def test_weight_pruning_reaches_the_asked_sparsity_in_every_layer(sparsity):
+    report = prune(_model(), sparsity)
+    assert {layer.name for layer in report.layers} == {"conv", "depthwise", "hidden", "classes"}
+    for layer in report.layers:
+        assert layer.zeros == round(sparsity * layer.weights), layer
+
+
+def test_pruned_weights_are_the_smallest_of_each_unit():
+    model = _model()
+    before = {name: np.abs(k) for name, k in _kernels(model).items()}
+    report = prune(model, 0.6)
+    after = _kernels(report.model)
+    for name in ("conv", "hidden", "classes"):
+        magnitude = before[name].reshape(-1, before[name].shape[-1])
+        zero = after[name].reshape(magnitude.shape) == 0
+        for unit in range(magnitude.shape[1]):
+            assert magnitude[zero[:, unit], unit].max() <= magnitude[~zero[:, unit], unit].min()
+
+
+def test_unit_pruning_zeroes_whole_units_and_keeps_the_classes():
+    report = prune(_model(), 0.25, granularity="unit")
+    assert "classes" not in {layer.name for layer in report.layers}
+    for layer in report.layers:
+        assert layer.pruned_units == round(0.25 * layer.units)
+        assert layer.zeros == layer.pruned_units * layer.weights // layer.units
+
+
+def test_fine_tuning_keeps_the_zeros_and_strip_leaves_plain_layers():
+    model = _model()
+    report = prune(model, 0.8)
+    pruned = report.model
+    assert sum(isinstance(layer, PruningMask) for layer in pruned.layers) == 4
+    zeros = {name: k == 0 for name, k in _kernels(pruned).items()}
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(64, 9, 9, 3)).astype("float32"), np.arange(64) % 10
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, epochs=2, verbose=0)
+    plain = strip(pruned)
+    assert not any(isinstance(layer, (PruningMask, TargetedDropout)) for layer in plain.layers)
+    for name, kernel in _kernels(plain).items():
+        assert np.all(kernel[zeros[name]] == 0), name
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(pruned(x)), atol=1e-5)
+
+
+def test_global_scope_prunes_the_asked_fraction_of_all_weights():
+    report = prune(_model(), 0.7, scope="global")
+    assert report.sparsity == pytest.approx(0.7, abs=1e-4)
+
+
+def test_model_without_prunable_layers_is_an_error():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Activation("relu")])
+    with pytest.raises(ValueError, match="has no prunable layer"):
+        prune(model, 0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sparsity=1.5), "sparsity=1.5"),
+        (dict(sparsity=0.5, granularity="filter"), "granularity='filter'"),
+        (dict(sparsity=0.5, scope="net"), "scope='net'"),
+        (dict(sparsity=0.5, layers=["nope"]), r"\['nope'\] are not prunable"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        prune(_model(), **kwargs)
