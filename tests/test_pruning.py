@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_compact.layers import TargetedDropout
-from keras_compact.pruning import PruningMask, prune, strip
+from keras_compact.pruning import PruningMask, prune, shrink, strip
 
 
 def _model():
@@ -91,3 +91,50 @@ def test_model_without_prunable_layers_is_an_error():
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         prune(_model(), **kwargs)
+
+
+def _shrinkable(kind):
+    if kind == "dense":
+        return keras.Sequential(
+            [
+                keras.Input((20,)),
+                TargetedDropout(keras.layers.Dense(40, activation="relu"), 0.5, 0.5, "unit"),
+                keras.layers.Dropout(0.2),
+                keras.layers.Dense(30, activation="tanh"),
+                keras.layers.Dense(5),
+            ]
+        ), (20,)
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(12, 3, padding="same"),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(24, activation="relu"),
+            keras.layers.Dense(4),
+        ]
+    ), (12, 12, 3)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_shrink_removes_pruned_units_with_identical_outputs(kind):
+    model, shape = _shrinkable(kind)
+    report = prune(model, 0.5, granularity="unit")
+    smaller = shrink(report.model)
+    x = np.random.default_rng(0).uniform(size=(16,) + shape).astype("float32")
+    np.testing.assert_allclose(np.asarray(smaller(x)), np.asarray(report.model(x)), atol=1e-5)
+    assert smaller.count_params() < 0.6 * model.count_params()
+    widths = [layer.kernel.shape[-1] for layer in smaller.layers if hasattr(layer, "kernel")]
+    originals = [layer.kernel.shape[-1] for layer in model._flatten_layers() if hasattr(layer, "kernel")]
+    assert widths[:-1] == [round(w / 2) for w in originals[:-1]] and widths[-1] == originals[-1]
+
+
+def test_shrink_refuses_layers_it_cannot_slice():
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+         keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match="does not support layer .*BatchNormalization"):
+        shrink(prune(model, 0.5, granularity="unit").model)

@@ -13,10 +13,16 @@ SUPPORTED_LAYERS = (
 )
 
 
-def call_with_kernel(layer, kernel, inputs, **kwargs):
-    """Calls `layer` with `kernel` in place of its kernel variable; gradients reach both."""
-    trainable = [kernel if v is layer.kernel else v.value for v in layer.trainable_variables]
-    non_trainable = [v.value for v in layer.non_trainable_variables]
+def call_with_values(layer, replacements, inputs, **kwargs):
+    """Calls `layer` with tensors in place of some of its variables.
+
+    `replacements` is a list of `(variable, tensor)` pairs; gradients reach both.
+    """
+    def value(variable):
+        return next((tensor for v, tensor in replacements if v is variable), variable.value)
+
+    trainable = [value(v) for v in layer.trainable_variables]
+    non_trainable = [value(v) for v in layer.non_trainable_variables]
     outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
     return outputs
 
@@ -118,7 +124,7 @@ class TargetedDropout(keras.layers.Wrapper):
             columns, self.target_rate, self.drop_rate, self.granularity, self.seed_generator
         )
         masked = targeting.columns_to_kernel(columns * mask, tf.shape(kernel))
-        return call_with_kernel(self.layer, masked, inputs)
+        return call_with_values(self.layer, [(self.layer.kernel, masked)], inputs)
 
     @property
     def depthwise(self):

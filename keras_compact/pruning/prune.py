@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras_compact.layers.targeted_dropout import (
     SUPPORTED_LAYERS,
     TargetedDropout,
-    call_with_kernel,
+    call_with_values,
     check_rate,
 )
 from keras_compact.ops import targeting
@@ -20,11 +20,12 @@ _SCOPES = ("layer", "global")
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class PruningMask(keras.layers.Wrapper):
-    """Holds a layer's pruned weights at zero: the kernel is multiplied by a fixed mask.
+    """Holds a layer's pruned weights at zero: kernel (and bias) times fixed masks.
 
-    Made by `prune`; removed by `strip`, which writes the zeros into the kernel.
+    Made by `prune`; removed by `strip`, which writes the zeros into the layer.
     Fine-tuning a model with these wrappers keeps the pruned weights at zero
-    (their gradient is zero and the forward pass never sees them).
+    (their gradient is zero and the forward pass never sees them). Unit pruning
+    also masks the pruned units' biases, so a pruned unit outputs `activation(0)`.
 
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer.
@@ -36,10 +37,22 @@ class PruningMask(keras.layers.Wrapper):
         self.mask = self.add_weight(
             shape=self.layer.kernel.shape, initializer="ones", trainable=False, name="mask"
         )
+        self.bias_mask = (
+            self.add_weight(shape=self.layer.bias.shape, initializer="ones", trainable=False, name="bias_mask")
+            if self.layer.use_bias
+            else None
+        )
         self.built = True
 
+    def masked_values(self):
+        """`(variable, masked value)` pairs of the kernel and, if any, the bias."""
+        pairs = [(self.layer.kernel, self.layer.kernel.value * self.mask.value)]
+        if self.bias_mask is not None:
+            pairs.append((self.layer.bias, self.layer.bias.value * self.bias_mask.value))
+        return pairs
+
     def call(self, inputs):
-        return call_with_kernel(self.layer, self.layer.kernel.value * self.mask.value, inputs)
+        return call_with_values(self.layer, self.masked_values(), inputs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -95,7 +108,8 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
     reaches exactly `round(sparsity * kernel.size)` zeros (weights: after
     `floor(sparsity * fan_in)` per unit, the remainder goes to the units whose
     next-smallest weight is smallest) or `round(sparsity * units)` zero units.
-    Biases are not pruned.
+    Biases are not pruned, except those of pruned units (`"unit"`), so that
+    `shrink` can remove the units exactly.
 
     Every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` (also inside a
     `TargetedDropout`, which is replaced) gets a `PruningMask` wrapper, so the
@@ -148,9 +162,12 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
     for layer in pruned_model._flatten_layers():
         if isinstance(layer, PruningMask) and layer.layer.name in masks:
             mask = masks[layer.layer.name]
-            layer.mask.assign(mask)
-            layer.layer.kernel.assign(layer.layer.kernel.value * mask)
             columns = targeting.kernel_columns(mask, _is_depthwise(layer.layer)).numpy()
+            layer.mask.assign(mask)
+            if granularity == "unit" and layer.bias_mask is not None:
+                layer.bias_mask.assign(columns.any(axis=0).astype(np.float32))
+            for variable, value in layer.masked_values():
+                variable.assign(value)
             report.append(
                 LayerPruning(
                     name=layer.layer.name,
@@ -172,7 +189,8 @@ def strip(model):
 
     def unwrap(layer):
         if isinstance(layer, PruningMask):
-            layer.layer.kernel.assign(layer.layer.kernel.value * layer.mask.value)
+            for variable, value in layer.masked_values():
+                variable.assign(value)
             return layer.layer
         if isinstance(layer, TargetedDropout):
             return layer.layer
