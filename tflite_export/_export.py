@@ -4,9 +4,12 @@ import os
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_compact.layers import TargetedDropout
 from keras_compact.models import ProjectionNet
+from keras_compact.pruning import PruningMask, strip
 from tflite_export import _flatbuffer as fb
 from tflite_export import _lowering
 from tflite_export import _verify
@@ -29,6 +32,10 @@ class ExportReport:
             output has more than one class).
         max_abs_diff: largest absolute difference of any output value.
         latency_ms: median time of one `invoke()` in LiteRT over those examples.
+        sparse: True when the file stores sparse (block-encoded) weight tensors.
+        dense_bytes: size of the dense encoding.
+        sparse_bytes: size of the sparse encoding, when it was made (else None).
+        weight_sparsity: fraction of zero weights (kernels) in the Keras model.
     """
 
     path: str
@@ -40,6 +47,10 @@ class ExportReport:
     top1_agreement: float
     max_abs_diff: float
     latency_ms: float
+    sparse: bool = False
+    dense_bytes: int = 0
+    sparse_bytes: int = None
+    weight_sparsity: float = 0.0
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -49,11 +60,24 @@ class ExportReport:
             f"{self.path}: {self.bytes:,} bytes; operators: {operators} "
             f"({'builtin only' if self.builtin_only else 'NOT builtin only'}); inputs: {inputs}; "
             f"LiteRT vs Keras on {self.num_examples} examples: top-1 agreement {agreement}, "
-            f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example"
+            f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example; "
+            f"{self.weight_sparsity:.1%} zero weights, "
+            + (
+                f"sparse encoding {self.sparse_bytes:,} bytes vs dense {self.dense_bytes:,}"
+                + (" (kept sparse)" if self.sparse else " (kept dense)")
+                if self.sparse_bytes is not None
+                else "dense encoding"
+            )
         )
 
 
-def export(model, path, verify_with=None, num_random_examples=64, seed=0):
+_QUANTIZATIONS = (None, "dynamic")
+_SPARSE = ("auto", True, False)
+
+
+def export(
+    model, path, verify_with=None, num_random_examples=64, seed=0, quantization=None, sparse="auto"
+):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
     Every `keras_compact.ProjectionLayer` that reads model inputs becomes TFLite's
@@ -69,7 +93,15 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
       example without features) before each invoke;
     - any other input: its Keras shape with a batch dimension of 1.
 
-    A `keras_compact.ProjectionNet` exports its deployable `.projection` network.
+    A `keras_compact.ProjectionNet` exports its deployable `.projection` network;
+    `TargetedDropout` and `PruningMask` wrappers are stripped first
+    (`keras_compact.pruning.strip`), so a pruned model exports with its zeros.
+
+    Pruned weights can be stored as sparse tensors (the converter's
+    `EXPERIMENTAL_SPARSITY`; LiteRT densifies them when it loads the file): with
+    `sparse="auto"` both encodings are made when some kernel is at least half
+    zeros, and the smaller one that the stock LiteRT runtime (default delegates
+    included) runs is kept; the report shows both sizes.
     The file is written to a temporary file beside `path`, run from there in
     `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
     `num_random_examples` random examples), and renamed into place atomically;
@@ -83,6 +115,10 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
             keyed by input name.
         num_random_examples: how many random examples to use without `verify_with`.
         seed: seed of those random examples.
+        quantization: `None` (float32) or `"dynamic"` (int8 weights, float
+            activations).
+        sparse: `"auto"`, `True` (sparse encoding, an error if LiteRT cannot run
+            it) or `False`.
 
     Returns:
         An `ExportReport`.
@@ -110,11 +146,26 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
         )
+    if quantization not in _QUANTIZATIONS:
+        raise ValueError(
+            f"quantization must be one of {_QUANTIZATIONS}. Received: quantization={quantization!r}"
+        )
+    if not (sparse is True or sparse is False or sparse == "auto"):
+        raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
+    if any(isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()):
+        model = strip(model)
     if verify_with is None:
         examples = _verify.random_inputs(model, num_random_examples, seed)
     else:
         examples = _verify.model_inputs(model, verify_with)
-    model_bytes = _convert(model)
+    kernels = [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
+    zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
+    weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
+    dense_bytes = _convert(model, quantization, sparse=False)
+    sparse_bytes = None
+    if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
+        sparse_bytes = _convert(model, quantization, sparse=True)
+    model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
     expected = _verify.run_keras(model, examples)
     got, seconds = _write_verified(path, model_bytes, lambda written: _verify.run_litert(written, examples))
     agreement, max_diff = _verify.compare(expected, got)
@@ -131,7 +182,29 @@ def export(model, path, verify_with=None, num_random_examples=64, seed=0):
         top1_agreement=agreement,
         max_abs_diff=max_diff,
         latency_ms=seconds * 1e3,
+        sparse=model_bytes is sparse_bytes,
+        dense_bytes=len(dense_bytes),
+        sparse_bytes=None if sparse_bytes is None else len(sparse_bytes),
+        weight_sparsity=weight_sparsity,
     )
+
+
+def _choose_encoding(dense_bytes, sparse_bytes, sparse):
+    """The sparse encoding when asked for, or (auto) when smaller and LiteRT runs it."""
+    if sparse_bytes is None:
+        return dense_bytes
+    try:
+        _verify.LiteRTRunner(sparse_bytes)
+    except RuntimeError as error:
+        if sparse is True:
+            raise ValueError(
+                "LiteRT (with its default delegates, as on Android) cannot run the sparse "
+                f"encoding of this model: {error}. Export with sparse=False or 'auto'."
+            ) from error
+        return dense_bytes
+    if sparse is True or len(sparse_bytes) < len(dense_bytes):
+        return sparse_bytes
+    return dense_bytes
 
 
 def predict(tflite, examples):
@@ -161,7 +234,7 @@ def predict(tflite, examples):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _convert(model):
+def _convert(model, quantization=None, sparse=False):
     """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION."""
     cuts = _lowering.find_projections(model)
     if cuts:
@@ -177,7 +250,11 @@ def _convert(model):
             verbose=False,
             input_signature=[signature] if len(signature) > 1 else signature,
         )
-        model_bytes = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.optimizations = ([tf.lite.Optimize.DEFAULT] if quantization == "dynamic" else []) + (
+            [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
+        )
+        model_bytes = converter.convert()
     if cuts:
         model_bytes = _lowering.lower_projections(model_bytes, cuts)
     return _name_io_tensors(model_bytes)
