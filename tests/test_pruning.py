@@ -138,3 +138,19 @@ def test_shrink_refuses_layers_it_cannot_slice():
     )
     with pytest.raises(ValueError, match="does not support layer .*BatchNormalization"):
         shrink(prune(model, 0.5, granularity="unit").model)
+
+
+def test_shrunk_model_exports_smaller_and_agrees_in_litert(tmp_path):
+    from tflite_export import export
+
+    model, shape = _shrinkable("dense")
+    pruned = prune(model, 0.5, granularity="unit").model
+    x = np.random.default_rng(1).uniform(size=(32,) + shape).astype("float32")
+    full = export(pruned, tmp_path / "full.tflite", verify_with=x, sparse=False)
+    small = export(shrink(pruned), tmp_path / "small.tflite", verify_with=x)
+    assert small.bytes < 0.7 * full.bytes
+    assert small.inputs == full.inputs
+    assert small.max_abs_diff < 1e-5
+    np.testing.assert_allclose(
+        np.asarray(shrink(pruned)(x)), np.asarray(pruned(x)), atol=1e-5
+    )

@@ -148,3 +148,12 @@ def test_ramp_without_targeted_dropout_layers_is_an_error():
 def test_ramp_rejects_rates_outside_unit_interval():
     with pytest.raises(ValueError, match="target_rate=1.2"):
         TargetedDropoutRamp(target_rate=(0.0, 1.2))
+
+
+def test_callbacks_round_trip_through_their_config():
+    ramp = TargetedDropoutRamp(target_rate=(0.1, 0.8), drop_rate=0.4, schedule="polynomial", start=1, end=5)
+    clone = TargetedDropoutRamp(**ramp.get_config())
+    assert clone.get_config() == ramp.get_config()
+    schedule = DropoutSchedule(final_rate=0.3, gamma=2.0, unit="step")
+    assert DropoutSchedule(**schedule.get_config()).get_config() == schedule.get_config()
+    assert DropoutSchedule(**schedule.get_config()).rate_at(3) == pytest.approx(0.3 * (1 - np.exp(-6.0)))

@@ -62,6 +62,12 @@ class _RampCallback(keras.callbacks.Callback):
         self.start, self.end, self.unit = int(start), end, unit
         self._step = 0
 
+    def get_config(self):
+        """The constructor arguments; `type(self)(**config)` rebuilds the callback.
+
+        A callable schedule is returned as the object itself (not JSON-serialisable)."""
+        return dict(self._config)
+
     def _last(self):
         if self.end is not None:
             return self.end
@@ -115,6 +121,9 @@ class TargetedDropoutRamp(_RampCallback):
         if schedule not in _SHAPES:
             raise ValueError(f"schedule must be one of {_SHAPES}. Received: schedule={schedule!r}")
         super().__init__(start, end, unit)
+        self._config = dict(
+            target_rate=target_rate, drop_rate=drop_rate, schedule=schedule, start=start, end=end, unit=unit
+        )
         self.schedules = {
             name: _as_rate_schedule(name, value, schedule)
             for name, value in (("target_rate", target_rate), ("drop_rate", drop_rate))
@@ -183,6 +192,7 @@ class DropoutSchedule(_RampCallback):
             check_rate("final_rate", final_rate)
             self._schedule = None
         self.final_rate, self.schedule, self.gamma = final_rate, schedule, gamma
+        self._config = dict(final_rate=final_rate, schedule=schedule, gamma=gamma, start=start, end=end, unit=unit)
         self.rate = None
 
     def on_train_begin(self, logs=None):

@@ -55,7 +55,8 @@ def shrink(model):
         )
     layers = list(model.layers)
     last_weighted = max(i for i, layer in enumerate(layers) if _weights_of(layer) is not None)
-    rebuilt = [keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)]
+    source = model.inputs[0]
+    rebuilt = [keras.Input(source.shape[1:], dtype=source.dtype, name=source.name)]
     weights = []
     kept = None  # indices of the channels (last axis) still present, None for all
     for index, layer in enumerate(layers):
