@@ -194,6 +194,8 @@ def write_results(stem, info, epochs, rows, tfmot, quick):
         "(per layer, every Dense layer; unit pruning leaves the 10 output units). tfmot rows: `prune_low_magnitude`",
         "with `PolynomialDecay(0 -> s)` over the first 70% of the steps, one training per sparsity, tf_keras",
         "in a subprocess with `TF_USE_LEGACY_KERAS=1`; the sparsity it reached is in brackets.",
+        "Targeted dropout wraps every layer that is pruned (all three for weights, the two hidden ones for",
+        "units). s/epoch: wall time of one training epoch (tfmot: mean over its runs).",
         "",
         "## Test accuracy at weight sparsity",
         "",
