@@ -1,11 +1,9 @@
 """One-shot magnitude pruning with the criterion Targeted Dropout trains for."""
 
 import dataclasses
-import numbers
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_compact.layers.targeted_dropout import (
     SUPPORTED_LAYERS,
@@ -154,8 +152,7 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
         inner = layer.layer if isinstance(layer, TargetedDropout) else layer
         if inner.name not in masks:
             return layer
-        wrapped = PruningMask(inner, name=f"{inner.name}_pruned")
-        return wrapped
+        return PruningMask(inner, name=f"{inner.name}_pruned")
 
     pruned_model = keras.models.clone_model(model, clone_function=wrap)
     report = []
