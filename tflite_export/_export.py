@@ -11,6 +11,7 @@ from keras_compact.layers import TargetedDropout
 from keras_compact.models import ProjectionNet
 from keras_compact.pruning import PruningMask, strip
 from tflite_export import _flatbuffer as fb
+from tflite_export import _hadamard
 from tflite_export import _lowering
 from tflite_export import _verify
 
@@ -36,6 +37,8 @@ class ExportReport:
         dense_bytes: size of the dense encoding.
         sparse_bytes: size of the sparse encoding, when it was made (else None).
         weight_sparsity: fraction of zero weights (kernels) in the Keras model.
+        classifier_lowerings: `HadamardClassifier` name -> `"matmul"` (a
+            FULLY_CONNECTED with the +/-1 matrix) or `"fwht"` (the fast transform).
     """
 
     path: str
@@ -51,6 +54,7 @@ class ExportReport:
     dense_bytes: int = 0
     sparse_bytes: int = None
     weight_sparsity: float = 0.0
+    classifier_lowerings: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -92,6 +96,10 @@ def export(
       example's feature count (at least 1: pass one feature of weight 0 for an
       example without features) before each invoke;
     - any other input: its Keras shape with a batch dimension of 1.
+
+    A `keras_compact.HadamardClassifier` left at `implementation="auto"` is written
+    as whichever of a FULLY_CONNECTED with its +/-1 matrix or its fast transform
+    runs faster in LiteRT for its shape (`report.classifier_lowerings`).
 
     A `keras_compact.ProjectionNet` exports its deployable `.projection` network;
     `TargetedDropout` and `PruningMask` wrappers are stripped first
@@ -186,6 +194,7 @@ def export(
         dense_bytes=len(dense_bytes),
         sparse_bytes=None if sparse_bytes is None else len(sparse_bytes),
         weight_sparsity=weight_sparsity,
+        classifier_lowerings=_hadamard.lowerings(model),
     )
 
 
@@ -243,7 +252,7 @@ def _convert(model, quantization=None, sparse=False):
         head = model
         specs = [(t.name, t.dtype, (1,) + tuple(t.shape[1:])) for t in model.inputs]
     signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
-    with tempfile.TemporaryDirectory() as saved_model:
+    with tempfile.TemporaryDirectory() as saved_model, _hadamard.lowered(head):
         head.export(
             saved_model,
             format="tf_saved_model",

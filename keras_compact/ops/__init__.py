@@ -8,3 +8,13 @@ from keras_compact.ops.hashing import (
     projection_matrix,
     sparse_bits,
 )
+from keras_compact.ops.walsh_hadamard import (
+    hadamard_class_matrix,
+    hadamard_matrix,
+    hadamard_rows,
+    hadamard_size,
+    orthogonal_class_matrix,
+    transform_factors,
+    transform_is_cheaper,
+    walsh_hadamard_transform,
+)
