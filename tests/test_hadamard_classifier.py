@@ -227,8 +227,8 @@ def test_trains_on_real_digits(digits):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x_train / 16, y_train, epochs=20, batch_size=64, verbose=0)
-    _, accuracy = model.evaluate(x_test / 16, y_test, verbose=0)
+    model.fit(x_train, y_train, epochs=20, batch_size=64, verbose=0)
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.93
     assert float(model.layers[-1].alpha.numpy()) > 1 / math.sqrt(10)
 
@@ -269,18 +269,21 @@ def _exported_classifier(tmp_path, num_features, num_classes, name, **kwargs):
     return model, export(model, tmp_path / f"{name}.tflite", num_random_examples=32)
 
 
-def test_export_writes_a_fully_connected_for_small_shapes_and_the_transform_for_large(tmp_path):
+def test_export_writes_the_transform_without_the_matrix(tmp_path):
     small_model, small = _exported_classifier(tmp_path, 512, 10, "small")
-    large_model, large = _exported_classifier(tmp_path, 512, 1000, "large")
-    assert small.classifier_lowerings == {small_model.layers[-1].name: "matmul"}
-    assert large.classifier_lowerings == {large_model.layers[-1].name: "fwht"}
-    assert "TRANSPOSE" not in small.operators and "TRANSPOSE" in large.operators
-    # The transform stores no 512 x 1000 matrix (2 MB in float32), only its small factor blocks.
+    large_model, large = _exported_classifier(tmp_path, 2048, 1000, "large")
+    matmul_model, matmul = _exported_classifier(tmp_path, 512, 10, "matmul", implementation="matmul")
+    assert small.classifier_lowerings == {small_model.layers[-1].name: "fwht"}
+    assert matmul.classifier_lowerings == {matmul_model.layers[-1].name: "matmul"}
+    assert "TRANSPOSE" in large.operators and "TRANSPOSE" not in matmul.operators
+    # The 2048 x 1000 matrix would take 8 MB in float32; the transform stores 16 x 16 blocks.
     assert large.bytes < 20_000
-    for report in (small, large):
+    assert matmul.bytes - small.bytes > 512 * 10 * 4 - 4096
+    for report in (small, large, matmul):
         assert report.builtin_only and report.top1_agreement == 1.0 and report.max_abs_diff < 1e-4
-    # The layers keep the user's setting after the export.
+    # The layers keep the user's settings after the export.
     assert large_model.layers[-1].implementation == "auto"
+    assert large_model.layers[-1].transform_radix == 64
 
 
 @pytest.mark.parametrize("implementation", ["matmul", "fwht"])
@@ -318,8 +321,8 @@ def test_trained_digits_classifier_exports_with_full_agreement(tmp_path, digits,
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x_train / 16, y_train, epochs=5, verbose=0)
-    report = export(model, tmp_path / "digits.tflite", verify_with=x_test / 16)
+    model.fit(x_train, y_train, epochs=5, verbose=0)
+    report = export(model, tmp_path / "digits.tflite", verify_with=x_test)
     assert report.builtin_only
     assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
-    np.testing.assert_allclose(predict(report.path, x_test / 16), model.predict(x_test / 16, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(predict(report.path, x_test), model.predict(x_test, verbose=0), atol=1e-5)

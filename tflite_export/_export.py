@@ -98,8 +98,9 @@ def export(
     - any other input: its Keras shape with a batch dimension of 1.
 
     A `keras_compact.HadamardClassifier` left at `implementation="auto"` is written
-    as whichever of a FULLY_CONNECTED with its +/-1 matrix or its fast transform
-    runs faster in LiteRT for its shape (`report.classifier_lowerings`).
+    as its fast Walsh-Hadamard transform (no `N x C` matrix in the file, faster in
+    LiteRT except at the smallest shapes); `implementation="matmul"` writes a
+    FULLY_CONNECTED with the +/-1 matrix (`report.classifier_lowerings`).
 
     A `keras_compact.ProjectionNet` exports its deployable `.projection` network;
     `TargetedDropout` and `PruningMask` wrappers are stripped first

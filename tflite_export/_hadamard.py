@@ -1,34 +1,38 @@
 """How each `HadamardClassifier` is written to the `.tflite` file.
 
-Either a FULLY_CONNECTED holding the `[C, N]` +/-1 matrix (times the scale, which
-the converter folds in: every entry is +-scale, so int8 weights with the scale
-`scale / 127` store it exactly), or the fast Walsh-Hadamard transform's own
-operators (PAD, RESHAPE/TRANSPOSE and one small FULLY_CONNECTED per factor,
-STRIDED_SLICE): a file that does not grow with `N * C`. In LiteRT the transform
-is the faster one as soon as the matmul costs about as much as the transform
-(`LITERT_CROSSOVER`, measured by `benchmarks/fixed_classifier.py`: at 512 x 10
-the FULLY_CONNECTED takes 1.8 us against 2.8 us, at 512 x 100 4.9 us against
-2.0 us), so a classifier left at `implementation="auto"` is written that way; an
-explicit `"matmul"` or `"fwht"` is kept.
+Two lowerings give the same logits:
+
+- `"matmul"`: a FULLY_CONNECTED holding the `[C, N]` +/-1 matrix times the scale
+  (the converter folds the scale in: every entry is +-scale, so int8 weights with
+  the quantization scale `scale / 127` store it exactly);
+- `"fwht"`: the fast Walsh-Hadamard transform's own operators (PAD, then per
+  factor RESHAPE/TRANSPOSE and a FULLY_CONNECTED with a `m x m` Hadamard block,
+  STRIDED_SLICE), here with blocks of at most `LITERT_RADIX`: the file does not
+  grow with `N * C`.
+
+A classifier left at `implementation="auto"` is written with the transform.
+`benchmarks/fixed_classifier.py` measured it smaller at every shape, faster in
+LiteRT from N x C = 512 x 100 on (2.0 us against 4.9 us; at 4096 x 21841 0.09 ms
+against 20 ms and 8.8 KB against 358 MB), and at most a few tenths of a
+microsecond slower per example at the smallest shapes (512 x 10: 2.8 us against
+2.5 us), where the FULLY_CONNECTED would store 20 KB instead of 1 KB of blocks.
+An explicit `implementation="matmul"` or `"fwht"` is kept.
 """
 
 import contextlib
 
 from keras_compact.layers import HadamardClassifier
-from keras_compact.ops import walsh_hadamard
 
-LITERT_CROSSOVER = 1.0
+# Blocks of at most 16 x 16 (1 KB): in LiteRT as fast as larger ones from 512
+# features on and faster at 2048 (see the benchmark's radix table).
+LITERT_RADIX = 16
 
 
 def lowering(layer):
-    """`"matmul"` or `"fwht"`: how `layer` (a built HadamardClassifier) is written."""
+    """`"matmul"` or `"fwht"`: how `layer` (a HadamardClassifier) is written."""
     if layer.implementation != "auto":
         return layer.implementation
-    if layer.matrix == "hadamard" and walsh_hadamard.transform_is_cheaper(
-        layer.num_features, layer.num_classes, ratio=LITERT_CROSSOVER
-    ):
-        return "fwht"
-    return "matmul"
+    return "fwht" if layer.matrix == "hadamard" else "matmul"
 
 
 def lowerings(model):
@@ -40,18 +44,18 @@ def lowerings(model):
 def lowered(model):
     """While converting: every HadamardClassifier of `model` set to its export lowering.
 
-    Yields `{layer name: lowering}`; the layers' own settings come back afterwards.
+    The layers' own settings come back afterwards.
     """
     layers = _classifiers(model)
-    saved = [layer.implementation for layer in layers]
-    chosen = lowerings(model)
+    saved = [(layer.implementation, layer.transform_radix) for layer in layers]
     try:
         for layer in layers:
-            layer.implementation = chosen[layer.name]
-        yield chosen
+            layer.implementation = lowering(layer)
+            layer.transform_radix = LITERT_RADIX
+        yield
     finally:
-        for layer, implementation in zip(layers, saved):
-            layer.implementation = implementation
+        for layer, (implementation, radix) in zip(layers, saved):
+            layer.implementation, layer.transform_radix = implementation, radix
 
 
 def _classifiers(model):

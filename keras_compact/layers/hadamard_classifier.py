@@ -120,6 +120,8 @@ class HadamardClassifier(keras.layers.Layer):
         self.seed = seed
         self.implementation = implementation
         self.num_features = None
+        # Largest block of the fast transform; the export sets its own for LiteRT.
+        self.transform_radix = walsh_hadamard.DEFAULT_RADIX
         self._kernel = None
 
     @property
@@ -169,7 +171,7 @@ class HadamardClassifier(keras.layers.Layer):
             size = walsh_hadamard.hadamard_size(self.num_features, self.num_classes)
             x = keras.ops.pad(x, [(0, 0), (0, size - self.num_features)])
             rows = walsh_hadamard.hadamard_rows(self.num_classes)
-            logits = walsh_hadamard.walsh_hadamard_transform(x)[:, rows]
+            logits = walsh_hadamard.walsh_hadamard_transform(x, self.transform_radix)[:, rows]
         else:
             logits = keras.ops.matmul(x, keras.ops.cast(self._matmul_kernel(), x.dtype))
         scale = self.alpha if self.scale == "learned" else self.scale
