@@ -11,11 +11,11 @@ Two lowerings give the same logits:
   grow with `N * C`.
 
 A classifier left at `implementation="auto"` is written with the transform.
-`benchmarks/fixed_classifier.py` measured it smaller at every shape, faster in
-LiteRT from N x C = 512 x 100 on (2.0 us against 4.9 us; at 4096 x 21841 0.09 ms
-against 20 ms and 8.8 KB against 358 MB), and at most a few tenths of a
-microsecond slower per example at the smallest shapes (512 x 10: 2.8 us against
-2.5 us), where the FULLY_CONNECTED would store 20 KB instead of 1 KB of blocks.
+`benchmarks/fixed_classifier.py` measured it smaller at every shape and faster in
+LiteRT from 100 classes on (256 x 100: 1.3 us against 2.6 us per example;
+4096 x 21841: 0.06 ms against 12.9 ms, and 6.8 KB against 358 MB); with 10 classes
+the FULLY_CONNECTED is faster by at most 0.5 us per example (512 x 10: 1.8 us
+against 2.1 us) but stores 20 KB where the transform stores 1 KB of blocks.
 An explicit `implementation="matmul"` or `"fwht"` is kept.
 """
 

@@ -87,10 +87,16 @@ def random_inputs(model, count, seed):
 def run_keras(model, inputs, batch_size=256):
     """The Keras model's outputs as a list of NumPy arrays, one per output."""
     count = int(inputs[0].shape[0])
+    # A functional model built from a list (or dict) of inputs is called with the same structure.
+    structure = getattr(model, "_inputs_struct", None)
     chunks = []
     for start in range(0, count, batch_size):
         batch = [entry[start : start + batch_size] for entry in inputs]
-        outputs = model(batch if len(batch) > 1 else batch[0], training=False)
+        if structure is not None:
+            feed = keras.tree.pack_sequence_as(structure, batch)
+        else:
+            feed = batch if len(batch) > 1 else batch[0]
+        outputs = model(feed, training=False)
         chunks.append([np.asarray(output) for output in keras.tree.flatten(outputs)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
