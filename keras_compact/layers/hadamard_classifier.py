@@ -1,10 +1,10 @@
 import math
-import numbers
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact._checks import is_int, is_number
 from keras_compact.ops import walsh_hadamard
 
 _MATRICES = ("hadamard", "orthogonal")
@@ -86,9 +86,9 @@ class HadamardClassifier(keras.layers.Layer):
         **kwargs,
     ):
         errors = []
-        if not _is_int(num_classes) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             errors.append(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
-        if not (scale == "learned" or _is_positive_number(scale)):
+        if not (scale == "learned" or (is_number(scale) and scale > 0)):
             errors.append(f"scale must be 'learned' or a positive finite number. Received: scale={scale!r}")
         if not isinstance(normalize, bool):
             errors.append(f"normalize must be True or False. Received: normalize={normalize!r}")
@@ -96,7 +96,7 @@ class HadamardClassifier(keras.layers.Layer):
             errors.append(f"matrix must be one of {_MATRICES}. Received: matrix={matrix!r}")
         if not isinstance(use_bias, bool):
             errors.append(f"use_bias must be True or False. Received: use_bias={use_bias!r}")
-        if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**32):
+        if seed is not None and (not is_int(seed) or not 0 <= seed < 2**32):
             errors.append(f"seed must be None or an integer in [0, 2**32). Received: seed={seed!r}")
         if implementation not in _IMPLEMENTATIONS:
             errors.append(
@@ -209,15 +209,3 @@ class HadamardClassifier(keras.layers.Layer):
             return walsh_hadamard.hadamard_class_matrix(num_features, self.num_classes)
         return walsh_hadamard.orthogonal_class_matrix(num_features, self.num_classes, self.seed)
 
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_positive_number(value):
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )

@@ -1,8 +1,7 @@
-import numbers
-
 import keras
 import tensorflow as tf
 
+from keras_compact._checks import is_int
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
@@ -55,18 +54,18 @@ class ProjectionLayer(keras.layers.Layer):
 
     def __init__(self, num_hashes, num_bits, output="bits", seed=0, **kwargs):
         errors = []
-        if not _is_int(num_hashes) or num_hashes < 1:
+        if not is_int(num_hashes) or num_hashes < 1:
             errors.append(f"num_hashes must be an integer >= 1. Received: num_hashes={num_hashes!r}")
         if output not in _OUTPUTS:
             errors.append(f"output must be one of {_OUTPUTS}. Received: output={output!r}")
         max_bits = 32 if output == "signatures" else 64
-        if not _is_int(num_bits) or not 1 <= num_bits <= max_bits:
+        if not is_int(num_bits) or not 1 <= num_bits <= max_bits:
             errors.append(
                 f"num_bits must be an integer from 1 to {max_bits} for output={output!r}"
                 + (" (the LSH_PROJECTION builtin's limit)" if max_bits == 32 else "")
                 + f". Received: num_bits={num_bits!r}"
             )
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             errors.append(f"seed must be a non-negative integer. Received: seed={seed!r}")
         if errors:
             raise ValueError("; ".join(errors))
@@ -135,10 +134,6 @@ class ProjectionLayer(keras.layers.Layer):
             seed=self.seed,
         )
         return config
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_list(value):
