@@ -2,6 +2,6 @@
 
 from keras_compact import callbacks, datasets, layers, models, ops, pruning
 from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout
-from keras_compact.models import ProjectionNet
+from keras_compact.models import HSICBottleneck, ProjectionNet
 
 __version__ = "0.1.0"

@@ -1,3 +1,4 @@
 """Keras models with their own `train_step`."""
 
+from keras_compact.models.hsic_bottleneck import HSICBottleneck
 from keras_compact.models.projection_net import ProjectionNet

@@ -8,6 +8,12 @@ from keras_compact.ops.hashing import (
     projection_matrix,
     sparse_bits,
 )
+from keras_compact.ops.hsic_kernels import (
+    gaussian_kernel,
+    hsic,
+    normalized_cca_hsic,
+    normalized_hsic,
+)
 from keras_compact.ops.walsh_hadamard import (
     hadamard_class_matrix,
     hadamard_matrix,
