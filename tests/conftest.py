@@ -1,4 +1,8 @@
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -31,3 +35,28 @@ def digits():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+_TWO_CPUS = """
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+"""
+
+
+def run_with_two_logical_cpus(script, expect):
+    """Runs `script` in a fresh Python whose TensorFlow sees two logical CPUs.
+
+    Logical devices must be configured before TensorFlow starts, hence the
+    subprocess. Fails with the script's stderr unless it exits 0 and prints `expect`.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _TWO_CPUS + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0 and expect in result.stdout, result.stderr[-3000:]
+    return result.stdout

@@ -1,8 +1,3 @@
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -11,6 +6,7 @@ import tensorflow as tf
 from keras_compact import HSICBottleneck
 from keras_compact.ops import gaussian_kernel, hsic, normalized_cca_hsic, normalized_hsic
 from keras_compact.ops import hsic_kernels
+from conftest import run_with_two_logical_cpus
 from tflite_export import export
 
 
@@ -261,15 +257,8 @@ def test_batch_of_one_and_labels_out_of_range_are_rejected(digits):
         net.fit(x_train[:20], np.arange(20) % 11, epochs=1, verbose=0)
 
 
-_MIRRORED_SCRIPT = textwrap.dedent(
-    """
+_MIRRORED_SCRIPT = """
     import numpy as np
-    import tensorflow as tf
-
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0],
-        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
-    )
     import keras
     import keras_compact
 
@@ -285,17 +274,8 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     values = history.history["hsic_y_1"]
     assert all(np.isfinite(v) for v in values) and values[-1] > values[0], values
     print("MIRRORED-OK", values)
-    """
-)
+"""
 
 
 def test_trains_under_mirrored_strategy_on_two_cpus():
-    # Logical devices must be set before TensorFlow starts, so this runs in its own process.
-    result = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0 and "MIRRORED-OK" in result.stdout, result.stderr[-3000:]
+    run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")

@@ -1,12 +1,8 @@
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 
+from conftest import run_with_two_logical_cpus
 from keras_compact import ProjectionLayer, ProjectionNet
 
 
@@ -122,11 +118,8 @@ def test_non_model_networks_are_rejected():
         ProjectionNet(keras.layers.Dense(3), _networks()[1])
 
 
-_MIRRORED_SCRIPT = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+_MIRRORED_SCRIPT = """
+    import numpy as np
     import keras
     from keras_compact import ProjectionLayer, ProjectionNet
     from sklearn.datasets import load_digits
@@ -155,17 +148,8 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
     print("MIRRORED-OK", history.history["projection_accuracy"][-1])
-    """
-)
+"""
 
 
 def test_trains_under_mirrored_strategy_on_two_cpus_like_one_device():
-    # Logical devices must be set before TensorFlow starts, so this runs in its own process.
-    result = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0 and "MIRRORED-OK" in result.stdout, result.stderr[-3000:]
+    run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")
