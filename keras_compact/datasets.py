@@ -3,7 +3,9 @@
 `load("digits")` reads scikit-learn's bundled 8x8 digits (no download).
 `load("mnist")` reads the IDX files from `data_dir`, else from
 `$KERAS_COMPACT_DATA`, else asks tensorflow-datasets (which downloads on a
-connected machine such as Colab).
+connected machine such as Colab). `load("snips")` and `load("atis")` read the
+intent-classification files (the JointBERT layout) from `data_dir` or
+`$KERAS_COMPACT_DATA`, else download those public files.
 """
 
 import gzip
@@ -12,7 +14,9 @@ import pathlib
 
 import numpy as np
 
-NAMES = ("digits", "mnist")
+NAMES = ("digits", "mnist", "snips", "atis")
+# The public copies of the intent sets, in the layout ../shared/data holds.
+_INTENT_URL = "https://raw.githubusercontent.com/monologg/JointBERT/master/data/{name}/{path}"
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -30,14 +34,22 @@ def load(name, data_dir=None, with_info=False):
       60,000 train / 10,000 test. With only the 10,000-image test split (as in
       `../shared/data/mnist`), it is split 8,000 train / 2,000 test by
       `np.random.default_rng(0).permutation(10000)`.
+    - `"snips"`, `"atis"`: intent classification; `x` is an object array of
+      utterances (str, lower-cased and tokenised as published), `y` the index of
+      the intent in `info["classes"]` (the set's `intent_label.txt`, whose first
+      entry is `UNK`; an intent missing from it, such as ATIS's multi-intent
+      `atis_flight#atis_airline`, counts as `UNK`, as in the JointBERT code).
+      Official splits: SNIPS 13,084 train / 700 test, ATIS 4,478 / 893; the
+      dev split is `info["dev"]`.
 
     Args:
-        name: `"digits"` or `"mnist"`.
+        name: `"digits"`, `"mnist"`, `"snips"` or `"atis"`.
         data_dir: folder holding the MNIST IDX files (`t10k-images-idx3-ubyte.gz`
             and friends), directly or in a `mnist/` subfolder. Defaults to
             `$KERAS_COMPACT_DATA`; without either, tensorflow-datasets is used.
         with_info: also return a dict with `source` and `split`, a sentence for
-            the tables that report results on this data.
+            the tables that report results on this data (and, for the intent
+            sets, `classes` and `dev`).
 
     Example:
 
@@ -49,8 +61,10 @@ def load(name, data_dir=None, with_info=False):
         raise ValueError(f"Unknown data set. Expected one of {NAMES}. Received: name={name!r}")
     if name == "digits":
         data, info = _load_digits()
-    else:
+    elif name == "mnist":
         data, info = _load_mnist(data_dir)
+    else:
+        data, info = _load_intents(name, data_dir)
     return (data, info) if with_info else data
 
 
@@ -159,3 +173,49 @@ def _load_mnist_tfds():
 def _scaled(images, labels):
     """uint8 images `(N, 28, 28, 1)` -> float32 `(N, 28, 28)` in [0, 1]; int64 labels."""
     return (images[..., 0] / 255.0).astype(np.float32), labels.astype(np.int64)
+
+
+def _load_intents(name, data_dir):
+    data_dir = data_dir or os.environ.get("KERAS_COMPACT_DATA")
+    folder = None
+    if data_dir:
+        for candidate in (pathlib.Path(data_dir) / name, pathlib.Path(data_dir)):
+            if (candidate / "intent_label.txt").is_file():
+                folder = candidate
+                break
+        if folder is None:
+            raise FileNotFoundError(
+                f"No {name} files (intent_label.txt, train/seq.in, train/label, ...) in {data_dir} or "
+                f"{pathlib.Path(data_dir) / name}."
+            )
+
+    def read(path):
+        if folder is not None:
+            text = (folder / path).read_text(encoding="utf-8")
+        else:
+            import keras
+
+            local = keras.utils.get_file(
+                f"keras_compact_{name}_{path.replace('/', '_')}", _INTENT_URL.format(name=name, path=path)
+            )
+            text = pathlib.Path(local).read_text(encoding="utf-8")
+        return text.splitlines()
+
+    classes = [line.strip() for line in read("intent_label.txt") if line.strip()]
+    index = {label: i for i, label in enumerate(classes)}
+    splits = {}
+    for split in ("train", "dev", "test"):
+        sentences, labels = read(f"{split}/seq.in"), read(f"{split}/label")
+        if len(sentences) != len(labels):
+            raise ValueError(f"{name}/{split}: {len(sentences)} utterances but {len(labels)} labels.")
+        x = np.array([sentence.strip() for sentence in sentences], dtype=object)
+        y = np.array([index.get(label.strip(), index.get("UNK", 0)) for label in labels], dtype=np.int64)
+        splits[split] = (x, y)
+    source = f"{name.upper()} intents ({folder or 'monologg/JointBERT data, downloaded'})"
+    info = {
+        "source": source,
+        "split": f"official splits: {len(splits['train'][0]):,} train / {len(splits['test'][0]):,} test",
+        "classes": classes,
+        "dev": splits["dev"],
+    }
+    return (splits["train"], splits["test"]), info

@@ -3,3 +3,4 @@
 from keras_compact.layers.hadamard_classifier import HadamardClassifier
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
+from keras_compact.layers.text_featurizer import TextFeaturizer
