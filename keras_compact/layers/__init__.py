@@ -1,5 +1,6 @@
 """Layers a user puts in a Keras model."""
 
+from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.hadamard_classifier import HadamardClassifier
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
