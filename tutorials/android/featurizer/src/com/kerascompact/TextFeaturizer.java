@@ -126,7 +126,17 @@ public final class TextFeaturizer {
     return FINGERPRINT64.hashBytes(feature.getBytes(StandardCharsets.UTF_8)).asLong();
   }
 
-  /** The model's two inputs for one sentence. */
+  /**
+   * The exported model's two inputs for one sentence. LiteRT's LSH_PROJECTION rejects an
+   * input of length 0, so a sentence without features becomes one feature of weight 0
+   * (whose bits are those of no features).
+   */
+  public Features modelInputs(String sentence) {
+    Features features = featurize(sentence);
+    return features.ids.length > 0 ? features : new Features(new long[] {0L}, new float[] {0.0f});
+  }
+
+  /** The spec's features of one sentence (possibly none). */
   public Features featurize(String sentence) {
     List<Float> weightList = new ArrayList<>();
     List<String> features = featureStrings(sentence, weightList);
