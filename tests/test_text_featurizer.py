@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from keras_compact import ProjectionLayer, TextFeaturizer
+from keras_compact.layers import FeatureBuckets
+from keras_compact.models import lstm_trainer
 
 JAVA_SOURCES = pathlib.Path(__file__).resolve().parents[1] / "tutorials" / "android" / "featurizer" / "src"
 GUAVA = next(
@@ -151,3 +153,30 @@ def test_java_featurizer_gives_the_same_ids_and_weights(tmp_path, kwargs, argume
     assert len(java) == len(python)
     for sentence, got, expected in zip(payload, java, python):
         assert got == expected, sentence[:80]
+
+
+def test_feature_buckets_hash_pad_and_cut_to_max_length():
+    ids = tf.ragged.constant([[5, -7, 12, 3], [], [9]], dtype=tf.int64)
+    weights = tf.ragged.constant([[1.0, 0.5, 2.0, 1.0], [], [3.0]])
+    buckets, dense = FeatureBuckets(10, 3)([ids, weights])
+    # 1 + (id mod 10), floor modulo for negative ids; 0 pads.
+    assert buckets.numpy().tolist() == [[6, 4, 3], [0, 0, 0], [10, 0, 0]]
+    assert dense.numpy().tolist() == [[1.0, 0.5, 2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(num_buckets=0, max_length=4), "num_buckets=0"), (dict(num_buckets=8, max_length=2.5), "max_length=2.5")],
+)
+def test_feature_buckets_reject_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureBuckets(**kwargs)
+
+
+def test_lstm_trainer_masks_padding():
+    # The same features padded to different lengths give the same prediction.
+    ids = tf.ragged.constant([[11, 22, 33]], dtype=tf.int64)
+    weights = tf.ones_like(ids, dtype=tf.float32)
+    short, long = lstm_trainer(3, num_buckets=64, max_length=4), lstm_trainer(3, num_buckets=64, max_length=40)
+    long.set_weights(short.get_weights())
+    np.testing.assert_allclose(short([ids, weights]), long([ids, weights]), atol=1e-6)
