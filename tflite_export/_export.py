@@ -13,6 +13,7 @@ from keras_compact.pruning import PruningMask, strip
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 from tflite_export import _lowering
+from tflite_export import _quantize
 from tflite_export import _verify
 
 
@@ -75,12 +76,19 @@ class ExportReport:
         )
 
 
-_QUANTIZATIONS = (None, "dynamic")
 _SPARSE = ("auto", True, False)
 
 
 def export(
-    model, path, verify_with=None, num_random_examples=64, seed=0, quantization=None, sparse="auto"
+    model,
+    path,
+    verify_with=None,
+    num_random_examples=64,
+    seed=0,
+    quantization=None,
+    sparse="auto",
+    representative_data=None,
+    min_agreement=0.95,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -124,8 +132,19 @@ def export(
             keyed by input name.
         num_random_examples: how many random examples to use without `verify_with`.
         seed: seed of those random examples.
-        quantization: `None` (float32) or `"dynamic"` (int8 weights, float
-            activations).
+        quantization: `None` (float32), `"dynamic"` (int8 weights, float
+            activations), `"float16"` (float16 weights), `"int8"` (int8 weights
+            and activations, float32 inputs and outputs; needs
+            `representative_data`) or `"int8_io"` (int8 inputs and outputs too;
+            not for models with a ProjectionLayer, whose LSH bits enter as float).
+        representative_data: calibration inputs for `"int8"`/`"int8_io"`: an
+            array (or a list/dict with one entry per input), a `tf.data.Dataset`
+            or a generator of such batches (`(x, y)` pairs keep `x`); at most 300
+            examples are used. Without `verify_with`, they are also what the file
+            is compared on.
+        min_agreement: the least top-1 agreement with the Keras model for the
+            export to succeed; below it nothing is written and a `ValueError`
+            says by how much. `None` accepts any agreement.
         sparse: `"auto"`, `True` (sparse encoding, an error if LiteRT cannot run
             it) or `False`.
 
@@ -155,29 +174,44 @@ def export(
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
         )
-    if quantization not in _QUANTIZATIONS:
-        raise ValueError(
-            f"quantization must be one of {_QUANTIZATIONS}. Received: quantization={quantization!r}"
-        )
+    _quantize.check(quantization, representative_data)
+    if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
+        raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
     if any(isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()):
         model = strip(model)
-    if verify_with is None:
-        examples = _verify.random_inputs(model, num_random_examples, seed)
-    else:
+    representative = None
+    if representative_data is not None:
+        representative = _quantize.representative_examples(model, representative_data)
+    if verify_with is not None:
         examples = _verify.model_inputs(model, verify_with)
+    elif representative is not None:
+        examples = representative
+    else:
+        examples = _verify.random_inputs(model, num_random_examples, seed)
     kernels = [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
     zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
     weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
-    dense_bytes = _convert(model, quantization, sparse=False)
+    dense_bytes = _convert(model, quantization, sparse=False, representative=representative)
     sparse_bytes = None
     if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
-        sparse_bytes = _convert(model, quantization, sparse=True)
+        sparse_bytes = _convert(model, quantization, sparse=True, representative=representative)
     model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
     expected = _verify.run_keras(model, examples)
-    got, seconds = _write_verified(path, model_bytes, lambda written: _verify.run_litert(written, examples))
-    agreement, max_diff = _verify.compare(expected, got)
+
+    def verify(written):
+        got, seconds = _verify.run_litert(written, examples)
+        agreement, max_diff = _verify.compare(expected, got)
+        if min_agreement is not None and agreement is not None and agreement < min_agreement:
+            raise ValueError(
+                f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
+                f"of {len(got[0])} examples (min_agreement={min_agreement}); nothing was written to {path}. "
+                "Try another quantization, better representative_data, or pass min_agreement=None."
+            )
+        return got, seconds, agreement, max_diff
+
+    got, seconds, agreement, max_diff = _write_verified(path, model_bytes, verify)
 
     parsed = fb.read(model_bytes)
     operators = fb.operators(parsed)
@@ -217,6 +251,55 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
+@dataclasses.dataclass
+class VerifyReport:
+    """Parity of a `.tflite` file with its Keras model (see `ExportReport`)."""
+
+    num_examples: int
+    top1_agreement: float
+    max_abs_diff: float
+    latency_ms: float
+
+
+def verify(model, tflite, inputs):
+    """Runs `tflite` in LiteRT on `inputs` and compares it with the Keras `model`.
+
+    Args:
+        model: the Keras model the file was exported from (a `ProjectionNet`
+            is compared through its `.projection`; wrappers are stripped).
+        tflite: path of the `.tflite` file, or its bytes.
+        inputs: examples, as `export`'s `verify_with`.
+
+    Returns:
+        A `VerifyReport` (top-1 agreement, max abs difference, median latency).
+
+    Example:
+
+    >>> verify(model, "model.tflite", x_test).top1_agreement  # doctest: +SKIP
+    1.0
+    """
+    model = _deployable(model)
+    if isinstance(tflite, (bytes, bytearray)):
+        model_bytes = bytes(tflite)
+    else:
+        with open(tflite, "rb") as stream:
+            model_bytes = stream.read()
+    examples = _verify.model_inputs(model, inputs)
+    got, seconds = _verify.run_litert(model_bytes, examples)
+    agreement, max_diff = _verify.compare(_verify.run_keras(model, examples), got)
+    return VerifyReport(int(got[0].shape[0]), agreement, max_diff, seconds * 1e3)
+
+
+def _deployable(model):
+    if isinstance(model, ProjectionNet):
+        model = model.projection
+    if isinstance(model, keras.Model) and any(
+        isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()
+    ):
+        model = strip(model)
+    return model
+
+
 def predict(tflite, examples):
     """Runs a `.tflite` file in LiteRT, one example per invoke, like `model.predict`.
 
@@ -244,9 +327,15 @@ def predict(tflite, examples):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _convert(model, quantization=None, sparse=False):
+def _convert(model, quantization=None, sparse=False, representative=None):
     """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION."""
     cuts = _lowering.find_projections(model)
+    if cuts and quantization == "int8_io":
+        raise ValueError(
+            "quantization='int8_io' is not available for models with a ProjectionLayer: the "
+            "LSH_PROJECTION bits enter the network as float. Use quantization='int8' (int8 inside, "
+            "float32 inputs and outputs)."
+        )
     if cuts:
         head, specs = _lowering.head_model(model, cuts)
     else:
@@ -261,13 +350,32 @@ def _convert(model, quantization=None, sparse=False):
             input_signature=[signature] if len(signature) > 1 else signature,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        converter.optimizations = ([tf.lite.Optimize.DEFAULT] if quantization == "dynamic" else []) + (
-            [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
-        )
+        head_examples = None
+        if quantization in ("int8", "int8_io"):
+            head_examples = _head_inputs(model, cuts, specs, representative)
+        _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
+        if sparse:
+            converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
         model_bytes = converter.convert()
     if cuts:
         model_bytes = _lowering.lower_projections(model_bytes, cuts)
     return _name_io_tensors(model_bytes)
+
+
+def _head_inputs(model, cuts, specs, representative):
+    """The representative examples as the head's inputs: projection bits computed in Keras."""
+    by_name = dict(zip([tensor.name for tensor in model.inputs], representative))
+    values = []
+    for cut in cuts:
+        read = [by_name[name] for name in cut.input_names]
+        values.append(np.asarray(cut.layer(read if len(read) > 1 else read[0])))
+    values += [np.asarray(by_name[name]) for name, _, _ in specs[len(cuts) :]]
+    return values
+
+
+def _batches_of_one(specs, values):
+    for i in range(len(values[0])):
+        yield {name: np.asarray(value[i : i + 1], dtype=dtype) for (name, dtype, _), value in zip(specs, values)}
 
 
 def _name_io_tensors(model_bytes):

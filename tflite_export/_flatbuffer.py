@@ -10,7 +10,10 @@ _TENSOR_TYPES = {
     np.dtype(np.int64): schema.TensorType.INT64,
     np.dtype(np.uint8): schema.TensorType.UINT8,
 }
-_TYPE_NAMES = {code: np.dtype(dtype).name for dtype, code in _TENSOR_TYPES.items()}
+# Every tensor type of the schema, by the name of its NumPy-like dtype ("float32", "int8", ...).
+_TYPE_NAMES = {
+    code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")
+}
 _BUILTIN_NAMES = {
     code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")
 }
@@ -159,6 +162,10 @@ def operators(model):
     return found
 
 
+def tensor_type_name(code):
+    return _TYPE_NAMES.get(code, f"tensor type {code}")
+
+
 def input_specs(model):
     """`(name, dtype, shape)` of the first subgraph's inputs; -1 marks a free length."""
     subgraph = model.subgraphs[0]
@@ -166,6 +173,6 @@ def input_specs(model):
     for index in subgraph.inputs:
         tensor = subgraph.tensors[index]
         shape = tensor.shape if tensor.shapeSignature is None else tensor.shapeSignature
-        dtype = _TYPE_NAMES.get(tensor.type, f"tensor type {tensor.type}")
+        dtype = tensor_type_name(tensor.type)
         specs.append((tensor.name.decode(), dtype, tuple(int(d) for d in shape)))
     return specs

@@ -132,14 +132,26 @@ class LiteRTRunner:
         start = time.perf_counter()
         self.interpreter.invoke()
         seconds = time.perf_counter() - start
-        return [self.interpreter.get_tensor(d["index"]).copy() for d in self.outputs], seconds
+        return [_dequantized(d, self.interpreter.get_tensor(d["index"])) for d in self.outputs], seconds
 
 
 def _shaped(detail, row):
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        # An int8 input of a fully quantized model takes the quantized example.
+        info = np.iinfo(detail["dtype"])
+        row = np.clip(np.round(np.asarray(row, np.float64) / scale + zero_point), info.min, info.max)
     value = np.asarray(row, dtype=detail["dtype"])
     if len(detail["shape"]) > 1 and detail["shape"][0] == 1:
         value = value[None]
     return value
+
+
+def _dequantized(detail, value):
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        return (value.astype(np.float32) - zero_point) * scale
+    return value.copy()
 
 
 def run_litert(model_bytes, inputs):

@@ -1,0 +1,76 @@
+"""Quantization settings of the converter and the representative data they need."""
+
+import numpy as np
+import tensorflow as tf
+
+from tflite_export import _verify
+
+QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int8_io")
+# Calibration rarely improves past a few hundred examples; more only costs time.
+MAX_REPRESENTATIVE_EXAMPLES = 300
+
+
+def check(quantization, representative_data):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
+        )
+    if quantization in ("int8", "int8_io") and representative_data is None:
+        raise ValueError(
+            f"quantization={quantization!r} quantizes activations and needs representative_data: "
+            "a few hundred real inputs (an array, a list/dict per input, a tf.data.Dataset or a "
+            "generator). Received: representative_data=None"
+        )
+
+
+def representative_examples(model, data):
+    """Up to MAX_REPRESENTATIVE_EXAMPLES examples as a list with one entry per model input.
+
+    `data` is what `verify_with` accepts (an array, a list or dict per input), a
+    `tf.data.Dataset`, or a generator / iterable of such batches; `(x, y)` pairs
+    keep `x`.
+    """
+    if callable(data):
+        data = data()
+    if isinstance(data, tf.data.Dataset) or _is_batch_stream(data):
+        batches = []
+        count = 0
+        for batch in data:
+            if isinstance(batch, tuple) and len(batch) in (2, 3):
+                batch = batch[0]
+            batch = _verify.model_inputs(model, batch)
+            batches.append(batch)
+            count += int(batch[0].shape[0])
+            if count >= MAX_REPRESENTATIVE_EXAMPLES:
+                break
+        if not batches:
+            raise ValueError("representative_data yielded no examples.")
+        entries = [_concat([batch[i] for batch in batches]) for i in range(len(batches[0]))]
+    else:
+        entries = _verify.model_inputs(model, data)
+    return [entry[:MAX_REPRESENTATIVE_EXAMPLES] for entry in entries]
+
+
+def configure(converter, quantization, representative):
+    """Sets the converter's options; `representative()` yields dicts of batch-1 head inputs."""
+    if quantization is None:
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization in ("int8", "int8_io"):
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if quantization == "int8_io":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+
+
+def _is_batch_stream(data):
+    return hasattr(data, "__next__")
+
+
+def _concat(parts):
+    if isinstance(parts[0], tf.RaggedTensor):
+        return tf.concat(parts, axis=0)
+    return np.concatenate([np.asarray(part) for part in parts])
