@@ -145,13 +145,22 @@ def _parse(data, path):
         model = fb.read(data)
         if not model.subgraphs:
             raise ValueError("no subgraph")
-        # The interpreter's verifier catches truncated or inconsistent files the parser accepts.
+    except Exception as error:  # the flatbuffer parser raises many types on broken bytes
+        raise ValueError(_first_line(f"{where} is not a valid TFLite model ({type(error).__name__}: {error})")) from error
+    if all(builtin for _, builtin in fb.operators(model)):
+        # LiteRT's verifier catches inconsistent files the parser accepts; it cannot load
+        # files with custom operators it does not know, which are reported instead.
         from ai_edge_litert.interpreter import Interpreter
 
-        Interpreter(model_content=data)
-    except Exception as error:  # the flatbuffer parser and the verifier raise many types
-        raise ValueError(f"{where} is not a valid TFLite model ({type(error).__name__}: {error})".split("\n")[0]) from error
+        try:
+            Interpreter(model_content=data)
+        except Exception as error:
+            raise ValueError(_first_line(f"{where} is not a valid TFLite model (LiteRT: {error})")) from error
     return model
+
+
+def _first_line(text):
+    return text.strip().splitlines()[0]
 
 
 def _tensor_info(tensor):

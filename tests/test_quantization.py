@@ -1,0 +1,213 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+
+from keras_compact import HadamardClassifier, HSICBottleneck, ProjectionLayer, TargetedDropout
+from keras_compact.ops import hadamard_class_matrix
+from keras_compact.pruning import prune
+from tflite_export import _cli, export, inspect, predict, verify
+from tflite_export import _flatbuffer as fb
+
+_MODES = ["dynamic", "float16", "int8", "int8_io"]
+
+
+def _trained(model, x, y, epochs=8):
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    """One trained model of every kind the package makes, on real digits."""
+    keras.utils.set_random_seed(0)
+    (x, y), _ = digits
+    plain = _trained(
+        keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(64, activation="relu"),
+                          keras.layers.Dense(10, activation="softmax")]), x, y)
+    projection = _trained(
+        keras.Sequential([keras.Input((64,), name="pixels"), ProjectionLayer(60, 12),
+                          keras.layers.Dense(10, activation="softmax")]), x, y)
+    hadamard = _trained(
+        keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(64, activation="relu"),
+                          HadamardClassifier(10), keras.layers.Softmax()]), x, y)
+    targeted = _trained(
+        keras.Sequential([keras.Input((64,), name="pixels"),
+                          TargetedDropout(keras.layers.Dense(128, activation="relu"), 0.5, 0.5),
+                          TargetedDropout(keras.layers.Dense(10, activation="softmax"), 0.5, 0.5)]), x, y)
+    pruned = prune(targeted, 0.5).model
+    net = HSICBottleneck([keras.Sequential([keras.layers.Dense(64), keras.layers.ReLU()]) for _ in range(2)],
+                         num_classes=10)
+    net.compile(keras.optimizers.Adam(1e-2))
+    net.fit(x, y, batch_size=128, epochs=3, verbose=0)
+    hsic = net.post_train(x, y, epochs=10, batch_size=64, verbose=0)
+    return {"plain": plain, "projection": projection, "hadamard": hadamard, "pruned": pruned, "hsic": hsic}
+
+
+@pytest.mark.parametrize("mode", _MODES)
+@pytest.mark.parametrize("kind", ["plain", "projection", "hadamard", "pruned", "hsic"])
+def test_every_quantization_mode_runs_in_litert_and_agrees(tmp_path, models, digits, kind, mode):
+    (x_train, _), (x_test, y_test) = digits
+    if kind == "projection" and mode == "int8_io":
+        with pytest.raises(ValueError, match="int8_io' is not available for models with a ProjectionLayer"):
+            export(models[kind], tmp_path / "m.tflite", quantization=mode, representative_data=x_train)
+        assert not (tmp_path / "m.tflite").exists()
+        return
+    report = export(models[kind], tmp_path / "m.tflite", verify_with=x_test, quantization=mode,
+                    representative_data=x_train if mode.startswith("int8") else None)
+    assert report.builtin_only and report.num_examples == len(x_test)
+    assert report.top1_agreement >= 0.97, report
+    keras_accuracy = np.mean(models[kind].predict(x_test, verbose=0).argmax(-1) == y_test)
+    litert_accuracy = np.mean(predict(report.path, x_test).argmax(-1) == y_test)
+    assert litert_accuracy >= keras_accuracy - 0.02
+    info = inspect(report.path)
+    if mode == "int8_io":
+        assert info.inputs[0].dtype == "int8" and info.inputs[0].scale is not None
+        assert info.outputs[0].dtype == "int8"
+    else:
+        assert info.inputs[0].dtype == "float32"
+
+
+def test_quantized_files_are_smaller(tmp_path, models):
+    sizes = {mode: export(models["plain"], tmp_path / f"{mode}.tflite", quantization=mode,
+                          representative_data=np.random.default_rng(0).random((64, 64), "float32"),
+                          min_agreement=None).bytes
+             for mode in [None, "float16", "int8"]}
+    assert sizes["int8"] < sizes["float16"] < sizes[None]
+
+
+def test_full_int8_stores_the_hadamard_matrix_exactly(tmp_path, digits):
+    (x_train, _), _ = digits
+    model = keras.Sequential([keras.Input((64,), name="pixels"), HadamardClassifier(10, implementation="matmul")])
+    model.layers[-1].alpha.assign(3.0)
+    report = export(model, tmp_path / "int8.tflite", quantization="int8", representative_data=x_train)
+    parsed = fb.read(open(report.path, "rb").read())
+    tensors = [t for t in parsed.subgraphs[0].tensors if t.type == schema.TensorType.INT8 and list(t.shape) == [10, 64]]
+    values = np.frombuffer(bytes(parsed.buffers[tensors[0].buffer].data), np.int8).reshape(10, 64)
+    np.testing.assert_array_equal(values, 127 * hadamard_class_matrix(64, 10).astype(np.int8))
+    np.testing.assert_allclose(np.asarray(tensors[0].quantization.scale) * 127, 3.0, rtol=1e-6)
+
+
+def test_representative_data_as_dataset_generator_or_dict(tmp_path, models, digits):
+    (x_train, y_train), _ = digits
+    sources = {
+        "dataset": tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(32),
+        "generator": lambda: (x_train[i : i + 50] for i in range(0, 400, 50)),
+        "dict": {"pixels": x_train[:200]},
+    }
+    for name, data in sources.items():
+        report = export(models["plain"], tmp_path / f"{name}.tflite", quantization="int8", representative_data=data)
+        # Without verify_with, the file is compared on (at most 300 of) the representative examples.
+        assert report.num_examples == (200 if name == "dict" else 300) and report.top1_agreement >= 0.97
+
+
+def test_int8_without_representative_data_is_a_clear_error(tmp_path, models):
+    with pytest.raises(ValueError, match="quantization='int8' quantizes activations and needs representative_data"):
+        export(models["plain"], tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(ValueError, match=r"quantization must be one of .* Received: quantization='int4'"):
+        export(models["plain"], tmp_path / "m.tflite", quantization="int4")
+
+
+def test_export_below_min_agreement_fails_and_leaves_no_file(tmp_path, models, digits):
+    (_, _), (x_test, _) = digits
+    path = tmp_path / "bad.tflite"
+    # Calibrated on constant zeros, every activation range collapses: the int8 file is useless.
+    zeros = np.zeros((50, 64), "float32")
+    with pytest.raises(ValueError, match=r"agrees with the Keras model on the top-1 class of only .*min_agreement=0.95"):
+        export(models["plain"], path, verify_with=x_test, quantization="int8", representative_data=zeros)
+    assert not path.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    report = export(models["plain"], path, verify_with=x_test, quantization="int8", representative_data=zeros,
+                    min_agreement=None)
+    assert report.top1_agreement < 0.95 and path.exists()
+
+
+def test_verify_compares_any_file_with_its_model(tmp_path, models, digits):
+    (_, _), (x_test, _) = digits
+    report = export(models["hadamard"], tmp_path / "h.tflite")
+    result = verify(models["hadamard"], report.path, x_test)
+    assert result.num_examples == len(x_test) and result.top1_agreement == 1.0 and result.max_abs_diff < 1e-5
+    # Another model's file: the outputs differ.
+    assert verify(models["plain"], report.path, x_test).max_abs_diff > 0.1
+
+
+def test_inspect_reports_a_hand_built_lsh_projection_file():
+    seeds = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    report = inspect(fb.lsh_projection_model(seeds, sparse=False, feature_dtype=np.int64, with_weights=True))
+    assert report.operators == {"LSH_PROJECTION": 1} and report.builtin_only
+    assert [(t.name, t.dtype, t.shape) for t in report.inputs] == [("input", "int64", (-1,)), ("weight", "float32", (-1,))]
+    assert [(t.name, t.dtype, t.shape) for t in report.outputs] == [("output", "int32", (12,))]
+    assert report.weight_tensors == {"hash": 48} and report.weight_bytes == 48
+    assert json.loads(report.to_json())["operators"] == {"LSH_PROJECTION": 1}
+
+
+def test_inspect_flags_custom_and_flex_operators():
+    model = fb.read(fb.lsh_projection_model(np.ones((1, 2), np.float32), False, np.int32, False))
+    for name in ("FlexAddV2", "MyOp"):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        code.customCode = name
+        model.operatorCodes.append(code)
+        operator = schema.OperatorT()
+        operator.opcodeIndex = len(model.operatorCodes) - 1
+        operator.inputs, operator.outputs = [1], [2]
+        model.subgraphs[0].operators.append(operator)
+    report = inspect(fb.write(model))
+    assert not report.builtin_only
+    assert report.flex_operators == ["FlexAddV2"] and report.custom_operators == ["MyOp"]
+    assert report.operators == {"LSH_PROJECTION": 1, "FlexAddV2": 1, "MyOp": 1}
+    assert "needs the Flex delegate" in str(report)
+
+
+def _cli_run(capsys, *arguments):
+    code = _cli.main(list(arguments))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_export_and_inspect(tmp_path, capsys, models, digits):
+    (x_train, _), (x_test, _) = digits
+    models["hadamard"].save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", pixels=x_train[:200])
+    code, out, err = _cli_run(capsys, "export", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
+                              "--quantize", "int8", "--representative", str(tmp_path / "data.npz"))
+    assert code == 0 and "builtin only" in out, err
+    code, out, _ = _cli_run(capsys, "inspect", str(tmp_path / "m.tflite"), "--json")
+    assert code == 0 and json.loads(out)["builtin_only"] is True
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "random", "unknown_layer", "not_keras"])
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys, models, case):
+    good = tmp_path / "good.tflite"
+    export(models["plain"], good)
+    if case == "missing":
+        arguments = ["inspect", str(tmp_path / "absent.tflite")]
+        expected = "No such .tflite file"
+    elif case == "truncated":
+        (tmp_path / "cut.tflite").write_bytes(good.read_bytes()[:2000])
+        arguments, expected = ["inspect", str(tmp_path / "cut.tflite")], "is not a valid TFLite model"
+    elif case == "random":
+        (tmp_path / "noise.tflite").write_bytes(np.random.default_rng(0).bytes(4000))
+        arguments, expected = ["inspect", str(tmp_path / "noise.tflite")], "is not a TFLite model"
+    elif case == "unknown_layer":
+
+        class Unregistered(keras.layers.Layer):
+            def call(self, x):
+                return x * 2
+
+        keras.Sequential([keras.Input((4,)), Unregistered()]).save(tmp_path / "unknown.keras")
+        arguments = ["export", str(tmp_path / "unknown.keras"), "-o", str(tmp_path / "u.tflite")]
+        expected = "cannot load"
+    else:
+        (tmp_path / "text.keras").write_text("not a model")
+        arguments = ["export", str(tmp_path / "text.keras"), "-o", str(tmp_path / "t.tflite")]
+        expected = "cannot load"
+    code, out, err = _cli_run(capsys, *arguments)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-compact: error: ") and expected in lines[0]
+    assert "Traceback" not in err
