@@ -1,5 +1,7 @@
 import collections
+import contextlib
 import dataclasses
+import functools
 import os
 import tempfile
 
@@ -89,6 +91,7 @@ def export(
     sparse="auto",
     representative_data=None,
     min_agreement=0.95,
+    projection_lowering="builtin",
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -142,6 +145,10 @@ def export(
             or a generator of such batches (`(x, y)` pairs keep `x`); at most 300
             examples are used. Without `verify_with`, they are also what the file
             is compared on.
+        projection_lowering: `"builtin"` (LSH_PROJECTION: only the seeds are
+            stored) or `"matrix"` (dense inputs: the hash matrix as a
+            FULLY_CONNECTED + GREATER + CAST; a larger file, much faster in
+            LiteRT, quantizable).
         min_agreement: the least top-1 agreement with the Keras model for the
             export to succeed; below it nothing is written and a `ValueError`
             says by how much. `None` accepts any agreement.
@@ -175,6 +182,11 @@ def export(
             f"Received: num_random_examples={num_random_examples!r}"
         )
     _quantize.check(quantization, representative_data)
+    if projection_lowering not in _lowering.LOWERINGS:
+        raise ValueError(
+            f"projection_lowering must be one of {_lowering.LOWERINGS}. "
+            f"Received: projection_lowering={projection_lowering!r}"
+        )
     if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
     if not (sparse is True or sparse is False or sparse == "auto"):
@@ -193,10 +205,13 @@ def export(
     kernels = [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
     zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
     weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
-    dense_bytes = _convert(model, quantization, sparse=False, representative=representative)
+    convert = functools.partial(
+        _convert, model, quantization, representative=representative, projection_lowering=projection_lowering
+    )
+    dense_bytes = convert(sparse=False)
     sparse_bytes = None
     if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
-        sparse_bytes = _convert(model, quantization, sparse=True, representative=representative)
+        sparse_bytes = convert(sparse=True)
     model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
     expected = _verify.run_keras(model, examples)
 
@@ -327,9 +342,9 @@ def predict(tflite, examples):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _convert(model, quantization=None, sparse=False, representative=None):
-    """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION."""
-    cuts = _lowering.find_projections(model)
+def _convert(model, quantization=None, sparse=False, representative=None, projection_lowering="builtin"):
+    """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION (or matrices)."""
+    cuts = _lowering.find_projections(model) if projection_lowering == "builtin" else []
     if cuts and quantization == "int8_io":
         raise ValueError(
             "quantization='int8_io' is not available for models with a ProjectionLayer: the "
@@ -342,7 +357,8 @@ def _convert(model, quantization=None, sparse=False, representative=None):
         head = model
         specs = [(t.name, t.dtype, (1,) + tuple(t.shape[1:])) for t in model.inputs]
     signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
-    with tempfile.TemporaryDirectory() as saved_model, _hadamard.lowered(head):
+    matrices = _lowering.matrix_projections(head) if projection_lowering == "matrix" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as saved_model, _hadamard.lowered(head), matrices:
         head.export(
             saved_model,
             format="tf_saved_model",

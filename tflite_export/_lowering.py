@@ -12,14 +12,19 @@ outputs as its inputs. The projections are then prepended to the head's graph:
     --> the head
 """
 
+import contextlib
 import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_compact.layers import ProjectionLayer
+from keras_compact.ops import hashing
 from tflite_export import _flatbuffer as fb
+
+LOWERINGS = ("builtin", "matrix")
 
 
 @dataclasses.dataclass
@@ -190,3 +195,39 @@ def _projection_ops(model, subgraph, cut, head_input):
         )
     )
     return added, operators
+
+
+@contextlib.contextmanager
+def matrix_projections(model):
+    """While converting: every ProjectionLayer of `model` as a matmul with its hash matrix.
+
+    The "matrix" lowering: `P` (`[n, T*d]`, the Fingerprint64 values scaled by 2**-63
+    to lie in [-1, 1]; the scale changes no sign) is stored as float32 weights, and
+    the bits are `cast(x @ P > 0)`: FULLY_CONNECTED, GREATER, CAST. A larger file
+    than LSH_PROJECTION's seeds, much faster for dense inputs, and quantizable.
+    Sums within float32 rounding of 0 may flip a bit that the builtin's float64 sum
+    keeps; the export's comparison reports any effect on the outputs.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, ProjectionLayer)]
+    for layer in layers:
+        shape = layer.input.shape if not isinstance(layer.input, (list, tuple)) else None
+        if shape is None or getattr(layer.input, "ragged", False) or layer.output_mode != "bits":
+            raise ValueError(
+                f"projection_lowering='matrix' needs a ProjectionLayer with a dense float input and "
+                f"output='bits'; {layer.name!r} takes "
+                + ("ragged feature ids" if shape is None or getattr(layer.input, "ragged", False) else "")
+                + (f"output={layer.output_mode!r}" if layer.output_mode != "bits" else "")
+                + ". Use projection_lowering='builtin'."
+            )
+    try:
+        for layer in layers:
+            matrix = hashing.projection_matrix(layer.hash_seeds, int(layer.input.shape[-1]))
+            with tf.init_scope():
+                weights = tf.constant((np.asarray(matrix) * 2.0**-63).astype(np.float32))
+            layer.call = lambda inputs, weights=weights: tf.cast(
+                tf.matmul(tf.cast(inputs, tf.float32), weights) > 0, tf.float32
+            )
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("call", None)
