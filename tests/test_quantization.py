@@ -211,3 +211,38 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys, models, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-compact: error: ") and expected in lines[0]
     assert "Traceback" not in err
+
+
+def test_matrix_lowering_is_a_fast_quantizable_fully_connected(tmp_path, models, digits):
+    (x_train, _), (x_test, _) = digits
+    builtin = export(models["projection"], tmp_path / "builtin.tflite", verify_with=x_test)
+    matrix = export(models["projection"], tmp_path / "matrix.tflite", verify_with=x_test, projection_lowering="matrix")
+    assert "LSH_PROJECTION" not in matrix.operators and {"FULLY_CONNECTED", "GREATER", "CAST"} <= set(matrix.operators)
+    assert matrix.builtin_only and matrix.top1_agreement == 1.0 and matrix.max_abs_diff < 1e-5
+    # The 64 x 720 hash matrix is stored (float32), not just the 720 seeds.
+    assert matrix.bytes > builtin.bytes + 64 * 720 * 4 - 4096
+    quantized = export(models["projection"], tmp_path / "q.tflite", verify_with=x_test, projection_lowering="matrix",
+                       quantization="int8", representative_data=x_train)
+    assert quantized.bytes < matrix.bytes / 3 and quantized.top1_agreement >= 0.95
+
+
+def test_matrix_lowering_rejects_sparse_projections(tmp_path):
+    from keras_compact.models import projection_network
+
+    with pytest.raises(ValueError, match="projection_lowering='matrix' needs a ProjectionLayer with a dense float input"):
+        export(projection_network(3, 4, 4), tmp_path / "s.tflite", projection_lowering="matrix")
+    with pytest.raises(ValueError, match="projection_lowering must be one of"):
+        export(projection_network(3, 4, 4), tmp_path / "s.tflite", projection_lowering="table")
+
+
+def test_labels_and_app_facts_are_embedded_as_metadata(tmp_path, models):
+    from tflite_export import read_metadata
+
+    labels = [f"digit {i}" for i in range(10)]
+    report = export(models["projection"], tmp_path / "p.tflite", labels=labels, metadata={"pixels": "0..1"})
+    stored = read_metadata(report.path)
+    assert stored["labels"] == labels and stored["metadata"] == {"pixels": "0..1"}
+    assert stored["inputs"][0]["name"] == "pixels" and stored["inputs"][0]["format"].startswith("float32 [n]")
+    assert "labels: digit 0, digit 1" in str(inspect(report.path))
+    with pytest.raises(ValueError, match="labels must name each of the 10 output units. Received 3 labels"):
+        export(models["projection"], tmp_path / "x.tflite", labels=["a", "b", "c"])

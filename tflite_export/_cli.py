@@ -39,6 +39,8 @@ def main(argv=None):
     )
     export.add_argument("--verify", default=None, help=".npz with examples to compare on (default: random)")
     export.add_argument("--min-agreement", type=float, default=0.95, help="default 0.95; below it nothing is written")
+    export.add_argument("--labels", default=None, help="text file with one class name per line, stored as metadata")
+    export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
 
     inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
     inspect.add_argument("tflite")
@@ -109,9 +111,18 @@ def _export(args):
         quantization=args.quantize,
         representative_data=None if args.representative is None else _load_npz(args.representative, "representative data"),
         min_agreement=args.min_agreement,
+        projection_lowering=args.projection_lowering,
+        labels=None if args.labels is None else _read_labels(args.labels),
     )
     print(report)
     return 0
+
+
+def _read_labels(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such labels file: {path}")
+    with open(path, encoding="utf-8") as stream:
+        return [line.strip() for line in stream if line.strip()]
 
 
 def _inspect(args):

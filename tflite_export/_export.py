@@ -2,6 +2,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import tempfile
 
@@ -9,11 +10,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_compact
 from keras_compact.layers import TargetedDropout
 from keras_compact.models import ProjectionNet
 from keras_compact.pruning import PruningMask, strip
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
+from tflite_export import _inspect
 from tflite_export import _lowering
 from tflite_export import _quantize
 from tflite_export import _verify
@@ -92,6 +95,8 @@ def export(
     representative_data=None,
     min_agreement=0.95,
     projection_lowering="builtin",
+    labels=None,
+    metadata=None,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -149,6 +154,9 @@ def export(
             stored) or `"matrix"` (dense inputs: the hash matrix as a
             FULLY_CONNECTED + GREATER + CAST; a larger file, much faster in
             LiteRT, quantizable).
+        labels: class names, one per output unit, stored in the file's metadata.
+        metadata: a JSON-serialisable dict stored with them (for example the
+            `TextFeaturizer` config an app needs: `featurizer.get_config()`).
         min_agreement: the least top-1 agreement with the Keras model for the
             export to succeed; below it nothing is written and a `ValueError`
             says by how much. `None` accepts any agreement.
@@ -189,6 +197,18 @@ def export(
         )
     if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
+    if labels is not None:
+        labels = [str(label) for label in labels]
+        width = model.outputs[0].shape[-1]
+        if width is not None and len(labels) != width:
+            raise ValueError(
+                f"labels must name each of the {width} output units. Received {len(labels)} labels."
+            )
+    if metadata is not None:
+        try:
+            json.dumps(metadata)
+        except TypeError as error:
+            raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
     if any(isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()):
@@ -213,6 +233,7 @@ def export(
     if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
         sparse_bytes = convert(sparse=True)
     model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
+    model_bytes = _with_metadata(model, model_bytes, labels, metadata, quantization, projection_lowering)
     expected = _verify.run_keras(model, examples)
 
     def verify(written):
@@ -376,6 +397,36 @@ def _convert(model, quantization=None, sparse=False, representative=None, projec
     if cuts:
         model_bytes = _lowering.lower_projections(model_bytes, cuts)
     return _name_io_tensors(model_bytes)
+
+
+def _with_metadata(model, model_bytes, labels, metadata, quantization, projection_lowering):
+    """Adds the `keras_compact` metadata entry: what an app needs to feed and read the file."""
+    parsed = fb.read(model_bytes)
+    cut_inputs = {}
+    if projection_lowering == "builtin":
+        for cut in _lowering.find_projections(model):
+            kinds = ["lsh_ids", "lsh_weights"] if cut.ragged else ["lsh_dense"]
+            cut_inputs.update(zip(cut.input_names, kinds))
+    formats = {
+        "lsh_dense": "float32 [n]: features 0..n-1 weighted by the values; one example per invoke",
+        "lsh_ids": "int64 [k]: the example's feature ids (at least one; resize per example)",
+        "lsh_weights": "float32 [k]: weight of each id (pass one id of weight 0 for no features)",
+    }
+    inputs = []
+    for name, dtype, shape in fb.input_specs(parsed):
+        kind = cut_inputs.get(name, "tensor")
+        inputs.append(dict(name=name, dtype=dtype, shape=list(shape), format=formats.get(kind, "tensor")))
+    description = {
+        "producer": f"keras-compact {keras_compact.__version__}",
+        "signature": "serving_default",
+        "inputs": inputs,
+        "labels": labels,
+        "quantization": quantization,
+        "projection_lowering": projection_lowering,
+        "metadata": metadata,
+    }
+    fb.set_metadata(parsed, _inspect.METADATA_NAME, json.dumps(description).encode())
+    return fb.write(parsed)
 
 
 def _head_inputs(model, cuts, specs, representative):

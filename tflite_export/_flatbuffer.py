@@ -176,3 +176,27 @@ def input_specs(model):
         dtype = tensor_type_name(tensor.type)
         specs.append((tensor.name.decode(), dtype, tuple(int(d) for d in shape)))
     return specs
+
+
+def set_metadata(model, name, data):
+    """Stores `data` (bytes) in a new buffer referenced by a metadata entry `name`, replacing one of that name."""
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if _text(m.name) != name] + [entry]
+
+
+def get_metadata(model, name):
+    """The bytes of the metadata entry `name`, or None."""
+    for entry in model.metadata or []:
+        if _text(entry.name) == name:
+            data = model.buffers[entry.buffer].data
+            return b"" if data is None else bytes(np.asarray(data, dtype=np.uint8))
+    return None
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,6 +7,7 @@ import numpy as np
 from tflite_export import _flatbuffer as fb
 
 _IDENTIFIER = b"TFL3"
+METADATA_NAME = "keras_compact"
 
 
 @dataclasses.dataclass
@@ -36,6 +37,8 @@ class InspectReport:
         weight_bytes: bytes of constant tensors (weights, seeds, tables).
         weight_tensors: name -> bytes of each constant tensor, largest first.
         signatures: the signature keys.
+        metadata: the `keras_compact` metadata `export` wrote (labels, input
+            formats, ...), or None.
     """
 
     path: str
@@ -49,6 +52,7 @@ class InspectReport:
     weight_bytes: int
     weight_tensors: dict
     signatures: list
+    metadata: dict = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -64,14 +68,16 @@ class InspectReport:
         runtime = "stock LiteRT runs it" if self.builtin_only else (
             "needs " + ("the Flex delegate" if self.flex_operators else "custom operator code")
         )
-        return "\n".join(
-            [
-                f"{self.path or '<bytes>'}: {self.bytes:,} bytes ({self.weight_bytes:,} in constant tensors); {runtime}",
-                "operators: " + ", ".join(f"{name} x{count}" for name, count in self.operators.items()),
-                "inputs: " + "; ".join(tensor(info) for info in self.inputs),
-                "outputs: " + "; ".join(tensor(info) for info in self.outputs),
-            ]
-        )
+        labels = (self.metadata or {}).get("labels")
+        lines = [
+            f"{self.path or '<bytes>'}: {self.bytes:,} bytes ({self.weight_bytes:,} in constant tensors); {runtime}",
+            "operators: " + ", ".join(f"{name} x{count}" for name, count in self.operators.items()),
+            "inputs: " + "; ".join(tensor(info) for info in self.inputs),
+            "outputs: " + "; ".join(tensor(info) for info in self.outputs),
+        ]
+        if labels:
+            lines.append(f"labels: {', '.join(labels)}")
+        return "\n".join(lines)
 
 
 def inspect(path_or_bytes):
@@ -134,7 +140,29 @@ def inspect(path_or_bytes):
         weight_bytes=sum(weights.values()),
         weight_tensors=dict(sorted(weights.items(), key=lambda item: -item[1])),
         signatures=[s.signatureKey.decode() for s in model.signatureDefs or []],
+        metadata=_metadata(model),
     )
+
+
+def read_metadata(path_or_bytes):
+    """The `keras_compact` metadata of a `.tflite` file written by `export` (a dict), or None.
+
+    Example:
+
+    >>> read_metadata("intents.tflite")["labels"][:2]  # doctest: +SKIP
+    ['UNK', 'AddToPlaylist']
+    """
+    return inspect(path_or_bytes).metadata
+
+
+def _metadata(model):
+    data = fb.get_metadata(model, METADATA_NAME)
+    if data is None:
+        return None
+    try:
+        return json.loads(data.decode())
+    except ValueError:
+        return None
 
 
 def _parse(data, path):
