@@ -233,7 +233,11 @@ def export(
     if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
         sparse_bytes = convert(sparse=True)
     model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
+    kept_sparse = model_bytes is sparse_bytes
+    chosen_size = len(model_bytes)
     model_bytes = _with_metadata(model, model_bytes, labels, metadata, quantization, projection_lowering)
+    # Both encodings' sizes are reported as files, with the same metadata.
+    metadata_bytes = len(model_bytes) - chosen_size
     expected = _verify.run_keras(model, examples)
 
     def verify(written):
@@ -261,9 +265,9 @@ def export(
         top1_agreement=agreement,
         max_abs_diff=max_diff,
         latency_ms=seconds * 1e3,
-        sparse=model_bytes is sparse_bytes,
-        dense_bytes=len(dense_bytes),
-        sparse_bytes=None if sparse_bytes is None else len(sparse_bytes),
+        sparse=kept_sparse,
+        dense_bytes=len(dense_bytes) + metadata_bytes,
+        sparse_bytes=None if sparse_bytes is None else len(sparse_bytes) + metadata_bytes,
         weight_sparsity=weight_sparsity,
         classifier_lowerings=_hadamard.lowerings(model),
     )
