@@ -246,3 +246,17 @@ def test_labels_and_app_facts_are_embedded_as_metadata(tmp_path, models):
     assert "labels: digit 0, digit 1" in str(inspect(report.path))
     with pytest.raises(ValueError, match="labels must name each of the 10 output units. Received 3 labels"):
         export(models["projection"], tmp_path / "x.tflite", labels=["a", "b", "c"])
+
+
+def test_batch_size_sets_the_examples_per_invoke(tmp_path, models, digits):
+    (_, _), (x_test, _) = digits
+    report = export(models["hadamard"], tmp_path / "b8.tflite", verify_with=x_test[:21], batch_size=8)
+    assert inspect(report.path).inputs[0].shape == (8, 64)
+    assert report.num_examples == 21 and report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
+    np.testing.assert_allclose(predict(report.path, x_test[:21]), models["hadamard"].predict(x_test[:21], verbose=0),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="exports with batch_size=1"):
+        export(models["projection"], tmp_path / "p.tflite", batch_size=4)
+    matrix = export(models["projection"], tmp_path / "m.tflite", verify_with=x_test[:10], batch_size=4,
+                    projection_lowering="matrix")
+    assert matrix.top1_agreement == 1.0

@@ -45,6 +45,8 @@ class ExportReport:
         weight_sparsity: fraction of zero weights (kernels) in the Keras model.
         classifier_lowerings: `HadamardClassifier` name -> `"matmul"` (a
             FULLY_CONNECTED with the +/-1 matrix) or `"fwht"` (the fast transform).
+        weight_tensors: name -> bytes of each constant tensor in the file, largest
+            first (`tflite_export.inspect` reports the same for any file).
     """
 
     path: str
@@ -61,6 +63,7 @@ class ExportReport:
     sparse_bytes: int = None
     weight_sparsity: float = 0.0
     classifier_lowerings: dict = dataclasses.field(default_factory=dict)
+    weight_tensors: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -97,6 +100,7 @@ def export(
     projection_lowering="builtin",
     labels=None,
     metadata=None,
+    batch_size=1,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -154,6 +158,9 @@ def export(
             stored) or `"matrix"` (dense inputs: the hash matrix as a
             FULLY_CONNECTED + GREATER + CAST; a larger file, much faster in
             LiteRT, quantizable).
+        batch_size: examples per invoke in the file (its inputs' first
+            dimension); 1 for models with a ProjectionLayer (LSH_PROJECTION has no
+            batch dimension). `latency_ms` stays per example.
         labels: class names, one per output unit, stored in the file's metadata.
         metadata: a JSON-serialisable dict stored with them (for example the
             `TextFeaturizer` config an app needs: `featurizer.get_config()`).
@@ -197,6 +204,13 @@ def export(
         )
     if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    if batch_size != 1 and projection_lowering == "builtin" and _lowering.find_projections(model):
+        raise ValueError(
+            "A model with a ProjectionLayer exports with batch_size=1 (LSH_PROJECTION takes one example "
+            f"per invoke), or with projection_lowering='matrix'. Received: batch_size={batch_size}"
+        )
     if labels is not None:
         labels = [str(label) for label in labels]
         width = model.outputs[0].shape[-1]
@@ -226,7 +240,12 @@ def export(
     zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
     weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
     convert = functools.partial(
-        _convert, model, quantization, representative=representative, projection_lowering=projection_lowering
+        _convert,
+        model,
+        quantization,
+        representative=representative,
+        projection_lowering=projection_lowering,
+        batch_size=batch_size,
     )
     dense_bytes = convert(sparse=False)
     sparse_bytes = None
@@ -270,6 +289,7 @@ def export(
         sparse_bytes=None if sparse_bytes is None else len(sparse_bytes) + metadata_bytes,
         weight_sparsity=weight_sparsity,
         classifier_lowerings=_hadamard.lowerings(model),
+        weight_tensors=_inspect.inspect(model_bytes).weight_tensors,
     )
 
 
@@ -367,7 +387,7 @@ def predict(tflite, examples):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _convert(model, quantization=None, sparse=False, representative=None, projection_lowering="builtin"):
+def _convert(model, quantization=None, sparse=False, representative=None, projection_lowering="builtin", batch_size=1):
     """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION (or matrices)."""
     cuts = _lowering.find_projections(model) if projection_lowering == "builtin" else []
     if cuts and quantization == "int8_io":
@@ -380,7 +400,7 @@ def _convert(model, quantization=None, sparse=False, representative=None, projec
         head, specs = _lowering.head_model(model, cuts)
     else:
         head = model
-        specs = [(t.name, t.dtype, (1,) + tuple(t.shape[1:])) for t in model.inputs]
+        specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in model.inputs]
     signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
     matrices = _lowering.matrix_projections(head) if projection_lowering == "matrix" else contextlib.nullcontext()
     with tempfile.TemporaryDirectory() as saved_model, _hadamard.lowered(head), matrices:

@@ -136,13 +136,14 @@ class LiteRTRunner:
 
 
 def _shaped(detail, row):
+    # One example for a batch-1 file gets its batch axis; a batch of B is fed as it is.
     scale, zero_point = detail["quantization"]
     if np.issubdtype(detail["dtype"], np.integer) and scale:
         # An int8 input of a fully quantized model takes the quantized example.
         info = np.iinfo(detail["dtype"])
         row = np.clip(np.round(np.asarray(row, np.float64) / scale + zero_point), info.min, info.max)
     value = np.asarray(row, dtype=detail["dtype"])
-    if len(detail["shape"]) > 1 and detail["shape"][0] == 1:
+    if len(detail["shape"]) > 1 and detail["shape"][0] == 1 and value.ndim == len(detail["shape"]) - 1:
         value = value[None]
     return value
 
@@ -155,22 +156,37 @@ def _dequantized(detail, value):
 
 
 def run_litert(model_bytes, inputs):
-    """Outputs of the `.tflite` model for every example, and the median invoke time."""
+    """Outputs of the `.tflite` model for every example, and the median time per example.
+
+    A file with a fixed batch of B > 1 examples gets them B at a time (the last
+    batch padded by repeating its last example, whose outputs are dropped).
+    """
     runner = LiteRTRunner(model_bytes)
     count = int(inputs[0].shape[0])
+    batch = _batch_size(runner)
     results, times = [], []
-    for i in range(count):
-        example = [
-            entry[i].numpy() if isinstance(entry, tf.RaggedTensor) else entry[i] for entry in inputs
-        ]
-        outputs, seconds = runner(example)
-        results.append(outputs)
-        times.append(seconds)
-    stacked = [
-        np.stack([out[0] if out.ndim > 1 and out.shape[0] == 1 else out for out in per_output])
-        for per_output in zip(*results)
-    ]
+    for start in range(0, count, batch):
+        if batch == 1:
+            example = [entry[start].numpy() if isinstance(entry, tf.RaggedTensor) else entry[start] for entry in inputs]
+            outputs, seconds = runner(example)
+            results.append([out[0] if out.ndim > 1 and out.shape[0] == 1 else out for out in outputs])
+            times.append(seconds)
+            continue
+        rows = [min(i, count - 1) for i in range(start, start + batch)]
+        outputs, seconds = runner([np.asarray(entry)[rows] for entry in inputs])
+        kept = min(batch, count - start)
+        for i in range(kept):
+            results.append([out[i] for out in outputs])
+        times.append(seconds / batch)
+    stacked = [np.stack(per_output) for per_output in zip(*results)]
     return stacked, float(np.median(times))
+
+
+def _batch_size(runner):
+    shapes = [detail["shape"] for detail in runner.inputs]
+    if all(len(shape) > 1 for shape in shapes) and shapes and shapes[0][0] > 1:
+        return int(shapes[0][0])
+    return 1
 
 
 def compare(keras_outputs, litert_outputs):
