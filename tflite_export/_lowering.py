@@ -210,14 +210,12 @@ def matrix_projections(model):
     """
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, ProjectionLayer)]
     for layer in layers:
-        shape = layer.input.shape if not isinstance(layer.input, (list, tuple)) else None
-        if shape is None or getattr(layer.input, "ragged", False) or layer.output_mode != "bits":
+        ragged = isinstance(layer.input, (list, tuple)) or bool(getattr(layer.input, "ragged", False))
+        if ragged or layer.output_mode != "bits":
             raise ValueError(
                 f"projection_lowering='matrix' needs a ProjectionLayer with a dense float input and "
-                f"output='bits'; {layer.name!r} takes "
-                + ("ragged feature ids" if shape is None or getattr(layer.input, "ragged", False) else "")
-                + (f"output={layer.output_mode!r}" if layer.output_mode != "bits" else "")
-                + ". Use projection_lowering='builtin'."
+                f"output='bits'; {layer.name!r} has {'ragged feature ids' if ragged else 'a dense input'} "
+                f"and output={layer.output_mode!r}. Use projection_lowering='builtin'."
             )
     try:
         for layer in layers:
