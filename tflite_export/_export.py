@@ -107,15 +107,16 @@ def export(
     Every `keras_compact.ProjectionLayer` that reads model inputs becomes TFLite's
     builtin `LSH_PROJECTION` operator (DENSE for `output="bits"`, SPARSE for
     `output="signatures"`) holding only the hash seeds; the other layers are
-    converted by the TF converter. The file takes one example per invoke (the
-    builtin has no batch dimension). Its inputs, named after the Keras inputs:
+    converted by the TF converter. The file takes `batch_size` examples per
+    invoke (1 with LSH_PROJECTION, which has no batch dimension). Its inputs,
+    named after the Keras inputs:
 
     - a dense projection input: float32 `[n]`, the example's features;
     - sparse projection inputs: int64 `[num_features]` ids and, when the layer
       takes `[ids, weights]`, float32 `[num_features]` weights; resize both to the
       example's feature count (at least 1: pass one feature of weight 0 for an
       example without features) before each invoke;
-    - any other input: its Keras shape with a batch dimension of 1.
+    - any other input: its Keras shape with a batch dimension of `batch_size`.
 
     A `keras_compact.HadamardClassifier` left at `implementation="auto"` is written
     as its fast Walsh-Hadamard transform (no `N x C` matrix in the file, faster in
