@@ -260,3 +260,14 @@ def test_batch_size_sets_the_examples_per_invoke(tmp_path, models, digits):
     matrix = export(models["projection"], tmp_path / "m.tflite", verify_with=x_test[:10], batch_size=4,
                     projection_lowering="matrix")
     assert matrix.top1_agreement == 1.0
+
+
+def test_unsupported_layer_is_named_with_what_to_do(tmp_path):
+    class Inverse(keras.layers.Layer):
+        def call(self, x):
+            return tf.reshape(tf.linalg.inv(tf.reshape(x, (-1, 2, 2)) + tf.eye(2)), (-1, 4))
+
+    model = keras.Sequential([keras.Input((4,), name="x"), Inverse(name="my_inverse"), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"Layer\(s\) \['my_inverse'\] use TensorFlow op\(s\) \['MatrixInverse'\]"):
+        export(model, tmp_path / "u.tflite")
+    assert not (tmp_path / "u.tflite").exists()

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import tempfile
 
 import keras
@@ -418,7 +419,10 @@ def _convert(model, quantization=None, sparse=False, representative=None, projec
         _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
         if sparse:
             converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        model_bytes = converter.convert()
+        try:
+            model_bytes = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
+            raise _unsupported(head, error) from error
     if cuts:
         model_bytes = _lowering.lower_projections(model_bytes, cuts)
     return _name_io_tensors(model_bytes)
@@ -452,6 +456,28 @@ def _with_metadata(model, model_bytes, labels, metadata, quantization, projectio
     }
     fb.set_metadata(parsed, _inspect.METADATA_NAME, json.dumps(description).encode())
     return fb.write(parsed)
+
+
+def _unsupported(model, error):
+    """A one-paragraph ValueError naming the layers and TF ops the converter could not write."""
+    text = str(error)
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
+    names = {layer.name for layer in model._flatten_layers()} - {model.name}
+    layers = []
+    for path in re.findall(r'"([\w./-]+)@__inference', text):
+        for part in path.split("/"):
+            for candidate in (part, re.sub(r"_\d+$", "", part)):
+                if candidate in names and candidate not in layers:
+                    layers.append(candidate)
+    if ops:
+        where = f"Layer(s) {layers} use" if layers else "The model uses"
+        return ValueError(
+            f"{where} TensorFlow op(s) {ops} that have no TFLite builtin operator, so the stock LiteRT "
+            "runtime could not run the file. Replace that computation with layers made of supported ops, "
+            "or do it outside the model (before or after the .tflite file)."
+        )
+    first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    return ValueError(f"The TFLite converter could not convert the model: {first}")
 
 
 def _head_inputs(model, cuts, specs, representative):
