@@ -13,7 +13,7 @@ Two lowerings give the same logits:
 A classifier left at `implementation="auto"` is written with the transform.
 `benchmarks/fixed_classifier.py` measured it smaller at every shape and faster in
 LiteRT from 100 classes on (256 x 100: 1.3 us against 2.6 us per example;
-4096 x 21841: 0.06 ms against 12.9 ms, and 6.8 KB against 358 MB); with 10 classes
+4096 x 21841: 0.06 ms against 13.8 ms, and 7.1 KB against 358 MB); with 10 classes
 the FULLY_CONNECTED is faster by at most 0.5 us per example (512 x 10: 1.8 us
 against 2.1 us) but stores 20 KB where the transform stores 1 KB of blocks.
 An explicit `implementation="matmul"` or `"fwht"` is kept.

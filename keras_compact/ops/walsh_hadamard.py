@@ -119,7 +119,7 @@ def transform_is_cheaper(num_features, num_classes, radix=DEFAULT_RADIX, ratio=4
     `ratio` times more. `ratio=4` is the crossover of a training step (forward and
     backward) measured by `benchmarks/fixed_classifier.py` on CPU: every shape
     with a cost ratio of 7.8 or more trained faster with the transform (1.5x to
-    10x), every one at 3.9 or less slower.
+    12x), none at 3.9 or less did.
 
     Example:
 
