@@ -184,8 +184,7 @@ def export(
     >>> report.builtin_only, report.operators["LSH_PROJECTION"]
     (True, 1)
     """
-    if isinstance(model, ProjectionNet):
-        model = model.projection
+    model = _deployable(model)
     if not isinstance(model, keras.Model):
         raise TypeError(f"export expects a keras.Model. Received: model={type(model).__name__}")
     if not getattr(model, "inputs", None):
@@ -227,8 +226,6 @@ def export(
             raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
-    if any(isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()):
-        model = strip(model)
     representative = None
     if representative_data is not None:
         representative = _quantize.representative_examples(model, representative_data)
@@ -353,6 +350,7 @@ def verify(model, tflite, inputs):
 
 
 def _deployable(model):
+    """What is exported and compared: a ProjectionNet's `.projection`, wrappers stripped."""
     if isinstance(model, ProjectionNet):
         model = model.projection
     if isinstance(model, keras.Model) and any(
