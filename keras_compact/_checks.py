@@ -1,14 +1,54 @@
-"""Predicates the argument checks of every layer and model share."""
+"""The argument checks every layer, model and callback shares.
+
+Predicates (`is_int`, `is_number`) answer a question; checks (`check_rate`,
+`check_seed`) raise the package's one kind of error: a `ValueError` naming the
+argument, the value received and what is accepted. NumPy scalars count as the
+numbers they hold (`np.float32(0.5)` is a rate); NaN and infinities are never
+numbers here, and bools are never integers.
+"""
 
 import math
 import numbers
 
+import keras
+import numpy as np
+
 
 def is_int(value):
-    """An integer that is not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer (Python or NumPy) that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def is_number(value):
-    """A finite real number that is not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number (Python or NumPy) that is not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(float(value))
+    )
+
+
+def check_rate(name, value):
+    """Raises unless `value` is a number in [0, 1]; returns it as a float."""
+    if not is_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected a float value between 0 and 1. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_seed(name, value, allow_none=True):
+    """Raises unless `value` is an integer in [0, 2**32) (or None when allowed); returns it."""
+    if value is None and allow_none:
+        return None
+    if not is_int(value) or not 0 <= value < 2**32:
+        accepted = "None or an integer" if allow_none else "an integer"
+        raise ValueError(f"{name} must be {accepted} in [0, 2**32). Received: {name}={value!r}")
+    return int(value)
+
+
+def draw_seed():
+    """A seed from Keras's global generator: repeatable after `keras.utils.set_random_seed`.
+
+    Unlike `np.random.randint`, it leaves NumPy's global stream, which the user's
+    own code may depend on, untouched.
+    """
+    return int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1)))

@@ -178,8 +178,12 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
         ProjectionLayer(**kwargs)
 
 
-def test_64_bits_allowed_for_bits_output():
-    assert ProjectionLayer(2, 64).num_outputs == 128
+@pytest.mark.parametrize("output", ["bits", "signatures"])
+def test_more_than_32_bits_is_refused_with_the_builtin_limit_in_the_message(output):
+    # The LiteRT kernel checks SizeOfDimension(hash, 1) <= 32: 33..64 bits used to train, then fail to run.
+    with pytest.raises(ValueError, match=r"num_bits must be an integer from 1 to 32.*LSH_PROJECTION.*num_bits=33"):
+        ProjectionLayer(2, 33, output=output)
+    assert ProjectionLayer(2, 32, output=output).num_bits == 32
 
 
 @pytest.mark.parametrize(

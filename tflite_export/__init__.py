@@ -1,4 +1,33 @@
-"""tflite_export: trained keras-compact models to verified `.tflite` files."""
+"""tflite_export: trained keras-compact models to verified `.tflite` files.
 
-from tflite_export._export import ExportReport, VerifyReport, export, predict, verify
-from tflite_export._inspect import InspectReport, TensorInfo, inspect, read_metadata
+The names below load on first use, so that `keras-compact --help` (whose entry
+point lives in this package) answers without starting TensorFlow.
+"""
+
+import importlib
+
+_PUBLIC = {
+    "ExportReport": "tflite_export._export",
+    "VerifyReport": "tflite_export._export",
+    "export": "tflite_export._export",
+    "predict": "tflite_export._export",
+    "verify": "tflite_export._export",
+    "InspectReport": "tflite_export._inspect",
+    "TensorInfo": "tflite_export._inspect",
+    "inspect": "tflite_export._inspect",
+    "read_metadata": "tflite_export._inspect",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tflite_export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

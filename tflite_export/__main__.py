@@ -2,4 +2,4 @@ import sys
 
 from tflite_export._cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m tflite_export"))

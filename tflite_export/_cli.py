@@ -1,19 +1,66 @@
-"""The `keras-compact` command line."""
+"""The `keras-compact` command line.
+
+Arguments are parsed before anything imports TensorFlow, so `--help`,
+`--version` and argument errors answer at once; the commands import what they
+need. Errors are one line on stderr, naming flags, with exit status 2.
+"""
 
 import argparse
+import importlib.metadata
 import os
+import pathlib
+import re
 import sys
 
+# Python argument names in the library's messages -> the flags that set them here.
+_FLAGS = {
+    "min_agreement": "--min-agreement",
+    "representative_data": "--representative",
+    "verify_with": "--verify",
+    "quantization": "--quantize",
+    "projection_lowering": "--projection-lowering",
+    "labels": "--labels",
+    "num_hashes": "--num-hashes",
+    "num_bits": "--num-bits",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "data_dir": "--data-dir",
+}
 
-def main(argv=None):
+
+def main(argv=None, prog="keras-compact"):
+    args = _parser(prog).parse_args(argv)
+    if args.command == "demo" and args.quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    commands = {"demo": _demo, "export": _export, "inspect": _inspect}
+    try:
+        return commands[args.command](args)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def version():
+    """The installed distribution's version (the source tree's when not installed)."""
+    try:
+        return importlib.metadata.version("keras-compact")
+    except importlib.metadata.PackageNotFoundError:
+        source = pathlib.Path(__file__).resolve().parents[1] / "keras_compact" / "__init__.py"
+        found = re.search(r'__version__ = "([^"]+)"', source.read_text())
+        return found.group(1) if found else "unknown"
+
+
+def _parser(prog):
     parser = argparse.ArgumentParser(
-        prog="keras-compact",
-        description="Small, fast on-device networks for Keras 3, shipped as .tflite files.",
+        prog=prog, description="Small, fast on-device networks for Keras 3, shipped as .tflite files."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="train a ProjectionNet, export its projection network to .tflite, verify it in LiteRT",
+        help="train a ProjectionNet, export both networks to .tflite, verify them in LiteRT",
+        description="Trains a trainer MLP and a ProjectionNet, writes trainer.tflite and projection.tflite "
+        "to --output-dir, verifies both in LiteRT and prints one table.",
     )
     demo.add_argument("--data", choices=("digits", "mnist"), default="digits")
     demo.add_argument(
@@ -21,12 +68,13 @@ def main(argv=None):
         default=None,
         help="folder with the MNIST IDX files (default: $KERAS_COMPACT_DATA, else ../shared/data)",
     )
-    demo.add_argument("--num-hashes", type=int, default=60, help="T, hash functions (default 60)")
-    demo.add_argument("--num-bits", type=int, default=12, help="d, bits per function (default 12)")
-    demo.add_argument("--epochs", type=int, default=None, help="default: 30 for digits, 10 for mnist")
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--output-dir", default="demo_output", help="where the .tflite files go")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--num-hashes", type=_integer(1), default=60, help="T, hash functions (default 60)")
+    demo.add_argument("--num-bits", type=_integer(1, 32), default=12, help="d, bits per function, 1..32 (default 12)")
+    demo.add_argument("--epochs", type=_integer(1), default=None, help="default: 30 for digits, 10 for mnist")
+    demo.add_argument("--batch-size", type=_integer(1), default=32)
+    demo.add_argument("--output-dir", default="demo_output", help="where trainer.tflite and projection.tflite go")
+    demo.add_argument("--seed", type=_integer(0), default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or TensorFlow logs: only the table")
 
     export = commands.add_parser("export", help="convert a .keras model to a verified .tflite file")
     export.add_argument("model", help="the .keras file")
@@ -38,46 +86,67 @@ def main(argv=None):
         help=".npz with calibration inputs (one array, or one per input name); needed by int8",
     )
     export.add_argument("--verify", default=None, help=".npz with examples to compare on (default: random)")
-    export.add_argument("--min-agreement", type=float, default=0.95, help="default 0.95; below it nothing is written")
+    export.add_argument(
+        "--min-agreement", type=_fraction, default=0.95, help="0..1, default 0.95; below it nothing is written"
+    )
     export.add_argument("--labels", default=None, help="text file with one class name per line, stored as metadata")
     export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
 
     inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
     inspect.add_argument("tflite")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "export":
-            return _export(args)
-        if args.command == "inspect":
-            return _inspect(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError, KeyError) as error:
-        message = str(error).strip().split("\n")[0] or type(error).__name__
-        print(f"keras-compact: error: {message}", file=sys.stderr)
-        return 2
+    return parser
 
+
+def _integer(low, high=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            accepted = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {accepted}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def _one_line(error):
+    """The error's first line, with library argument names replaced by this command's flags."""
+    message = str(error).strip().split("\n")[0] or type(error).__name__
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"\b{name}=", f"{flag} ", message)
+        message = re.sub(rf"(?<![\w-]){name}\b(?!=)", flag, message)
+    return message
+
+
+def _demo(args):
     from tflite_export import _demo  # TensorFlow loads only once the arguments parse
 
     data_dir = args.data_dir if args.data_dir is not None else _demo.default_data_dir()
-    try:
-        _demo.run_demo(
-            data=args.data,
-            data_dir=data_dir,
-            num_hashes=args.num_hashes,
-            num_bits=args.num_bits,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            output_dir=args.output_dir,
-            seed=args.seed,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"keras-compact: error: {error}", file=sys.stderr)
-        return 2
+    _demo.run_demo(
+        data=args.data,
+        data_dir=data_dir,
+        num_hashes=args.num_hashes,
+        num_bits=args.num_bits,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _load_npz(path, what):
@@ -85,25 +154,40 @@ def _load_npz(path, what):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such {what} file: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (ValueError, OSError) as error:
+        raise ValueError(f"cannot read {path} as an .npz file of arrays: {_one_line(error)}") from error
     if not arrays:
         raise ValueError(f"{path} holds no arrays.")
     return next(iter(arrays.values())) if len(arrays) == 1 else arrays
 
 
-def _export(args):
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"No such model file: {args.model}")
+def _load_model(path):
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such model file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"cannot load {path} as a Keras model: the file exists but is not a .keras file "
+            "(a .keras file is a zip archive; this one is not)"
+        )
     import keras
 
     import keras_compact  # noqa: F401  (registers the package's layers for load_model)
-    from tflite_export import export
 
     try:
-        model = keras.models.load_model(args.model)
+        return keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for unreadable or unknown content
-        raise ValueError(f"cannot load {args.model} as a Keras model: {str(error).strip().splitlines()[0]}") from error
+        raise ValueError(f"cannot load {path} as a Keras model: {_one_line(error)}") from error
+
+
+def _export(args):
+    model = _load_model(args.model)
+    from tflite_export import export
+
     report = export(
         model,
         args.output,
@@ -131,3 +215,7 @@ def _inspect(args):
     report = inspect(args.tflite)
     print(report.to_json() if args.json else report)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m tflite_export._cli"))

@@ -1,20 +1,20 @@
-import collections
-import contextlib
 import dataclasses
 import functools
 import json
 import os
 import re
+import stat
 import tempfile
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_compact
-from keras_compact.layers import TargetedDropout
+from keras_compact._checks import is_int, is_number
+from keras_compact._cloning import known_inputs
 from keras_compact.models import ProjectionNet
-from keras_compact.pruning import PruningMask, strip
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 from tflite_export import _inspect
@@ -48,6 +48,9 @@ class ExportReport:
             FULLY_CONNECTED with the +/-1 matrix) or `"fwht"` (the fast transform).
         weight_tensors: name -> bytes of each constant tensor in the file, largest
             first (`tflite_export.inspect` reports the same for any file).
+        non_finite_examples: examples left out of the comparison because an
+            input holds NaN or an infinity (Keras gives NaN for them; the phone
+            does not); `num_examples` counts the others.
     """
 
     path: str
@@ -65,6 +68,7 @@ class ExportReport:
     weight_sparsity: float = 0.0
     classifier_lowerings: dict = dataclasses.field(default_factory=dict)
     weight_tensors: dict = dataclasses.field(default_factory=dict)
+    non_finite_examples: int = 0
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -74,7 +78,12 @@ class ExportReport:
             f"{self.path}: {self.bytes:,} bytes; operators: {operators} "
             f"({'builtin only' if self.builtin_only else 'NOT builtin only'}); inputs: {inputs}; "
             f"LiteRT vs Keras on {self.num_examples} examples: top-1 agreement {agreement}, "
-            f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example; "
+            + (
+                f"({self.non_finite_examples} with NaN/inf inputs left out), "
+                if self.non_finite_examples
+                else ""
+            )
+            + f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example; "
             f"{self.weight_sparsity:.1%} zero weights, "
             + (
                 f"sparse encoding {self.sparse_bytes:,} bytes vs dense {self.dense_bytes:,}"
@@ -124,9 +133,15 @@ def export(
     LiteRT except at the smallest shapes); `implementation="matmul"` writes a
     FULLY_CONNECTED with the +/-1 matrix (`report.classifier_lowerings`).
 
-    A `keras_compact.ProjectionNet` exports its deployable `.projection` network;
-    `TargetedDropout` and `PruningMask` wrappers are stripped first
-    (`keras_compact.pruning.strip`), so a pruned model exports with its zeros.
+    A `keras_compact.ProjectionNet` exports its deployable `.projection` network.
+    The converter sees a *lowered copy* of the model (`keras.models.clone_model`,
+    nested models included): `TargetedDropout` and `PruningMask` wrappers stripped
+    as `keras_compact.pruning.strip` does (a pruned model exports with its zeros),
+    classifiers and projections at their export lowerings. The model passed in,
+    its layers and weights are never changed. Sequential models built with
+    `.add()`, models reloaded from `.keras` files and functional models export
+    alike; a ProjectionLayer inside a nested functional or Sequential model is
+    reached too, one inside a subclassed layer is not (an error says so).
 
     Pruned weights can be stored as sparse tensors (the converter's
     `EXPERIMENTAL_SPARSITY`; LiteRT densifies them when it loads the file): with
@@ -135,8 +150,12 @@ def export(
     included) runs is kept; the report shows both sizes.
     The file is written to a temporary file beside `path`, run from there in
     `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
-    `num_random_examples` random examples), and renamed into place atomically;
-    then its outputs are compared with the Keras model's.
+    `num_random_examples` random examples) and compared with the Keras model's
+    outputs, then renamed into place atomically (keeping the mode of a file it
+    replaces; a new file gets `0666` less the umask). Examples with NaN or
+    infinite inputs are left out of the comparison and counted
+    (`report.non_finite_examples`, with a warning): Keras gives NaN for them,
+    the phone's operators do not. Unwritable targets fail before converting.
 
     Args:
         model: a built Keras model (functional, Sequential or `ProjectionNet`).
@@ -184,15 +203,36 @@ def export(
     >>> report.builtin_only, report.operators["LSH_PROJECTION"]
     (True, 1)
     """
-    model = _deployable(model)
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"export expects a keras.Model. Received: model={type(model).__name__}")
-    if not getattr(model, "inputs", None):
-        raise ValueError(
-            f"export needs a model with known inputs (functional, or Sequential built with "
-            f"keras.Input). Received an unbuilt or subclassed model: {model.name!r}"
-        )
-    if not isinstance(num_random_examples, int) or num_random_examples < 1:
+    _check_arguments(
+        path, num_random_examples, quantization, representative_data, projection_lowering,
+        min_agreement, batch_size, metadata, sparse,
+    )
+    reference = _deployable(model)
+    lowered = _lowering.lowered_copy(reference, projection_lowering)
+    cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
+    labels = _check_fits(lowered, cuts, quantization, batch_size, labels)
+    representative = None
+    if representative_data is not None:
+        representative = _quantize.representative_examples(reference, representative_data)
+    examples = _examples(reference, verify_with, representative, num_random_examples, seed)
+    convert = functools.partial(
+        _convert, lowered, cuts, quantization, representative=representative, batch_size=batch_size
+    )
+    encodings = _encodings(convert, _kernels(lowered), sparse)
+    model_bytes = _with_metadata(encodings.chosen, cuts, labels, metadata, quantization, projection_lowering)
+    verification = _write_verified(
+        path, model_bytes, functools.partial(_verify_file, reference, examples, min_agreement, path)
+    )
+    return _report(path, model_bytes, encodings, verification, lowered)
+
+
+def _check_arguments(
+    path, num_random_examples, quantization, representative_data, projection_lowering,
+    min_agreement, batch_size, metadata, sparse,
+):
+    """Checks every argument that does not depend on the model, before any work is done."""
+    _check_target(path)
+    if isinstance(num_random_examples, bool) or not is_int(num_random_examples) or num_random_examples < 1:
         raise ValueError(
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
@@ -203,22 +243,10 @@ def export(
             f"projection_lowering must be one of {_lowering.LOWERINGS}. "
             f"Received: projection_lowering={projection_lowering!r}"
         )
-    if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
+    if min_agreement is not None and not (is_number(min_agreement) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
-    if batch_size != 1 and projection_lowering == "builtin" and _lowering.find_projections(model):
-        raise ValueError(
-            "A model with a ProjectionLayer exports with batch_size=1 (LSH_PROJECTION takes one example "
-            f"per invoke), or with projection_lowering='matrix'. Received: batch_size={batch_size}"
-        )
-    if labels is not None:
-        labels = [str(label) for label in labels]
-        width = model.outputs[0].shape[-1]
-        if width is not None and len(labels) != width:
-            raise ValueError(
-                f"labels must name each of the {width} output units. Received {len(labels)} labels."
-            )
     if metadata is not None:
         try:
             json.dumps(metadata)
@@ -226,70 +254,88 @@ def export(
             raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
-    representative = None
-    if representative_data is not None:
-        representative = _quantize.representative_examples(model, representative_data)
+
+
+def _check_target(path):
+    """Fails before converting when `path` cannot be written: the error names `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Cannot write the .tflite file to {path}: it is a directory.")
+    parent = directory
+    while not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise NotADirectoryError(f"Cannot write the .tflite file to {path}: {parent} is not a directory.")
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise PermissionError(f"Cannot write the .tflite file to {path}: permission denied.")
+
+
+def _deployable(model):
+    """The model `export` and `verify` compare against: a ProjectionNet's `.projection`, checked."""
+    if isinstance(model, ProjectionNet):
+        model = model.projection
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"export expects a keras.Model. Received: model={type(model).__name__}")
+    known_inputs(model)
+    return model
+
+
+def _check_fits(lowered, cuts, quantization, batch_size, labels):
+    """Checks the options against the model; returns the labels as strings."""
+    if cuts and batch_size != 1:
+        raise ValueError(
+            "A model with a ProjectionLayer exports with batch_size=1 (LSH_PROJECTION takes one example "
+            f"per invoke), or with projection_lowering='matrix'. Received: batch_size={batch_size}"
+        )
+    if cuts and quantization == "int8_io":
+        raise ValueError(
+            "quantization='int8_io' is not available for models with a ProjectionLayer: the "
+            "LSH_PROJECTION bits enter the network as float. Use quantization='int8' (int8 inside, "
+            "float32 inputs and outputs)."
+        )
+    if labels is None:
+        return None
+    labels = [str(label) for label in labels]
+    width = lowered.outputs[0].shape[-1]
+    if width is not None and len(labels) != width:
+        raise ValueError(f"labels must name each of the {width} output units. Received {len(labels)} labels.")
+    return labels
+
+
+def _examples(reference, verify_with, representative, num_random_examples, seed):
+    """What the file is compared on: `verify_with`, else the calibration data, else random inputs."""
     if verify_with is not None:
-        examples = _verify.model_inputs(model, verify_with)
-    elif representative is not None:
-        examples = representative
-    else:
-        examples = _verify.random_inputs(model, num_random_examples, seed)
-    kernels = [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
+        return _verify.model_inputs(reference, verify_with, "verify_with")
+    if representative is not None:
+        return representative
+    return _verify.random_inputs(reference, num_random_examples, seed)
+
+
+def _kernels(model):
+    return [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
+
+
+@dataclasses.dataclass
+class _Encodings:
+    """The dense and (when made) sparse files, and the one chosen."""
+
+    dense: bytes
+    sparse: bytes
+    chosen: bytes
+    weight_sparsity: float
+
+
+def _encodings(convert, kernels, sparse):
+    """Converts once dense and, when asked or worthwhile, once sparse; picks one."""
     zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
     weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
-    convert = functools.partial(
-        _convert,
-        model,
-        quantization,
-        representative=representative,
-        projection_lowering=projection_lowering,
-        batch_size=batch_size,
-    )
     dense_bytes = convert(sparse=False)
     sparse_bytes = None
     if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
         sparse_bytes = convert(sparse=True)
-    model_bytes = _choose_encoding(dense_bytes, sparse_bytes, sparse)
-    kept_sparse = model_bytes is sparse_bytes
-    chosen_size = len(model_bytes)
-    model_bytes = _with_metadata(model, model_bytes, labels, metadata, quantization, projection_lowering)
-    # Both encodings' sizes are reported as files, with the same metadata.
-    metadata_bytes = len(model_bytes) - chosen_size
-    expected = _verify.run_keras(model, examples)
-
-    def verify(written):
-        got, seconds = _verify.run_litert(written, examples)
-        agreement, max_diff = _verify.compare(expected, got)
-        if min_agreement is not None and agreement is not None and agreement < min_agreement:
-            raise ValueError(
-                f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
-                f"of {len(got[0])} examples (min_agreement={min_agreement}); nothing was written to {path}. "
-                "Try another quantization, better representative_data, or pass min_agreement=None."
-            )
-        return got, seconds, agreement, max_diff
-
-    got, seconds, agreement, max_diff = _write_verified(path, model_bytes, verify)
-
-    parsed = fb.read(model_bytes)
-    operators = fb.operators(parsed)
-    return ExportReport(
-        path=os.fspath(path),
-        bytes=len(model_bytes),
-        operators=dict(collections.Counter(name for name, _ in operators)),
-        builtin_only=all(builtin for _, builtin in operators),
-        inputs=fb.input_specs(parsed),
-        num_examples=int(got[0].shape[0]),
-        top1_agreement=agreement,
-        max_abs_diff=max_diff,
-        latency_ms=seconds * 1e3,
-        sparse=kept_sparse,
-        dense_bytes=len(dense_bytes) + metadata_bytes,
-        sparse_bytes=None if sparse_bytes is None else len(sparse_bytes) + metadata_bytes,
-        weight_sparsity=weight_sparsity,
-        classifier_lowerings=_hadamard.lowerings(model),
-        weight_tensors=_inspect.inspect(model_bytes).weight_tensors,
-    )
+    chosen = _choose_encoding(dense_bytes, sparse_bytes, sparse)
+    return _Encodings(dense_bytes, sparse_bytes, chosen, weight_sparsity)
 
 
 def _choose_encoding(dense_bytes, sparse_bytes, sparse):
@@ -310,6 +356,66 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
+def _verify_file(reference, examples, min_agreement, path, written):
+    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError."""
+    non_finite = _verify.non_finite_examples(examples)
+    if non_finite.all():
+        raise ValueError(
+            f"Every one of the {len(non_finite)} examples to compare on has NaN or infinite inputs; "
+            f"nothing was written to {path}. Pass finite examples with verify_with."
+        )
+    got, seconds = _verify.run_litert(written, examples)
+    agreement, max_diff = _verify.compare(_verify.run_keras(reference, examples), got, skip=non_finite)
+    if min_agreement is not None and agreement is not None and agreement < min_agreement:
+        raise ValueError(
+            f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
+            f"of {int(np.sum(~non_finite))} examples (min_agreement={min_agreement}); nothing was written to {path}. "
+            "Try another quantization, better representative_data, or pass min_agreement=None."
+        )
+    if non_finite.any():
+        warnings.warn(
+            f"{int(non_finite.sum())} of the {len(non_finite)} examples have NaN or infinite inputs and "
+            "were left out of the comparison: the Keras model gives NaN for them, while on the phone "
+            "LSH_PROJECTION and most operators return ordinary numbers. Clean such inputs before the model.",
+            stacklevel=4,
+        )
+    return _Verification(int(np.sum(~non_finite)), agreement, max_diff, seconds * 1e3, int(non_finite.sum()))
+
+
+@dataclasses.dataclass
+class _Verification:
+    num_examples: int
+    top1_agreement: float
+    max_abs_diff: float
+    latency_ms: float
+    non_finite_examples: int
+
+
+def _report(path, model_bytes, encodings, verification, lowered):
+    """The ExportReport: what `inspect` reads in the file, plus the verification."""
+    inspection = _inspect.inspect(model_bytes)
+    # Both encodings' sizes are reported as files, with the same metadata.
+    metadata_bytes = len(model_bytes) - len(encodings.chosen)
+    return ExportReport(
+        path=os.fspath(path),
+        bytes=inspection.bytes,
+        operators=inspection.operators,
+        builtin_only=inspection.builtin_only,
+        inputs=[(info.name, info.dtype, tuple(info.shape)) for info in inspection.inputs],
+        num_examples=verification.num_examples,
+        top1_agreement=verification.top1_agreement,
+        max_abs_diff=verification.max_abs_diff,
+        latency_ms=verification.latency_ms,
+        sparse=encodings.chosen is encodings.sparse,
+        dense_bytes=len(encodings.dense) + metadata_bytes,
+        sparse_bytes=None if encodings.sparse is None else len(encodings.sparse) + metadata_bytes,
+        weight_sparsity=encodings.weight_sparsity,
+        classifier_lowerings=_hadamard.lowerings(lowered),
+        weight_tensors=inspection.weight_tensors,
+        non_finite_examples=verification.non_finite_examples,
+    )
+
+
 @dataclasses.dataclass
 class VerifyReport:
     """Parity of a `.tflite` file with its Keras model (see `ExportReport`)."""
@@ -318,6 +424,7 @@ class VerifyReport:
     top1_agreement: float
     max_abs_diff: float
     latency_ms: float
+    non_finite_examples: int = 0
 
 
 def verify(model, tflite, inputs):
@@ -338,26 +445,13 @@ def verify(model, tflite, inputs):
     1.0
     """
     model = _deployable(model)
-    if isinstance(tflite, (bytes, bytearray)):
-        model_bytes = bytes(tflite)
-    else:
-        with open(tflite, "rb") as stream:
-            model_bytes = stream.read()
-    examples = _verify.model_inputs(model, inputs)
+    model_bytes = _read_file(tflite)
+    examples = _verify.model_inputs(model, inputs, "inputs")
+    _verify.check_file_inputs(_verify.LiteRTRunner(model_bytes), examples, "inputs")
+    skip = _verify.non_finite_examples(examples)
     got, seconds = _verify.run_litert(model_bytes, examples)
-    agreement, max_diff = _verify.compare(_verify.run_keras(model, examples), got)
-    return VerifyReport(int(got[0].shape[0]), agreement, max_diff, seconds * 1e3)
-
-
-def _deployable(model):
-    """What is exported and compared: a ProjectionNet's `.projection`, wrappers stripped."""
-    if isinstance(model, ProjectionNet):
-        model = model.projection
-    if isinstance(model, keras.Model) and any(
-        isinstance(layer, (TargetedDropout, PruningMask)) for layer in model._flatten_layers()
-    ):
-        model = strip(model)
-    return model
+    agreement, max_diff = _verify.compare(_verify.run_keras(model, examples), got, skip=skip)
+    return VerifyReport(int(np.sum(~skip)), agreement, max_diff, seconds * 1e3, int(skip.sum()))
 
 
 def predict(tflite, examples):
@@ -377,33 +471,38 @@ def predict(tflite, examples):
 
     >>> probabilities = predict("projection.tflite", x_test)  # doctest: +SKIP
     """
-    if isinstance(tflite, (bytes, bytearray)):
-        model_bytes = bytes(tflite)
+    model_bytes = _read_file(tflite)
+    runner = _verify.LiteRTRunner(model_bytes)
+    if isinstance(examples, (list, tuple)) and len(runner.inputs) > 1:
+        inputs = list(examples)
     else:
-        with open(tflite, "rb") as stream:
-            model_bytes = stream.read()
-    inputs = list(examples) if isinstance(examples, (list, tuple)) else [examples]
+        inputs = [examples]
+    inputs = [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
+    _verify.check_file_inputs(runner, inputs)
     outputs, _ = _verify.run_litert(model_bytes, inputs)
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _convert(model, quantization=None, sparse=False, representative=None, projection_lowering="builtin", batch_size=1):
-    """The model as `.tflite` bytes, projections lowered to LSH_PROJECTION (or matrices)."""
-    cuts = _lowering.find_projections(model) if projection_lowering == "builtin" else []
-    if cuts and quantization == "int8_io":
-        raise ValueError(
-            "quantization='int8_io' is not available for models with a ProjectionLayer: the "
-            "LSH_PROJECTION bits enter the network as float. Use quantization='int8' (int8 inside, "
-            "float32 inputs and outputs)."
-        )
+def _read_file(tflite):
+    """The bytes of `tflite` (a path, or bytes already)."""
+    if isinstance(tflite, (bytes, bytearray)):
+        return bytes(tflite)
+    path = os.fspath(tflite)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .tflite file: {path}")
+    with open(path, "rb") as stream:
+        return stream.read()
+
+
+def _convert(lowered, cuts, quantization=None, sparse=False, representative=None, batch_size=1):
+    """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs."""
     if cuts:
-        head, specs = _lowering.head_model(model, cuts)
+        head, specs = _lowering.head_model(lowered, cuts)
     else:
-        head = model
-        specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in model.inputs]
+        head = lowered
+        specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in lowered.inputs]
     signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
-    matrices = _lowering.matrix_projections(head) if projection_lowering == "matrix" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as saved_model, _hadamard.lowered(head), matrices:
+    with tempfile.TemporaryDirectory() as saved_model:
         head.export(
             saved_model,
             format="tf_saved_model",
@@ -413,7 +512,7 @@ def _convert(model, quantization=None, sparse=False, representative=None, projec
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         head_examples = None
         if quantization in ("int8", "int8_io"):
-            head_examples = _head_inputs(model, cuts, specs, representative)
+            head_examples = _head_inputs(lowered, cuts, specs, representative)
         _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
         if sparse:
             converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
@@ -426,14 +525,13 @@ def _convert(model, quantization=None, sparse=False, representative=None, projec
     return _name_io_tensors(model_bytes)
 
 
-def _with_metadata(model, model_bytes, labels, metadata, quantization, projection_lowering):
+def _with_metadata(model_bytes, cuts, labels, metadata, quantization, projection_lowering):
     """Adds the `keras_compact` metadata entry: what an app needs to feed and read the file."""
     parsed = fb.read(model_bytes)
     cut_inputs = {}
-    if projection_lowering == "builtin":
-        for cut in _lowering.find_projections(model):
-            kinds = ["lsh_ids", "lsh_weights"] if cut.ragged else ["lsh_dense"]
-            cut_inputs.update(zip(cut.input_names, kinds))
+    for cut in cuts:
+        kinds = ["lsh_ids", "lsh_weights"] if cut.ragged else ["lsh_dense"]
+        cut_inputs.update(zip(cut.input_names, kinds))
     formats = {
         "lsh_dense": "float32 [n]: features 0..n-1 weighted by the values; one example per invoke",
         "lsh_ids": "int64 [k]: the example's feature ids (at least one; resize per example)",
@@ -478,9 +576,9 @@ def _unsupported(model, error):
     return ValueError(f"The TFLite converter could not convert the model: {first}")
 
 
-def _head_inputs(model, cuts, specs, representative):
+def _head_inputs(lowered, cuts, specs, representative):
     """The representative examples as the head's inputs: projection bits computed in Keras."""
-    by_name = dict(zip([tensor.name for tensor in model.inputs], representative))
+    by_name = dict(zip([tensor.name for tensor in lowered.inputs], representative))
     values = []
     for cut in cuts:
         read = [by_name[name] for name in cut.input_names]
@@ -507,12 +605,16 @@ def _write_verified(path, data, verify):
     """Writes `data` beside `path`, returns `verify(bytes read back)`, then renames it into place.
 
     The rename is atomic, so `path` holds either its previous content or a complete
-    file that LiteRT ran; on any error the temporary file is removed.
+    file that LiteRT ran; on any error the temporary file is removed. The file gets
+    the mode `path` had, or for a new file the usual `0666` less the umask.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
+    except OSError as error:
+        raise OSError(error.errno, f"Cannot write the .tflite file to {path}: {error.strerror}") from error
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -520,8 +622,22 @@ def _write_verified(path, data, verify):
             os.fsync(stream.fileno())
         with open(temporary, "rb") as stream:
             result = verify(stream.read())
-        os.replace(temporary, path)
+        os.chmod(temporary, _file_mode(path))
+        try:
+            os.replace(temporary, path)
+        except OSError as error:
+            raise OSError(error.errno, f"Cannot write the .tflite file to {path}: {error.strerror}") from error
         return result
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _file_mode(path):
+    """The mode of the existing `path`, else `0666` less the process umask (mkstemp's is 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

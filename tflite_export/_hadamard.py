@@ -16,10 +16,9 @@ LiteRT from 100 classes on (256 x 100: 1.3 us against 2.6 us per example;
 4096 x 21841: 0.06 ms against 13.8 ms, and 7.1 KB against 358 MB); with 10 classes
 the FULLY_CONNECTED is faster by at most 0.5 us per example (512 x 10: 1.8 us
 against 2.1 us) but stores 20 KB where the transform stores 1 KB of blocks.
-An explicit `implementation="matmul"` or `"fwht"` is kept.
+An explicit `implementation="matmul"` or `"fwht"` is kept. The export's lowered copy
+(`_lowering.lowered_copy`) holds new classifiers set this way; the user's are untouched.
 """
-
-import contextlib
 
 from keras_compact.layers import HadamardClassifier
 
@@ -38,24 +37,6 @@ def lowering(layer):
 def lowerings(model):
     """`{layer name: lowering}` for every HadamardClassifier of `model`."""
     return {layer.name: lowering(layer) for layer in _classifiers(model)}
-
-
-@contextlib.contextmanager
-def lowered(model):
-    """While converting: every HadamardClassifier of `model` set to its export lowering.
-
-    The layers' own settings come back afterwards.
-    """
-    layers = _classifiers(model)
-    saved = [(layer.implementation, layer.transform_radix) for layer in layers]
-    try:
-        for layer in layers:
-            layer.implementation = lowering(layer)
-            layer.transform_radix = LITERT_RADIX
-        yield
-    finally:
-        for layer, (implementation, radix) in zip(layers, saved):
-            layer.implementation, layer.transform_radix = implementation, radix
 
 
 def _classifiers(model):

@@ -1,9 +1,18 @@
-"""Lowering of `ProjectionLayer`s to TFLite's builtin LSH_PROJECTION operator.
+"""The lowered copy of a model, and its ProjectionLayers as TFLite's builtin LSH_PROJECTION.
 
-The TF converter cannot emit LSH_PROJECTION, so the model is cut in two: the
-projections, which become builtin operators written here, and the *head* (every
-layer after them), which the converter converts as usual with the projection
-outputs as its inputs. The projections are then prepended to the head's graph:
+`lowered_copy` makes what the converter sees: a functional copy of the user's
+model (`keras_compact._cloning.clone_with`; the user's model and layers are never
+changed) with `TargetedDropout`/`PruningMask` wrappers stripped, every
+`HadamardClassifier` at its export lowering (`_hadamard`), nested models that
+hold a ProjectionLayer inlined, and, for `projection_lowering="matrix"`, each
+ProjectionLayer replaced by its hash matrix.
+
+The TF converter cannot emit LSH_PROJECTION, so for the builtin lowering the
+copy is cut in two: the projections, found in the copy's own graph
+(`find_projections`) and written here as builtin operators, and the *head*
+(every layer after them), which the converter converts as usual with the
+projection outputs as its inputs. The projections are then prepended to the
+head's graph:
 
     x float32 [n]  (a dense input: features 0..n-1, weighted by x)
       or ids int64 [n] (+ weights float32 [n])  (a ragged input)
@@ -12,7 +21,6 @@ outputs as its inputs. The projections are then prepended to the head's graph:
     --> the head
 """
 
-import contextlib
 import dataclasses
 
 import keras
@@ -20,63 +28,119 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
-from keras_compact.layers import ProjectionLayer
+from keras_compact._cloning import as_functional, clone_with, fresh_copy
+from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout
 from keras_compact.ops import hashing
+from keras_compact.pruning import PruningMask
+from keras_compact.pruning.prune import _unwrapped
 from tflite_export import _flatbuffer as fb
+from tflite_export import _hadamard
 
 LOWERINGS = ("builtin", "matrix")
 
 
 @dataclasses.dataclass
 class ProjectionCut:
-    """One ProjectionLayer of the model and the model inputs it reads."""
+    """One ProjectionLayer call of the lowered model and the model inputs it reads."""
 
     layer: ProjectionLayer
+    output: object  # the KerasTensor it computes in the lowered model
     input_names: list  # [dense] or [ids] or [ids, weights]
     ragged: bool  # ids (and weights) rather than one dense float vector
-    placeholder: str  # name of the head's input that stands for its output
+    num_features: int  # n of a dense input (None for ragged ids)
+
+    @property
+    def placeholder(self):
+        """Name of the head's input that stands for the projection's output."""
+        return f"{self.layer.name}_output"
+
+
+def lowered_copy(model, projection_lowering="builtin"):
+    """What the converter sees: a functional copy of `model` with every export lowering applied."""
+
+    def replace(layer):
+        if isinstance(layer, (PruningMask, TargetedDropout)):
+            return _unwrapped(layer)
+        if isinstance(layer, HadamardClassifier):
+            config = dict(layer.get_config(), implementation=_hadamard.lowering(layer))
+            classifier = HadamardClassifier.from_config(config)
+            classifier.transform_radix = _hadamard.LITERT_RADIX
+            return classifier, layer.get_weights()
+        if isinstance(layer, ProjectionLayer) and projection_lowering == "matrix":
+            return HashMatrixProjection.of(layer), None
+        return None
+
+    return clone_with(as_functional(model), replace, call_function=_inline_projections)
+
+
+def _inline_projections(layer, *args, **kwargs):
+    """Calls a nested model holding a ProjectionLayer layer by layer, so the cut can reach it."""
+    if isinstance(layer, keras.Model) and _holds_projection(layer):
+        return as_functional(layer)._run_through_graph(args[0], operation_fn=lambda operation: operation)
+    return layer(*args, **kwargs)
+
+
+def _holds_projection(layer):
+    return any(isinstance(inner, (ProjectionLayer, HashMatrixProjection)) for inner in layer._flatten_layers())
 
 
 def find_projections(model):
-    """The top-level ProjectionLayers of `model` and the inputs each reads."""
-    nested = [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, keras.Model)
-        and any(isinstance(inner, ProjectionLayer) for inner in layer._flatten_layers())
-    ]
-    if nested:
-        raise ValueError(
-            "tflite_export lowers ProjectionLayers that sit directly in the exported model, "
-            f"but layers {nested} are sub-models that contain one. Export the sub-model, or "
-            "build the model functionally with the ProjectionLayer at the top level."
-        )
+    """The ProjectionLayer calls in `model`'s graph, each with the model inputs it reads.
+
+    `model` is a lowered copy: nested models are inlined, so every call is a node
+    of its own graph (Keras's `_inbound_nodes` also counts the calls Sequential
+    makes while it builds, and those of the user's original model).
+    """
+    _check_reachable(model)
     inputs_by_id = {id(tensor): tensor for tensor in model.inputs}
-    cuts = []
-    for layer in model.layers:
-        if not isinstance(layer, ProjectionLayer):
-            continue
-        if len(layer._inbound_nodes) != 1:
+    nodes = [
+        node
+        for depth in sorted(model._nodes_by_depth, reverse=True)
+        for node in model._nodes_by_depth[depth]
+        if isinstance(node.operation, ProjectionLayer)
+    ]
+    cuts, seen = [], set()
+    for node in nodes:
+        layer = node.operation
+        if id(layer) in seen:
             raise ValueError(
-                f"ProjectionLayer {layer.name!r} is called {len(layer._inbound_nodes)} times; "
-                "export supports a ProjectionLayer called exactly once."
+                f"ProjectionLayer {layer.name!r} is called more than once in the model; export lowers each "
+                "ProjectionLayer to one LSH_PROJECTION operator, so use one layer per input."
             )
-        read = keras.tree.flatten(layer.input)
+        seen.add(id(layer))
+        read = node.arguments.keras_tensors
         if not all(id(tensor) in inputs_by_id for tensor in read):
             raise ValueError(
                 f"ProjectionLayer {layer.name!r} must read model inputs directly to be lowered "
                 "to LSH_PROJECTION (the builtin op takes the raw features); it reads "
-                f"{[tensor.name for tensor in read]}, which are computed by other layers."
+                f"{[tensor.name for tensor in read]}, which are computed by other layers. "
+                "Compute those features before the model, or use projection_lowering='matrix'."
             )
+        ragged = bool(read[0].ragged)
         cuts.append(
             ProjectionCut(
                 layer=layer,
+                output=node.outputs[0],
                 input_names=[tensor.name for tensor in read],
-                ragged=bool(read[0].ragged),
-                placeholder=f"{layer.name}_output",
+                ragged=ragged,
+                num_features=None if ragged else int(read[0].shape[-1]),
             )
         )
     return cuts
+
+
+def _check_reachable(model):
+    """Raises when a ProjectionLayer sits inside a subclassed layer, where no lowering reaches it."""
+    for layer in model.layers:
+        if isinstance(layer, ProjectionLayer) or not _holds_projection(layer):
+            continue
+        hidden = [inner.name for inner in layer._flatten_layers() if isinstance(inner, ProjectionLayer)]
+        raise ValueError(
+            f"ProjectionLayer(s) {hidden} sit inside {layer.name!r} ({type(layer).__name__}), a subclassed "
+            "layer or model whose call export cannot see into, so they cannot become LSH_PROJECTION. "
+            "Put the ProjectionLayer in a functional or Sequential model (nested ones are fine), or "
+            "export a model built from the same layers functionally."
+        )
 
 
 def head_model(model, cuts):
@@ -86,7 +150,7 @@ def head_model(model, cuts):
     """
     projection_inputs = {name for cut in cuts for name in cut.input_names}
     others = [tensor for tensor in model.inputs if tensor.name not in projection_inputs]
-    head_inputs = [cut.layer.output for cut in cuts] + others
+    head_inputs = [cut.output for cut in cuts] + others
     try:
         head = keras.Model(head_inputs, model.outputs)
     except ValueError as error:
@@ -95,7 +159,7 @@ def head_model(model, cuts):
             "model: an input read by a ProjectionLayer must not also feed other layers. "
             f"Keras said: {error}"
         ) from error
-    specs = [(cut.placeholder, cut.layer.output.dtype, (1, cut.layer.num_outputs)) for cut in cuts]
+    specs = [(cut.placeholder, cut.output.dtype, (1, cut.layer.num_outputs)) for cut in cuts]
     specs += [(tensor.name, tensor.dtype, (1,) + tuple(tensor.shape[1:])) for tensor in others]
     return head, specs
 
@@ -145,7 +209,7 @@ def _projection_ops(model, subgraph, cut, head_input):
         features = added[0]
         weights = added[1] if len(added) == 2 else None
     else:
-        num_features = layer.input.shape[-1]
+        num_features = cut.num_features
         weights = fb.add_tensor(model, subgraph, cut.input_names[0], np.float32, [num_features])
         added = [weights]
         features = fb.add_tensor(
@@ -197,35 +261,37 @@ def _projection_ops(model, subgraph, cut, head_input):
     return added, operators
 
 
-@contextlib.contextmanager
-def matrix_projections(model):
-    """While converting: every ProjectionLayer of `model` as a matmul with its hash matrix.
+class HashMatrixProjection(keras.layers.Layer):
+    """A dense ProjectionLayer as its hash matrix: the "matrix" lowering.
 
-    The "matrix" lowering: `P` (`[n, T*d]`, the Fingerprint64 values scaled by 2**-63
-    to lie in [-1, 1]; the scale changes no sign) is stored as float32 weights, and
-    the bits are `cast(x @ P > 0)`: FULLY_CONNECTED, GREATER, CAST. A larger file
+    `P` (`[n, T*d]`, the Fingerprint64 values scaled by 2**-63 to lie in [-1, 1];
+    the scale changes no sign) is a float32 constant, and the bits are
+    `cast(x @ P > 0)`: FULLY_CONNECTED, GREATER, CAST in the file. A larger file
     than LSH_PROJECTION's seeds, much faster for dense inputs, and quantizable.
-    Sums within float32 rounding of 0 may flip a bit that the builtin's float64 sum
-    keeps; the export's comparison reports any effect on the outputs.
+    Sums within float32 rounding of 0 may flip a bit that the builtin's float64
+    sum keeps; the export's comparison reports any effect on the outputs. Made
+    only inside the export's lowered copy, never saved.
     """
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, ProjectionLayer)]
-    for layer in layers:
-        ragged = isinstance(layer.input, (list, tuple)) or bool(getattr(layer.input, "ragged", False))
+
+    def __init__(self, matrix, **kwargs):
+        super().__init__(**kwargs)
+        self.matrix = np.asarray(matrix, np.float32)
+
+    @classmethod
+    def of(cls, layer):
+        """The matrix lowering of a dense, `output="bits"` ProjectionLayer `layer`."""
+        # A dense ProjectionLayer caches its float64 hash matrix when built; ragged ones have none.
+        ragged = layer._matrix is None
         if ragged or layer.output_mode != "bits":
             raise ValueError(
                 f"projection_lowering='matrix' needs a ProjectionLayer with a dense float input and "
                 f"output='bits'; {layer.name!r} has {'ragged feature ids' if ragged else 'a dense input'} "
                 f"and output={layer.output_mode!r}. Use projection_lowering='builtin'."
             )
-    try:
-        for layer in layers:
-            matrix = hashing.projection_matrix(layer.hash_seeds, int(layer.input.shape[-1]))
-            with tf.init_scope():
-                weights = tf.constant((np.asarray(matrix) * 2.0**-63).astype(np.float32))
-            layer.call = lambda inputs, weights=weights: tf.cast(
-                tf.matmul(tf.cast(inputs, tf.float32), weights) > 0, tf.float32
-            )
-        yield
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("call", None)
+        return cls(np.asarray(layer._matrix) * 2.0**-63, name=layer.name)
+
+    def call(self, inputs):
+        return tf.cast(tf.matmul(tf.cast(inputs, tf.float32), tf.constant(self.matrix)) > 0, tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.matrix.shape[1])

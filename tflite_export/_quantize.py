@@ -38,7 +38,7 @@ def representative_examples(model, data):
         for batch in data:
             if isinstance(batch, tuple) and len(batch) in (2, 3):
                 batch = batch[0]
-            batch = _verify.model_inputs(model, batch)
+            batch = _verify.model_inputs(model, batch, "representative_data")
             batches.append(batch)
             count += int(batch[0].shape[0])
             if count >= MAX_REPRESENTATIVE_EXAMPLES:
@@ -47,7 +47,7 @@ def representative_examples(model, data):
             raise ValueError("representative_data yielded no examples.")
         entries = [_concat([batch[i] for batch in batches]) for i in range(len(batches[0]))]
     else:
-        entries = _verify.model_inputs(model, data)
+        entries = _verify.model_inputs(model, data, "representative_data")
     return [entry[:MAX_REPRESENTATIVE_EXAMPLES] for entry in entries]
 
 

@@ -10,25 +10,25 @@ from ai_edge_litert.interpreter import Interpreter
 from tflite_export import _flatbuffer as fb
 
 
-def model_inputs(model, samples):
+def model_inputs(model, samples, argument="verify_with"):
     """`samples` as a list with one entry per `model.inputs`, in that order.
 
     Accepts a dict keyed by input name, a list/tuple with one entry per input, or
     (for a single-input model) the entry itself. Ragged inputs accept a
-    `tf.RaggedTensor` or a list of lists.
+    `tf.RaggedTensor` or a list of lists. Errors name `argument`.
     """
     names = [tensor.name for tensor in model.inputs]
     if isinstance(samples, dict):
         missing = sorted(set(names) - set(samples))
         if missing:
             raise ValueError(
-                f"verify_with is missing inputs {missing}; the model's inputs are {names}."
+                f"{argument} is missing inputs {missing}; the model's inputs are {names}."
             )
         entries = [samples[name] for name in names]
     elif len(names) > 1:
         if not isinstance(samples, (list, tuple)) or len(samples) != len(names):
             raise ValueError(
-                f"verify_with must hold one entry per model input {names} (a list or a dict). "
+                f"{argument} must hold one entry per model input {names} (a list or a dict). "
                 f"Received: {type(samples).__name__}"
             )
         entries = list(samples)
@@ -47,14 +47,14 @@ def model_inputs(model, samples):
                 want is not None and want != got for want, got in zip(expected, entry.shape[1:])
             ):
                 raise ValueError(
-                    f"verify_with for input {tensor.name!r} must have shape (examples,) + "
+                    f"{argument} for input {tensor.name!r} must have shape (examples,) + "
                     f"{expected}. Received shape: {entry.shape}"
                 )
             converted.append(entry)
     counts = {int(entry.shape[0]) for entry in converted}
     if len(counts) != 1 or 0 in counts:
         raise ValueError(
-            "verify_with must hold the same positive number of examples for every input. "
+            f"{argument} must hold the same positive number of examples for every input. "
             f"Received counts: {sorted(counts)}"
         )
     return converted
@@ -189,13 +189,72 @@ def _batch_size(runner):
     return 1
 
 
-def compare(keras_outputs, litert_outputs):
-    """Top-1 agreement (outputs with more than one class) and max abs difference."""
+def compare(keras_outputs, litert_outputs, skip=None):
+    """Top-1 agreement (outputs with more than one class) and max abs difference.
+
+    `skip`, a bool mask over the examples, leaves some out (those with non-finite inputs).
+    """
     agreements, max_diff = [], 0.0
     for expected, got in zip(keras_outputs, litert_outputs):
         expected = expected.reshape(got.shape).astype(np.float64)
         got = got.astype(np.float64)
+        if skip is not None:
+            expected, got = expected[~skip], got[~skip]
         max_diff = max(max_diff, float(np.max(np.abs(expected - got))) if got.size else 0.0)
         if got.ndim == 2 and got.shape[1] > 1:
             agreements.append(float(np.mean(expected.argmax(-1) == got.argmax(-1))))
     return (min(agreements) if agreements else None), max_diff
+
+
+def non_finite_examples(inputs):
+    """bool `[examples]`: the examples with a NaN or an infinity in any float input."""
+    flags = None
+    for entry in inputs:
+        if isinstance(entry, tf.RaggedTensor):
+            if not entry.dtype.is_floating:
+                continue
+            bad = tf.reduce_any(~tf.math.is_finite(entry), axis=1).numpy()
+        else:
+            entry = np.asarray(entry)
+            if entry.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(entry.reshape(len(entry), -1)).all(axis=1)
+        flags = bad if flags is None else flags | bad
+    return np.zeros(int(inputs[0].shape[0]), bool) if flags is None else np.asarray(flags, bool)
+
+
+def check_file_inputs(runner, inputs, argument="examples"):
+    """Raises a ValueError naming `argument` unless `inputs` fit the file's inputs.
+
+    One entry per file input, each with a leading examples axis followed by the
+    shape of one example (`-1` in the file: any length), all with the same count.
+    """
+    names = [detail["name"] for detail in runner.inputs]
+    if len(inputs) != len(names):
+        raise ValueError(
+            f"{argument} must hold one entry per input of the file {names}. Received {len(inputs)} entries."
+        )
+    counts = set()
+    for detail, entry in zip(runner.inputs, inputs):
+        signature = [int(d) for d in detail["shape_signature"]]
+        # Inputs with a batch axis (1 or B) take examples of the rest; 1-D LSH inputs a whole row.
+        per_example = signature[1:] if len(signature) > 1 else signature
+        if isinstance(entry, tf.RaggedTensor):
+            shape = (int(entry.nrows()), -1)
+        else:
+            shape = np.shape(entry)
+        if len(shape) != len(per_example) + 1 or any(
+            want not in (-1, got) and got != -1 for want, got in zip(per_example, shape[1:])
+        ):
+            example = tuple("n" if d == -1 else d for d in per_example)
+            hint = " (one example needs a leading axis: x[None] or x[:1])" if len(shape) == len(per_example) else ""
+            raise ValueError(
+                f"{argument} for input {detail['name']!r} must have shape (examples,) + {example}{hint}. "
+                f"Received shape: {tuple(shape)}"
+            )
+        counts.add(int(shape[0]))
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(
+            f"{argument} must hold the same positive number of examples for every input. "
+            f"Received counts: {sorted(counts)}"
+        )

@@ -6,7 +6,8 @@ import numbers
 import keras
 import numpy as np
 
-from keras_compact.layers.targeted_dropout import TargetedDropout, check_rate
+from keras_compact._checks import check_rate, is_int, is_number
+from keras_compact.layers.targeted_dropout import TargetedDropout
 
 _SHAPES = ("linear", "polynomial")
 _UNITS = ("epoch", "step")
@@ -27,8 +28,8 @@ def _as_rate_schedule(name, value, shape):
     if value is None:
         return None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        check_rate(name, value)
-        return (lambda _: float(value)), False
+        rate = check_rate(name, value)
+        return (lambda _: rate), False
     if isinstance(value, (tuple, list)) and len(value) == 2:
         for end in value:
             check_rate(name, end)
@@ -55,11 +56,11 @@ class _RampCallback(keras.callbacks.Callback):
         super().__init__()
         if unit not in _UNITS:
             raise ValueError(f"unit must be one of {_UNITS}. Received: unit={unit!r}")
-        if not isinstance(start, numbers.Integral) or start < 0:
+        if not is_int(start) or start < 0:
             raise ValueError(f"start must be an integer >= 0. Received: start={start!r}")
-        if end is not None and (not isinstance(end, numbers.Integral) or end <= start):
+        if end is not None and (not is_int(end) or end <= start):
             raise ValueError(f"end must be an integer > start ({start}) or None. Received: end={end!r}")
-        self.start, self.end, self.unit = int(start), end, unit
+        self.start, self.end, self.unit = int(start), None if end is None else int(end), unit
         self._step = 0
 
     def get_config(self):
@@ -78,6 +79,10 @@ class _RampCallback(keras.callbacks.Callback):
 
     def _progress(self, position):
         return min(max((position - self.start) / (self._last() - self.start), 0.0), 1.0)
+
+    def on_train_begin(self, logs=None):
+        # Each fit counts its own steps, as each fit counts its epochs from 0.
+        self._step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
@@ -131,6 +136,7 @@ class TargetedDropoutRamp(_RampCallback):
         self.rates = {}
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, TargetedDropout)]
         if not self.layers:
             raise ValueError(
@@ -183,19 +189,20 @@ class DropoutSchedule(_RampCallback):
             raise ValueError(
                 f"schedule must be 'curriculum' or 'linear'. Received: schedule={schedule!r}"
             )
-        if gamma is not None and (not isinstance(gamma, numbers.Real) or gamma <= 0):
+        if gamma is not None and (not is_number(gamma) or gamma <= 0):
             raise ValueError(f"gamma must be a number > 0 or None. Received: gamma={gamma!r}")
         super().__init__(start, end, unit)
         if callable(final_rate):
             self._schedule = final_rate
         else:
-            check_rate("final_rate", final_rate)
+            final_rate = check_rate("final_rate", final_rate)
             self._schedule = None
         self.final_rate, self.schedule, self.gamma = final_rate, schedule, gamma
         self._config = dict(final_rate=final_rate, schedule=schedule, gamma=gamma, start=start, end=end, unit=unit)
         self.rate = None
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
         if not self.layers:
             raise ValueError(f"DropoutSchedule found no keras.layers.Dropout in the model {self.model.name!r}.")

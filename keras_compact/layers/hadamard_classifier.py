@@ -1,10 +1,9 @@
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_compact._checks import is_int, is_number
+from keras_compact._checks import check_seed, draw_seed, is_int, is_number
 from keras_compact.ops import walsh_hadamard
 
 _MATRICES = ("hadamard", "orthogonal")
@@ -57,9 +56,10 @@ class HadamardClassifier(keras.layers.Layer):
         normalize: divide the features by their L2 norm first (the paper's setting).
         matrix: `"hadamard"` or `"orthogonal"`.
         use_bias: add a trainable bias per class.
-        seed: seed of the `"orthogonal"` matrix; `None` draws one from NumPy's
-            global generator (seeded by `keras.utils.set_random_seed`) and keeps
-            it in the config. Not used by `"hadamard"`.
+        seed: seed of the `"orthogonal"` matrix; `None` draws one from Keras's
+            global generator (repeatable after `keras.utils.set_random_seed`;
+            NumPy's global stream is left alone) and keeps it in the config.
+            Not used by `"hadamard"`.
         implementation: `"auto"`, `"matmul"` or `"fwht"` (Hadamard only).
 
     Call arguments:
@@ -96,8 +96,10 @@ class HadamardClassifier(keras.layers.Layer):
             errors.append(f"matrix must be one of {_MATRICES}. Received: matrix={matrix!r}")
         if not isinstance(use_bias, bool):
             errors.append(f"use_bias must be True or False. Received: use_bias={use_bias!r}")
-        if seed is not None and (not is_int(seed) or not 0 <= seed < 2**32):
-            errors.append(f"seed must be None or an integer in [0, 2**32). Received: seed={seed!r}")
+        try:
+            check_seed("seed", seed)
+        except ValueError as error:
+            errors.append(str(error))
         if implementation not in _IMPLEMENTATIONS:
             errors.append(
                 f"implementation must be one of {_IMPLEMENTATIONS}. Received: implementation={implementation!r}"
@@ -117,8 +119,8 @@ class HadamardClassifier(keras.layers.Layer):
         self.matrix = matrix
         self.use_bias = use_bias
         if seed is None and matrix == "orthogonal":
-            seed = int(np.random.randint(0, 2**31 - 1))
-        self.seed = seed
+            seed = draw_seed()
+        self.seed = None if seed is None else int(seed)
         self.implementation = implementation
         self.num_features = None
         # Largest block of the fast transform; the export sets its own for LiteRT.

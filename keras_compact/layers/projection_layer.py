@@ -1,10 +1,12 @@
 import keras
 import tensorflow as tf
 
-from keras_compact._checks import is_int
+from keras_compact._checks import check_seed, is_int
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
+# `SizeOfDimension(hash, 1) <= 32` in the builtin kernel (lsh_projection.cc).
+MAX_BITS = 32
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -25,14 +27,23 @@ class ProjectionLayer(keras.layers.Layer):
     with a ragged float32 weight tensor of the same row lengths passed as a
     second input: `layer([ids, weights])`. A row without features has all bits 0.
 
+    Non-finite values are never hashed into ordinary bits: an example whose dense
+    features (or sparse weights) hold a NaN or an infinity gets NaN for every bit
+    with `output="bits"`, so the model's output for it is NaN, as with any Keras
+    layer; with `output="signatures"` (int32, which has no NaN) the call raises
+    `InvalidArgumentError`. On the phone `LSH_PROJECTION` would turn such an
+    example into ordinary bits, so `tflite_export` reports those examples
+    (`ExportReport.non_finite_examples`).
+
     For dense inputs the layer keeps the `n x T*d` float64 hash matrix in memory
     (computed once in `build`, never saved), so a training step costs one matmul;
     sparse ids are hashed on each call.
 
     Args:
         num_hashes: T, the number of hash functions; a positive integer.
-        num_bits: d, bits per hash function: 1 to 64 for `output="bits"`, 1 to 32
-            for `output="signatures"` (the builtin kernel's limit).
+        num_bits: d, bits per hash function, 1 to 32: the builtin `LSH_PROJECTION`
+            kernel's limit (`SizeOfDimension(hash, 1) <= 32`), so that every layer
+            this constructor accepts exports and runs on the phone.
         output: `"bits"` for float32 `[batch, T * d]` of 0/1, or `"signatures"`
             for int32 `[batch, T]`: the d bits of function t packed into an
             integer, plus `t * 2**d`, ready for `keras.layers.Embedding(T * 2**d, ...)`.
@@ -58,15 +69,15 @@ class ProjectionLayer(keras.layers.Layer):
             errors.append(f"num_hashes must be an integer >= 1. Received: num_hashes={num_hashes!r}")
         if output not in _OUTPUTS:
             errors.append(f"output must be one of {_OUTPUTS}. Received: output={output!r}")
-        max_bits = 32 if output == "signatures" else 64
-        if not is_int(num_bits) or not 1 <= num_bits <= max_bits:
+        if not is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
             errors.append(
-                f"num_bits must be an integer from 1 to {max_bits} for output={output!r}"
-                + (" (the LSH_PROJECTION builtin's limit)" if max_bits == 32 else "")
-                + f". Received: num_bits={num_bits!r}"
+                f"num_bits must be an integer from 1 to {MAX_BITS}, the limit of TFLite's builtin "
+                f"LSH_PROJECTION operator that runs the layer on the phone. Received: num_bits={num_bits!r}"
             )
-        if not is_int(seed) or seed < 0:
-            errors.append(f"seed must be a non-negative integer. Received: seed={seed!r}")
+        try:
+            check_seed("seed", seed, allow_none=False)
+        except ValueError as error:
+            errors.append(str(error))
         if errors:
             raise ValueError("; ".join(errors))
         kwargs.setdefault("autocast", False)
@@ -104,16 +115,30 @@ class ProjectionLayer(keras.layers.Layer):
         # saved, so the .keras file does not grow with n.
         with tf.init_scope():
             self._matrix = hashing.projection_matrix(self._seeds, num_features)
-        self.supports_jit = True
+        # XLA drops the assertion that guards signatures against non-finite inputs.
+        self.supports_jit = self.output_mode == "bits"
 
     def call(self, inputs):
         ids, weights = _check_inputs(inputs)
         if isinstance(ids, tf.RaggedTensor):
             bits = hashing.sparse_bits(self._seeds, ids, weights)
+            values = weights
         else:
             bits = hashing.dense_bits(ids, self._matrix)
+            values = ids
+        finite = None if values is None else _finite_rows(values)
         if self.output_mode == "bits":
-            return tf.cast(bits, "float32")
+            bits = tf.cast(bits, "float32")
+            if finite is None:
+                return bits
+            return tf.where(finite[:, None], bits, tf.constant(float("nan"), "float32"))
+        if finite is not None:
+            tf.debugging.assert_equal(
+                finite,
+                True,
+                message=f"ProjectionLayer {self.name!r} (output='signatures') received an example with "
+                "NaN or infinite features; signatures are int32 and cannot carry NaN. Clean the inputs.",
+            )
         return hashing.pack_signatures(bits, self.num_hashes, self.num_bits)
 
     def compute_output_shape(self, input_shape):
@@ -134,6 +159,11 @@ class ProjectionLayer(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+def _finite_rows(values):
+    """bool `[batch]`: every value of the example is finite (ragged or dense `[batch, n]`)."""
+    return tf.reduce_all(tf.math.is_finite(values), axis=1)
 
 
 def _is_list(value):

@@ -1,8 +1,7 @@
-import numbers
-
 import keras
 import tensorflow as tf
 
+from keras_compact._checks import check_rate, check_seed
 from keras_compact.ops import targeting
 
 SUPPORTED_LAYERS = (
@@ -33,11 +32,6 @@ def check_supported(layer, argument="layer"):
         raise TypeError(
             f"{argument} must be one of {names}. Received: {argument}={type(layer).__name__}"
         )
-
-
-def check_rate(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected a float value between 0 and 1. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -83,9 +77,13 @@ class TargetedDropout(keras.layers.Wrapper):
     def __init__(self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, **kwargs):
         check_supported(layer)
         errors = []
-        for name, value in (("target_rate", target_rate), ("drop_rate", drop_rate)):
+        for check, name, value in (
+            (check_rate, "target_rate", target_rate),
+            (check_rate, "drop_rate", drop_rate),
+            (check_seed, "seed", seed),
+        ):
             try:
-                check_rate(name, value)
+                check(name, value)
             except ValueError as error:
                 errors.append(str(error))
         if granularity not in targeting.GRANULARITIES:
@@ -93,13 +91,11 @@ class TargetedDropout(keras.layers.Wrapper):
                 f"granularity must be one of {targeting.GRANULARITIES}. "
                 f"Received: granularity={granularity!r}"
             )
-        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-            errors.append(f"seed must be an integer or None. Received: seed={seed!r}")
         if errors:
             raise ValueError("; ".join(errors))
         super().__init__(layer, **kwargs)
         self.granularity = granularity
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self._initial_rates = (float(target_rate), float(drop_rate))
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -1,5 +1,10 @@
+import inspect
+
 import keras
+import numpy as np
 import tensorflow as tf
+
+from keras_compact._checks import is_number
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -29,7 +34,13 @@ class ProjectionNet(keras.Model):
         l2: weight of the distillation term.
         l3: weight of the projection network's cross-entropy with the labels.
         temperature: softmax temperature of the distillation term, > 0.
-        from_logits: whether both networks output logits rather than probabilities.
+        from_logits: `None` (default) decides for each network from its last
+            layer: probabilities after a softmax (`activation="softmax"` or a
+            `Softmax` layer), logits otherwise; a network whose last layer cannot
+            be seen (a subclassed model) is decided from its outputs on the first
+            batch. `True`/`False` says logits/probabilities for both; a network
+            said to output probabilities whose first-batch outputs are negative or
+            do not sum to 1 raises a `ValueError` before training starts.
 
     Example:
 
@@ -44,19 +55,23 @@ class ProjectionNet(keras.Model):
     """
 
     def __init__(
-        self, trainer, projection, l1=1.0, l2=0.1, l3=1.0, temperature=1.0, from_logits=False, **kwargs
+        self, trainer, projection, l1=1.0, l2=0.1, l3=1.0, temperature=1.0, from_logits=None, **kwargs
     ):
         errors = []
         for name, value in (("trainer", trainer), ("projection", projection)):
             if not isinstance(value, keras.Model):
                 errors.append(f"{name} must be a keras.Model. Received: {name}={type(value).__name__}")
         for name, value in (("l1", l1), ("l2", l2), ("l3", l3)):
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 errors.append(f"{name} must be a number >= 0. Received: {name}={value!r}")
         if not errors and l1 + l2 + l3 == 0:
             errors.append(f"At least one of l1, l2, l3 must be > 0. Received: l1={l1}, l2={l2}, l3={l3}")
-        if not _is_number(temperature) or temperature <= 0:
+        if not is_number(temperature) or temperature <= 0:
             errors.append(f"temperature must be a number > 0. Received: temperature={temperature!r}")
+        if from_logits not in (None, True, False):
+            errors.append(f"from_logits must be None, True or False. Received: from_logits={from_logits!r}")
+        if not errors:
+            errors += _class_count_errors(trainer, projection)
         if errors:
             raise ValueError("; ".join(errors))
         super().__init__(**kwargs)
@@ -64,7 +79,13 @@ class ProjectionNet(keras.Model):
         self.projection = projection
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
         self.temperature = float(temperature)
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
+        # Per network: True (logits), False (probabilities) or None (decided on the first batch).
+        self._logits = {
+            name: from_logits if from_logits is not None else _ends_in_logits(network)
+            for name, network in (("trainer", trainer), ("projection", projection))
+        }
+        self._checked_first_batch = False
         self._loss_trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "trainer_loss", "distillation_loss", "projection_loss")
@@ -75,6 +96,44 @@ class ProjectionNet(keras.Model):
         }
         if trainer.built and projection.built:
             self.built = True
+
+    @property
+    def outputs_logits(self):
+        """`{"trainer": bool, "projection": bool}`: which networks output logits (None: not yet known)."""
+        return dict(self._logits)
+
+    def fit(self, *args, **kwargs):
+        self._check_first_batch(_bind(keras.Model.fit, args, kwargs))
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._check_first_batch(_bind(keras.Model.evaluate, args, kwargs))
+        return super().evaluate(*args, **kwargs)
+
+    def _check_first_batch(self, arguments):
+        """Decides undecided networks from real outputs and checks those said to be probabilities.
+
+        Runs eagerly, before Keras traces the training step: a network whose
+        outputs are logits but is treated as probabilities trains silently to chance.
+        """
+        if self._checked_first_batch and None not in self._logits.values():
+            return
+        x = _first_inputs(arguments.get("x"))
+        if x is None:
+            return
+        for name, network in (("trainer", self.trainer), ("projection", self.projection)):
+            outputs = np.asarray(keras.ops.convert_to_numpy(network(x, training=False)), np.float64)
+            probabilities = _are_probabilities(outputs)
+            if self._logits[name] is None:
+                self._logits[name] = not probabilities
+            elif self._logits[name] is False and not probabilities:
+                raise ValueError(
+                    f"ProjectionNet was told that the {name} network outputs probabilities "
+                    f"(from_logits={self.from_logits}), but on the first batch its outputs "
+                    f"{_why_not_probabilities(outputs)}. End {name} with a softmax, or pass "
+                    "from_logits=True (or None, to decide from each network's last activation)."
+                )
+        self._checked_first_batch = True
 
     def call(self, inputs, training=False):
         return self.projection(inputs, training=training)
@@ -101,8 +160,8 @@ class ProjectionNet(keras.Model):
         return self._update_metrics(losses, predictions, targets, sample_weight)
 
     def _joint_losses(self, x, y, sample_weight, training):
-        trainer_log_probs = self._log_probs(self.trainer(x, training=training))
-        projection_log_probs = self._log_probs(self.projection(x, training=training))
+        trainer_log_probs = self._log_probs("trainer", self.trainer(x, training=training))
+        projection_log_probs = self._log_probs("projection", self.projection(x, training=training))
         targets = _one_hot(y, trainer_log_probs.shape[-1])
         soft_targets = tf.nn.softmax(tf.stop_gradient(trainer_log_probs) / self.temperature)
         soft_log_probs = tf.nn.log_softmax(projection_log_probs / self.temperature)
@@ -121,9 +180,16 @@ class ProjectionNet(keras.Model):
         predictions = {"trainer_accuracy": trainer_log_probs, "projection_accuracy": projection_log_probs}
         return losses, predictions, targets
 
-    def _log_probs(self, outputs):
+    def _log_probs(self, name, outputs):
         outputs = tf.cast(outputs, tf.float32)
-        if self.from_logits:
+        logits = self._logits[name]
+        if logits is None:
+            raise ValueError(
+                f"ProjectionNet cannot tell whether the {name} network outputs logits or probabilities "
+                "(its last layer is not visible, and no first batch was seen by fit or evaluate). "
+                "Pass from_logits=True or from_logits=False."
+            )
+        if logits:
             return tf.nn.log_softmax(outputs)
         return tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
 
@@ -155,8 +221,77 @@ class ProjectionNet(keras.Model):
         return cls(**config)
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _bind(method, args, kwargs):
+    """`fit`/`evaluate`'s arguments by name, positional ones included."""
+    return inspect.signature(method).bind_partial(None, *args, **kwargs).arguments
+
+
+def _first_inputs(x, count=64):
+    """Up to `count` examples of `x` (arrays, lists/dicts of arrays, a tf.data.Dataset); else None."""
+    if isinstance(x, tf.data.Dataset):
+        for batch in x.take(1):
+            return batch[0] if isinstance(batch, tuple) else batch
+        return None
+    if isinstance(x, (np.ndarray, tf.Tensor, tf.RaggedTensor)):
+        return x[:count]
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (np.ndarray, tf.Tensor, tf.RaggedTensor)) for v in x):
+        return type(x)(v[:count] for v in x)
+    if isinstance(x, dict) and x and all(isinstance(v, (np.ndarray, tf.Tensor, tf.RaggedTensor)) for v in x.values()):
+        return {key: value[:count] for key, value in x.items()}
+    return None
+
+
+def _are_probabilities(outputs):
+    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def _why_not_probabilities(outputs):
+    if np.any(~np.isfinite(outputs)):
+        return "are not finite"
+    if np.any(outputs < 0):
+        return f"include negative values (min {outputs.min():.3g})"
+    sums = outputs.sum(axis=-1)
+    return f"have rows summing to {sums.min():.3g}..{sums.max():.3g}, not 1"
+
+
+def _last_layer(network):
+    """The layer computing `network`'s (first) output, looking into nested models; None if unknown."""
+    layer = None
+    outputs = getattr(network, "_outputs", None) or []
+    if isinstance(network, keras.Sequential) and network.layers:
+        layer = network.layers[-1]
+    elif outputs:
+        history = getattr(keras.tree.flatten(outputs)[0], "_keras_history", None)
+        layer = history.operation if history is not None else None
+    if isinstance(layer, keras.Model) and layer is not network:
+        return _last_layer(layer)
+    return layer
+
+
+def _ends_in_logits(network):
+    """False after a softmax, True after any other known layer, None when it cannot be seen."""
+    layer = _last_layer(network)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return False
+    # log_softmax outputs are logits too: log_softmax leaves them as they are.
+    return getattr(layer, "activation", None) is not keras.activations.softmax
+
+
+def _class_count_errors(trainer, projection):
+    widths = {}
+    for name, network in (("trainer", trainer), ("projection", projection)):
+        try:
+            widths[name] = keras.tree.flatten(network.outputs)[0].shape[-1]
+        except (AttributeError, ValueError):
+            widths[name] = None
+    if None not in widths.values() and widths["trainer"] != widths["projection"]:
+        return [
+            "trainer and projection must output the same number of classes. Received: "
+            f"trainer outputs {widths['trainer']}, projection outputs {widths['projection']}"
+        ]
+    return []
 
 
 def _one_hot(labels, num_classes):

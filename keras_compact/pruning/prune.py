@@ -5,12 +5,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_compact.layers.targeted_dropout import (
-    SUPPORTED_LAYERS,
-    TargetedDropout,
-    call_with_values,
-    check_rate,
-)
+from keras_compact._checks import check_rate
+from keras_compact._cloning import clone_with, fresh_copy
+from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values
 from keras_compact.ops import targeting
 
 _SCOPES = ("layer", "global")
@@ -180,20 +177,32 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
 def strip(model):
     """Removes `PruningMask` and `TargetedDropout` wrappers, leaving plain layers.
 
-    Pruned weights stay as zeros in the kernels. The returned model shares its
-    layers with `model`. Use it for export and for tfmot-style workflows.
+    Returns a functional copy of `model` (nested models included) in which each
+    `PruningMask` is a new plain layer holding the masked weights (the pruned ones
+    zero) and each `TargetedDropout` is the layer it wraps. `model` itself is not
+    changed: its masks and kernels stay as they were. Other layers, and the layers
+    inside `TargetedDropout`, are shared with `model`, as tfmot's `strip_pruning`
+    shares them. Use it for export and for tfmot-style workflows.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> plain = strip(prune(model, 0.5).model)
+    >>> float(np.mean(plain.layers[-1].get_weights()[0] == 0))
+    0.5
     """
+    return clone_with(model, _unwrapped)
 
-    def unwrap(layer):
-        if isinstance(layer, PruningMask):
-            for variable, value in layer.masked_values():
-                variable.assign(value)
-            return layer.layer
-        if isinstance(layer, TargetedDropout):
-            return layer.layer
-        return layer
 
-    return keras.models.clone_model(model, clone_function=unwrap)
+def _unwrapped(layer):
+    """`clone_with`'s choice for `strip`: wrappers out, everything else shared."""
+    if isinstance(layer, PruningMask):
+        masked = {id(variable): value for variable, value in layer.masked_values()}
+        weights = [np.asarray(masked.get(id(v), v.value)) for v in layer.layer.weights]
+        return fresh_copy(layer.layer), weights
+    if isinstance(layer, TargetedDropout):
+        return layer.layer, None
+    return None
 
 
 def _is_depthwise(layer):

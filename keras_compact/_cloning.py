@@ -1,0 +1,92 @@
+"""Copies of models with some layers replaced: the one way this package transforms a model.
+
+`pruning.strip` and the export's lowering both work on a copy made here, as
+tfmot's `strip_pruning` does (`keras.models.clone_model` with a clone function
+that recurses into nested models): the user's model, its layers and their
+variables are never changed.
+"""
+
+import keras
+from keras.src.models.functional import Functional
+
+
+def clone_with(model, replace, call_function=None):
+    """A functional copy of `model` in which `replace` picks new layers.
+
+    Args:
+        model: a Functional or Sequential model with known inputs; nested
+            Functional and Sequential models are copied the same way.
+        replace: `replace(layer)` returns `None` to share `layer` unchanged with
+            the copy, or `(new_layer, weights)`: a fresh, unbuilt layer and the
+            values its weights get once the copy has built it (`None` keeps its
+            initial values).
+        call_function: for a Functional `model`, what Keras's `clone_model` calls
+            each (new) layer with, `call_function(layer, *args, **kwargs)`.
+
+    Returns:
+        A model of the same kind (Sequential or Functional). Inputs keep their
+        names, dtypes, shapes and raggedness; an input Keras named automatically
+        (`keras_tensor_N`) is named `input` (`input_0`, `input_1`, ... for several).
+    """
+    pending = []
+
+    def clone(layer):
+        replacement = replace(layer)
+        if replacement is None:
+            return layer
+        new_layer, weights = replacement
+        pending.append((new_layer, weights))
+        return new_layer
+
+    if not isinstance(model, keras.Sequential):
+        model = as_functional(model)
+    renamed = iter(io_names(known_inputs(model)))
+    # Keras's own clone drops raggedness from the inputs it makes; these keep it.
+    inputs = keras.tree.map_structure(
+        lambda tensor: keras.Input(
+            batch_shape=tensor.shape, dtype=tensor.dtype, ragged=tensor.ragged, name=next(renamed)
+        ),
+        model.inputs[0] if isinstance(model, keras.Sequential) else model.input,
+    )
+    extra = {} if call_function is None else {"call_function": call_function}
+    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, recursive=True, **extra)
+    for layer, weights in pending:
+        if weights is not None:
+            layer.set_weights(weights)
+    return copy
+
+
+def as_functional(model):
+    """`model` itself when Functional; a Sequential's graph as a Functional model."""
+    if isinstance(model, Functional) and not isinstance(model, keras.Sequential):
+        return model
+    return keras.Model(known_inputs(model), model.outputs, name=model.name)
+
+
+def known_inputs(model):
+    """`model.inputs`, or a ValueError saying how to give a model known inputs."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) has no known inputs. Build it with "
+            "keras.Input: a Sequential starting with keras.Input(shape), a functional model, or, for "
+            "a subclassed model, a functional wrapper: inputs = keras.Input(shape); "
+            "keras.Model(inputs, model(inputs))."
+        )
+    return inputs
+
+
+def io_names(tensors):
+    """The tensors' names, with Keras's automatic `keras_tensor_N` names made readable."""
+    automatic = [tensor.name.startswith("keras_tensor") for tensor in tensors]
+    if sum(automatic) == 1 and len(tensors) == 1:
+        return ["input"]
+    return [f"input_{i}" if auto else tensor.name for i, (tensor, auto) in enumerate(zip(tensors, automatic))]
+
+
+def fresh_copy(layer):
+    """A new, unbuilt layer of the same class and configuration."""
+    return layer.__class__.from_config(layer.get_config())
