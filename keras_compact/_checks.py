@@ -7,6 +7,7 @@ numbers they hold (`np.float32(0.5)` is a rate); NaN and infinities are never
 numbers here, and bools are never integers.
 """
 
+import inspect
 import math
 import numbers
 
@@ -52,3 +53,12 @@ def draw_seed():
     own code may depend on, untouched.
     """
     return int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1)))
+
+
+def bind_arguments(method, args, kwargs):
+    """`method`'s arguments by name as a caller passed them, positional ones included.
+
+    For models that check what `fit`/`evaluate` receive before Keras does:
+    `bind_arguments(keras.Model.fit, args, kwargs)["batch_size"]`.
+    """
+    return inspect.signature(method).bind_partial(None, *args, **kwargs).arguments

@@ -175,6 +175,22 @@ def _scaled(images, labels):
     return (images[..., 0] / 255.0).astype(np.float32), labels.astype(np.int64)
 
 
+def _download(name, path):
+    """One public intent-set file, through Keras's download cache; offline, an error with the way out."""
+    import keras
+
+    url = _INTENT_URL.format(name=name, path=path)
+    try:
+        local = keras.utils.get_file(f"keras_compact_{name}_{path.replace('/', '_')}", url)
+    except Exception as error:  # urllib raises URLError, HTTPError, timeouts, ... and Keras wraps some
+        raise FileNotFoundError(
+            f"Could not download {name} ({path}) from {url}: {type(error).__name__}: {str(error)[:160]}. "
+            f"Offline, pass data_dir= (or set $KERAS_COMPACT_DATA to) a folder holding {name}/ in the "
+            "JointBERT layout (intent_label.txt, train/seq.in, train/label, dev/..., test/...)."
+        ) from error
+    return pathlib.Path(local).read_text(encoding="utf-8")
+
+
 def _load_intents(name, data_dir):
     data_dir = data_dir or os.environ.get("KERAS_COMPACT_DATA")
     folder = None
@@ -193,12 +209,7 @@ def _load_intents(name, data_dir):
         if folder is not None:
             text = (folder / path).read_text(encoding="utf-8")
         else:
-            import keras
-
-            local = keras.utils.get_file(
-                f"keras_compact_{name}_{path.replace('/', '_')}", _INTENT_URL.format(name=name, path=path)
-            )
-            text = pathlib.Path(local).read_text(encoding="utf-8")
+            text = _download(name, path)
         return text.splitlines()
 
     classes = [line.strip() for line in read("intent_label.txt") if line.strip()]

@@ -11,6 +11,18 @@ import pytest
 import keras_compact
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+_NO_SHARED_DATA = (
+    f"needs the real data sets in ../shared/data beside the repository ({SHARED_DATA} is missing); "
+    "CI and every developer have it"
+)
+
+
+def needs_shared_data(*parts):
+    """`SHARED_DATA / parts`, or skip the calling test with the reason when it is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(_NO_SHARED_DATA if not SHARED_DATA.is_dir() else f"{path} is missing")
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +30,10 @@ def _seeded():
     keras.utils.set_random_seed(0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def shared_data():
-    """`../shared/data` beside the repository: CI and every developer have it."""
-    assert SHARED_DATA.is_dir(), f"the shared data folder is missing: {SHARED_DATA}"
-    return SHARED_DATA
+    """`../shared/data` beside the repository (CI and every developer have it); else the test skips."""
+    return needs_shared_data()
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,14 @@ import numpy as np
 import tensorflow as tf
 
 import keras_compact
-from conftest import SHARED_DATA
+from conftest import needs_shared_data
 from keras_compact import ProjectionNet, TextFeaturizer
 from keras_compact.models import lstm_trainer, projection_network
 from tflite_export import export, predict
 
 
 def _snips(count):
-    (x_train, y_train), (x_test, y_test) = keras_compact.datasets.load("snips", SHARED_DATA)
+    (x_train, y_train), (x_test, y_test) = keras_compact.datasets.load("snips", needs_shared_data("snips"))
     return (x_train[:count], y_train[:count]), (x_test, y_test)
 
 
@@ -20,7 +20,7 @@ def _batches(featurizer, x, y, batch_size=64):
 
 
 def test_snips_loader_reads_the_official_splits():
-    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("snips", SHARED_DATA, with_info=True)
+    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("snips", needs_shared_data("snips"), with_info=True)
     assert (len(x_train), len(x_test), len(info["dev"][0])) == (13084, 700, 700)
     assert info["classes"][0] == "UNK" and len(info["classes"]) == 8
     assert set(np.unique(y_train)) == set(range(1, 8))
@@ -28,7 +28,7 @@ def test_snips_loader_reads_the_official_splits():
 
 
 def test_atis_multi_intent_labels_count_as_unk():
-    ((_, y_train), (_, y_test)), info = keras_compact.datasets.load("atis", SHARED_DATA, with_info=True)
+    ((_, y_train), (_, y_test)), info = keras_compact.datasets.load("atis", needs_shared_data("atis"), with_info=True)
     assert (len(y_train), len(y_test)) == (4478, 893) and info["classes"][0] == "UNK"
     # The test split has multi-intent labels (atis_flight#atis_airline, ...) missing from intent_label.txt.
     assert np.sum(y_train == 0) == 0 and 0 < np.sum(y_test == 0) < 20

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact._checks import is_int, is_number
+from keras_compact._checks import bind_arguments, is_int, is_number
 from keras_compact.ops import hsic_kernels as hsic
 
 _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
@@ -59,7 +59,18 @@ class HSICBottleneck(keras.Model):
     """
 
     def __init__(self, blocks, beta=50.0, sigma=5.0, estimator="normalized_cca", num_classes=None, **kwargs):
+        if isinstance(blocks, keras.layers.Layer) or not isinstance(blocks, (list, tuple)):
+            raise ValueError(
+                "blocks must be a list of Keras layers, each trained as one block (a list of such lists, one "
+                f"per sigma, for a sigma-combined network). Received: blocks={type(blocks).__name__}. For a "
+                "Sequential, pass list(model.layers) to train each layer as a block, or [model] for one block."
+            )
         combined = isinstance(sigma, (list, tuple))
+        if combined and not all(isinstance(branch, (list, tuple)) for branch in blocks):
+            raise ValueError(
+                "A sigma-combined network takes one list of blocks per sigma. "
+                f"Received: blocks={blocks!r}, sigma={sigma!r}"
+            )
         branches = [list(branch) for branch in blocks] if combined else [list(blocks)]
         sigmas = list(sigma) if combined else [sigma]
         errors = []
@@ -131,7 +142,10 @@ class HSICBottleneck(keras.Model):
         outputs = [self._branch_outputs(branch, inputs, training)[-1] for branch in self.branches]
         return outputs[0] if len(outputs) == 1 else keras.ops.sum(keras.ops.stack(outputs), axis=0)
 
-    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, positional arguments included, after checking the batch size and labels."""
+        arguments = bind_arguments(keras.Model.fit, args, kwargs)
+        batch_size, y = arguments.get("batch_size"), arguments.get("y")
         if batch_size is not None and (not is_int(batch_size) or batch_size < 2):
             raise ValueError(
                 "HSIC needs at least 2 samples per batch (a batch of one has no dependence to measure). "
@@ -139,7 +153,7 @@ class HSICBottleneck(keras.Model):
             )
         if y is not None and not isinstance(y, tf.data.Dataset):
             self._check_labels(np.asarray(y))
-        return super().fit(x, y, batch_size=batch_size, **kwargs)
+        return super().fit(*args, **kwargs)
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,10 +1,8 @@
-import inspect
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact._checks import is_number
+from keras_compact._checks import bind_arguments, is_number
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -46,7 +44,7 @@ class ProjectionNet(keras.Model):
 
     >>> trainer = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
     ...                             keras.layers.Dense(10, activation="softmax")])
-    >>> projection = keras.Sequential([keras.Input((64,)), ProjectionLayer(60, 12),
+    >>> projection = keras.Sequential([keras.Input((64,)), keras_compact.ProjectionLayer(60, 12),
     ...                                keras.layers.Dense(10, activation="softmax")])
     >>> net = ProjectionNet(trainer, projection)
     >>> net.compile(optimizer="adam")
@@ -103,11 +101,11 @@ class ProjectionNet(keras.Model):
         return dict(self._logits)
 
     def fit(self, *args, **kwargs):
-        self._check_first_batch(_bind(keras.Model.fit, args, kwargs))
+        self._check_first_batch(bind_arguments(keras.Model.fit, args, kwargs))
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        self._check_first_batch(_bind(keras.Model.evaluate, args, kwargs))
+        self._check_first_batch(bind_arguments(keras.Model.evaluate, args, kwargs))
         return super().evaluate(*args, **kwargs)
 
     def _check_first_batch(self, arguments):
@@ -219,11 +217,6 @@ class ProjectionNet(keras.Model):
         config["trainer"] = keras.saving.deserialize_keras_object(config["trainer"])
         config["projection"] = keras.saving.deserialize_keras_object(config["projection"])
         return cls(**config)
-
-
-def _bind(method, args, kwargs):
-    """`fit`/`evaluate`'s arguments by name, positional ones included."""
-    return inspect.signature(method).bind_partial(None, *args, **kwargs).arguments
 
 
 def _first_inputs(x, count=64):
