@@ -1,0 +1,71 @@
+"""The README's Python snippets run in order, as written, in a fresh Python (as a user would paste them)."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SHARED_DATA
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+# Not shown in the README: with KERAS_COMPACT_QUICK=1 every fit runs at most 2 epochs (and at most
+# 10 batches of a tf.data.Dataset), so the snippets' real epoch counts stay in the text.
+_QUICK = '''
+import os
+import keras
+import tensorflow as tf
+
+if os.environ.get("KERAS_COMPACT_QUICK") == "1":
+    _fit = keras.Model.fit
+
+    def _quick_fit(self, x=None, *args, **kwargs):
+        kwargs["epochs"] = min(kwargs.get("epochs", 1), 2)
+        if isinstance(x, tf.data.Dataset):
+            x = x.take(10)
+        return _fit(self, x, *args, **kwargs)
+
+    keras.Model.fit = _quick_fit
+
+# The snippets share one namespace of their own, as one session of a user's would.
+def _run(code, line, namespace={}):
+    print(f"README.md line {line}", flush=True)
+    exec(compile(code, f"README.md:{line}", "exec"), namespace)
+'''
+
+
+def snippets():
+    """`(first line, code)` of every ```python block of the README, in order."""
+    text = README.read_text(encoding="utf-8")
+    found = []
+    for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        found.append((text[: match.start()].count("\n") + 2, match.group(1)))
+    return found
+
+
+def test_the_readme_has_python_snippets():
+    assert len(snippets()) >= 6
+
+
+def test_readme_snippets_run_in_order_as_written(tmp_path):
+    runnable, skipped = [], []
+    for line, code in snippets():
+        if re.search(r"load\(\"(snips|atis)\"", code) and not (SHARED_DATA / "snips").is_dir():
+            skipped.append(line)  # the intent sets download otherwise, and CI has no network
+            continue
+        runnable.append(f"_run({code!r}, {line})")
+    script = _QUICK + "\n".join(runnable) + '\nprint("README OK")\n'
+    env = {**os.environ, "KERAS_COMPACT_QUICK": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if SHARED_DATA.is_dir():
+        env["KERAS_COMPACT_DATA"] = str(SHARED_DATA)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0 and "README OK" in result.stdout, (
+        result.stdout[-1500:] + "\n" + result.stderr[result.stderr.rfind("Traceback") :][-3000:]
+    )
+    if skipped:
+        pytest.skip(f"ran every snippet but those at README lines {skipped}: they need ../shared/data/snips")
