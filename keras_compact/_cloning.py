@@ -56,6 +56,11 @@ def clone_with(model, replace, call_function=None):
     return copy
 
 
+def is_graph_model(layer):
+    """A Functional or Sequential model: one whose layers and graph Keras can see."""
+    return isinstance(layer, (Functional, keras.Sequential))
+
+
 def as_functional(model):
     """`model` itself when Functional; a Sequential's graph as a Functional model."""
     if isinstance(model, Functional) and not isinstance(model, keras.Sequential):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
-from keras_compact._cloning import as_functional, clone_with, fresh_copy
+from keras_compact._cloning import as_functional, clone_with, is_graph_model
 from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout
 from keras_compact.ops import hashing
 from keras_compact.pruning import PruningMask
@@ -75,7 +75,7 @@ def lowered_copy(model, projection_lowering="builtin"):
 
 def _inline_projections(layer, *args, **kwargs):
     """Calls a nested model holding a ProjectionLayer layer by layer, so the cut can reach it."""
-    if isinstance(layer, keras.Model) and _holds_projection(layer):
+    if is_graph_model(layer) and _holds_projection(layer):
         return as_functional(layer)._run_through_graph(args[0], operation_fn=lambda operation: operation)
     return layer(*args, **kwargs)
 
