@@ -105,8 +105,8 @@ def _load_mnist(data_dir):
         places = ", ".join(str(path) for path in searched)
         raise FileNotFoundError(
             f"MNIST IDX files ({', '.join(_MNIST_FILES['test'])}) were not found in {places}. "
-            "Put the files from http://yann.lecun.com/exdb/mnist/ there, or pass data_dir=None "
-            "without $KERAS_COMPACT_DATA on a connected machine to use tensorflow-datasets."
+            "Put the files from http://yann.lecun.com/exdb/mnist/ there, or, on a connected machine, "
+            "give no data_dir and no $KERAS_COMPACT_DATA to use tensorflow-datasets."
         )
     if folder is None:
         return _load_mnist_tfds()

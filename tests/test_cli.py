@@ -16,3 +16,98 @@ def test_demo_with_missing_mnist_files_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("keras-compact: error: MNIST IDX files") and "Traceback" not in err
+
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact import ProjectionLayer
+
+
+def _python(*code_and_args, timeout=120):
+    return subprocess.run(
+        [sys.executable, *code_and_args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
+
+
+def test_help_and_version_answer_without_importing_tensorflow():
+    result = _python("-c", (
+        "import sys\n"
+        "from tflite_export import _cli\n"
+        "for argv in (['--help'], ['--version'], ['export', '--help'], ['demo', '--num-bits', '40']):\n"
+        "    try:\n"
+        "        _cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'NO TENSORFLOW')\n"
+    ))
+    assert "NO TENSORFLOW" in result.stdout, result.stderr[-2000:]
+    assert "keras-compact 0.1.0" in result.stdout and "usage: keras-compact export" in result.stdout
+
+
+def test_python_m_names_itself_in_usage_and_the_cli_module_runs():
+    result = _python("-m", "tflite_export", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m tflite_export")
+    result = _python("-m", "tflite_export._cli", "--version")
+    assert result.returncode == 0 and "0.1.0" in result.stdout, result.stderr[-1000:]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["demo", "--num-bits", "40"], "argument --num-bits: expected an integer from 1 to 32, got 40"),
+        (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        (["export", "m.keras", "-o", "m.tflite", "--min-agreement", "1.5"], "expected a number from 0 to 1"),
+    ],
+)
+def test_out_of_range_flags_exit_2_naming_the_flag(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_library_errors_name_flags_not_python_arguments(tmp_path, capsys):
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "m.keras")
+    code = _cli.main(["export", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.tflite"), "--quantize", "int8"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--quantize 'int8'" in err and "needs --representative" in err and "representative_data" not in err
+
+
+def test_corrupt_keras_file_is_not_reported_as_missing(tmp_path, capsys):
+    (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "text.keras").write_text("hello")
+    for name in ("corrupt.keras", "text.keras"):
+        code = _cli.main(["export", str(tmp_path / name), "-o", str(tmp_path / "m.tflite")])
+        err = capsys.readouterr().err
+        assert code == 2 and "cannot load" in err and "not found" not in err.lower(), err
+
+
+def test_quiet_demo_prints_only_the_table_naming_both_files(tmp_path):
+    result = _python("-m", "tflite_export", "demo", "--quiet", "--epochs", "2", "--num-hashes", "10",
+                     "--output-dir", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Epoch" not in result.stdout and "━" not in result.stdout
+    assert str(tmp_path / "trainer.tflite") in result.stdout and str(tmp_path / "projection.tflite") in result.stdout
+    assert "W0000" not in result.stderr and "I0000" not in result.stderr
+
+
+def test_saved_add_built_projection_network_exports_from_the_command_line(tmp_path):
+    model = keras.Sequential()
+    model.add(keras.Input((64,), name="pixels"))
+    model.add(ProjectionLayer(20, 8, output="signatures"))
+    model.add(keras.layers.Embedding(20 * 2**8, 2))
+    model.add(keras.layers.Flatten())
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "x.npz", pixels=np.random.default_rng(0).uniform(size=(30, 64)).astype("float32"))
+    result = _python("-m", "tflite_export", "export", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
+                     "--verify", str(tmp_path / "x.npz"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LSH_PROJECTION x1" in result.stdout and "top-1 agreement 100.00%" in result.stdout

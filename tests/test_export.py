@@ -1,4 +1,5 @@
 import os
+import stat
 
 import keras
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_compact import ProjectionLayer, ProjectionNet
-from tflite_export import export, predict
+from tflite_export import export, predict, verify
 
 _BUILTIN_ONLY_PROJECTION = {"LSH_PROJECTION", "CAST", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
 
@@ -188,3 +189,76 @@ def test_dynamic_int8_on_sparse_weights_keeps_what_the_stock_runtime_runs(tmp_pa
 def test_bad_export_options_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         export(_pruned_mlp(0.5), tmp_path / "m.tflite", **kwargs)
+
+
+def _small_projection_model():
+    return keras.Sequential(
+        [keras.Input((16,), name="features"), ProjectionLayer(6, 4), keras.layers.Dense(3, activation="softmax")]
+    )
+
+
+def test_examples_with_nan_or_inf_are_left_out_of_the_comparison_and_reported(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(20, 16)).astype("float32")
+    x[3, 2], x[7, 0] = np.nan, -np.inf
+    with pytest.warns(UserWarning, match="2 of the 20 examples have NaN or infinite inputs"):
+        report = export(_small_projection_model(), tmp_path / "m.tflite", verify_with=x)
+    assert (report.num_examples, report.non_finite_examples) == (18, 2)
+    assert report.top1_agreement == 1.0 and np.isfinite(report.max_abs_diff)
+    assert "2 with NaN/inf inputs left out" in str(report)
+
+
+def test_only_non_finite_examples_fail_and_write_nothing(tmp_path):
+    x = np.full((4, 16), np.nan, "float32")
+    with pytest.raises(ValueError, match="Every one of the 4 examples to compare on has NaN or infinite inputs"):
+        export(_small_projection_model(), tmp_path / "m.tflite", verify_with=x)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_files_get_0666_less_the_umask_and_replaced_files_keep_their_mode(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    old_umask = os.umask(0o022)
+    try:
+        export(model, tmp_path / "new.tflite", num_random_examples=2)
+        assert stat.S_IMODE(os.stat(tmp_path / "new.tflite").st_mode) == 0o644
+        for mode in (0o644, 0o600, 0o664):
+            target = tmp_path / f"old-{mode:o}.tflite"
+            target.write_bytes(b"old")
+            os.chmod(target, mode)
+            export(model, target, num_random_examples=2)
+            assert stat.S_IMODE(os.stat(target).st_mode) == mode
+    finally:
+        os.umask(old_umask)
+
+
+def test_unwritable_targets_fail_before_converting_and_name_the_users_path(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    (tmp_path / "folder.tflite").mkdir()
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path / 'folder.tflite'}: it is a directory"):
+        export(model, tmp_path / "folder.tflite")
+    (tmp_path / "plain_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="plain_file is not a directory") as error:
+        export(model, tmp_path / "plain_file" / "m.tflite")
+    assert ".tmp-" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.tflite", "plain_file"]
+
+
+def test_predict_and_verify_check_the_examples_against_the_file(tmp_path):
+    model = _small_projection_model()
+    path = tmp_path / "m.tflite"
+    export(model, path, num_random_examples=4)
+    x = np.random.default_rng(0).uniform(size=(5, 16)).astype("float32")
+    with pytest.raises(ValueError, match=r"examples for input 'features' must have shape \(examples,\) \+ \(16,\)\. Received shape: \(5, 15\)"):
+        predict(path, x[:, :15])
+    with pytest.raises(ValueError, match=r"one example needs a leading axis: x\[None\]"):
+        predict(path, x[0])
+    assert predict(path, x[:1]).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"inputs for input 'features' must have shape \(examples,\) \+ \(16,\)"):
+        verify(model, path, x[:, :15])
+    with pytest.raises(FileNotFoundError, match="No such .tflite file"):
+        predict(tmp_path / "absent.tflite", x)
+
+
+def test_representative_data_errors_name_representative_data(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"representative_data for input .* must have shape"):
+        export(model, tmp_path / "m.tflite", quantization="int8", representative_data=np.zeros((10, 5), "float32"))

@@ -214,3 +214,29 @@ def test_dense_model_trains_under_xla_and_ragged_opts_out(digits):
     ragged_layer = ProjectionLayer(4, 4)
     ragged_layer(tf.ragged.constant([[1, 2]], dtype=tf.int64))
     assert model.layers[0].supports_jit and not ragged_layer.supports_jit
+
+
+def test_non_finite_dense_rows_give_nan_bits_and_other_rows_are_unchanged():
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 16)).astype("float32")
+    bad = x.copy()
+    bad[1, 3], bad[2, 0] = np.nan, np.inf
+    layer = ProjectionLayer(6, 4)
+    clean, dirty = np.asarray(layer(x)), np.asarray(layer(bad))
+    assert np.isnan(dirty[1]).all() and np.isnan(dirty[2]).all()
+    np.testing.assert_array_equal(dirty[[0, 3]], clean[[0, 3]])
+    model = keras.Sequential([keras.Input((16,)), layer, keras.layers.Dense(3, activation="softmax")])
+    assert np.isnan(model.predict(bad, verbose=0)[1]).all()
+
+
+def test_non_finite_sparse_weights_give_nan_bits():
+    ids = tf.ragged.constant([[1, 2], [3]], dtype=tf.int64)
+    weights = tf.ragged.constant([[1.0, float("nan")], [2.0]], dtype=tf.float32)
+    bits = np.asarray(ProjectionLayer(4, 4)([ids, weights]))
+    assert np.isnan(bits[0]).all() and not np.isnan(bits[1]).any()
+
+
+def test_non_finite_inputs_to_signatures_raise():
+    x = np.zeros((2, 8), "float32")
+    x[0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite features"):
+        ProjectionLayer(4, 4, output="signatures")(x)

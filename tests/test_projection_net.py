@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import run_with_two_logical_cpus
 from keras_compact import ProjectionLayer, ProjectionNet
@@ -81,6 +82,84 @@ def test_logit_outputs_with_from_logits():
     x = np.random.default_rng(0).uniform(size=(32, 8)).astype("float32")
     history = net.fit(x, np.arange(32) % 3, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def _logit_networks(num_classes=10):
+    trainer = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(num_classes)]
+    )
+    projection = keras.Sequential()  # built with .add(), as the README does
+    projection.add(keras.Input((64,)))
+    projection.add(ProjectionLayer(60, 12))
+    projection.add(keras.layers.Dense(num_classes))
+    return trainer, projection
+
+
+def test_logit_networks_train_well_without_from_logits(digits):
+    # Used to train silently to chance (20% / 13% on digits): logits were read as probabilities.
+    (x_train, y_train), (x_test, y_test) = digits
+    net = ProjectionNet(*_logit_networks())
+    assert net.outputs_logits == {"trainer": True, "projection": True}
+    net.compile(optimizer=keras.optimizers.Adam(1e-3))
+    net.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
+    scores = net.evaluate(x_test, y_test, return_dict=True, verbose=0)
+    assert scores["trainer_accuracy"] > 0.93 and scores["projection_accuracy"] > 0.88, scores
+
+
+def test_each_network_is_read_from_its_own_last_layer():
+    trainer, _ = _logit_networks()
+    _, projection = _networks()
+    net = ProjectionNet(trainer, projection)
+    assert net.outputs_logits == {"trainer": True, "projection": False}
+    softmax_layer = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10), keras.layers.Softmax()])
+    assert ProjectionNet(softmax_layer, projection).outputs_logits["trainer"] is False
+
+
+def test_logits_said_to_be_probabilities_raise_before_training(digits):
+    (x_train, y_train), _ = digits
+    net = ProjectionNet(*_logit_networks(), from_logits=False)
+    net.compile(optimizer="adam")
+    before = [w.copy() for w in net.get_weights()]
+    with pytest.raises(ValueError, match=r"told that the trainer network outputs probabilities.*from_logits=True"):
+        net.fit(x_train, y_train, epochs=1, verbose=0)
+    for a, b in zip(before, net.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_subclassed_networks_are_decided_from_the_first_batch(digits):
+    (x_train, y_train), _ = digits
+
+    class Logits(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = keras.layers.Dense(64, activation="relu")
+            self.out = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    net = ProjectionNet(Logits(), _networks()[1])
+    assert net.outputs_logits["trainer"] is None
+    net.compile(optimizer="adam")
+    net.fit(tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(32), epochs=1, verbose=0)
+    assert net.outputs_logits == {"trainer": True, "projection": False}
+
+
+def test_different_class_counts_are_refused_at_construction():
+    trainer, _ = _logit_networks(num_classes=10)
+    _, projection = _logit_networks(num_classes=7)
+    with pytest.raises(ValueError, match="same number of classes. Received: trainer outputs 10, projection outputs 7"):
+        ProjectionNet(trainer, projection)
+
+
+def test_numpy_scalars_are_numbers_and_nan_is_not():
+    net = ProjectionNet(*_networks(), l1=np.float32(0.5), l2=np.int64(1), temperature=np.float64(2.0))
+    assert (net.l1, net.l2, net.temperature) == (0.5, 1.0, 2.0)
+    for name in ("l1", "l2", "l3", "temperature"):
+        with pytest.raises(ValueError, match=f"{name}=nan"):
+            ProjectionNet(*_networks(), **{name: float("nan")})
+    with pytest.raises(ValueError, match="from_logits=1"):
+        ProjectionNet(*_networks(), from_logits=1)
 
 
 def test_save_and_load_round_trip(tmp_path, digits):

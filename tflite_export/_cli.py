@@ -6,6 +6,7 @@ need. Errors are one line on stderr, naming flags, with exit status 2.
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import pathlib
@@ -30,8 +31,6 @@ _FLAGS = {
 
 def main(argv=None, prog="keras-compact"):
     args = _parser(prog).parse_args(argv)
-    if args.command == "demo" and args.quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     commands = {"demo": _demo, "export": _export, "inspect": _inspect}
     try:
         return commands[args.command](args)
@@ -132,21 +131,43 @@ def _one_line(error):
 
 
 def _demo(args):
-    from tflite_export import _demo  # TensorFlow loads only once the arguments parse
+    with _silenced_stderr(args.quiet):
+        from tflite_export import _demo  # TensorFlow loads only once the arguments parse
 
-    data_dir = args.data_dir if args.data_dir is not None else _demo.default_data_dir()
-    _demo.run_demo(
-        data=args.data,
-        data_dir=data_dir,
-        num_hashes=args.num_hashes,
-        num_bits=args.num_bits,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        output_dir=args.output_dir,
-        seed=args.seed,
-        verbose=0 if args.quiet else 1,
-    )
+        data_dir = args.data_dir if args.data_dir is not None else _demo.default_data_dir()
+        _demo.run_demo(
+            data=args.data,
+            data_dir=data_dir,
+            num_hashes=args.num_hashes,
+            num_bits=args.num_bits,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            output_dir=args.output_dir,
+            seed=args.seed,
+            verbose=0 if args.quiet else 1,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _silenced_stderr(quiet):
+    """With `quiet`, the process's stderr goes to /dev/null: TensorFlow and LiteRT log from C++.
+
+    Errors are printed by `main` after this returns, so they still reach the user.
+    """
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _load_npz(path, what):

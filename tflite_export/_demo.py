@@ -99,9 +99,9 @@ def format_table(rows, data, num_hashes, num_bits, num_train, num_test):
         "",
         f"compression (trainer .tflite / projection .tflite): "
         f"{trainer['tflite_bytes'] / projection['tflite_bytes']:.1f}x",
-        f"files: {trainer['report'].path} (the trainer, for comparison) and {projection['report'].path} "
-        "(the projection network to ship); "
+        f"projection network (the file to ship): {projection['report'].path} "
         f"(operators: {', '.join(projection['report'].operators)}; "
         f"builtin only: {projection['report'].builtin_only})",
+        f"trainer (for comparison): {trainer['report'].path}",
     ]
     return "\n".join(lines)

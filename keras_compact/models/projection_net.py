@@ -66,7 +66,7 @@ class ProjectionNet(keras.Model):
             errors.append(f"At least one of l1, l2, l3 must be > 0. Received: l1={l1}, l2={l2}, l3={l3}")
         if not is_number(temperature) or temperature <= 0:
             errors.append(f"temperature must be a number > 0. Received: temperature={temperature!r}")
-        if from_logits not in (None, True, False):
+        if from_logits is not None and not isinstance(from_logits, (bool, np.bool_)):
             errors.append(f"from_logits must be None, True or False. Received: from_logits={from_logits!r}")
         if not errors:
             errors += _class_count_errors(trainer, projection)
@@ -77,7 +77,8 @@ class ProjectionNet(keras.Model):
         self.projection = projection
         self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
         self.temperature = float(temperature)
-        self.from_logits = from_logits
+        self.from_logits = None if from_logits is None else bool(from_logits)
+        from_logits = self.from_logits
         # Per network: True (logits), False (probabilities) or None (decided on the first batch).
         self._logits = {
             name: from_logits if from_logits is not None else _ends_in_logits(network)
