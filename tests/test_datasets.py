@@ -1,5 +1,10 @@
 import gzip
+import os
+import pathlib
+import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -46,3 +51,29 @@ def test_corrupt_idx_file_is_reported(tmp_path):
 def test_unknown_name_is_rejected():
     with pytest.raises(ValueError, match="name='cifar'"):
         datasets.load("cifar")
+
+
+def test_offline_intent_download_says_how_to_give_the_files(monkeypatch, tmp_path):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.delenv("KERAS_COMPACT_DATA", raising=False)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(FileNotFoundError, match=r"Could not download snips.*pass data_dir= \(or set \$KERAS_COMPACT_DATA to\)"):
+        datasets.load("snips")
+
+
+def test_data_tests_skip_with_the_reason_without_shared_data(tmp_path):
+    tests = pathlib.Path(__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         str(tests / "test_datasets.py"), str(tests / "test_text_projection.py"),
+         "-k", "mnist or snips or atis or text_projection"],
+        cwd=tests.parent, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_COMPACT_SHARED_DATA": str(tmp_path / "absent"), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0 and "failed" not in summary and "error" not in summary, result.stdout[-3000:]
+    assert "skipped" in summary and "needs the real data sets in ../shared/data" in result.stdout

@@ -326,3 +326,13 @@ def test_trained_digits_classifier_exports_with_full_agreement(tmp_path, digits,
     assert report.builtin_only
     assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
     np.testing.assert_allclose(predict(report.path, x_test), model.predict(x_test, verbose=0), atol=1e-5)
+
+
+def test_orthogonal_seed_none_comes_from_keras_and_leaves_numpy_alone():
+    keras.utils.set_random_seed(3)
+    numpy_state = np.random.get_state()[1].copy()
+    first = HadamardClassifier(10, matrix="orthogonal").seed
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+    keras.utils.set_random_seed(3)
+    assert HadamardClassifier(10, matrix="orthogonal").seed == first
+    assert HadamardClassifier(10, matrix="orthogonal", seed=np.int64(5)).seed == 5

@@ -248,6 +248,21 @@ def test_blocks_must_be_layers():
         HSICBottleneck.sigma_combined([[_block()]], [1.0, 2.0])
 
 
+def test_a_single_model_as_blocks_says_how_to_pass_it():
+    # Used to fail with "'Sequential' object is not iterable".
+    with pytest.raises(ValueError, match=r"blocks must be a list of Keras layers.*Received: blocks=Sequential.*list\(model.layers\)"):
+        HSICBottleneck(keras.Sequential([keras.layers.Dense(8), keras.layers.ReLU()]))
+
+
+def test_fit_takes_positional_arguments_as_keras_does(digits):
+    (x_train, y_train), _ = digits
+    net = _digits_net(digits)
+    history = net.fit(x_train[:256], y_train[:256], 128, 2, 0)  # x, y, batch_size, epochs, verbose
+    assert len(history.history["loss"]) == 2
+    with pytest.raises(ValueError, match="Received: batch_size=1"):
+        net.fit(x_train[:256], y_train[:256], 1)
+
+
 def test_batch_of_one_and_labels_out_of_range_are_rejected(digits):
     (x_train, y_train), _ = digits
     net = _digits_net(digits)

@@ -68,6 +68,24 @@ def test_fine_tuning_keeps_the_zeros_and_strip_leaves_plain_layers():
     np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(pruned(x)), atol=1e-5)
 
 
+def test_strip_recurses_into_nested_models_and_leaves_the_pruned_model_as_it_was():
+    masked = PruningMask(keras.layers.Dense(8, activation="relu", name="inner_dense"))
+    inner = keras.Sequential([keras.Input((16,)), masked], name="inner")
+    inputs = keras.Input((16,))
+    pruned = keras.Model(inputs, keras.layers.Dense(3, name="out")(inner(inputs)))
+    mask = (np.arange(16 * 8).reshape(16, 8) % 2).astype("float32")
+    masked.mask.assign(mask)  # the kernel itself keeps its values under the mask, as while fine-tuning
+    before = [w.copy() for w in pruned.get_weights()]
+    plain = strip(pruned)
+    assert not any(isinstance(layer, PruningMask) for layer in plain._flatten_layers())
+    stripped = next(layer for layer in plain._flatten_layers() if layer.name == "inner_dense")
+    np.testing.assert_array_equal(stripped.kernel.numpy() == 0, mask == 0)
+    x = np.random.default_rng(0).uniform(size=(8, 16)).astype("float32")
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(pruned(x)), atol=1e-5)
+    for a, b in zip(before, pruned.get_weights()):
+        np.testing.assert_array_equal(a, b)  # strip wrote nothing into the pruned model
+
+
 def test_global_scope_prunes_the_asked_fraction_of_all_weights():
     report = prune(_model(), 0.7, scope="global")
     assert report.sparsity == pytest.approx(0.7, abs=1e-4)

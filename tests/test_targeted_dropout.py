@@ -130,6 +130,20 @@ def test_ramp_accepts_tfmot_schedules_per_step():
     np.testing.assert_allclose(history.history["target_rate"], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: TargetedDropoutRamp((0.0, 0.8), unit="step", end=7),
+    lambda: DropoutSchedule(final_rate=0.4, schedule="linear", unit="step", end=7),
+], ids=["targeted_dropout_ramp", "dropout_schedule"])
+def test_step_schedules_start_again_on_a_second_fit(make):
+    callback = make()
+    model = _small_model()
+    logged = "target_rate" if isinstance(callback, TargetedDropoutRamp) else "dropout_rate"
+    first = model.fit(*_data(), batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    second = model.fit(*_data(), batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    assert first.history[logged] == second.history[logged]
+    np.testing.assert_allclose(first.history[logged][0], 3 / 7 * (0.8 if logged == "target_rate" else 0.4), atol=1e-6)
+
+
 def test_curriculum_dropout_rises_towards_the_final_rate():
     callback = DropoutSchedule(final_rate=0.5)
     history = _small_model().fit(*_data(), epochs=4, verbose=0, callbacks=[callback])
