@@ -32,7 +32,7 @@ from keras_compact._cloning import as_functional, clone_with, is_graph_model
 from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout
 from keras_compact.ops import hashing
 from keras_compact.pruning import PruningMask
-from keras_compact.pruning.prune import _unwrapped
+from keras_compact.pruning.prune import stripped_replacement
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 
@@ -60,7 +60,7 @@ def lowered_copy(model, projection_lowering="builtin"):
 
     def replace(layer):
         if isinstance(layer, (PruningMask, TargetedDropout)):
-            return _unwrapped(layer)
+            return stripped_replacement(layer)
         if isinstance(layer, HadamardClassifier):
             config = dict(layer.get_config(), implementation=_hadamard.lowering(layer))
             classifier = HadamardClassifier.from_config(config)
@@ -194,71 +194,63 @@ def _projection_ops(model, subgraph, cut, head_input):
     """Tensors and operators computing `cut`'s output into the tensor `head_input`."""
     layer = cut.layer
     seeds = layer.hash_seeds
-    name = layer.name
-    hash_tensor = fb.add_tensor(model, subgraph, f"{name}/hash_seeds", np.float32, seeds.shape, seeds)
-    if cut.ragged:
-        added = [
-            fb.add_tensor(model, subgraph, cut.input_names[0], np.int64, [1], shape_signature=[-1])
-        ]
-        if len(cut.input_names) == 2:
-            added.append(
-                fb.add_tensor(
-                    model, subgraph, cut.input_names[1], np.float32, [1], shape_signature=[-1]
-                )
-            )
-        features = added[0]
-        weights = added[1] if len(added) == 2 else None
-    else:
-        num_features = cut.num_features
-        weights = fb.add_tensor(model, subgraph, cut.input_names[0], np.float32, [num_features])
-        added = [weights]
-        features = fb.add_tensor(
-            model,
-            subgraph,
-            f"{name}/feature_ids",
-            np.int32,
-            [num_features],
-            np.arange(num_features, dtype=np.int32),
-        )
+    hash_tensor = fb.add_tensor(model, subgraph, f"{layer.name}/hash_seeds", np.float32, seeds.shape, seeds)
+    added, features, weights = _projection_inputs(model, subgraph, cut)
     width = layer.num_outputs
-    lsh_output = fb.add_tensor(model, subgraph, f"{name}/lsh", np.int32, [width])
+    lsh_output = fb.add_tensor(model, subgraph, f"{layer.name}/lsh", np.int32, [width])
     operators = [
         fb.lsh_projection_operator(
             model, hash_tensor, features, weights, lsh_output, sparse=layer.output_mode == "signatures"
         )
     ]
+    return added, operators + _to_head_input(model, subgraph, layer, lsh_output, head_input)
+
+
+def _projection_inputs(model, subgraph, cut):
+    """The file inputs of one projection: `(new input tensors, feature tensor, weight tensor or None)`.
+
+    Ragged ids (and weights) are resizable 1-D inputs; a dense vector is the
+    weights of the constant feature ids `0..n-1`.
+    """
+    if cut.ragged:
+        added = [fb.add_tensor(model, subgraph, cut.input_names[0], np.int64, [1], shape_signature=[-1])]
+        if len(cut.input_names) == 2:
+            added.append(fb.add_tensor(model, subgraph, cut.input_names[1], np.float32, [1], shape_signature=[-1]))
+        return added, added[0], added[1] if len(added) == 2 else None
+    count = cut.num_features
+    weights = fb.add_tensor(model, subgraph, cut.input_names[0], np.float32, [count])
+    ids = np.arange(count, dtype=np.int32)
+    features = fb.add_tensor(model, subgraph, f"{cut.layer.name}/feature_ids", np.int32, [count], ids)
+    return [weights], features, weights
+
+
+def _to_head_input(model, subgraph, layer, lsh_output, head_input):
+    """CAST (bits only) and RESHAPE from the LSH_PROJECTION output to the head's `[1, width]` input."""
+    width = layer.num_outputs
+    operators = []
     reshape_input = lsh_output
     if layer.output_mode == "bits":
-        reshape_input = fb.add_tensor(model, subgraph, f"{name}/bits_flat", np.float32, [width])
+        reshape_input = fb.add_tensor(model, subgraph, f"{layer.name}/bits_flat", np.float32, [width])
         cast_options = schema.CastOptionsT()
         cast_options.inDataType = schema.TensorType.INT32
         cast_options.outDataType = schema.TensorType.FLOAT32
         operators.append(
             fb.make_operator(
-                model,
-                schema.BuiltinOperator.CAST,
-                [lsh_output],
-                [reshape_input],
-                schema.BuiltinOptions.CastOptions,
-                cast_options,
+                model, schema.BuiltinOperator.CAST, [lsh_output], [reshape_input],
+                schema.BuiltinOptions.CastOptions, cast_options,
             )
         )
-    shape = fb.add_tensor(
-        model, subgraph, f"{name}/shape", np.int32, [2], np.asarray([1, width], np.int32)
-    )
+    new_shape = np.asarray([1, width], np.int32)
+    shape = fb.add_tensor(model, subgraph, f"{layer.name}/shape", np.int32, [2], new_shape)
     reshape_options = schema.ReshapeOptionsT()
-    reshape_options.newShape = np.asarray([1, width], np.int32)
+    reshape_options.newShape = new_shape
     operators.append(
         fb.make_operator(
-            model,
-            schema.BuiltinOperator.RESHAPE,
-            [reshape_input, shape],
-            [head_input],
-            schema.BuiltinOptions.ReshapeOptions,
-            reshape_options,
+            model, schema.BuiltinOperator.RESHAPE, [reshape_input, shape], [head_input],
+            schema.BuiltinOptions.ReshapeOptions, reshape_options,
         )
     )
-    return added, operators
+    return operators
 
 
 class HashMatrixProjection(keras.layers.Layer):

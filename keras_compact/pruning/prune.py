@@ -194,11 +194,11 @@ def strip(model):
     >>> float(np.mean(plain.layers[-1].get_weights()[0] == 0))
     0.5
     """
-    return clone_with(model, _unwrapped)
+    return clone_with(model, stripped_replacement)
 
 
-def _unwrapped(layer):
-    """`clone_with`'s choice for `strip`: wrappers out, everything else shared."""
+def stripped_replacement(layer):
+    """`clone_with`'s choice for `strip` (and the export's lowered copy): wrappers out, the rest shared."""
     if isinstance(layer, PruningMask):
         masked = {id(variable): value for variable, value in layer.masked_values()}
         weights = [np.asarray(masked.get(id(v), v.value)) for v in layer.layer.weights]
