@@ -232,7 +232,7 @@ def _check_arguments(
 ):
     """Checks every argument that does not depend on the model, before any work is done."""
     _check_target(path)
-    if isinstance(num_random_examples, bool) or not is_int(num_random_examples) or num_random_examples < 1:
+    if not is_int(num_random_examples) or num_random_examples < 1:
         raise ValueError(
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"

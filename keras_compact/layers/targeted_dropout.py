@@ -97,7 +97,7 @@ class TargetedDropout(keras.layers.Wrapper):
         self.granularity = granularity
         self.seed = None if seed is None else int(seed)
         self._initial_rates = (float(target_rate), float(drop_rate))
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build(self, input_shape=None):
         if not self.layer.built:
