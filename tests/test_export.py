@@ -262,3 +262,20 @@ def test_representative_data_errors_name_representative_data(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"representative_data for input .* must have shape"):
         export(model, tmp_path / "m.tflite", quantization="int8", representative_data=np.zeros((10, 5), "float32"))
+
+
+@pytest.mark.parametrize("with_projection", [True, False], ids=["projection", "plain"])
+def test_inputs_are_matched_by_name_when_the_file_orders_them_differently(tmp_path, with_projection):
+    # The converter orders a signature's inputs by name; the Keras model here has "zzz_extra" first.
+    extra = keras.Input((3,), name="zzz_extra")
+    pixels = keras.Input((16,), name="pixels")
+    features = ProjectionLayer(4, 4)(pixels) if with_projection else keras.layers.Dense(8)(pixels)
+    joined = keras.layers.Concatenate()([keras.layers.Dense(4)(extra), features])
+    model = keras.Model([extra, pixels], keras.layers.Dense(3, activation="softmax")(joined))
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(size=(40, 3)).astype("float32"), rng.uniform(size=(40, 16)).astype("float32")]
+    report = export(model, tmp_path / "m.tflite", verify_with=x)
+    assert [name for name, _, _ in report.inputs] == ["pixels", "zzz_extra"]
+    assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
+    assert verify(model, report.path, x).top1_agreement == 1.0
+    np.testing.assert_allclose(predict(report.path, x[::-1]), model.predict(x, verbose=0), atol=1e-5)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import keras_compact
 from keras_compact._checks import is_int, is_number
-from keras_compact._cloning import known_inputs
+from keras_compact._cloning import io_names, known_inputs
 from keras_compact.models import ProjectionNet
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
@@ -220,8 +220,9 @@ def export(
     )
     encodings = _encodings(convert, _kernels(lowered), sparse)
     model_bytes = _with_metadata(encodings.chosen, cuts, labels, metadata, quantization, projection_lowering)
+    names = [tensor.name for tensor in lowered.inputs]
     verification = _write_verified(
-        path, model_bytes, functools.partial(_verify_file, reference, examples, min_agreement, path)
+        path, model_bytes, functools.partial(_verify_file, reference, examples, names, min_agreement, path)
     )
     return _report(path, model_bytes, encodings, verification, lowered)
 
@@ -356,15 +357,18 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
-def _verify_file(reference, examples, min_agreement, path, written):
-    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError."""
+def _verify_file(reference, examples, names, min_agreement, path, written):
+    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError.
+
+    `examples` are in the Keras model's input order; `names` are the file's names for them.
+    """
     non_finite = _verify.non_finite_examples(examples)
     if non_finite.all():
         raise ValueError(
             f"Every one of the {len(non_finite)} examples to compare on has NaN or infinite inputs; "
             f"nothing was written to {path}. Pass finite examples with verify_with."
         )
-    got, seconds = _verify.run_litert(written, examples)
+    got, seconds = _verify.run_litert(written, examples, names)
     agreement, max_diff = _verify.compare(_verify.run_keras(reference, examples), got, skip=non_finite)
     if min_agreement is not None and agreement is not None and agreement < min_agreement:
         raise ValueError(
@@ -447,9 +451,16 @@ def verify(model, tflite, inputs):
     model = _deployable(model)
     model_bytes = _read_file(tflite)
     examples = _verify.model_inputs(model, inputs, "inputs")
-    _verify.check_file_inputs(_verify.LiteRTRunner(model_bytes), examples, "inputs")
+    runner = _verify.LiteRTRunner(model_bytes)
+    names = io_names(known_inputs(model))
+    if sorted(names) == sorted(runner.names):  # files from export: put the examples in the file's order
+        by_name = dict(zip(names, examples))
+        _verify.check_file_inputs(runner, [by_name[name] for name in runner.names], "inputs")
+    else:
+        _verify.check_file_inputs(runner, examples, "inputs")
+        names = None
     skip = _verify.non_finite_examples(examples)
-    got, seconds = _verify.run_litert(model_bytes, examples)
+    got, seconds = _verify.run_litert(model_bytes, examples, names)
     agreement, max_diff = _verify.compare(_verify.run_keras(model, examples), got, skip=skip)
     return VerifyReport(int(np.sum(~skip)), agreement, max_diff, seconds * 1e3, int(skip.sum()))
 

@@ -114,6 +114,7 @@ class LiteRTRunner:
         signature = fb.read(model_bytes).signatureDefs[0]
         details = {d["index"]: d for d in self.interpreter.get_input_details()}
         self.inputs = [details[entry.tensorIndex] for entry in signature.inputs]
+        self.names = [entry.name.decode() for entry in signature.inputs]
         outputs = {d["index"]: d for d in self.interpreter.get_output_details()}
         self.outputs = [outputs[entry.tensorIndex] for entry in signature.outputs]
 
@@ -155,13 +156,19 @@ def _dequantized(detail, value):
     return value.copy()
 
 
-def run_litert(model_bytes, inputs):
+def run_litert(model_bytes, inputs, names=None):
     """Outputs of the `.tflite` model for every example, and the median time per example.
 
-    A file with a fixed batch of B > 1 examples gets them B at a time (the last
-    batch padded by repeating its last example, whose outputs are dropped).
+    `inputs` are in the file's input order, or, with `names` (one per entry, the
+    Keras model's input names), reordered to it by name: the converter orders a
+    signature's inputs by name, not as the Keras model does. A file with a fixed
+    batch of B > 1 examples gets them B at a time (the last batch padded by
+    repeating its last example, whose outputs are dropped).
     """
     runner = LiteRTRunner(model_bytes)
+    if names is not None:
+        by_name = dict(zip(names, inputs))
+        inputs = [by_name[name] for name in runner.names]
     count = int(inputs[0].shape[0])
     batch = _batch_size(runner)
     results, times = [], []
