@@ -236,7 +236,8 @@ def _first_inputs(x, count=64):
 
 
 def _are_probabilities(outputs):
-    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
+    # 1% leaves room for float16 softmax sums; logits essentially never sum to 1 that closely.
+    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-2))
 
 
 def _why_not_probabilities(outputs):
