@@ -365,7 +365,7 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, one seed, small shapes")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     settings = {

@@ -214,7 +214,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two configurations, small data, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 40 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 40)
     ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load(

@@ -268,7 +268,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
     parser.add_argument("--tfmot-worker", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)

@@ -170,7 +170,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,500 training sentences, 1 epoch")
     parser.add_argument("--epochs", type=int, default=None, help="default 5 (quick: 1)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 5)
     results = {dataset: run(dataset, args.data_dir, epochs, args.quick) for dataset in ("snips", "atis")}
