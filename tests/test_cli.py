@@ -1,3 +1,12 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact import ProjectionLayer
 from tflite_export import _cli
 
 
@@ -17,16 +26,6 @@ def test_demo_with_missing_mnist_files_exits_2_with_one_line(tmp_path, capsys):
     assert code == 2
     assert err.startswith("keras-compact: error: MNIST IDX files") and "Traceback" not in err
 
-
-import os
-import subprocess
-import sys
-
-import keras
-import numpy as np
-import pytest
-
-from keras_compact import ProjectionLayer
 
 
 def _python(*code_and_args, timeout=120):

@@ -29,9 +29,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_compact._cloning import as_functional, clone_with, is_graph_model
-from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout
-from keras_compact.ops import hashing
-from keras_compact.pruning import PruningMask
+from keras_compact.layers import HadamardClassifier, ProjectionLayer
 from keras_compact.pruning.prune import stripped_replacement
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
@@ -59,8 +57,9 @@ def lowered_copy(model, projection_lowering="builtin"):
     """What the converter sees: a functional copy of `model` with every export lowering applied."""
 
     def replace(layer):
-        if isinstance(layer, (PruningMask, TargetedDropout)):
-            return stripped_replacement(layer)
+        stripped = stripped_replacement(layer)
+        if stripped is not None:
+            return stripped
         if isinstance(layer, HadamardClassifier):
             config = dict(layer.get_config(), implementation=_hadamard.lowering(layer))
             classifier = HadamardClassifier.from_config(config)
