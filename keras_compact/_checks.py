@@ -36,13 +36,13 @@ def check_rate(name, value):
     return float(value)
 
 
-def check_seed(name, value, allow_none=True):
-    """Raises unless `value` is an integer in [0, 2**32) (or None when allowed); returns it."""
+def check_seed(name, value, allow_none=True, bits=32):
+    """Raises unless `value` is an integer in [0, 2**bits) (or None when allowed); returns it."""
     if value is None and allow_none:
         return None
-    if not is_int(value) or not 0 <= value < 2**32:
+    if not is_int(value) or not 0 <= value < 2**bits:
         accepted = "None or an integer" if allow_none else "an integer"
-        raise ValueError(f"{name} must be {accepted} in [0, 2**32). Received: {name}={value!r}")
+        raise ValueError(f"{name} must be {accepted} in [0, 2**{bits}). Received: {name}={value!r}")
     return int(value)
 
 

@@ -11,7 +11,7 @@ from keras.src.models.functional import Functional
 
 
 def clone_with(model, replace, call_function=None):
-    """A functional copy of `model` in which `replace` picks new layers.
+    """A copy of `model` in which `replace` picks new layers.
 
     Args:
         model: a Functional or Sequential model with known inputs; nested

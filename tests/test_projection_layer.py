@@ -240,3 +240,10 @@ def test_non_finite_inputs_to_signatures_raise():
     x[0, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite features"):
         ProjectionLayer(4, 4, output="signatures")(x)
+
+
+def test_seeds_take_the_whole_64_bit_stream_and_numpy_integers():
+    assert ProjectionLayer(2, 4, seed=2**40).seed == 2**40
+    np.testing.assert_array_equal(ProjectionLayer(2, 4, seed=np.uint64(9)).hash_seeds, ProjectionLayer(2, 4, seed=9).hash_seeds)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        ProjectionLayer(2, 4, seed=2**64)

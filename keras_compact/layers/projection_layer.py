@@ -75,7 +75,8 @@ class ProjectionLayer(keras.layers.Layer):
                 f"LSH_PROJECTION operator that runs the layer on the phone. Received: num_bits={num_bits!r}"
             )
         try:
-            check_seed("seed", seed, allow_none=False)
+            # The seed starts a 64-bit SplitMix64 stream (ops.hashing.lsh_seeds).
+            check_seed("seed", seed, allow_none=False, bits=64)
         except ValueError as error:
             errors.append(str(error))
         if errors:
