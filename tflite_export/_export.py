@@ -362,37 +362,38 @@ def _verify_file(reference, examples, names, min_agreement, path, written):
 
     `examples` are in the Keras model's input order; `names` are the file's names for them.
     """
-    non_finite = _verify.non_finite_examples(examples)
-    if non_finite.all():
+    result = _parity(reference, written, examples, names)
+    if not result.num_examples:
         raise ValueError(
-            f"Every one of the {len(non_finite)} examples to compare on has NaN or infinite inputs; "
-            f"nothing was written to {path}. Pass finite examples with verify_with."
+            f"Every one of the {result.non_finite_examples} examples to compare on has NaN or infinite "
+            f"inputs; nothing was written to {path}. Pass finite examples with verify_with."
         )
-    got, seconds = _verify.run_litert(written, examples, names)
-    agreement, max_diff = _verify.compare(_verify.run_keras(reference, examples), got, skip=non_finite)
+    agreement = result.top1_agreement
     if min_agreement is not None and agreement is not None and agreement < min_agreement:
         raise ValueError(
             f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
-            f"of {int(np.sum(~non_finite))} examples (min_agreement={min_agreement}); nothing was written to {path}. "
+            f"of {result.num_examples} examples (min_agreement={min_agreement}); nothing was written to {path}. "
             "Try another quantization, better representative_data, or pass min_agreement=None."
         )
-    if non_finite.any():
+    if result.non_finite_examples:
         warnings.warn(
-            f"{int(non_finite.sum())} of the {len(non_finite)} examples have NaN or infinite inputs and "
-            "were left out of the comparison: the Keras model gives NaN for them, while on the phone "
-            "LSH_PROJECTION and most operators return ordinary numbers. Clean such inputs before the model.",
+            f"{result.non_finite_examples} of the {result.num_examples + result.non_finite_examples} examples "
+            "have NaN or infinite inputs and were left out of the comparison: the Keras model gives NaN for "
+            "them, while on the phone LSH_PROJECTION and most operators return ordinary numbers. Clean such "
+            "inputs before the model.",
             stacklevel=4,
         )
-    return _Verification(int(np.sum(~non_finite)), agreement, max_diff, seconds * 1e3, int(non_finite.sum()))
+    return result
 
 
-@dataclasses.dataclass
-class _Verification:
-    num_examples: int
-    top1_agreement: float
-    max_abs_diff: float
-    latency_ms: float
-    non_finite_examples: int
+def _parity(reference, model_bytes, examples, names):
+    """The file against the Keras model on `examples`, non-finite examples left out: a VerifyReport."""
+    skip = _verify.non_finite_examples(examples)
+    if skip.all():
+        return VerifyReport(0, None, float("nan"), float("nan"), int(skip.sum()))
+    got, seconds = _verify.run_litert(model_bytes, examples, names)
+    agreement, max_diff = _verify.compare(_verify.run_keras(reference, examples), got, skip=skip)
+    return VerifyReport(int(np.sum(~skip)), agreement, max_diff, seconds * 1e3, int(skip.sum()))
 
 
 def _report(path, model_bytes, encodings, verification, lowered):
@@ -459,10 +460,7 @@ def verify(model, tflite, inputs):
     else:
         _verify.check_file_inputs(runner, examples, "inputs")
         names = None
-    skip = _verify.non_finite_examples(examples)
-    got, seconds = _verify.run_litert(model_bytes, examples, names)
-    agreement, max_diff = _verify.compare(_verify.run_keras(model, examples), got, skip=skip)
-    return VerifyReport(int(np.sum(~skip)), agreement, max_diff, seconds * 1e3, int(skip.sum()))
+    return _parity(model, model_bytes, examples, names)
 
 
 def predict(tflite, examples):
