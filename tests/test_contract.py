@@ -49,6 +49,11 @@ LAYER_CASES = [
     ),
     LayerCase(
         "targeted_dropout", lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1), _dense_input,
+        lambda: _X, (5, 8), "float32", 2, 5,
+    ),
+    LayerCase(
+        "targeted_dropout_fresh_every_step",
+        lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1, refresh_steps=1), _dense_input,
         lambda: _X, (5, 8), "float32", 2, 2,
     ),
     LayerCase(

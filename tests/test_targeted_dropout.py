@@ -27,6 +27,37 @@ def test_only_candidate_weights_are_dropped_at_about_drop_rate():
     assert abs(fraction - 0.3) < 4 * np.sqrt(0.3 * 0.7 / draws), fraction
 
 
+def _expected_thresholds(kernel, rate):
+    return np.sort(np.abs(kernel), axis=0)[int(rate * kernel.shape[0])]
+
+
+def test_thresholds_are_kept_for_refresh_steps_and_recomputed_when_the_rate_changes():
+    layer, probe = _identity_probe(target_rate=0.5, drop_rate=0.0)
+    layer.refresh_steps = 3
+    kernel = layer.layer.kernel.numpy()
+    layer(probe, training=True)
+    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(kernel, 0.5))
+    layer.layer.kernel.assign(2 * kernel)
+    for _ in range(2):  # steps 1 and 2 keep the thresholds of step 0
+        layer(probe, training=True)
+        np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(kernel, 0.5))
+    layer(probe, training=True)  # step 3 recomputes
+    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(2 * kernel, 0.5))
+    layer.set_rates(target_rate=0.25)
+    layer(probe, training=True)  # a new rate recomputes at once
+    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(2 * kernel, 0.25))
+
+
+def test_fresh_selection_every_step_targets_exactly_the_smallest_weights():
+    dense = keras.layers.Dense(25, use_bias=False)
+    layer = TargetedDropout(dense, target_rate=0.6, drop_rate=1.0, seed=0, refresh_steps=1)
+    layer.build((None, 40))
+    kernel = dense.kernel.numpy()
+    dropped = np.asarray(layer(np.eye(40, dtype="float32"), training=True)) == 0
+    np.testing.assert_array_equal(dropped, np.argsort(np.argsort(np.abs(kernel), axis=0), axis=0) < 24)
+    assert not hasattr(layer, "thresholds")  # nothing cached
+
+
 def test_unit_granularity_drops_whole_low_norm_units():
     layer, probe = _identity_probe(target_rate=0.4, drop_rate=0.5, granularity="unit")
     norms = np.linalg.norm(layer.layer.kernel.numpy(), axis=0)
@@ -85,6 +116,9 @@ def test_save_and_load_keeps_wrapper_and_rates(tmp_path):
         (dict(target_rate=1.5), ValueError, "target_rate=1.5"),
         (dict(drop_rate=-0.1), ValueError, "drop_rate=-0.1"),
         (dict(granularity="filter"), ValueError, "granularity='filter'"),
+        (dict(refresh_steps=0), ValueError, "refresh_steps=0"),
+        (dict(refresh_steps=2.5), ValueError, "refresh_steps=2.5"),
+        (dict(refresh_steps=True), ValueError, "refresh_steps=True"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, message):

@@ -1,7 +1,7 @@
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_compact._checks import check_rate, check_seed
+from keras_compact._checks import check_rate, check_seed, is_int
 from keras_compact.ops import targeting
 
 SUPPORTED_LAYERS = (
@@ -54,12 +54,26 @@ class TargetedDropout(keras.layers.Wrapper):
     variables, so `keras_compact.callbacks.TargetedDropoutRamp` can change them
     between steps without retracing.
 
+    Speed: finding each unit's smallest weights takes a sort of the kernel, which
+    costs more than the layer's own forward pass on a CPU. So with
+    `granularity="weight"` the per-unit magnitude thresholds are recomputed (one
+    sort) every `refresh_steps` training steps and whenever `target_rate`
+    changes; in between, the candidates are the weights now below their unit's
+    last threshold. A unit can then have a few more or fewer candidates than
+    `floor(target_rate * fan_in)` (the weights that crossed its threshold since),
+    and weights tied at a threshold are not candidates. `refresh_steps=1` selects
+    afresh at every step, as the paper does. Unit scores are cheap to sort and
+    are always fresh. Pruning (`keras_compact.pruning.prune`) counts exactly.
+
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer.
         target_rate: gamma, the fraction of weights (units) that are candidates, in [0, 1].
         drop_rate: alpha, the probability of dropping each candidate, in [0, 1].
         granularity: `"weight"` or `"unit"`.
         seed: optional integer seed of the dropout draws.
+        refresh_steps: with `granularity="weight"`, how many training steps
+            the per-unit thresholds are kept before they are computed again
+            (an integer >= 1; 1 for the paper's fresh selection at every step).
 
     Call arguments:
         inputs: the wrapped layer's inputs.
@@ -74,7 +88,9 @@ class TargetedDropout(keras.layers.Wrapper):
     ... ])
     """
 
-    def __init__(self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, **kwargs):
+    def __init__(
+        self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=16, **kwargs
+    ):
         check_supported(layer)
         errors = []
         for check, name, value in (
@@ -91,11 +107,14 @@ class TargetedDropout(keras.layers.Wrapper):
                 f"granularity must be one of {targeting.GRANULARITIES}. "
                 f"Received: granularity={granularity!r}"
             )
+        if not is_int(refresh_steps) or refresh_steps < 1:
+            errors.append(f"refresh_steps must be an integer >= 1. Received: refresh_steps={refresh_steps!r}")
         if errors:
             raise ValueError("; ".join(errors))
         super().__init__(layer, **kwargs)
         self.granularity = granularity
         self.seed = None if seed is None else int(seed)
+        self.refresh_steps = int(refresh_steps)
         self._initial_rates = (float(target_rate), float(drop_rate))
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
@@ -109,18 +128,47 @@ class TargetedDropout(keras.layers.Wrapper):
         self.drop_rate = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(drop_rate), trainable=False, name="drop_rate"
         )
+        if self._caches_thresholds:
+            # Every replica computes the same values from the same kernel.
+            state = dict(trainable=False, aggregation="only_first_replica")
+            units = targeting.kernel_columns(self.layer.kernel, self.depthwise).shape[1]
+            self.thresholds = self.add_weight(shape=(units,), initializer="zeros", name="thresholds", **state)
+            self.thresholds_rate = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(-1.0), name="thresholds_rate", **state
+            )
+            self.steps = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="steps", **state)
         self.built = True
 
     def call(self, inputs, training=False):
         if not training:
             return self.layer(inputs)
-        kernel = self.layer.kernel.value
-        columns = targeting.kernel_columns(kernel, depthwise=self.depthwise)
-        mask = targeting.targeted_dropout_mask(
-            columns, self.target_rate, self.drop_rate, self.granularity, self.seed_generator
+        kernel = self.layer.kernel
+        columns = targeting.kernel_columns(kernel.value, self.depthwise)
+        scores = targeting.scores(ops.stop_gradient(columns), self.granularity)
+        targeted = scores < self._thresholds(scores)
+        dropped = targeting.dropped(targeted, self.drop_rate, self.seed_generator)
+        if self.granularity == "unit":
+            dropped = dropped[None, :]
+        masked = ops.where(dropped, ops.cast(0.0, columns.dtype), columns)
+        return call_with_values(self.layer, [(kernel, targeting.columns_to_kernel(masked, kernel.shape))], inputs)
+
+    @property
+    def _caches_thresholds(self):
+        return self.granularity == "weight" and self.refresh_steps > 1
+
+    def _thresholds(self, scores):
+        count = targeting.candidate_count(self.target_rate, scores.shape[0])
+        if not self._caches_thresholds:
+            return targeting.thresholds(scores, count)
+        due = ops.logical_or(
+            ops.equal(ops.mod(self.steps.value, self.refresh_steps), 0),
+            ops.not_equal(self.thresholds_rate.value, self.target_rate.value),
         )
-        masked = targeting.columns_to_kernel(columns * mask, tf.shape(kernel))
-        return call_with_values(self.layer, [(self.layer.kernel, masked)], inputs)
+        current = ops.cond(due, lambda: targeting.thresholds(scores, count), lambda: self.thresholds.value)
+        self.thresholds.assign(current)
+        self.thresholds_rate.assign(self.target_rate.value)
+        self.steps.assign_add(ops.ones((), "int32"))
+        return current
 
     @property
     def depthwise(self):
@@ -151,5 +199,6 @@ class TargetedDropout(keras.layers.Wrapper):
             drop_rate=drop_rate,
             granularity=self.granularity,
             seed=self.seed,
+            refresh_steps=self.refresh_steps,
         )
         return config

@@ -1,8 +1,8 @@
 """Which weights or units a magnitude pruner would remove, defined once.
 
 Targeted Dropout (Gomez et al., "Learning Sparse Networks Using Targeted Dropout",
-2018) drops exactly these candidates during training, and `keras_compact.pruning`
-removes them afterwards, so both use the functions here.
+2018) drops these candidates during training, and `keras_compact.pruning` removes
+them afterwards, so both use the functions here.
 
 A kernel is viewed as *columns*: one column per output unit (Dense) or filter
 (convolutions), holding that unit's incoming weights:
@@ -11,71 +11,79 @@ A kernel is viewed as *columns*: one column per output unit (Dense) or filter
 - Conv1D/Conv2D `[..., in, filters]`: `[-1, filters]`;
 - DepthwiseConv2D `[kh, kw, channels, multiplier]`: each of the
   `channels * multiplier` output channels has `kh * kw` weights.
+
+Two kinds of selection live here. Pruning needs exact counts, ties broken by
+position (`weight_candidates`, `unit_candidates`, NumPy, run once). Training needs
+speed: `thresholds` sorts once and a candidate is a score strictly below its
+column's threshold, so a tie at the threshold leaves a column with fewer
+candidates (the paper's own rule, `norm < sort(norm)[k]`). Everything for training
+is `keras.ops`, so it runs on every Keras backend.
 """
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 GRANULARITIES = ("weight", "unit")
 
 
 def kernel_columns(kernel, depthwise=False):
     """The kernel as `[fan_in, units]` columns (see the module docstring)."""
-    kernel = tf.convert_to_tensor(kernel)
+    shape = tuple(kernel.shape)
     if depthwise:
-        shape = tf.shape(kernel)
-        return tf.reshape(kernel, [shape[0] * shape[1], shape[2] * shape[3]])
-    return tf.reshape(kernel, [-1, tf.shape(kernel)[-1]])
+        return ops.reshape(kernel, (shape[0] * shape[1], shape[2] * shape[3]))
+    return ops.reshape(kernel, (-1, shape[-1]))
 
 
 def columns_to_kernel(columns, kernel_shape):
     """Inverse of `kernel_columns` for a kernel of shape `kernel_shape`."""
-    return tf.reshape(columns, kernel_shape)
+    return ops.reshape(columns, tuple(kernel_shape))
 
 
 def candidate_count(rate, size):
-    """`floor(rate * size)`: how many of `size` items a rate targets."""
-    return tf.cast(tf.floor(tf.cast(rate, tf.float32) * tf.cast(size, tf.float32)), tf.int32)
+    """`floor(rate * size)`: how many of `size` items a rate targets (an int32 tensor)."""
+    return ops.cast(ops.floor(ops.cast(rate, "float32") * float(size)), "int32")
+
+
+def scores(columns, granularity):
+    """What the pruner ranks: |w| `[fan_in, units]` per weight, or the L2 norm `[units]` per unit."""
+    if granularity == "weight":
+        return ops.abs(columns)
+    return ops.sqrt(ops.sum(ops.square(ops.cast(columns, "float32")), axis=0))
+
+
+def thresholds(values, count):
+    """Per column of `values` (along axis 0), its `count + 1`-th smallest value.
+
+    The values strictly below it are the `count` smallest of the column (fewer if
+    some tie with it); `inf` when `count` covers the whole column. One sort.
+    """
+    size = values.shape[0]
+    ordered = ops.sort(values, axis=0)
+    picked = ops.take(ordered, ops.minimum(count, size - 1), axis=0)
+    return ops.where(count >= size, ops.cast(np.inf, picked.dtype), picked)
+
+
+def dropped(targeted, drop_rate, seed):
+    """Bool, shape of `targeted`: each targeted entry dropped with probability `drop_rate`.
+
+    `seed` is a `keras.random.SeedGenerator` or an int.
+    """
+    uniform = keras.random.uniform(ops.shape(targeted), seed=seed)
+    return ops.logical_and(targeted, uniform < ops.cast(drop_rate, uniform.dtype))
 
 
 def weight_candidates(columns, count):
-    """Bool `[fan_in, units]`: in each column, its `count` smallest |w|.
+    """Bool `[fan_in, units]` (NumPy): in each column, its `count` smallest |w|.
 
     Ties are broken by position, so every column has exactly `count` candidates.
     """
-    order = tf.argsort(tf.abs(columns), axis=0, stable=True)
-    ranks = tf.argsort(order, axis=0, stable=True)
+    order = np.argsort(np.abs(np.asarray(columns)), axis=0, kind="stable")
+    ranks = np.argsort(order, axis=0, kind="stable")
     return ranks < count
 
 
-def unit_candidates(columns, count):
-    """Bool `[units]`: the `count` columns of smallest L2 norm."""
-    norms = tf.norm(tf.cast(columns, tf.float32), axis=0)
-    ranks = tf.argsort(tf.argsort(norms, stable=True), stable=True)
+def unit_candidates(unit_scores, count):
+    """Bool `[units]` (NumPy): the `count` units of smallest score, ties broken by position."""
+    ranks = np.argsort(np.argsort(np.asarray(unit_scores), kind="stable"), kind="stable")
     return ranks < count
-
-
-def candidates(columns, rate, granularity):
-    """Bool `[fan_in, units]` candidates for a targeted fraction `rate`."""
-    fan_in, units = tf.shape(columns)[0], tf.shape(columns)[1]
-    if granularity == "weight":
-        return weight_candidates(columns, candidate_count(rate, fan_in))
-    targeted_units = unit_candidates(columns, candidate_count(rate, units))
-    return tf.broadcast_to(targeted_units[None, :], tf.shape(columns))
-
-
-def targeted_dropout_mask(columns, target_rate, drop_rate, granularity, seed):
-    """Float mask `[fan_in, units]`: 0 where a candidate is dropped, else 1.
-
-    Each candidate weight (or each candidate unit, whole) is dropped independently
-    with probability `drop_rate`; `seed` is a `keras.random.SeedGenerator` or int.
-    """
-    targeted = candidates(columns, target_rate, granularity)
-    if granularity == "weight":
-        uniform = keras.random.uniform(tf.shape(columns), seed=seed)
-    else:
-        uniform = tf.broadcast_to(
-            keras.random.uniform(tf.shape(columns)[1:], seed=seed)[None, :], tf.shape(columns)
-        )
-    dropped = tf.logical_and(targeted, uniform < tf.cast(drop_rate, uniform.dtype))
-    return 1.0 - tf.cast(dropped, columns.dtype)

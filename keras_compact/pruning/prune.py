@@ -159,7 +159,7 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
     for layer in pruned_model._flatten_layers():
         if isinstance(layer, PruningMask) and layer.layer.name in masks:
             mask = masks[layer.layer.name]
-            columns = targeting.kernel_columns(mask, _is_depthwise(layer.layer)).numpy()
+            columns = keras.ops.convert_to_numpy(targeting.kernel_columns(mask, _is_depthwise(layer.layer)))
             layer.mask.assign(mask)
             if granularity == "unit" and layer.bias_mask is not None:
                 layer.bias_mask.assign(columns.any(axis=0).astype(np.float32))
@@ -258,21 +258,21 @@ def _masks(targets, sparsity, granularity, scope):
 
 
 def _layer_mask(kernel, sparsity, granularity, depthwise):
-    columns = targeting.kernel_columns(kernel, depthwise)
+    columns = keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise))
     fan_in, units = columns.shape
     if granularity == "unit":
-        pruned = targeting.unit_candidates(columns, int(round(sparsity * units))).numpy()
+        pruned = targeting.unit_candidates(np.linalg.norm(columns, axis=0), int(round(sparsity * units)))
         keep = np.broadcast_to(~pruned[None, :], columns.shape)
     else:
         # floor(sparsity * fan_in) per unit, then the remainder of the layer's total
         # to the units whose next-smallest weight is smallest.
         per_column = int(np.floor(sparsity * fan_in))
         remainder = int(round(sparsity * fan_in * units)) - per_column * units
-        keep = ~targeting.weight_candidates(columns, per_column).numpy()
+        keep = ~targeting.weight_candidates(columns, per_column)
         if remainder > 0:
-            magnitudes = np.abs(columns.numpy())
+            magnitudes = np.abs(columns)
             next_smallest = np.where(keep, magnitudes, np.inf).min(axis=0)
             extra = np.argsort(next_smallest, kind="stable")[:remainder]
-            with_one_more = targeting.weight_candidates(columns, per_column + 1).numpy()
+            with_one_more = targeting.weight_candidates(columns, per_column + 1)
             keep[:, extra] = ~with_one_more[:, extra]
-    return targeting.columns_to_kernel(keep.astype(np.float32), kernel.shape).numpy()
+    return keep.astype(np.float32).reshape(kernel.shape)
