@@ -19,7 +19,7 @@ def clone_with(model, replace, call_function=None):
         replace: `replace(layer)` returns `None` to share `layer` unchanged with
             the copy, or `(new_layer, weights)`: a fresh, unbuilt layer and the
             values its weights get once the copy has built it (`None` keeps its
-            initial values).
+            initial values; a callable `weights(new_layer)` sets them itself).
         call_function: for a Functional `model`, what Keras's `clone_model` calls
             each (new) layer with, `call_function(layer, *args, **kwargs)`.
 
@@ -51,7 +51,9 @@ def clone_with(model, replace, call_function=None):
     extra = {} if call_function is None else {"call_function": call_function}
     copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, recursive=True, **extra)
     for layer, weights in pending:
-        if weights is not None:
+        if callable(weights):
+            weights(layer)
+        elif weights is not None:
             layer.set_weights(weights)
     return copy
 

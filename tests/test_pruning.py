@@ -149,13 +149,22 @@ def test_shrink_removes_pruned_units_with_identical_outputs(kind):
     assert widths[:-1] == [round(w / 2) for w in originals[:-1]] and widths[-1] == originals[-1]
 
 
-def test_shrink_refuses_layers_it_cannot_slice():
-    model = keras.Sequential(
-        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
-         keras.layers.Flatten(), keras.layers.Dense(2)]
-    )
-    with pytest.raises(ValueError, match="does not support layer .*BatchNormalization"):
+def test_shrink_names_the_layer_whose_units_reach_a_residual_add():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(8, activation="relu", name="branch")(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.Add(name="residual")([inputs, hidden]))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="'branch'.*reach Add 'residual', which combines several inputs"):
         shrink(prune(model, 0.5, granularity="unit").model)
+
+
+def test_shrink_names_the_layer_whose_units_branch():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(8, activation="relu", name="fork")(inputs)
+    outputs = [keras.layers.Dense(2, name="a")(hidden), keras.layers.Dense(3, name="b")(hidden)]
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match=r"'fork'.*feed 2 layers \['a', 'b'\], not one"):
+        shrink(prune(model, 0.5, granularity="unit", layers=["fork"]).model)
 
 
 def test_shrunk_model_exports_smaller_and_agrees_in_litert(tmp_path):

@@ -1,4 +1,6 @@
-"""One-shot magnitude pruning with the criterion Targeted Dropout trains for."""
+"""Pruning weights and units: one shot (`prune`), or during training (`prunable`
+with `keras_compact.callbacks.GradualPruning`), with the criterion Targeted
+Dropout trains for."""
 
 import dataclasses
 
@@ -7,50 +9,99 @@ import numpy as np
 
 from keras_compact._checks import check_rate
 from keras_compact._cloning import clone_with, fresh_copy
-from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values
+from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
+from keras_compact.pruning import _criteria, _graph
 
-_SCOPES = ("layer", "global")
+SCOPES = ("layer", "global")
+CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class PruningMask(keras.layers.Wrapper):
     """Holds a layer's pruned weights at zero: kernel (and bias) times fixed masks.
 
-    Made by `prune`; removed by `strip`, which writes the zeros into the layer.
-    Fine-tuning a model with these wrappers keeps the pruned weights at zero
-    (their gradient is zero and the forward pass never sees them). Unit pruning
-    also masks the pruned units' biases, so a pruned unit outputs `activation(0)`.
+    Made by `prune` (masks set) and `prunable` (all-ones masks, for
+    `keras_compact.callbacks.GradualPruning` to set during training); removed by
+    `strip`, which writes the zeros into a plain layer. Training a model with
+    these wrappers keeps the pruned weights at zero (their gradient is zero and
+    the forward pass never sees them). With `granularity="unit"` a unit whose
+    weights are all masked loses its bias too, so it outputs `activation(0)` and
+    `shrink` can remove it. The masks are non-trainable weights: they are saved
+    with the model.
 
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer.
+        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer, or a
+            `TargetedDropout` wrapping one (which keeps dropping in training).
+        granularity: `"weight"` or `"unit"`: what `GradualPruning` removes.
+
+    Example:
+
+    >>> layer = PruningMask(keras.layers.Dense(4))
+    >>> layer.build((None, 3))
+    >>> layer.set_mask(np.eye(3, 4, dtype=bool))
+    >>> float(np.mean(keras.ops.convert_to_numpy(layer.mask)))
+    0.25
     """
+
+    def __init__(self, layer, granularity="weight", **kwargs):
+        check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
+        if granularity not in targeting.GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
+            )
+        super().__init__(layer, **kwargs)
+        self.granularity = granularity
+
+    @property
+    def target(self):
+        """The `Dense` or convolution whose weights are masked."""
+        return self.layer.layer if isinstance(self.layer, TargetedDropout) else self.layer
 
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        self.mask = self.add_weight(
-            shape=self.layer.kernel.shape, initializer="ones", trainable=False, name="mask"
-        )
+        target = self.target
+        self.mask = self.add_weight(shape=target.kernel.shape, initializer="ones", trainable=False, name="mask")
         self.bias_mask = (
-            self.add_weight(shape=self.layer.bias.shape, initializer="ones", trainable=False, name="bias_mask")
-            if self.layer.use_bias
+            self.add_weight(shape=target.bias.shape, initializer="ones", trainable=False, name="bias_mask")
+            if target.use_bias
             else None
         )
         self.built = True
 
     def masked_values(self):
         """`(variable, masked value)` pairs of the kernel and, if any, the bias."""
-        pairs = [(self.layer.kernel, self.layer.kernel.value * self.mask.value)]
+        target = self.target
+        pairs = [(target.kernel, target.kernel.value * self.mask.value)]
         if self.bias_mask is not None:
-            pairs.append((self.layer.bias, self.layer.bias.value * self.bias_mask.value))
+            pairs.append((target.bias, target.bias.value * self.bias_mask.value))
         return pairs
 
-    def call(self, inputs):
-        return call_with_values(self.layer, self.masked_values(), inputs)
+    def set_mask(self, keep):
+        """Keeps the kernel's weights where `keep` (a kernel-shaped bool array) is true.
+
+        With `granularity="unit"`, a unit that keeps no weight loses its bias too.
+        The pruned weights are set to zero in the layer as well (as tfmot does),
+        so a weight a later mask keeps again starts from zero.
+        """
+        keep = np.asarray(keep, bool).reshape(self.mask.shape)
+        self.mask.assign(keep.astype(self.mask.dtype))
+        if self.bias_mask is not None:
+            alive = _columns(keep, self.target).any(axis=0)
+            self.bias_mask.assign(alive if self.granularity == "unit" else np.ones_like(alive))
+        for variable, value in self.masked_values():
+            variable.assign(value)
+
+    def call(self, inputs, training=None):
+        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
+        return call_with_values(self.layer, self.masked_values(), inputs, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "granularity": self.granularity}
 
 
 @dataclasses.dataclass
@@ -94,34 +145,58 @@ class PruningReport:
         return "\n".join(rows)
 
 
-def prune(model, sparsity, granularity="weight", scope=None, layers=None):
-    """Prunes the least important weights (or units) of `model`, one shot.
+def prune(model, sparsity, granularity="weight", scope=None, layers=None, criterion="magnitude", data=None,
+          merge=False):
+    """Prunes the least important weights (or units) of a copy of `model`, one shot.
 
-    The criterion is the one `TargetedDropout` targets: per output unit the
-    smallest |w| of its incoming weights (`granularity="weight"`), or the units
-    whose weight column has the smallest L2 norm (`"unit"`). Each pruned layer
-    reaches exactly `round(sparsity * kernel.size)` zeros (weights: after
-    `floor(sparsity * fan_in)` per unit, the remainder goes to the units whose
-    next-smallest weight is smallest) or `round(sparsity * units)` zero units.
-    Biases are not pruned, except those of pruned units (`"unit"`), so that
-    `shrink` can remove the units exactly.
+    `granularity="weight"` removes, per output unit, the smallest |w| of its
+    incoming weights: the criterion `TargetedDropout` targets. Each pruned layer
+    reaches exactly `round(sparsity * kernel.size)` zeros (`floor(sparsity *
+    fan_in)` per unit, the remainder to the units whose next-smallest weight is
+    smallest); `scope="global"` uses one threshold over all layers instead.
 
-    Every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` (also inside a
-    `TargetedDropout`, which is replaced) gets a `PruningMask` wrapper, so the
-    returned model can be fine-tuned with its zeros held at zero; `strip` then
-    leaves plain layers. The returned model shares its layers (and weights) with
-    `model`, whose kernels now hold the zeros too.
+    `granularity="unit"` removes `round(sparsity * units)` whole units (filters)
+    per layer, chosen by `criterion`:
+
+    - `"magnitude"`: the smallest L2 norm of the unit's incoming weights (data-free);
+    - `"onorm"`: the smallest mean |activation| over `data` (He, Fan, Tian, Huang,
+      "Reshaping deep neural network for fast decoding by node-pruning", 2014);
+    - `"taylor"`: the smallest mean |activation x d loss / d activation| over
+      `data=(x, y)` (Molchanov, Tyree, Karras, Aila, Kautz, "Pruning Convolutional
+      Neural Networks for Resource Efficient Inference", 2017); the model must be
+      compiled with its loss;
+    - `"similarity"`: data-free: repeatedly the unit whose incoming weights (and
+      bias) are closest to another unit's, weighted by its outgoing weights'
+      norm; the other unit's outgoing weights absorb its own (Srinivas & Babu,
+      "Data-free parameter pruning for deep neural networks", 2015).
+
+    `merge=True` then refits the layer reading the pruned units on `data` by least
+    squares: its new weights reproduce, from the units kept, the inputs it had in
+    the unpruned network, so its pre-activations match it without fine-tuning
+    (the reweighting of Mariet & Sra, "Diversity Networks", 2016). Layers are
+    pruned in order, each refit on the already pruned layers before it.
+    Similarity and merging change the reading layer, so they need a layer that
+    `shrink` could shrink (one reader, through channel-wise layers).
+
+    Biases are not pruned, except those of pruned units. Every `Dense`, `Conv1D`,
+    `Conv2D` and `DepthwiseConv2D` pruned (also inside a `TargetedDropout`,
+    which is left out) gets a `PruningMask`, so the returned model can be
+    fine-tuned with its zeros held at zero; `strip` then leaves plain layers and
+    `shrink` removes pruned units. `model` itself is never changed.
 
     Args:
         model: a functional or Sequential Keras model.
         sparsity: the fraction to prune, in [0, 1].
         granularity: `"weight"` or `"unit"`.
         scope: `None` or `"layer"` (every layer pruned to `sparsity`), or
-            `"global"` (`"weight"` only: one magnitude threshold over all layers,
-            so the total reaches `sparsity` and layers differ).
+            `"global"` (`"weight"` only).
         layers: names of the layers to prune (default: every supported layer;
             for `"unit"`, every one but those computing a model output, whose
             units are the classes).
+        criterion: how units are ranked (above); weights are ranked by |w|.
+        data: examples `x` (one input array), or `(x, y)`; needed by `"onorm"`,
+            `"taylor"` (with `y`) and `merge=True`.
+        merge: whether to refit the readers of pruned units on `data`.
 
     Returns:
         A `PruningReport` with `.model` and `.layers`.
@@ -133,48 +208,62 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None):
     >>> report = prune(model, 0.9)
     >>> [(layer.weights, layer.zeros) for layer in report.layers]
     [(2048, 1843), (320, 288)]
+    >>> x = np.random.default_rng(0).normal(size=(256, 64)).astype("float32")
+    >>> merged = prune(model, 0.5, granularity="unit", criterion="onorm", data=x, merge=True)
+    >>> [layer.pruned_units for layer in merged.layers]
+    [16]
     >>> export_model = strip(report.model)
     """
-    check_rate("sparsity", sparsity)
+    scope = _check_arguments(sparsity, granularity, scope, criterion, merge)
+    x, y = _criteria.examples(model, data, criterion, merge)
+    targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
+    copy = _masked_copy(model, targets, granularity, keep_dropout=False)
+    masks = {
+        layer.target.name: layer
+        for layer in copy._flatten_layers()
+        if isinstance(layer, PruningMask) and layer.target.name in targets
+    }
+    if granularity == "weight":
+        for name, keep in weight_keep(masks, sparsity, scope).items():
+            masks[name].set_mask(keep)
+    else:
+        _prune_units(model, copy, masks, sparsity, criterion, x, y, merge)
+    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in masks.values()])
+
+
+def prunable(model, layers=None, granularity="weight"):
+    """A copy of `model` ready for pruning during training: masks of ones.
+
+    Wraps every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` (also one
+    inside a `TargetedDropout`, which keeps dropping) of a functional,
+    Sequential or nested model in a `PruningMask` whose masks keep everything;
+    `keras_compact.callbacks.GradualPruning` then raises the sparsity during
+    `fit`. Layers already wrapped keep their masks. `model` is not changed.
+    Compile the returned model (it has fresh layers holding `model`'s weights).
+
+    Args:
+        model: a functional or Sequential Keras model.
+        layers: names of the layers to wrap (default: every supported layer;
+            for `"unit"`, every one but those computing a model output).
+        granularity: `"weight"` or `"unit"`: what `GradualPruning` removes.
+
+    Returns:
+        The new model.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+    ...                           keras.layers.Dense(2)])
+    >>> ready = prunable(model)
+    >>> [type(layer).__name__ for layer in ready.layers]
+    ['PruningMask', 'PruningMask']
+    """
     if granularity not in targeting.GRANULARITIES:
         raise ValueError(
             f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
         )
-    scope = "layer" if scope is None else scope
-    if scope not in _SCOPES:
-        raise ValueError(f"scope must be None or one of {_SCOPES}. Received: scope={scope!r}")
-    if scope == "global" and granularity != "weight":
-        raise ValueError("scope='global' ranks weights across layers; it needs granularity='weight'.")
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
-    masks = _masks(targets, sparsity, granularity, scope)
-
-    def wrap(layer):
-        inner = layer.layer if isinstance(layer, TargetedDropout) else layer
-        if inner.name not in masks:
-            return layer
-        return PruningMask(inner, name=f"{inner.name}_pruned")
-
-    pruned_model = keras.models.clone_model(model, clone_function=wrap)
-    report = []
-    for layer in pruned_model._flatten_layers():
-        if isinstance(layer, PruningMask) and layer.layer.name in masks:
-            mask = masks[layer.layer.name]
-            columns = keras.ops.convert_to_numpy(targeting.kernel_columns(mask, _is_depthwise(layer.layer)))
-            layer.mask.assign(mask)
-            if granularity == "unit" and layer.bias_mask is not None:
-                layer.bias_mask.assign(columns.any(axis=0).astype(np.float32))
-            for variable, value in layer.masked_values():
-                variable.assign(value)
-            report.append(
-                LayerPruning(
-                    name=layer.layer.name,
-                    weights=int(mask.size),
-                    zeros=int(mask.size - np.count_nonzero(mask)),
-                    units=columns.shape[1],
-                    pruned_units=int(np.sum(~columns.any(axis=0))),
-                )
-            )
-    return PruningReport(model=pruned_model, layers=report)
+    return _masked_copy(model, targets, granularity, keep_dropout=True)
 
 
 def strip(model):
@@ -200,30 +289,113 @@ def strip(model):
 def stripped_replacement(layer):
     """`clone_with`'s choice for `strip` (and the export's lowered copy): wrappers out, the rest shared."""
     if isinstance(layer, PruningMask):
-        masked = {id(variable): value for variable, value in layer.masked_values()}
-        weights = [np.asarray(masked.get(id(v), v.value)) for v in layer.layer.weights]
-        return fresh_copy(layer.layer), weights
+        target = layer.target
+        return fresh_copy(target), _masked_weights(layer, target)
     if isinstance(layer, TargetedDropout):
         return layer.layer, None
     return None
+
+
+def masked_kernel(layer):
+    """A `PruningMask`'s kernel with its mask applied, as NumPy."""
+    return keras.ops.convert_to_numpy(layer.masked_values()[0][1])
+
+
+def weight_keep(masks, sparsity, scope):
+    """`{name: kernel-shaped bool}`: the weights magnitude pruning keeps, by `prune`'s exact counts.
+
+    `masks` maps names to `PruningMask` layers; their masked kernels are ranked,
+    so weights pruned before stay pruned."""
+    kernels = {name: masked_kernel(layer) for name, layer in masks.items()}
+    if scope == "global":
+        magnitudes = np.concatenate([np.abs(kernel).ravel() for kernel in kernels.values()])
+        order = np.argsort(magnitudes, kind="stable")
+        keep = np.ones(magnitudes.size, bool)
+        keep[order[: int(round(sparsity * magnitudes.size))]] = False
+        result, offset = {}, 0
+        for name, kernel in kernels.items():
+            result[name] = keep[offset : offset + kernel.size].reshape(kernel.shape)
+            offset += kernel.size
+        return result
+    return {name: _layer_keep(kernel, sparsity, masks[name].target) for name, kernel in kernels.items()}
+
+
+def unit_keep(layer, pruned):
+    """The kernel-shaped bool keep-mask of `layer` (a `PruningMask`) without the `pruned` units."""
+    columns = _columns(np.ones(layer.mask.shape, bool), layer.target)
+    columns[:, np.asarray(pruned, bool)] = False
+    return columns.reshape(layer.mask.shape)
+
+
+def _check_arguments(sparsity, granularity, scope, criterion, merge):
+    check_rate("sparsity", sparsity)
+    if granularity not in targeting.GRANULARITIES:
+        raise ValueError(
+            f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
+        )
+    scope = "layer" if scope is None else scope
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be None or one of {SCOPES}. Received: scope={scope!r}")
+    if scope == "global" and granularity != "weight":
+        raise ValueError("scope='global' ranks weights across layers; it needs granularity='weight'.")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}. Received: criterion={criterion!r}")
+    if merge not in (True, False):
+        raise ValueError(f"merge must be True or False. Received: merge={merge!r}")
+    if granularity == "weight" and (criterion != "magnitude" or merge):
+        chosen = f"criterion={criterion!r}" if criterion != "magnitude" else "merge=True"
+        raise ValueError(f"{chosen} chooses whole units; use it with granularity='unit'.")
+    return scope
 
 
 def _is_depthwise(layer):
     return isinstance(layer, keras.layers.DepthwiseConv2D)
 
 
+def _columns(kernel, layer):
+    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, _is_depthwise(layer))))
+
+
+def _masked_weights(layer, wrapped):
+    """`wrapped`'s weights as NumPy, with `layer`'s masks applied when it is a `PruningMask`."""
+    masked = {id(v): value for v, value in layer.masked_values()} if isinstance(layer, PruningMask) else {}
+    return [keras.ops.convert_to_numpy(masked.get(id(v), v.value)) for v in wrapped.weights]
+
+
+def _masked_copy(model, targets, granularity, keep_dropout):
+    """A copy of `model` with fresh layers, each target in a `PruningMask` of all-ones masks."""
+
+    def replace(layer):
+        inner = _graph.core(layer)
+        if isinstance(layer, PruningMask) and (keep_dropout or inner.name not in targets):
+            return fresh_copy(layer), layer.get_weights()
+        if inner.name in targets and isinstance(inner, SUPPORTED_LAYERS):
+            wrapped = layer.layer if isinstance(layer, PruningMask) else layer
+            if not keep_dropout:
+                wrapped = inner
+            values = _masked_weights(layer, wrapped)
+            mask = PruningMask(fresh_copy(wrapped), granularity=granularity, name=f"{inner.name}_pruned")
+            return mask, lambda built: built.layer.set_weights(values)
+        if layer.weights:
+            return fresh_copy(layer), layer.get_weights()
+        return None
+
+    return clone_with(model, replace)
+
+
 def _prunable(model, names, skip_outputs):
-    """Prunable layers by name; with `skip_outputs`, not those computing a model output
-    (removing units there would remove classes)."""
-    outputs = {id(tensor) for tensor in model.outputs}
+    """Prunable layers (nested models included) by name; with `skip_outputs`, not
+    those computing a model output (removing units there would remove classes)."""
+    outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
+    at_output = {_graph.core(layer).name for layer in model.layers if _output_of(layer) in outputs}
     found = {}
-    for layer in model.layers:
-        inner = layer.layer if isinstance(layer, (TargetedDropout, PruningMask)) else layer
-        if skip_outputs and id(layer.output) in outputs:
-            continue
-        if isinstance(inner, SUPPORTED_LAYERS) and inner.built:
+    for layer in model._flatten_layers(include_self=False):
+        inner = _graph.core(layer)
+        if isinstance(inner, SUPPORTED_LAYERS) and inner.built and not (skip_outputs and inner.name in at_output):
             found.setdefault(inner.name, inner)
     if names is not None:
+        if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"layers must be a list of layer names. Received: layers={names!r}")
         unknown = sorted(set(names) - set(found))
         if unknown:
             raise ValueError(
@@ -238,41 +410,54 @@ def _prunable(model, names, skip_outputs):
     return found
 
 
-def _masks(targets, sparsity, granularity, scope):
-    if scope == "global":
-        magnitudes = np.concatenate([np.abs(np.asarray(l.kernel.value)).ravel() for l in targets.values()])
-        count = int(round(sparsity * magnitudes.size))
-        order = np.argsort(magnitudes, kind="stable")
-        keep = np.ones(magnitudes.size, np.float32)
-        keep[order[:count]] = 0.0
-        masks, offset = {}, 0
-        for name, layer in targets.items():
-            size = int(np.prod(layer.kernel.shape))
-            masks[name] = keep[offset : offset + size].reshape(layer.kernel.shape)
-            offset += size
-        return masks
-    return {
-        name: _layer_mask(np.asarray(layer.kernel.value), sparsity, granularity, _is_depthwise(layer))
-        for name, layer in targets.items()
-    }
+def _output_of(layer):
+    try:
+        return id(layer.output)
+    except (AttributeError, ValueError):  # called more than once, or never
+        return None
 
 
-def _layer_mask(kernel, sparsity, granularity, depthwise):
-    columns = keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise))
+def _layer_keep(kernel, sparsity, layer):
+    columns = _columns(kernel, layer)
     fan_in, units = columns.shape
-    if granularity == "unit":
-        pruned = targeting.unit_candidates(np.linalg.norm(columns, axis=0), int(round(sparsity * units)))
-        keep = np.broadcast_to(~pruned[None, :], columns.shape)
-    else:
-        # floor(sparsity * fan_in) per unit, then the remainder of the layer's total
-        # to the units whose next-smallest weight is smallest.
-        per_column = int(np.floor(sparsity * fan_in))
-        remainder = int(round(sparsity * fan_in * units)) - per_column * units
-        keep = ~targeting.weight_candidates(columns, per_column)
-        if remainder > 0:
-            magnitudes = np.abs(columns)
-            next_smallest = np.where(keep, magnitudes, np.inf).min(axis=0)
-            extra = np.argsort(next_smallest, kind="stable")[:remainder]
-            with_one_more = targeting.weight_candidates(columns, per_column + 1)
-            keep[:, extra] = ~with_one_more[:, extra]
-    return keep.astype(np.float32).reshape(kernel.shape)
+    # floor(sparsity * fan_in) per unit, then the remainder of the layer's total
+    # to the units whose next-smallest weight is smallest.
+    per_column = int(np.floor(sparsity * fan_in))
+    remainder = int(round(sparsity * fan_in * units)) - per_column * units
+    keep = ~targeting.weight_candidates(columns, per_column)
+    if remainder > 0:
+        next_smallest = np.where(keep, np.abs(columns), np.inf).min(axis=0)
+        extra = np.argsort(next_smallest, kind="stable")[:remainder]
+        with_one_more = targeting.weight_candidates(columns, per_column + 1)
+        keep[:, extra] = ~with_one_more[:, extra]
+    return keep.reshape(kernel.shape)
+
+
+def _prune_units(model, copy, masks, sparsity, criterion, x, y, merge):
+    scores = {}
+    if criterion != "similarity":
+        scores = _criteria.unit_scores(criterion, model, copy, masks, x, y)
+    chains = _criteria.chains_for(copy, masks, criterion, merge)
+    originals = _graph.chains(model) if merge else {}
+    for name, layer in masks.items():
+        units = _columns(masked_kernel(layer), layer.target).shape[1]
+        count = int(round(sparsity * units))
+        if criterion == "similarity":
+            pruned = _criteria.similar_units(layer, chains[name], count)
+        else:
+            pruned = targeting.unit_candidates(scores[name], count)
+        if merge:
+            _criteria.merge(model, originals[name], copy, chains[name], pruned, x)
+        layer.set_mask(unit_keep(layer, pruned))
+
+
+def _layer_report(layer):
+    mask = keras.ops.convert_to_numpy(layer.mask)
+    columns = _columns(mask, layer.target)
+    return LayerPruning(
+        name=layer.target.name,
+        weights=int(mask.size),
+        zeros=int(mask.size - np.count_nonzero(mask)),
+        units=columns.shape[1],
+        pruned_units=int(np.sum(~columns.any(axis=0))),
+    )

@@ -1,0 +1,212 @@
+"""How `prune` ranks units (magnitude, onorm, taylor, similarity) and merges them.
+
+Every function here works on `prune`'s copy of the model, never on the user's.
+"""
+
+import keras
+import numpy as np
+
+from keras_compact._cloning import as_functional
+from keras_compact.ops import targeting
+from keras_compact.pruning import _graph
+
+_BATCH = 512
+
+
+def examples(model, data, criterion, merge):
+    """`(x, y)` from `prune`'s `data`, checked against `model`'s input; `(None, None)` when unused."""
+    needs = criterion in ("onorm", "taylor") or merge
+    what = "merge=True" if merge and criterion not in ("onorm", "taylor") else f"criterion={criterion!r}"
+    if data is None:
+        if needs:
+            wanted = "data=(x, y)" if criterion == "taylor" else "data=x or data=(x, y)"
+            raise ValueError(f"{what} works on examples: pass {wanted}. Received: data=None")
+        return None, None
+    if not needs:
+        raise ValueError(
+            f"data is used by criterion='onorm' or 'taylor' and by merge=True; with criterion={criterion!r} "
+            "and merge=False it would be ignored. Leave data out, or choose one of those."
+        )
+    x, y = data if isinstance(data, tuple) and len(data) == 2 else (data, None)
+    if criterion == "taylor" and y is None:
+        raise ValueError("criterion='taylor' differentiates the loss: pass data=(x, y), labels included.")
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"{what} takes data for a model with one input; {model.name!r} has {len(model.inputs)}."
+        )
+    x = np.asarray(x)
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != len(expected) + 1 or any(e is not None and e != g for e, g in zip(expected, x.shape[1:])):
+        raise ValueError(
+            f"data's examples must have the model's input shape {expected}. Received: data with x of shape "
+            f"{x.shape}"
+        )
+    if len(x) == 0:
+        raise ValueError("data has no examples. Received: data with x of shape {x.shape}")
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"data's x and y differ in length: {len(x)} and {len(y)}.")
+    return x, y
+
+
+def unit_scores(criterion, model, copy, masks, x, y):
+    """`{name: [units]}` scores for `criterion`; the smallest are pruned."""
+    if criterion == "magnitude":
+        return {
+            name: np.linalg.norm(_columns(layer), axis=0) for name, layer in masks.items()
+        }
+    nested = [name for name, layer in masks.items() if layer not in copy.layers]
+    if nested:
+        raise ValueError(
+            f"criterion={criterion!r} reads the activations of the model's own layers; {nested} are inside a "
+            "nested model. Prune the nested model itself, or choose criterion='magnitude'."
+        )
+    graph = as_functional(copy)
+    probe = keras.Model(graph.inputs[0], [layer.output for layer in masks.values()] + [graph.outputs[0]])
+    totals = [0.0] * len(masks)
+    if criterion == "onorm":
+        for start in range(0, len(x), _BATCH):
+            values = probe(x[start : start + _BATCH], training=False)[:-1]
+            for index, value in enumerate(values):
+                totals[index] = totals[index] + _per_unit_sum(np.abs(keras.ops.convert_to_numpy(value)))
+    else:
+        totals = _taylor_totals(model, probe, x, y, len(masks))
+    return {name: np.asarray(total) / len(x) for name, total in zip(masks, totals)}
+
+
+def _taylor_totals(model, probe, x, y, count):
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "criterion='taylor' differentiates with TensorFlow; it needs the TensorFlow backend. "
+            f"Received: backend {keras.backend.backend()!r}"
+        )
+    import tensorflow as tf
+
+    loss = getattr(model, "loss", None)
+    loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if not callable(loss):
+        raise ValueError(
+            f"criterion='taylor' differentiates the model's loss: compile {model.name!r} with one loss first "
+            f"(model.compile(loss=...)). Received: model.loss={getattr(model, 'loss', None)!r}"
+        )
+    totals = [0.0] * count
+    for start in range(0, len(x), _BATCH):
+        batch_x, batch_y = x[start : start + _BATCH], y[start : start + _BATCH]
+        with tf.GradientTape() as tape:
+            values = probe(batch_x, training=False)
+            # Summed over the batch, so each example's gradient counts whole.
+            total = loss(batch_y, values[-1]) * len(batch_x)
+        gradients = tape.gradient(total, values[:-1])
+        for index, (value, gradient) in enumerate(zip(values[:-1], gradients)):
+            product = (value * gradient).numpy()
+            # Molchanov et al.: |mean over positions|, then the mean over examples.
+            per_example = product.reshape(len(product), -1, product.shape[-1]).mean(axis=1)
+            totals[index] = totals[index] + np.abs(per_example).sum(axis=0)
+    return totals
+
+
+def _per_unit_sum(values):
+    """Sum over examples of each unit's mean over positions."""
+    return values.reshape(len(values), -1, values.shape[-1]).mean(axis=1).sum(axis=0)
+
+
+def _columns(layer):
+    from keras_compact.pruning.prune import masked_kernel
+
+    kernel = masked_kernel(layer)
+    depthwise = isinstance(layer.target, keras.layers.DepthwiseConv2D)
+    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise)))
+
+
+def chains_for(copy, masks, criterion, merge):
+    """`{name: Chain}` for similarity and merging, which change the layer reading the units."""
+    if not (merge or criterion == "similarity"):
+        return {}
+    found = _graph.chains(copy)
+    what = "criterion='similarity'" if criterion == "similarity" else "merge=True"
+    result = {}
+    for name in masks:
+        chain = found.get(name, f"{name!r} is inside a nested model")
+        if not isinstance(chain, _graph.Chain):  # a Blocked, or a nested layer
+            raise ValueError(
+                f"{what} changes the layer that reads the pruned units, but {chain}. "
+                "Leave this layer out with layers=[...]."
+            )
+        result[name] = chain
+    return result
+
+
+def similar_units(layer, chain, count):
+    """Srinivas & Babu's data-free choice: bool `[units]` of the `count` units
+    removed; each one's outgoing weights are added to its nearest kept twin's."""
+    incoming = _columns(layer)
+    if layer.target.use_bias:
+        incoming = np.vstack([incoming, keras.ops.convert_to_numpy(layer.masked_values()[1][1])[None, :]])
+    incoming = incoming.astype(np.float64)
+    consumer = _graph.core(chain.consumer)
+    rows = chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel))
+    outgoing = np.moveaxis(rows, -2, 0).astype(np.float64)  # [units, ...]
+    squares = np.sum(incoming**2, axis=0)
+    distances = np.maximum(squares[:, None] + squares[None, :] - 2 * incoming.T @ incoming, 0.0)
+    alive = np.ones(len(squares), bool)
+    for _ in range(count):
+        if alive.sum() == 1:
+            alive[:] = False
+            break
+        weight = np.sum(outgoing.reshape(len(alive), -1) ** 2, axis=1)
+        saliency = distances * weight[None, :]  # [kept twin i, removed j]
+        np.fill_diagonal(saliency, np.inf)
+        saliency[~alive, :] = np.inf
+        saliency[:, ~alive] = np.inf
+        twin, removed = np.unravel_index(np.argmin(saliency), saliency.shape)
+        outgoing[twin] += outgoing[removed]
+        outgoing[removed] = 0.0
+        alive[removed] = False
+    rows = np.moveaxis(outgoing, 0, -2).astype(rows.dtype)
+    consumer.kernel.assign(chain.consumer_kernel(rows))
+    return ~alive
+
+
+def merge(model, original, copy, chain, pruned, x):
+    """Refits `chain`'s consumer in `copy` by least squares (Mariet & Sra's reweighting).
+
+    From the kept units' values in `copy`, the consumer's new weights rebuild the
+    inputs it had in the unpruned `model` (its `original` chain): with the
+    consumer's linear map after them, that is the least-squares fit of the
+    unpruned pre-activations. The pruned units' rows become zero.
+    """
+    consumer = _graph.core(chain.consumer)
+    kept = ~np.asarray(pruned, bool)
+    flattened = isinstance(consumer, keras.layers.Dense) and chain.positions > 1
+    kept_features = np.tile(kept, chain.positions) if flattened else kept
+    current = keras.Model(as_functional(copy).inputs[0], chain.tensor)
+    target = keras.Model(as_functional(model).inputs[0], original.tensor)
+    gram, cross = 0.0, 0.0
+    for start in range(0, len(x), _BATCH):
+        batch = x[start : start + _BATCH]
+        design = _features(current(batch, training=False), flattened)[:, kept_features]
+        if consumer.use_bias:
+            design = np.hstack([design, np.ones((len(design), 1))])
+        wanted = _features(target(batch, training=False), flattened)
+        gram = gram + design.T @ design
+        cross = cross + design.T @ wanted
+    solution = np.linalg.lstsq(gram, cross, rcond=None)[0]  # [kept (+1), features]
+    kernel = keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64)
+    new_kernel = np.zeros_like(kernel)
+    if isinstance(consumer, keras.layers.Dense):
+        new_kernel[kept_features] = solution[: kept_features.sum()] @ kernel
+        spread = solution[kept_features.sum():] @ kernel if consumer.use_bias else None
+    else:
+        new_kernel[..., kept, :] = np.einsum("kc,...co->...ko", solution[: kept.sum()], kernel)
+        spread = np.einsum("c,...co->o", solution[-1], kernel) if consumer.use_bias else None
+    consumer.kernel.assign(new_kernel.astype(np.float32))
+    if spread is not None:
+        bias = keras.ops.convert_to_numpy(consumer.bias)
+        consumer.bias.assign((bias + np.ravel(spread)).astype(np.float32))
+
+
+def _features(values, flattened):
+    """`[samples, features]` float64: flattened inputs whole, otherwise positions as samples."""
+    values = np.asarray(keras.ops.convert_to_numpy(values), np.float64)
+    return values.reshape(len(values), -1) if flattened else values.reshape(-1, values.shape[-1])

@@ -1,0 +1,200 @@
+"""Where a layer's units go: the one-consumer chains that unit pruning edits.
+
+Removing (`shrink`), merging (`prune(..., merge=True)`, `criterion="similarity"`)
+or adding (`grow`) a unit of a `Dense`/`Conv1D`/`Conv2D` layer changes the layer
+that reads it, so each needs the path from the unit to that reader: through
+layers that act on each channel on its own (activations, dropout,
+`BatchNormalization`, pooling, at most one `Flatten`) to exactly one `Dense` or
+convolution. A `Chain` is that path; where there is none (a branch, a residual
+add, a model output), the reason says why, in words a `ValueError` can quote.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_compact._cloning import as_functional, is_graph_model
+from keras_compact.layers.targeted_dropout import TargetedDropout
+
+RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
+# Layers that act on each channel (the last axis) on its own.
+CHANNELWISE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,  # checked below: only elementwise ones pass
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.BatchNormalization,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+)
+# After a Flatten, channels are spread over positions: only elementwise layers keep them apart.
+_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                keras.layers.Dropout, keras.layers.GaussianNoise)
+
+
+def core(layer):
+    """The `Dense`/convolution inside `PruningMask` and `TargetedDropout` wrappers (or `layer`)."""
+    # PruningMask is known by its method: it is defined in prune.py, which imports this module.
+    while isinstance(layer, TargetedDropout) or hasattr(layer, "masked_values"):
+        layer = layer.layer
+    return layer
+
+
+@dataclasses.dataclass
+class Chain:
+    """A resizable layer's units, up to the one layer that reads them.
+
+    `producer` and `consumer` are the graph's layers (wrappers included);
+    `between` the channel-wise layers in order; `positions` how many positions a
+    `Flatten` among them spreads each channel over (1 without one); `tensor` the
+    consumer's input.
+    """
+
+    producer: keras.layers.Layer
+    between: list
+    consumer: keras.layers.Layer
+    positions: int
+    tensor: object
+
+    def consumer_rows(self, kernel):
+        """The consumer's kernel with the producer's channels on axis -2."""
+        if isinstance(core(self.consumer), keras.layers.Dense):
+            return kernel.reshape(self.positions, -1, kernel.shape[-1])
+        return kernel
+
+    def consumer_kernel(self, rows):
+        """Inverse of `consumer_rows`."""
+        if isinstance(core(self.consumer), keras.layers.Dense):
+            return rows.reshape(-1, rows.shape[-1])
+        return rows
+
+
+@dataclasses.dataclass
+class Blocked:
+    """Why a resizable layer's units have no `Chain`; `output` when they are (or reach) a model output."""
+
+    reason: str
+    output: bool = False
+
+    def __str__(self):
+        return self.reason
+
+
+def chains(model):
+    """`{producer core name: Chain or Blocked}` for every resizable layer of `model`'s own graph."""
+    graph = as_functional(model)
+    readers, calls = {}, {}
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+            for tensor in node.arguments.keras_tensors:
+                readers.setdefault(id(tensor), []).append(node)
+    outputs = {id(tensor) for tensor in keras.tree.flatten(graph.outputs)}
+    found = {}
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            inner = core(node.operation)
+            if isinstance(inner, RESIZABLE):
+                if calls[id(node.operation)] > 1:
+                    found[inner.name] = Blocked(f"{inner.name!r} is called more than once in the model")
+                else:
+                    found[inner.name] = _follow(node, readers, outputs, calls)
+    return found
+
+
+def nested_models(model):
+    """Names of the graph models nested in `model` (their units are not in `model`'s graph)."""
+    return [layer.name for layer in model.layers if is_graph_model(layer) or isinstance(layer, keras.Model)]
+
+
+def _follow(node, readers, outputs, calls):
+    producer, tensor = node.operation, node.outputs[0]
+    name = core(producer).name
+    if getattr(core(producer), "data_format", "channels_last") != "channels_last":
+        return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
+    if not _elementwise(core(producer).activation):
+        return Blocked(f"the activation of {name!r} mixes its units")
+    between, positions = [], 1
+    while True:
+        if id(tensor) in outputs:
+            return Blocked(f"the units of {name!r} are a model output", output=True)
+        nodes = readers.get(id(tensor), [])
+        if len(nodes) != 1:
+            names = sorted(node.operation.name for node in nodes)
+            return Blocked(f"the units of {name!r} feed {len(nodes)} layers {names}, not one")
+        node = nodes[0]
+        layer = node.operation
+        if len(node.arguments.keras_tensors) != 1:
+            return Blocked(
+                f"the units of {name!r} reach {type(layer).__name__} {layer.name!r}, which combines several inputs"
+            )
+        if calls[id(layer)] > 1:
+            return Blocked(f"the units of {name!r} reach {layer.name!r}, which is called more than once")
+        inner = core(layer)
+        if isinstance(inner, RESIZABLE):
+            if positions > 1 and not isinstance(inner, keras.layers.Dense):
+                return Blocked(f"the units of {name!r} are flattened into {type(inner).__name__} {inner.name!r}")
+            if getattr(inner, "data_format", "channels_last") != "channels_last":
+                return Blocked(f"{inner.name!r} is channels_first; only channels_last layers are resized")
+            return Chain(producer, between, layer, positions, tensor)
+        reason = _not_channelwise(layer, tensor, flattened=positions > 1 or any(
+            isinstance(b, keras.layers.Flatten) for b in between))
+        if reason:
+            return Blocked(f"the units of {name!r} reach {reason}")
+        if isinstance(layer, keras.layers.Flatten):
+            positions = math.prod(tensor.shape[1:-1])
+        between.append(layer)
+        tensor = node.outputs[0]
+
+
+def _not_channelwise(layer, tensor, flattened):
+    described = f"{type(layer).__name__} {layer.name!r}"
+    if isinstance(layer, keras.layers.Flatten):
+        if flattened:
+            return f"a second Flatten {layer.name!r}"
+        if any(size is None for size in tensor.shape[1:]):
+            return f"{described} with an unknown input shape {tensor.shape}"
+        return None
+    allowed = _ELEMENTWISE if flattened else CHANNELWISE
+    if not isinstance(layer, allowed):
+        return f"{described}, which is not channel-wise"
+    if isinstance(layer, keras.layers.BatchNormalization) and layer.axis not in (-1, len(tensor.shape) - 1):
+        return f"{described}, which normalises axis {layer.axis}, not the channels"
+    if isinstance(layer, keras.layers.Softmax) or (
+        isinstance(layer, keras.layers.Activation) and not _elementwise(layer.activation)
+    ):
+        return f"{described}, which mixes channels"
+    return None
+
+
+def _elementwise(activation):
+    """Whether `activation`'s output at one position ignores the others (softmax does not)."""
+    probe = np.array([[0.0, 1.0]], np.float32)
+    moved = np.array([[0.0, -1.0]], np.float32)
+    first = lambda x: float(keras.ops.convert_to_numpy(activation(x))[0, 0])  # noqa: E731
+    return first(probe) == first(moved)
+
+
+def constants(chain, channels):
+    """The value each channel of the consumer's input takes when the producer's
+    unit outputs `activation(0)`: a NumPy vector of `channels` values."""
+    producer = core(chain.producer)
+    shape = [1] + [8 if size is None else size for size in chain.producer.output.shape[1:-1]] + [channels]
+    value = producer.activation(keras.ops.zeros(shape))
+    for layer in chain.between:
+        value = layer(value, training=False)
+    # Flattened or not, the first `channels` values are the first position's channels.
+    return keras.ops.convert_to_numpy(value).reshape(-1)[:channels]
