@@ -63,6 +63,11 @@ LAYER_CASES = [
     ),
     LayerCase("pruning_mask", lambda: PruningMask(keras.layers.Dense(8)), _dense_input, lambda: _X, (5, 8), "float32", 2, 2),
     LayerCase(
+        "pruning_mask_of_targeted_dropout_units",
+        lambda: PruningMask(TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=2), granularity="unit"),
+        _dense_input, lambda: _X, (5, 8), "float32", 2, 7,
+    ),
+    LayerCase(
         "feature_buckets", lambda: FeatureBuckets(100, 4), _ragged_inputs, lambda: [_IDS, _WEIGHTS], (3, 4), "int32",
         0, 0, sequential=False,
     ),

@@ -16,13 +16,16 @@ def call_with_values(layer, replacements, inputs, **kwargs):
     """Calls `layer` with tensors in place of some of its variables.
 
     `replacements` is a list of `(variable, tensor)` pairs; gradients reach both.
+    The state `layer` updates in the call (a `TargetedDropout`'s seed and step
+    count) is written back to its variables.
     """
-    def value(variable):
-        return next((tensor for v, tensor in replacements if v is variable), variable.value)
-
-    trainable = [value(v) for v in layer.trainable_variables]
-    non_trainable = [value(v) for v in layer.non_trainable_variables]
-    outputs, _ = layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
+    replaced = {id(v): tensor for v, tensor in replacements}
+    trainable = [replaced.get(id(v), v.value) for v in layer.trainable_variables]
+    non_trainable = [replaced.get(id(v), v.value) for v in layer.non_trainable_variables]
+    outputs, updated = layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
+    for variable, value in zip(layer.non_trainable_variables, updated):
+        if id(variable) not in replaced and value is not variable.value:
+            variable.assign(value)
     return outputs
 
 

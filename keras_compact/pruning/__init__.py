@@ -1,4 +1,5 @@
-"""Pruning of weights and units, with the criterion Targeted Dropout trains for."""
+"""Pruning of weights and units: one shot or during training, merging, shrinking and growing."""
 
-from keras_compact.pruning.prune import LayerPruning, PruningMask, PruningReport, prune, strip
+from keras_compact.pruning.grow import grow
+from keras_compact.pruning.prune import LayerPruning, PruningMask, PruningReport, prunable, prune, strip
 from keras_compact.pruning.shrink import shrink

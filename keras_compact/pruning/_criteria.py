@@ -171,42 +171,34 @@ def similar_units(layer, chain, count):
 def merge(model, original, copy, chain, pruned, x):
     """Refits `chain`'s consumer in `copy` by least squares (Mariet & Sra's reweighting).
 
-    From the kept units' values in `copy`, the consumer's new weights rebuild the
-    inputs it had in the unpruned `model` (its `original` chain): with the
-    consumer's linear map after them, that is the least-squares fit of the
-    unpruned pre-activations. The pruned units' rows become zero.
+    From the kept units' values in `copy`, a linear map (plus a constant)
+    rebuilds each unit's value in the unpruned `model` (its `original` chain),
+    positions counted as examples; folded into the consumer's weights, it gives
+    the consumer's least-squares fit of its unpruned pre-activations (exactly so
+    for a `Dense` reading the units directly). The pruned units' rows become zero.
     """
     consumer = _graph.core(chain.consumer)
     kept = ~np.asarray(pruned, bool)
-    flattened = isinstance(consumer, keras.layers.Dense) and chain.positions > 1
-    kept_features = np.tile(kept, chain.positions) if flattened else kept
     current = keras.Model(as_functional(copy).inputs[0], chain.tensor)
     target = keras.Model(as_functional(model).inputs[0], original.tensor)
     gram, cross = 0.0, 0.0
     for start in range(0, len(x), _BATCH):
         batch = x[start : start + _BATCH]
-        design = _features(current(batch, training=False), flattened)[:, kept_features]
+        design = _channels(current(batch, training=False), len(kept))[:, kept]
         if consumer.use_bias:
             design = np.hstack([design, np.ones((len(design), 1))])
-        wanted = _features(target(batch, training=False), flattened)
         gram = gram + design.T @ design
-        cross = cross + design.T @ wanted
-    solution = np.linalg.lstsq(gram, cross, rcond=None)[0]  # [kept (+1), features]
-    kernel = keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64)
-    new_kernel = np.zeros_like(kernel)
-    if isinstance(consumer, keras.layers.Dense):
-        new_kernel[kept_features] = solution[: kept_features.sum()] @ kernel
-        spread = solution[kept_features.sum():] @ kernel if consumer.use_bias else None
-    else:
-        new_kernel[..., kept, :] = np.einsum("kc,...co->...ko", solution[: kept.sum()], kernel)
-        spread = np.einsum("c,...co->o", solution[-1], kernel) if consumer.use_bias else None
-    consumer.kernel.assign(new_kernel.astype(np.float32))
-    if spread is not None:
-        bias = keras.ops.convert_to_numpy(consumer.bias)
-        consumer.bias.assign((bias + np.ravel(spread)).astype(np.float32))
+        cross = cross + design.T @ _channels(target(batch, training=False), len(kept))
+    solution = np.linalg.lstsq(gram, cross, rcond=None)[0]  # [kept (+1), channels]
+    rows = chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64))
+    new_rows = np.zeros_like(rows)
+    new_rows[..., kept, :] = np.moveaxis(np.tensordot(solution[: kept.sum()], rows, axes=([1], [-2])), 0, -2)
+    consumer.kernel.assign(chain.consumer_kernel(new_rows).astype(np.float32))
+    if consumer.use_bias:
+        spread = np.tensordot(solution[-1], rows, axes=([0], [-2])).reshape(-1, rows.shape[-1]).sum(axis=0)
+        consumer.bias.assign((keras.ops.convert_to_numpy(consumer.bias) + spread).astype(np.float32))
 
 
-def _features(values, flattened):
-    """`[samples, features]` float64: flattened inputs whole, otherwise positions as samples."""
-    values = np.asarray(keras.ops.convert_to_numpy(values), np.float64)
-    return values.reshape(len(values), -1) if flattened else values.reshape(-1, values.shape[-1])
+def _channels(values, channels):
+    """`[samples, channels]` float64, each position (also a flattened one) an example."""
+    return np.asarray(keras.ops.convert_to_numpy(values), np.float64).reshape(-1, channels)

@@ -15,7 +15,7 @@ import math
 import keras
 import numpy as np
 
-from keras_compact._cloning import as_functional, is_graph_model
+from keras_compact._cloning import as_functional, fresh_copy
 from keras_compact.layers.targeted_dropout import TargetedDropout
 
 RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
@@ -115,11 +115,6 @@ def chains(model):
     return found
 
 
-def nested_models(model):
-    """Names of the graph models nested in `model` (their units are not in `model`'s graph)."""
-    return [layer.name for layer in model.layers if is_graph_model(layer) or isinstance(layer, keras.Model)]
-
-
 def _follow(node, readers, outputs, calls):
     producer, tensor = node.operation, node.outputs[0]
     name = core(producer).name
@@ -198,3 +193,20 @@ def constants(chain, channels):
         value = layer(value, training=False)
     # Flattened or not, the first `channels` values are the first position's channels.
     return keras.ops.convert_to_numpy(value).reshape(-1)[:channels]
+
+
+def kernel_and_bias(layer, weights):
+    """`layer`'s kernel and bias (None without one) as NumPy: from `weights[layer.name]`
+    when an edit has set them, else from the layer."""
+    values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
+    return values[0], (values[1] if layer.use_bias else None)
+
+
+def replacement(layer, configs, weights):
+    """`clone_with`'s choice for an edit: a layer of `configs[name]` holding
+    `weights[name]`; other layers with weights copied; the rest shared."""
+    if layer.name in configs:
+        return type(layer).from_config(configs[layer.name]), weights[layer.name]
+    if layer.weights:
+        return fresh_copy(layer), weights.get(layer.name) or layer.get_weights()
+    return None

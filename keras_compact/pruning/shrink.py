@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_compact._cloning import clone_with, fresh_copy
+from keras_compact._cloning import clone_with
 from keras_compact.pruning import _graph
 from keras_compact.pruning.prune import strip
 
@@ -34,7 +34,7 @@ def shrink(model):
 
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu"),
     ...                           keras.layers.Dense(2)])
-    >>> smaller = shrink(prune(model, 0.5, granularity="unit").model)
+    >>> smaller = shrink(keras_compact.pruning.prune(model, 0.5, granularity="unit").model)
     >>> smaller.layers[0].units
     3
     """
@@ -45,7 +45,7 @@ def shrink(model):
         if not isinstance(layer, _graph.RESIZABLE):
             _refuse_nested(layer)
             continue
-        kernel, bias = _kernel_and_bias(layer, weights)
+        kernel, bias = _graph.kernel_and_bias(layer, weights)
         removable = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
         if bias is not None:
             removable &= bias == 0
@@ -57,7 +57,7 @@ def shrink(model):
         if removable.all():
             raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
         _remove(chain, removable, configs, weights)
-    return clone_with(plain, lambda layer: _replacement(layer, configs, weights))
+    return clone_with(plain, lambda layer: _graph.replacement(layer, configs, weights))
 
 
 def _refuse_nested(layer):
@@ -68,15 +68,10 @@ def _refuse_nested(layer):
         )
 
 
-def _kernel_and_bias(layer, weights):
-    values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
-    return values[0], (values[1] if layer.use_bias else None)
-
-
 def _remove(chain, removable, configs, weights):
     producer, consumer = chain.producer, chain.consumer
     kept = np.flatnonzero(~removable)
-    kernel, bias = _kernel_and_bias(producer, weights)
+    kernel, bias = _graph.kernel_and_bias(producer, weights)
     weights[producer.name] = [kernel[..., kept]] + ([bias[kept]] if bias is not None else [])
     configs.setdefault(producer.name, producer.get_config())
     configs[producer.name]["units" if isinstance(producer, keras.layers.Dense) else "filters"] = len(kept)
@@ -84,7 +79,7 @@ def _remove(chain, removable, configs, weights):
         if isinstance(layer, keras.layers.BatchNormalization):
             weights[layer.name] = [keras.ops.convert_to_numpy(v)[kept] for v in layer.weights]
     constant = _graph.constants(chain, len(removable))
-    kernel, bias = _kernel_and_bias(consumer, weights)
+    kernel, bias = _graph.kernel_and_bias(consumer, weights)
     rows = chain.consumer_rows(kernel)
     removed = np.flatnonzero(removable)
     folded = (rows[..., removed, :] * constant[removed][:, None]).reshape(-1, rows.shape[-1]).sum(axis=0)
@@ -99,11 +94,3 @@ def _remove(chain, removable, configs, weights):
         bias = (np.zeros(kernel.shape[-1], kernel.dtype) if bias is None else bias) + folded.astype(kernel.dtype)
     kernel = chain.consumer_kernel(rows[..., kept, :])
     weights[consumer.name] = [kernel] + ([bias] if bias is not None else [])
-
-
-def _replacement(layer, configs, weights):
-    if layer.name in configs:
-        return type(layer).from_config(configs[layer.name]), weights[layer.name]
-    if layer.weights:
-        return fresh_copy(layer), weights.get(layer.name) or layer.get_weights()
-    return None

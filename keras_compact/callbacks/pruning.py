@@ -1,0 +1,139 @@
+"""Gradual magnitude pruning during training (Zhu & Gupta 2017), on Keras 3."""
+
+import keras
+import numpy as np
+
+from keras_compact._checks import check_rate, is_int, is_number
+from keras_compact.ops import targeting
+from keras_compact.pruning.prune import SCOPES, PruningMask, masked_kernel, unit_keep, weight_keep
+
+
+class GradualPruning(keras.callbacks.Callback):
+    """Raises the sparsity of every `PruningMask` in the model during training.
+
+    Zhu & Gupta ("To prune, or not to prune", 2017), what tfmot's
+    `prune_low_magnitude` does, for Keras 3 models: every `frequency` steps from
+    `begin_step` to `end_step` the masks are set to the current sparsity
+    `s_t = s_f * (1 - (1 - p)^power)`, `p` the progress from `begin_step` to
+    `end_step`, with `prune`'s criterion and exact counts (magnitude per unit's
+    weights, or per unit for layers made with `granularity="unit"`; weights
+    pruned before rank first, so they stay pruned). `target_sparsity` may also
+    be any callable `step -> sparsity`, called every `frequency` steps, and
+    tfmot's `PolynomialDecay` / `ConstantSparsity` objects, whose own frequency
+    decides when. Steps are the optimizer's iterations, so a model saved and
+    reloaded mid-training (`.keras`, masks included) resumes the schedule where
+    it was. The sparsity reached is logged as `sparsity` at every epoch's end.
+
+    Make the model with `keras_compact.pruning.prunable(model)`; afterwards
+    `keras_compact.pruning.strip` leaves plain layers (and `shrink` removes
+    pruned units). With `TargetedDropout` layers in the model and
+    `TargetedDropoutRamp`, Targeted Dropout aims at the weights pruned next.
+
+    Args:
+        target_sparsity: the final sparsity `s_f` in [0, 1], or a callable.
+        begin_step: the step of the first pruning.
+        end_step: the step at which `s_f` is reached (default: the last step of
+            the `fit` it starts in; give it when training spans several `fit`s).
+        frequency: steps between mask updates, an integer >= 1.
+        power: the ramp's exponent (3 in the paper).
+        scope: `"layer"` (each layer reaches the sparsity) or `"global"` (one
+            threshold over all masked layers; weight masks only).
+
+    Example:
+
+    >>> model = prunable(keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
+    ...                                    keras.layers.Dense(10)]))  # doctest: +SKIP
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=10, callbacks=[GradualPruning(0.9, end_step=1000)])  # doctest: +SKIP
+    >>> plain = strip(model)  # doctest: +SKIP
+    """
+
+    def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100, power=3, scope="layer"):
+        super().__init__()
+        if not callable(target_sparsity):
+            check_rate("target_sparsity", target_sparsity)
+        errors = []
+        if not is_int(begin_step) or begin_step < 0:
+            errors.append(f"begin_step must be an integer >= 0. Received: begin_step={begin_step!r}")
+        elif end_step is not None and (not is_int(end_step) or end_step <= begin_step):
+            errors.append(f"end_step must be None or an integer > begin_step ({begin_step}). Received: end_step={end_step!r}")
+        if not is_int(frequency) or frequency < 1:
+            errors.append(f"frequency must be an integer >= 1. Received: frequency={frequency!r}")
+        if not is_number(power) or power <= 0:
+            errors.append(f"power must be a number > 0. Received: power={power!r}")
+        if scope not in SCOPES:
+            errors.append(f"scope must be one of {SCOPES}. Received: scope={scope!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.target_sparsity, self.begin_step, self.end_step = target_sparsity, int(begin_step), end_step
+        self.frequency, self.power, self.scope = int(frequency), float(power), scope
+        self.sparsity = None
+
+    def get_config(self):
+        """The constructor arguments (a callable `target_sparsity` as the object itself)."""
+        return dict(
+            target_sparsity=self.target_sparsity, begin_step=self.begin_step, end_step=self.end_step,
+            frequency=self.frequency, power=self.power, scope=self.scope,
+        )
+
+    def on_train_begin(self, logs=None):
+        self.masks = [layer for layer in self.model._flatten_layers() if isinstance(layer, PruningMask)]
+        if not self.masks:
+            raise ValueError(
+                f"GradualPruning found no PruningMask layer in the model {self.model.name!r}; make the model "
+                "with keras_compact.pruning.prunable(model) (then compile and fit that one)."
+            )
+        if self.scope == "global" and any(layer.granularity != "weight" for layer in self.masks):
+            raise ValueError("scope='global' ranks weights across layers; every PruningMask needs granularity='weight'.")
+        self._end = self.end_step
+        if self._end is None:
+            steps = self.params.get("epochs", 1) * (self.params.get("steps") or 1)
+            self._end = max(self._step() + steps - 1, self.begin_step + 1)
+
+    def sparsity_at(self, step):
+        """The scheduled sparsity at `step`, or None where the masks are left as they are."""
+        if callable(self.target_sparsity):
+            value = self.target_sparsity(step)
+            if isinstance(value, (tuple, list)):  # tfmot: (should_prune, sparsity)
+                should_prune, value = value
+                return float(np.asarray(value)) if bool(np.asarray(should_prune)) else None
+            due = step >= self.begin_step and (step - self.begin_step) % self.frequency == 0
+            return float(np.asarray(value)) if due else None
+        if step < self.begin_step or step > self._end:
+            return None
+        if (step - self.begin_step) % self.frequency and step != self._end:
+            return None
+        progress = (step - self.begin_step) / (self._end - self.begin_step)
+        return self.target_sparsity * (1.0 - (1.0 - progress) ** self.power)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._step()
+        sparsity = self.sparsity_at(step)
+        if sparsity is not None:
+            self.set_sparsity(check_rate(f"sparsity (from the schedule at step {step})", sparsity))
+
+    def set_sparsity(self, sparsity):
+        """Sets every mask to `sparsity` now, with `prune`'s criterion."""
+        by_weight = {f"{index}": layer for index, layer in enumerate(self.masks) if layer.granularity == "weight"}
+        for key, keep in (weight_keep(by_weight, sparsity, self.scope) if by_weight else {}).items():
+            by_weight[key].set_mask(keep)
+        for layer in self.masks:
+            if layer.granularity == "unit":
+                kernel = masked_kernel(layer)
+                depthwise = isinstance(layer.target, keras.layers.DepthwiseConv2D)
+                columns = keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise))
+                count = int(round(sparsity * columns.shape[1]))
+                layer.set_mask(unit_keep(layer, targeting.unit_candidates(np.linalg.norm(columns, axis=0), count)))
+        self.sparsity = self.reached()
+
+    def reached(self):
+        """Zeros over weights, all masked layers together."""
+        masks = [keras.ops.convert_to_numpy(layer.mask) for layer in self.masks]
+        return float(sum(mask.size - np.count_nonzero(mask) for mask in masks) / sum(mask.size for mask in masks))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["sparsity"] = self.reached()
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
