@@ -109,13 +109,13 @@ def keras_rows(train, test, epochs):
     return rows
 
 
-def tfmot_worker(sparsity, epochs, data_dir, quick):
+def tfmot_worker(sparsity, epochs, data_dir, quick, seed=0):
     """Runs in a TF_USE_LEGACY_KERAS=1 process: tfmot on the equivalent tf_keras MLP."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
     train, test, _ = load(data_dir, quick)
-    tf_keras.utils.set_random_seed(0)
+    tf_keras.utils.set_random_seed(seed)
     model = tf_keras.Sequential(
         [tf_keras.Input((784,))]
         + [tf_keras.layers.Dense(units, activation="relu") for units in HIDDEN]
@@ -270,10 +270,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
     parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
     parser.add_argument("--tfmot-worker", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)
     if args.tfmot_worker is not None:
-        tfmot_worker(args.tfmot_worker, epochs, args.data_dir, args.quick)
+        tfmot_worker(args.tfmot_worker, epochs, args.data_dir, args.quick, args.seed)
         return 0
     train, test, info = load(args.data_dir, args.quick)
     rows = keras_rows(train, test, epochs)

@@ -86,6 +86,22 @@ def test_strip_recurses_into_nested_models_and_leaves_the_pruned_model_as_it_was
         np.testing.assert_array_equal(a, b)  # strip wrote nothing into the pruned model
 
 
+def test_layer_scope_ranks_each_layers_weights_together():
+    model = _model()
+    before = {name: np.abs(k) for name, k in _kernels(model).items()}
+    report = prune(model, 0.6, scope="layer")
+    for layer in report.layers:
+        assert layer.zeros == round(0.6 * layer.weights)
+    for name, kernel in _kernels(report.model).items():
+        zero = kernel == 0
+        assert before[name][zero].max() <= before[name][~zero].min(), name
+
+
+def test_scope_is_for_weights():
+    with pytest.raises(ValueError, match="scope='layer' chooses where weights are ranked"):
+        prune(_model(), 0.5, granularity="unit", scope="layer")
+
+
 def test_global_scope_prunes_the_asked_fraction_of_all_weights():
     report = prune(_model(), 0.7, scope="global")
     assert report.sparsity == pytest.approx(0.7, abs=1e-4)

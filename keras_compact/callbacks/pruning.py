@@ -15,9 +15,11 @@ class GradualPruning(keras.callbacks.Callback):
     `prune_low_magnitude` does, for Keras 3 models: every `frequency` steps from
     `begin_step` to `end_step` the masks are set to the current sparsity
     `s_t = s_f * (1 - (1 - p)^power)`, `p` the progress from `begin_step` to
-    `end_step`, with `prune`'s criterion and exact counts (magnitude per unit's
-    weights, or per unit for layers made with `granularity="unit"`; weights
-    pruned before rank first, so they stay pruned). `target_sparsity` may also
+    `end_step`, with `prune`'s magnitude criterion and exact counts: the
+    smallest |w| of each layer (`scope="layer"`, as Zhu & Gupta and tfmot), of
+    each unit (`"unit"`, Targeted Dropout's criterion) or of all layers
+    (`"global"`); whole units by L2 norm for layers made with
+    `granularity="unit"`. Weights pruned before rank first, so they stay pruned. `target_sparsity` may also
     be any callable `step -> sparsity`, called every `frequency` steps, and
     tfmot's `PolynomialDecay` / `ConstantSparsity` objects, whose own frequency
     decides when. Steps are the optimizer's iterations, so a model saved and
@@ -36,8 +38,8 @@ class GradualPruning(keras.callbacks.Callback):
             the `fit` it starts in; give it when training spans several `fit`s).
         frequency: steps between mask updates, an integer >= 1.
         power: the ramp's exponent (3 in the paper).
-        scope: `"layer"` (each layer reaches the sparsity) or `"global"` (one
-            threshold over all masked layers; weight masks only).
+        scope: where weights are ranked: `"layer"`, `"unit"` or `"global"`
+            (weight masks only).
 
     Example:
 
@@ -84,7 +86,9 @@ class GradualPruning(keras.callbacks.Callback):
                 "with keras_compact.pruning.prunable(model) (then compile and fit that one)."
             )
         if self.scope == "global" and any(layer.granularity != "weight" for layer in self.masks):
-            raise ValueError("scope='global' ranks weights across layers; every PruningMask needs granularity='weight'.")
+            raise ValueError(
+                "scope='global' ranks weights across layers; every PruningMask needs granularity='weight'."
+            )
         self._end = self.end_step
         if self._end is None:
             steps = self.params.get("epochs", 1) * (self.params.get("steps") or 1)

@@ -13,7 +13,7 @@ from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDrop
 from keras_compact.ops import targeting
 from keras_compact.pruning import _criteria, _graph
 
-SCOPES = ("layer", "global")
+SCOPES = ("unit", "layer", "global")
 CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
 
 
@@ -149,11 +149,12 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
           merge=False):
     """Prunes the least important weights (or units) of a copy of `model`, one shot.
 
-    `granularity="weight"` removes, per output unit, the smallest |w| of its
-    incoming weights: the criterion `TargetedDropout` targets. Each pruned layer
-    reaches exactly `round(sparsity * kernel.size)` zeros (`floor(sparsity *
-    fan_in)` per unit, the remainder to the units whose next-smallest weight is
-    smallest); `scope="global"` uses one threshold over all layers instead.
+    `granularity="weight"` removes the smallest |w|: by default (`scope="unit"`)
+    those of each output unit's incoming weights, the criterion `TargetedDropout`
+    targets, so each pruned layer reaches exactly `round(sparsity * kernel.size)`
+    zeros (`floor(sparsity * fan_in)` per unit, the remainder to the units whose
+    next-smallest weight is smallest); `scope="layer"` ranks each layer's weights
+    together (Zhu & Gupta's and tfmot's criterion), `"global"` all layers'.
 
     `granularity="unit"` removes `round(sparsity * units)` whole units (filters)
     per layer, chosen by `criterion`:
@@ -188,8 +189,9 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
         model: a functional or Sequential Keras model.
         sparsity: the fraction to prune, in [0, 1].
         granularity: `"weight"` or `"unit"`.
-        scope: `None` or `"layer"` (every layer pruned to `sparsity`), or
-            `"global"` (`"weight"` only).
+        scope: with `"weight"`, where weights are ranked: `None` or `"unit"`,
+            `"layer"`, or `"global"` (every layer reaches `sparsity` but the
+            last, where the model as a whole does).
         layers: names of the layers to prune (default: every supported layer;
             for `"unit"`, every one but those computing a model output, whose
             units are the classes).
@@ -302,22 +304,25 @@ def masked_kernel(layer):
 
 
 def weight_keep(masks, sparsity, scope):
-    """`{name: kernel-shaped bool}`: the weights magnitude pruning keeps, by `prune`'s exact counts.
+    """`{name: kernel-shaped bool}`: the weights magnitude pruning keeps, in exact counts.
 
-    `masks` maps names to `PruningMask` layers; their masked kernels are ranked,
-    so weights pruned before stay pruned."""
+    `masks` maps names to `PruningMask` layers; their masked kernels are ranked
+    (so weights pruned before stay pruned) within each unit (`scope="unit"`),
+    each layer (`"layer"`) or all layers together (`"global"`)."""
     kernels = {name: masked_kernel(layer) for name, layer in masks.items()}
-    if scope == "global":
-        magnitudes = np.concatenate([np.abs(kernel).ravel() for kernel in kernels.values()])
-        order = np.argsort(magnitudes, kind="stable")
+    if scope == "unit":
+        return {name: _layer_keep(kernel, sparsity, masks[name].target) for name, kernel in kernels.items()}
+    pools = [list(kernels)] if scope == "global" else [[name] for name in kernels]
+    result = {}
+    for names in pools:
+        magnitudes = np.concatenate([np.abs(kernels[name]).ravel() for name in names])
         keep = np.ones(magnitudes.size, bool)
-        keep[order[: int(round(sparsity * magnitudes.size))]] = False
-        result, offset = {}, 0
-        for name, kernel in kernels.items():
-            result[name] = keep[offset : offset + kernel.size].reshape(kernel.shape)
-            offset += kernel.size
-        return result
-    return {name: _layer_keep(kernel, sparsity, masks[name].target) for name, kernel in kernels.items()}
+        keep[np.argsort(magnitudes, kind="stable")[: int(round(sparsity * magnitudes.size))]] = False
+        offset = 0
+        for name in names:
+            result[name] = keep[offset : offset + kernels[name].size].reshape(kernels[name].shape)
+            offset += kernels[name].size
+    return result
 
 
 def unit_keep(layer, pruned):
@@ -333,11 +338,14 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge):
         raise ValueError(
             f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
         )
-    scope = "layer" if scope is None else scope
+    scope = "unit" if scope is None else scope
     if scope not in SCOPES:
         raise ValueError(f"scope must be None or one of {SCOPES}. Received: scope={scope!r}")
-    if scope == "global" and granularity != "weight":
-        raise ValueError("scope='global' ranks weights across layers; it needs granularity='weight'.")
+    if scope != "unit" and granularity != "weight":
+        raise ValueError(
+            f"scope={scope!r} chooses where weights are ranked; with granularity='unit' leave scope out "
+            "(each layer loses the same fraction of units)."
+        )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}. Received: criterion={criterion!r}")
     if merge not in (True, False):

@@ -1,0 +1,510 @@
+"""Pruning that pays, on real MNIST: speed of Targeted Dropout, gradual pruning against
+tfmot, unit pruning by criterion with and without merging, a shrunk CNN in LiteRT, and
+grow-and-prune.
+
+Same data, MLP (784-300-100-10), optimizer, batch size and epochs as
+`benchmarks/targeted_dropout.py`; tfmot runs as there (its `--tfmot-worker`, a
+subprocess with `TF_USE_LEGACY_KERAS=1`). Speed is measured as ratios within this
+run: models are timed epoch by epoch in turn, and the median epoch counts.
+
+    python benchmarks/pruning.py            # full (about 10 min on 2 cores)
+    python benchmarks/pruning.py --quick    # smoke run
+
+Writes benchmarks/results/pruning.md and pruning.png (or *_quick.* for --quick).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+import keras_compact
+from keras_compact.callbacks import GradualPruning
+from keras_compact.layers import TargetedDropout
+from keras_compact.pruning import grow, prunable, prune, shrink, strip
+from keras_compact.regularizers import FanIn, FanOut
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HIDDEN = (300, 100)
+GRADUAL_SPARSITIES = (0.9, 0.95)
+UNIT_SPARSITIES = (0.25, 0.5, 0.75)
+CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
+TFMOT_WORKER = ROOT / "benchmarks" / "targeted_dropout.py"
+
+
+def load(data_dir, quick):
+    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("mnist", data_dir, with_info=True)
+    if quick:
+        x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:300], y_test[:300]
+        info = dict(info, split=info["split"] + "; quick run: 1,000 train / 300 test of those")
+    return (x_train, y_train), (x_test, y_test), info
+
+
+def flat(x):
+    return x.reshape(len(x), -1)
+
+
+def compiled(model):
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def mlp(wrap=None, dropout=False):
+    """The MLP; `wrap(dense)` may wrap each Dense, `dropout` adds Dropout(0.5) after each."""
+    layers = [keras.Input((784,), name="pixels")]
+    for units, activation in ((HIDDEN[0], "relu"), (HIDDEN[1], "relu"), (10, "softmax")):
+        dense = keras.layers.Dense(units, activation=activation)
+        layers.append(wrap(dense) if wrap else dense)
+        if dropout:
+            layers.append(keras.layers.Dropout(0.5))
+    return keras.Sequential(layers)
+
+
+def cnn(wrap=None, dropout=False, filters=(32, 64)):
+    """Conv2D-Conv2D-Dense on 28x28 images."""
+    wrap = wrap or (lambda layer: layer)
+    extra = (lambda: [keras.layers.Dropout(0.5)]) if dropout else (lambda: [])
+    return keras.Sequential(
+        [keras.Input((28, 28, 1), name="image"), wrap(keras.layers.Conv2D(filters[0], 3, activation="relu", name="conv1"))]
+        + extra()
+        + [wrap(keras.layers.Conv2D(filters[1], 3, activation="relu", name="conv2"))]
+        + extra()
+        + [keras.layers.MaxPooling2D(), keras.layers.Flatten(), wrap(keras.layers.Dense(10, activation="softmax", name="classes"))]
+        + extra()
+    )
+
+
+def accuracy(model, x, y):
+    return float(np.mean(model.predict(x, batch_size=512, verbose=0).argmax(-1) == y))
+
+
+def epoch_times(models, x, y, rounds):
+    """Median seconds per epoch of each model, the models trained one epoch each in turn."""
+    for model in models.values():
+        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)  # trace outside the timing
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def speed_rows(train, quick):
+    """Targeted Dropout's training epoch against Dropout after each wrapped layer."""
+    x, y = flat(train[0]), train[1]
+    keras.utils.set_random_seed(0)
+    td = lambda **kw: (lambda layer: TargetedDropout(layer, 0.75, 0.66, **kw))  # noqa: E731
+    mlps = {
+        "dropout": compiled(mlp(dropout=True)),
+        "td": compiled(mlp(td())),
+        "td_fresh": compiled(mlp(td(refresh_steps=1))),
+        "td_unit": compiled(mlp(lambda layer: TargetedDropout(layer, 0.5, 0.66, granularity="unit"))),
+    }
+    rows = {("mlp", name): seconds for name, seconds in epoch_times(mlps, x, y, 2 if quick else 5).items()}
+    images = train[0][: 300 if quick else 2000]
+    cnns = {"dropout": compiled(cnn(dropout=True)), "td": compiled(cnn(td()))}
+    times = epoch_times(cnns, images, train[1][: len(images)], 2 if quick else 3)
+    rows.update({("cnn", name): seconds for name, seconds in times.items()})
+    print("speed", rows, flush=True)
+    return rows
+
+
+def gradual_rows(train, test, epochs, seeds):
+    """Keras 3 gradual pruning (with and without Targeted Dropout) at each sparsity and seed."""
+    x, y = flat(train[0]), train[1]
+    steps = epochs * int(np.ceil(len(x) / 64))
+    end_step = int(0.7 * steps)
+    frequency = max(1, min(100, end_step // 10))  # as the tfmot rows
+    rows = {}
+    keras.utils.set_random_seed(0)
+    plain = compiled(mlp())
+    start = time.perf_counter()
+    plain.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    rows["plain"] = {"epoch_s": (time.perf_counter() - start) / epochs, "accuracy": accuracy(plain, flat(test[0]), test[1])}
+    for sparsity in GRADUAL_SPARSITIES:
+        for method in ("gradual", "td_gradual"):
+            runs = []
+            for seed in seeds:
+                keras.utils.set_random_seed(seed)
+                # Targeted Dropout aimed at the final pruned set from the start (gamma = s, alpha 0.5).
+                wrap = (lambda layer: TargetedDropout(layer, sparsity, 0.5)) if method == "td_gradual" else None
+                model = compiled(prunable(mlp(wrap)))
+                schedule = GradualPruning(sparsity, begin_step=0, end_step=end_step, frequency=frequency)
+                start = time.perf_counter()
+                model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[schedule])
+                runs.append({"epoch_s": (time.perf_counter() - start) / epochs,
+                             "accuracy": accuracy(strip(model), flat(test[0]), test[1]), "sparsity": schedule.reached()})
+            rows[(method, sparsity)] = summary(runs)
+            print(method, sparsity, rows[(method, sparsity)], flush=True)
+    return rows
+
+
+def summary(runs):
+    """Mean epoch time, sparsity and accuracy over seeds, with the accuracies' spread."""
+    accuracies = [run["accuracy"] for run in runs]
+    return {"epoch_s": float(np.mean([run["epoch_s"] for run in runs])), "accuracy": float(np.mean(accuracies)),
+            "std": float(np.std(accuracies)), "sparsity": float(np.mean([run["sparsity"] for run in runs])),
+            "runs": accuracies}
+
+
+def tfmot_rows(epochs, data_dir, quick, seeds):
+    rows = {}
+    for sparsity in GRADUAL_SPARSITIES:
+        runs = []
+        for seed in seeds:
+            command = [sys.executable, str(TFMOT_WORKER), "--tfmot-worker", str(sparsity), "--epochs", str(epochs),
+                       "--data-dir", data_dir, "--seed", str(seed)] + (["--quick"] if quick else [])
+            result = subprocess.run(command, capture_output=True, text=True, check=False,
+                                    env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+            if result.returncode != 0:
+                raise RuntimeError(f"the tfmot worker failed:\n{result.stderr[-3000:]}")
+            runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        rows[sparsity] = summary(runs)
+        print("tfmot", sparsity, rows[sparsity], flush=True)
+    return rows
+
+
+def unit_rows(train, test, epochs):
+    """One unregularised MLP, pruned one shot by each criterion, with and without merging."""
+    x, y = flat(train[0]), train[1]
+    keras.utils.set_random_seed(0)
+    model = compiled(mlp())
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    rows = {"unpruned": accuracy(model, flat(test[0]), test[1])}
+    for criterion in CRITERIA:
+        for merge in (False, True):
+            for sparsity in UNIT_SPARSITIES:
+                data = (x, y) if merge or criterion in ("onorm", "taylor") else None
+                start = time.perf_counter()
+                pruned = prune(model, sparsity, "unit", criterion=criterion, data=data, merge=merge).model
+                rows[(criterion, merge, sparsity)] = {
+                    "accuracy": accuracy(pruned, flat(test[0]), test[1]), "seconds": time.perf_counter() - start}
+            print(criterion, merge, {s: rows[(criterion, merge, s)]["accuracy"] for s in UNIT_SPARSITIES}, flush=True)
+    return rows
+
+
+def litert_latency(paths, example, rounds=5, runs=200):
+    """Median LiteRT milliseconds per invoke of each file, files timed in turn."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, path in paths.items():
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], example[None].astype(np.float32))
+        interpreters[name] = interpreter
+    times = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, interpreter in interpreters.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                interpreter.invoke()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
+
+
+def cnn_rows(train, test, epochs, quick):
+    """A CNN with half its filters removed: accuracy, `.tflite` bytes and LiteRT latency."""
+    from tflite_export import export
+
+    x, y = train[0][..., None], train[1]
+    x_test, y_test = test[0][..., None], test[1]
+    keras.utils.set_random_seed(0)
+    model = compiled(cnn())
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    rows = {"unpruned": {"accuracy": accuracy(model, x_test, y_test)}}
+    merge_data = (x[:2000], y[:2000])
+    for name, criterion, merge in (("magnitude", "magnitude", False), ("magnitude + merge", "magnitude", True),
+                                   ("taylor + merge", "taylor", True)):
+        pruned = prune(model, 0.5, "unit", criterion=criterion, data=merge_data if merge or criterion == "taylor"
+                       else None, merge=merge).model
+        rows[name] = {"accuracy": accuracy(pruned, x_test, y_test), "model": pruned}
+        print("cnn", name, rows[name]["accuracy"], flush=True)
+    best = max((name for name in rows if name != "unpruned"), key=lambda name: rows[name]["accuracy"])
+    pruned = rows[best]["model"]
+    tuned = compiled(keras.models.clone_model(pruned))
+    tuned.set_weights(pruned.get_weights())
+    tuned.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    rows["fine-tuned"] = {"accuracy": accuracy(tuned, x_test, y_test), "from": best}
+    smaller = shrink(tuned)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = pathlib.Path(folder)
+        files = {
+            "unpruned": export(model, folder / "unpruned.tflite", verify_with=x_test[:32]),
+            "pruned, not shrunk": export(strip(tuned), folder / "masked.tflite", verify_with=x_test[:32]),
+            "shrunk": export(smaller, folder / "shrunk.tflite", verify_with=x_test[:32]),
+        }
+        latency = litert_latency({name: report.path for name, report in files.items()}, x_test[0],
+                                 rounds=2 if quick else 5)
+    rows["files"] = {
+        name: {"bytes": report.bytes, "latency_ms": latency[name], "max_abs_diff": report.max_abs_diff,
+               "params": (model if name == "unpruned" else smaller if name == "shrunk" else strip(tuned)).count_params()}
+        for name, report in files.items()
+    }
+    rows["shrunk_accuracy"] = accuracy(smaller, x_test, y_test)
+    print("cnn files", rows["files"], flush=True)
+    for name in list(rows):
+        if isinstance(rows[name], dict):
+            rows[name].pop("model", None)
+    return rows
+
+
+def one_hidden(width, penalty=0.0):
+    regular = penalty > 0
+    return compiled(keras.Sequential([
+        keras.Input((784,), name="pixels"),
+        keras.layers.Dense(width, activation="relu", name="hidden", kernel_regularizer=FanIn(penalty) if regular else None),
+        keras.layers.Dense(10, activation="softmax", name="classes", kernel_regularizer=FanOut(penalty) if regular else None),
+    ]))
+
+
+def grow_and_prune(train, test, quick, start=16, step=32, penalty=1e-3, tolerance=0.05, epochs_per_round=2):
+    """Non-parametric training (Philipp & Carbonell 2017): train with fan-in/fan-out
+    penalties, remove units whose incoming weights fell below `tolerance`, grow by
+    `step`, until the validation loss has not improved (by 0.002) for two rounds."""
+    x, y = flat(train[0]), train[1]
+    split = len(x) * 7 // 8
+    (x_fit, y_fit), (x_val, y_val) = (x[:split], y[:split]), (x[split:], y[split:])
+    keras.utils.set_random_seed(0)
+    model, history, best, waited = one_hidden(start, penalty), [], None, 0
+    for round_ in range(4 if quick else 12):
+        model.fit(x_fit, y_fit, batch_size=64, epochs=epochs_per_round, verbose=0)
+        loss = float(model.evaluate(x_val, y_val, verbose=0)[0])
+        width = model.get_layer("hidden").units
+        norms = np.linalg.norm(model.get_layer("hidden").kernel.numpy(), axis=0)
+        dead = int(np.sum(norms < tolerance))
+        history.append({"round": round_, "width": width, "val_loss": loss, "dead": dead})
+        print("grow-and-prune", history[-1], flush=True)
+        if best is None or loss < best["val_loss"] - 2e-3:
+            best, waited = {"val_loss": loss, "width": width - dead, "round": round_}, 0
+            best_model = model
+        else:
+            waited += 1
+            if waited == 2:
+                break
+        if dead:
+            model = shrink(prune(model, dead / width, "unit", layers=["hidden"]).model)
+        model = compiled(grow(model, "hidden", step))  # the copies keep the penalties
+    final = shrink(prune(best_model, float(np.mean(np.linalg.norm(best_model.get_layer("hidden").kernel.numpy(), axis=0)
+                                                   < tolerance)), "unit", layers=["hidden"]).model)
+    width = final.get_layer("hidden").units
+    epochs = len(history) * epochs_per_round
+    keras.utils.set_random_seed(0)
+    fixed = one_hidden(width)
+    fixed.fit(x_fit, y_fit, batch_size=64, epochs=epochs, verbose=0)
+    return {
+        "history": history,
+        "width": width,
+        "accuracy": accuracy(compiled(final), flat(test[0]), test[1]),
+        "fixed_accuracy": accuracy(fixed, flat(test[0]), test[1]),
+        "epochs": epochs,
+        "settings": dict(start=start, step=step, penalty=penalty, tolerance=tolerance, epochs_per_round=epochs_per_round),
+    }
+
+
+def write_results(stem, info, epochs, seeds, speed, gradual, tfmot, units, cnn_result, nonparametric, quick):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    pct = lambda value: f"{value:.2%}"  # noqa: E731
+    cell = lambda row: f"{row['accuracy']:.2%} ± {row['std']:.2%} [{row['sparsity']:.1%}]"  # noqa: E731
+    verdict = lambda ok: "**met**" if ok else "**NOT met**"  # noqa: E731
+    mlp_ratio = speed[("mlp", "td")] / speed[("mlp", "dropout")]
+    cnn_ratio = speed[("cnn", "td")] / speed[("cnn", "dropout")]
+    tfmot_epoch = np.mean([row["epoch_s"] for row in tfmot.values()])
+    lines = [
+        "# Pruning that pays, on MNIST" + (" (quick smoke run)" if quick else ""),
+        "",
+        f"Written by `benchmarks/pruning.py{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
+        "",
+        f"Data: {info['source']}; {info['split']}.",
+        f"MLP 784-{HIDDEN[0]}-{HIDDEN[1]}-10 and CNN Conv2D(32)-Conv2D(64)-MaxPool-Dense(10), Adam 1e-3, batch 64, "
+        f"{epochs} epochs (CNN: {max(1, epochs // 3)}), seed 0. Times are wall-clock on a shared machine: compare "
+        "the ratios, which are measured within this run.",
+        "",
+        "## 1. Targeted Dropout's training cost",
+        "",
+        "Median epoch, models timed one epoch each in turn; the baseline has a standard `Dropout(0.5)` after each "
+        "layer that Targeted Dropout wraps (all three). TD: gamma 0.75, alpha 0.66 (units: gamma 0.5). "
+        "CNN: 2,000 images an epoch.",
+        "",
+        "| model | Dropout s/epoch | TD (weights, refresh every 16 steps) | TD (weights, fresh every step) | TD (units) |",
+        "|---|---|---|---|---|",
+        f"| MLP | {speed[('mlp', 'dropout')]:.3f} | {speed[('mlp', 'td')]:.3f} ({mlp_ratio:.2f}x) | "
+        f"{speed[('mlp', 'td_fresh')]:.3f} ({speed[('mlp', 'td_fresh')] / speed[('mlp', 'dropout')]:.2f}x) | "
+        f"{speed[('mlp', 'td_unit')]:.3f} ({speed[('mlp', 'td_unit')] / speed[('mlp', 'dropout')]:.2f}x) |",
+        f"| CNN | {speed[('cnn', 'dropout')]:.3f} | {speed[('cnn', 'td')]:.3f} ({cnn_ratio:.2f}x) | | |",
+        "",
+        f"Target (TD step at most 1.5x the Dropout step): MLP {mlp_ratio:.2f}x {verdict(mlp_ratio <= 1.5)}, "
+        f"CNN {cnn_ratio:.2f}x {verdict(cnn_ratio <= 1.5)}.",
+        "",
+        "## 2. Gradual magnitude pruning during training",
+        "",
+        "`prunable(model)` + `GradualPruning(s, end_step=70% of the steps)` with tfmot's frequency; tfmot: "
+        "`prune_low_magnitude` + `PolynomialDecay(0 -> s)` on the same schedule (tf_keras, "
+        "`TF_USE_LEGACY_KERAS=1`). Both rank each layer's weights together (`scope='layer'`). Test accuracy "
+        f"of the stripped model, mean ± standard deviation over seeds {list(seeds)}; the sparsity reached in brackets.",
+        "",
+        "| method | s/epoch | " + " | ".join(f"{s:.0%}" for s in GRADUAL_SPARSITIES) + " |",
+        "|---|---|" + "---|" * len(GRADUAL_SPARSITIES),
+        f"| Keras 3, no pruning | {gradual['plain']['epoch_s']:.2f} | {pct(gradual['plain']['accuracy'])} (0%) | |",
+    ]
+    for method, name in (("gradual", "keras-compact GradualPruning"),
+                         ("td_gradual", "keras-compact Targeted Dropout (gamma = s, alpha 0.5) + GradualPruning")):
+        seconds = np.mean([gradual[(method, s)]["epoch_s"] for s in GRADUAL_SPARSITIES])
+        lines.append(f"| {name} | {seconds:.2f} | " + " | ".join(cell(gradual[(method, s)]) for s in GRADUAL_SPARSITIES)
+                     + " |")
+    lines.append(f"| tfmot prune_low_magnitude | {tfmot_epoch:.2f} | "
+                 + " | ".join(cell(tfmot[s]) for s in GRADUAL_SPARSITIES) + " |")
+    gradual_epoch = np.mean([gradual[("gradual", s)]["epoch_s"] for s in GRADUAL_SPARSITIES])
+    lines += [""] + [
+        f"- At {s:.0%}: {pct(gradual[('gradual', s)]['accuracy'])} against tfmot's {pct(tfmot[s]['accuracy'])} "
+        f"(means over {len(seeds)} seeds): target (at least as accurate) "
+        f"{verdict(gradual[('gradual', s)]['accuracy'] >= tfmot[s]['accuracy'])}."
+        for s in GRADUAL_SPARSITIES
+    ] + [
+        f"- Epoch: {gradual_epoch:.2f} s against tfmot's {tfmot_epoch:.2f} s ({gradual_epoch / tfmot_epoch:.2f}x): "
+        f"target (at most 1.2x) {verdict(gradual_epoch <= 1.2 * tfmot_epoch)}.",
+        "",
+        "## 3. Unit pruning one shot, no fine-tuning, unregularised MLP",
+        "",
+        f"One MLP trained without regularisation ({pct(units['unpruned'])} unpruned); `prune(model, s, "
+        "granularity='unit', criterion=..., merge=...)` removes s of the units of both hidden layers; `data` (for "
+        "onorm, taylor and merging) is the 8,000 training images. Test accuracy of the pruned model.",
+        "",
+        "| criterion | merge | " + " | ".join(f"{s:.0%}" for s in UNIT_SPARSITIES) + " | seconds to prune (50%) |",
+        "|---|---|" + "---|" * len(UNIT_SPARSITIES) + "---|",
+    ]
+    for criterion in CRITERIA:
+        for merge in (False, True):
+            lines.append(f"| {criterion} | {'yes' if merge else 'no'} | " + " | ".join(
+                pct(units[(criterion, merge, s)]["accuracy"]) for s in UNIT_SPARSITIES)
+                + f" | {units[(criterion, merge, 0.5)]['seconds']:.1f} |")
+    best = max(((c, m) for c in CRITERIA for m in (False, True)), key=lambda k: units[(k[0], k[1], 0.5)]["accuracy"])
+    best_accuracy = units[(best[0], best[1], 0.5)]["accuracy"]
+    files = cnn_result["files"]
+    latency_ratio = files["shrunk"]["latency_ms"] / files["unpruned"]["latency_ms"]
+    lines += [
+        "",
+        f"Target (50% of hidden units, best criterion + merge, at least 94.5%): {best[0]}"
+        f"{' + merge' if best[1] else ''} {pct(best_accuracy)} {verdict(best_accuracy >= 0.945 and best[1])} "
+        f"(magnitude without merge, the old method: {pct(units[('magnitude', False, 0.5)]['accuracy'])}).",
+        "",
+        "## 4. A CNN with half its filters removed",
+        "",
+        f"Conv2D(32)-Conv2D(64)-MaxPool-Flatten-Dense(10), 50% of the filters of both convolutions pruned one shot "
+        f"(merge data: 2,000 training images), then the most accurate ({cnn_result['fine-tuned']['from']}) fine-tuned "
+        "1 epoch, shrunk and exported. LiteRT: median ms per invoke (batch 1), files timed in turn.",
+        "",
+        "| model | test accuracy |",
+        "|---|---|",
+    ]
+    for name in ("unpruned", "magnitude", "magnitude + merge", "taylor + merge", "fine-tuned"):
+        lines.append(f"| {name} | {pct(cnn_result[name]['accuracy'])} |")
+    lines += [
+        f"| shrunk (the fine-tuned one) | {pct(cnn_result['shrunk_accuracy'])} |",
+        "",
+        "| `.tflite` | parameters | bytes | LiteRT ms | max diff to Keras |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in files.items():
+        lines.append(f"| {name} | {row['params']:,} | {row['bytes']:,} | {row['latency_ms']:.3f} | {row['max_abs_diff']:.1e} |")
+    lines += [
+        "",
+        f"Target (shrunk latency at most 0.6x the unshrunk): {latency_ratio:.2f}x {verdict(latency_ratio <= 0.6)}; "
+        f"bytes {files['shrunk']['bytes'] / files['unpruned']['bytes']:.2f}x.",
+        "",
+        "## 5. Grow and prune (non-parametric network)",
+        "",
+        f"MLP 784-h-10; settings {nonparametric['settings']}: each round trains {nonparametric['settings']['epochs_per_round']} "
+        "epochs with `FanIn` on the hidden kernel and `FanOut` on the output kernel, removes the hidden units whose "
+        "incoming norm is below the tolerance (`prune` + `shrink`) and grows the layer (`grow`), until the "
+        "validation loss (last 1/8 of the training images) has not improved by 0.002 for two rounds.",
+        "",
+        "| round | width | validation loss | units below tolerance |",
+        "|---|---|---|---|",
+    ]
+    for row in nonparametric["history"]:
+        lines.append(f"| {row['round']} | {row['width']} | {row['val_loss']:.4f} | {row['dead']} |")
+    lines += [
+        "",
+        f"Settled width: {nonparametric['width']} units; test accuracy {pct(nonparametric['accuracy'])}, against "
+        f"{pct(nonparametric['fixed_accuracy'])} for a fixed-width network of {nonparametric['width']} units trained "
+        f"{nonparametric['epochs']} epochs without penalties.",
+        "",
+        f"![pruning]({stem}.png)",
+        "",
+    ]
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    labels = [f"{s:.0%}" for s in GRADUAL_SPARSITIES]
+    positions = np.arange(len(GRADUAL_SPARSITIES))
+    for offset, (name, values) in zip((-0.27, 0, 0.27), (
+        ("GradualPruning", [gradual[("gradual", s)]["accuracy"] for s in GRADUAL_SPARSITIES]),
+        ("TD + GradualPruning", [gradual[("td_gradual", s)]["accuracy"] for s in GRADUAL_SPARSITIES]),
+        ("tfmot", [tfmot[s]["accuracy"] for s in GRADUAL_SPARSITIES]),
+    )):
+        axes[0].bar(positions + offset, values, width=0.25, label=name)
+    axes[0].set_xticks(positions, labels)
+    axes[0].set_ylim(0.8, 1.0)
+    axes[0].set_xlabel("weight sparsity")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].set_title("pruned during training")
+    axes[0].legend(fontsize=8)
+    for criterion in CRITERIA:
+        for merge, style in ((True, "-"), (False, ":")):
+            axes[1].plot([s * 100 for s in UNIT_SPARSITIES], [units[(criterion, merge, s)]["accuracy"] for s in UNIT_SPARSITIES],
+                         style, marker="o", label=f"{criterion}{' + merge' if merge else ''}")
+    axes[1].set_xlabel("hidden units removed (%)")
+    axes[1].set_ylabel("test accuracy (no fine-tuning)")
+    axes[1].set_title("unit pruning one shot")
+    axes[1].legend(fontsize=7)
+    axes[1].grid(True)
+    names = list(files)
+    axes[2].bar(names, [files[name]["latency_ms"] for name in names], color=["gray", "tab:orange", "tab:green"])
+    axes[2].set_ylabel("LiteRT ms per image")
+    axes[2].set_title("CNN, 50% of filters pruned")
+    figure.tight_layout()
+    figure.savefig(out / f"{stem}.png", dpi=100)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    args = parser.parse_args(argv)
+    epochs = args.epochs or (2 if args.quick else 10)
+    train, test, info = load(args.data_dir, args.quick)
+    speed = speed_rows(train, args.quick)
+    seeds = (0,) if args.quick else (0, 1, 2)
+    gradual = gradual_rows(train, test, epochs, seeds)
+    tfmot = tfmot_rows(epochs, args.data_dir, args.quick, seeds)
+    units = unit_rows(train, test, epochs)
+    cnn_result = cnn_rows(train, test, max(1, epochs // 3), args.quick)
+    nonparametric = grow_and_prune(train, test, args.quick)
+    write_results("pruning_quick" if args.quick else "pruning", info, epochs, seeds, speed, gradual, tfmot, units, cnn_result,
+                  nonparametric, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
