@@ -169,3 +169,12 @@ def test_merge_names_a_layer_whose_units_branch():
     x = np.zeros((4, 4), "float32")
     with pytest.raises(ValueError, match="merge=True changes the layer .* 'fork' feed 2 layers"):
         prune(model, 0.5, granularity="unit", data=x, merge=True, layers=["fork"])
+
+
+def test_shrink_keeps_a_softmax_class_whose_weights_are_all_zero():
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    kernel, bias = model.layers[1].get_weights()
+    kernel[:, 1], bias[1] = 0.0, 0.0
+    model.layers[1].set_weights([kernel, bias])
+    assert shrink(model).layers[-1].units == 3

@@ -39,6 +39,7 @@ EXPORTABLE = {
     "targeted_dropout": lambda case: [case.make(), _softmax_head()],
     "targeted_dropout_conv_units": lambda case: [case.make(), keras.layers.Flatten(), _softmax_head()],
     "pruning_mask": lambda case: [case.make(), _softmax_head()],
+    "pruning_mask_of_targeted_dropout_units": lambda case: [case.make(), _softmax_head()],
 }
 
 

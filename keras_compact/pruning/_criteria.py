@@ -42,7 +42,7 @@ def examples(model, data, criterion, merge):
             f"{x.shape}"
         )
     if len(x) == 0:
-        raise ValueError("data has no examples. Received: data with x of shape {x.shape}")
+        raise ValueError(f"data has no examples. Received: data with x of shape {x.shape}")
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):

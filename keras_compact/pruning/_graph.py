@@ -25,7 +25,7 @@ CHANNELWISE = (
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.ELU,
-    keras.layers.Softmax,  # checked below: only elementwise ones pass
+    keras.layers.Softmax,  # refused in _not_channelwise, with the reason
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
@@ -118,6 +118,8 @@ def chains(model):
 def _follow(node, readers, outputs, calls):
     producer, tensor = node.operation, node.outputs[0]
     name = core(producer).name
+    if id(tensor) in outputs:
+        return Blocked(f"the units of {name!r} are a model output", output=True)
     if getattr(core(producer), "data_format", "channels_last") != "channels_last":
         return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
     if not _elementwise(core(producer).activation):
