@@ -70,6 +70,7 @@ class GradualPruning(keras.callbacks.Callback):
         self.target_sparsity, self.begin_step, self.end_step = target_sparsity, int(begin_step), end_step
         self.frequency, self.power, self.scope = int(frequency), float(power), scope
         self.sparsity = None
+        self._end = end_step  # None until fit says how many steps it runs
 
     def get_config(self):
         """The constructor arguments (a callable `target_sparsity` as the object itself)."""
@@ -95,7 +96,9 @@ class GradualPruning(keras.callbacks.Callback):
             self._end = max(self._step() + steps - 1, self.begin_step + 1)
 
     def sparsity_at(self, step):
-        """The scheduled sparsity at `step`, or None where the masks are left as they are."""
+        """The scheduled sparsity at `step`, or None where the masks are left as they are.
+
+        Without `end_step`, known once `fit` has started."""
         if callable(self.target_sparsity):
             value = self.target_sparsity(step)
             if isinstance(value, (tuple, list)):  # tfmot: (should_prune, sparsity)

@@ -23,8 +23,8 @@ def call_with_values(layer, replacements, inputs, **kwargs):
     trainable = [replaced.get(id(v), v.value) for v in layer.trainable_variables]
     non_trainable = [replaced.get(id(v), v.value) for v in layer.non_trainable_variables]
     outputs, updated = layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
-    for variable, value in zip(layer.non_trainable_variables, updated):
-        if id(variable) not in replaced and value is not variable.value:
+    for variable, given, value in zip(layer.non_trainable_variables, non_trainable, updated):
+        if id(variable) not in replaced and value is not given:
             variable.assign(value)
     return outputs
 
