@@ -43,11 +43,15 @@ class GradualPruning(keras.callbacks.Callback):
 
     Example:
 
-    >>> model = prunable(keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
-    ...                                    keras.layers.Dense(10)]))  # doctest: +SKIP
-    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # doctest: +SKIP
-    >>> model.fit(x, y, epochs=10, callbacks=[GradualPruning(0.9, end_step=1000)])  # doctest: +SKIP
-    >>> plain = strip(model)  # doctest: +SKIP
+    >>> from keras_compact.pruning import prunable, strip
+    >>> model = prunable(keras.Sequential([keras.Input((20,)), keras.layers.Dense(32, activation="relu"),
+    ...                                    keras.layers.Dense(2)]))
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> x = np.random.default_rng(0).normal(size=(256, 20)).astype("float32")
+    >>> history = model.fit(x, x[:, 0] > 0, epochs=3, verbose=0, callbacks=[GradualPruning(0.8, frequency=4)])
+    >>> [round(s, 2) for s in history.history["sparsity"]]
+    [0.35, 0.71, 0.8]
+    >>> plain = strip(model)
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100, power=3, scope="layer"):
