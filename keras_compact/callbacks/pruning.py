@@ -73,7 +73,6 @@ class GradualPruning(keras.callbacks.Callback):
             raise ValueError("; ".join(errors))
         self.target_sparsity, self.begin_step, self.end_step = target_sparsity, int(begin_step), end_step
         self.frequency, self.power, self.scope = int(frequency), float(power), scope
-        self.sparsity = None
         self._end = end_step  # None until fit says how many steps it runs
 
     def get_config(self):
@@ -135,7 +134,6 @@ class GradualPruning(keras.callbacks.Callback):
                 columns = keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise))
                 count = int(round(sparsity * columns.shape[1]))
                 layer.set_mask(unit_keep(layer, targeting.unit_candidates(np.linalg.norm(columns, axis=0), count)))
-        self.sparsity = self.reached()
 
     def reached(self):
         """Zeros over weights, all masked layers together."""
