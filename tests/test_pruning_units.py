@@ -178,3 +178,18 @@ def test_shrink_keeps_a_softmax_class_whose_weights_are_all_zero():
     kernel[:, 1], bias[1] = 0.0, 0.0
     model.layers[1].set_weights([kernel, bias])
     assert shrink(model).layers[-1].units == 3
+
+
+def test_add_built_and_reloaded_sequentials_keep_their_classes_and_shrink(tmp_path):
+    model = keras.Sequential()
+    model.add(keras.Input((20,)))
+    model.add(keras.layers.Dense(8, activation="relu", name="hidden"))
+    model.add(keras.layers.Dense(3, name="classes"))
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(6, 20)).astype("float32")
+    for form in (model, keras.models.load_model(tmp_path / "m.keras")):
+        report = prune(form, 0.5, granularity="unit", criterion="onorm", data=x, merge=True)
+        assert [layer.name for layer in report.layers] == ["hidden"]
+        smaller = shrink(report.model)
+        assert [layer.units for layer in smaller.layers] == [4, 3]
+        np.testing.assert_allclose(np.asarray(smaller(x)), np.asarray(report.model(x)), atol=1e-5)

@@ -5,7 +5,8 @@ import numpy as np
 
 from keras_compact._checks import check_rate, is_int, is_number
 from keras_compact.ops import targeting
-from keras_compact.pruning.prune import SCOPES, PruningMask, masked_kernel, unit_keep, weight_keep
+from keras_compact.pruning._graph import unit_norms
+from keras_compact.pruning.prune import SCOPES, PruningMask, unit_keep, weight_keep
 
 
 class GradualPruning(keras.callbacks.Callback):
@@ -129,11 +130,8 @@ class GradualPruning(keras.callbacks.Callback):
             by_weight[key].set_mask(keep)
         for layer in self.masks:
             if layer.granularity == "unit":
-                kernel = masked_kernel(layer)
-                depthwise = isinstance(layer.target, keras.layers.DepthwiseConv2D)
-                columns = keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise))
-                count = int(round(sparsity * columns.shape[1]))
-                layer.set_mask(unit_keep(layer, targeting.unit_candidates(np.linalg.norm(columns, axis=0), count)))
+                norms = unit_norms(layer)
+                layer.set_mask(unit_keep(layer, targeting.unit_candidates(norms, int(round(sparsity * len(norms))))))
 
     def reached(self):
         """Zeros over weights, all masked layers together."""

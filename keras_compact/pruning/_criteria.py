@@ -7,7 +7,6 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import as_functional
-from keras_compact.ops import targeting
 from keras_compact.pruning import _graph
 
 _BATCH = 512
@@ -53,9 +52,7 @@ def examples(model, data, criterion, merge):
 def unit_scores(criterion, model, copy, masks, x, y):
     """`{name: [units]}` scores for `criterion`; the smallest are pruned."""
     if criterion == "magnitude":
-        return {
-            name: np.linalg.norm(_columns(layer), axis=0) for name, layer in masks.items()
-        }
+        return {name: _graph.unit_norms(layer) for name, layer in masks.items()}
     nested = [name for name, layer in masks.items() if layer not in copy.layers]
     if nested:
         raise ValueError(
@@ -111,14 +108,6 @@ def _per_unit_sum(values):
     return values.reshape(len(values), -1, values.shape[-1]).mean(axis=1).sum(axis=0)
 
 
-def _columns(layer):
-    from keras_compact.pruning.prune import masked_kernel
-
-    kernel = masked_kernel(layer)
-    depthwise = isinstance(layer.target, keras.layers.DepthwiseConv2D)
-    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise)))
-
-
 def chains_for(copy, masks, criterion, merge):
     """`{name: Chain}` for similarity and merging, which change the layer reading the units."""
     if not (merge or criterion == "similarity"):
@@ -140,7 +129,7 @@ def chains_for(copy, masks, criterion, merge):
 def similar_units(layer, chain, count):
     """Srinivas & Babu's data-free choice: bool `[units]` of the `count` units
     removed; each one's outgoing weights are added to its nearest kept twin's."""
-    incoming = _columns(layer)
+    incoming = _graph.columns(_graph.masked_kernel(layer), layer.target)
     if layer.target.use_bias:
         incoming = np.vstack([incoming, keras.ops.convert_to_numpy(layer.masked_values()[1][1])[None, :]])
     incoming = incoming.astype(np.float64)

@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_compact._cloning import as_functional, fresh_copy
 from keras_compact.layers.targeted_dropout import TargetedDropout
+from keras_compact.ops import targeting
 
 RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
 # Layers that act on each channel (the last axis) on its own.
@@ -51,6 +52,22 @@ def core(layer):
     while isinstance(layer, TargetedDropout) or hasattr(layer, "masked_values"):
         layer = layer.layer
     return layer
+
+
+def columns(kernel, layer):
+    """`layer`'s `kernel` (or a kernel-shaped array) as NumPy `[fan_in, units]` columns."""
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise)))
+
+
+def masked_kernel(layer):
+    """A `PruningMask`'s kernel with its mask applied, as NumPy."""
+    return keras.ops.convert_to_numpy(layer.masked_values()[0][1])
+
+
+def unit_norms(layer):
+    """The L2 norm of each unit's masked incoming weights: what magnitude unit pruning ranks."""
+    return np.linalg.norm(columns(masked_kernel(layer), layer.target), axis=0)
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ from keras_compact._cloning import clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
 from keras_compact.pruning import _criteria, _graph
+from keras_compact.pruning._graph import masked_kernel
 
 SCOPES = ("unit", "layer", "global")
 CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
@@ -88,7 +89,7 @@ class PruningMask(keras.layers.Wrapper):
         keep = np.asarray(keep, bool).reshape(self.mask.shape)
         self.mask.assign(keep.astype(self.mask.dtype))
         if self.bias_mask is not None:
-            alive = _columns(keep, self.target).any(axis=0)
+            alive = _graph.columns(keep, self.target).any(axis=0)
             self.bias_mask.assign(alive if self.granularity == "unit" else np.ones_like(alive))
         for variable, value in self.masked_values():
             variable.assign(value)
@@ -298,11 +299,6 @@ def stripped_replacement(layer):
     return None
 
 
-def masked_kernel(layer):
-    """A `PruningMask`'s kernel with its mask applied, as NumPy."""
-    return keras.ops.convert_to_numpy(layer.masked_values()[0][1])
-
-
 def weight_keep(masks, sparsity, scope):
     """`{name: kernel-shaped bool}`: the weights magnitude pruning keeps, in exact counts.
 
@@ -327,7 +323,7 @@ def weight_keep(masks, sparsity, scope):
 
 def unit_keep(layer, pruned):
     """The kernel-shaped bool keep-mask of `layer` (a `PruningMask`) without the `pruned` units."""
-    columns = _columns(np.ones(layer.mask.shape, bool), layer.target)
+    columns = _graph.columns(np.ones(layer.mask.shape, bool), layer.target)
     columns[:, np.asarray(pruned, bool)] = False
     return columns.reshape(layer.mask.shape)
 
@@ -354,14 +350,6 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge):
         chosen = f"criterion={criterion!r}" if criterion != "magnitude" else "merge=True"
         raise ValueError(f"{chosen} chooses whole units; use it with granularity='unit'.")
     return scope
-
-
-def _is_depthwise(layer):
-    return isinstance(layer, keras.layers.DepthwiseConv2D)
-
-
-def _columns(kernel, layer):
-    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, _is_depthwise(layer))))
 
 
 def _masked_weights(layer, wrapped):
@@ -426,7 +414,7 @@ def _output_of(layer):
 
 
 def _layer_keep(kernel, sparsity, layer):
-    columns = _columns(kernel, layer)
+    columns = _graph.columns(kernel, layer)
     fan_in, units = columns.shape
     # floor(sparsity * fan_in) per unit, then the remainder of the layer's total
     # to the units whose next-smallest weight is smallest.
@@ -448,7 +436,7 @@ def _prune_units(model, copy, masks, sparsity, criterion, x, y, merge):
     chains = _criteria.chains_for(copy, masks, criterion, merge)
     originals = _graph.chains(model) if merge else {}
     for name, layer in masks.items():
-        units = _columns(masked_kernel(layer), layer.target).shape[1]
+        units = _graph.columns(masked_kernel(layer), layer.target).shape[1]
         count = int(round(sparsity * units))
         if criterion == "similarity":
             pruned = _criteria.similar_units(layer, chains[name], count)
@@ -461,7 +449,7 @@ def _prune_units(model, copy, masks, sparsity, criterion, x, y, merge):
 
 def _layer_report(layer):
     mask = keras.ops.convert_to_numpy(layer.mask)
-    columns = _columns(mask, layer.target)
+    columns = _graph.columns(mask, layer.target)
     return LayerPruning(
         name=layer.target.name,
         weights=int(mask.size),
