@@ -172,6 +172,18 @@ def test_bad_gradual_pruning_arguments_raise_clear_errors(kwargs, message):
         GradualPruning(**kwargs)
 
 
+def test_a_dataset_of_unknown_length_needs_an_end_step():
+    import tensorflow as tf
+
+    model = _compiled(prunable(_model()))
+    x, y = _data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).filter(lambda a, b: True)
+    with pytest.raises(ValueError, match="needs end_step here.*unknown length"):
+        model.fit(dataset, epochs=1, verbose=0, callbacks=[GradualPruning(0.5)])
+    history = model.fit(dataset, epochs=2, verbose=0, callbacks=[GradualPruning(0.5, end_step=12, frequency=2)])
+    assert history.history["sparsity"][-1] == pytest.approx(0.5, abs=0.01)
+
+
 def test_a_schedule_outside_the_unit_interval_is_named():
     model = _compiled(prunable(_model()))
     with pytest.raises(ValueError, match="sparsity \\(from the schedule at step 0\\)=2.0"):

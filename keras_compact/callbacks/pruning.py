@@ -96,7 +96,13 @@ class GradualPruning(keras.callbacks.Callback):
             )
         self._end = self.end_step
         if self._end is None:
-            steps = self.params.get("epochs", 1) * (self.params.get("steps") or 1)
+            if not self.params.get("steps"):
+                raise ValueError(
+                    "GradualPruning needs end_step here: fit does not know how many steps an epoch has "
+                    "(a dataset of unknown length), so it cannot end the ramp at the last step. "
+                    "Received: end_step=None"
+                )
+            steps = self.params.get("epochs", 1) * self.params["steps"]
             self._end = max(self._step() + steps - 1, self.begin_step + 1)
 
     def sparsity_at(self, step):
