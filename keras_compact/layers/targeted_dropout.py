@@ -65,8 +65,12 @@ class TargetedDropout(keras.layers.Wrapper):
     last threshold. A unit can then have a few more or fewer candidates than
     `floor(target_rate * fan_in)` (the weights that crossed its threshold since),
     and weights tied at a threshold are not candidates. `refresh_steps=1` selects
-    afresh at every step, as the paper does. Unit scores are cheap to sort and
-    are always fresh. Pruning (`keras_compact.pruning.prune`) counts exactly.
+    afresh at every step, as the paper does (measured on an MNIST MLP: about 4x
+    the cost of a `Dropout` epoch, against about 1.4x with the default). A rate
+    that changes at every step (`TargetedDropoutRamp(unit="step")`) recomputes
+    at every step too; ramp per epoch, or in steps of a few dozen, to keep the
+    speed. Unit scores are cheap to sort and are always fresh. Pruning
+    (`keras_compact.pruning.prune`) counts exactly.
 
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer.
@@ -92,7 +96,7 @@ class TargetedDropout(keras.layers.Wrapper):
     """
 
     def __init__(
-        self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=16, **kwargs
+        self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=64, **kwargs
     ):
         check_supported(layer)
         errors = []
