@@ -94,7 +94,7 @@ class GradualPruning(keras.callbacks.Callback):
             raise ValueError(
                 "scope='global' ranks weights across layers; every PruningMask needs granularity='weight'."
             )
-        self._end = self.end_step
+        self._end, self._next = self.end_step, self._step()
         if self._end is None:
             if not self.params.get("steps"):
                 raise ValueError(
@@ -103,7 +103,7 @@ class GradualPruning(keras.callbacks.Callback):
                     "Received: end_step=None"
                 )
             steps = self.params.get("epochs", 1) * self.params["steps"]
-            self._end = max(self._step() + steps - 1, self.begin_step + 1)
+            self._end = max(self._next + steps - 1, self.begin_step + 1)
 
     def sparsity_at(self, step):
         """The scheduled sparsity at `step`, or None where the masks are left as they are.
@@ -124,7 +124,9 @@ class GradualPruning(keras.callbacks.Callback):
         return self.target_sparsity * (1.0 - (1.0 - progress) ** self.power)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._step()
+        # One step a batch: count here instead of reading the optimizer's counter every step.
+        step = self._next if self.model.steps_per_execution == 1 else self._step()
+        self._next = step + 1
         sparsity = self.sparsity_at(step)
         if sparsity is not None:
             self.set_sparsity(check_rate(f"sparsity (from the schedule at step {step})", sparsity))

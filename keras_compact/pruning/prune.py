@@ -313,7 +313,9 @@ def weight_keep(masks, sparsity, scope):
     for names in pools:
         magnitudes = np.concatenate([np.abs(kernels[name]).ravel() for name in names])
         keep = np.ones(magnitudes.size, bool)
-        keep[np.argsort(magnitudes, kind="stable")[: int(round(sparsity * magnitudes.size))]] = False
+        count = int(round(sparsity * magnitudes.size))
+        if count:  # the `count` smallest, in linear time (GradualPruning does this during training)
+            keep[np.argpartition(magnitudes, count - 1)[:count]] = False
         offset = 0
         for name in names:
             result[name] = keep[offset : offset + kernels[name].size].reshape(kernels[name].shape)
