@@ -66,7 +66,7 @@ class TargetedDropout(keras.layers.Wrapper):
     `floor(target_rate * fan_in)` (the weights that crossed its threshold since),
     and weights tied at a threshold are not candidates. `refresh_steps=1` selects
     afresh at every step, as the paper does (measured on an MNIST MLP: about 4x
-    the cost of a `Dropout` epoch, against about 1.4x with the default; pruned
+    the cost of a `Dropout` epoch, against 1.4-1.5x with the default; pruned
     to 90% after a ramp, the default gave 0.4-0.6 points less than
     `refresh_steps=1`, mean of 3 seeds, inside their spread). A rate
     that changes at every step (`TargetedDropoutRamp(unit="step")`) recomputes
