@@ -14,11 +14,9 @@ Writes benchmarks/results/pruning.md and pruning.png (or *_quick.* for --quick).
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,13 +29,13 @@ from keras_compact.callbacks import GradualPruning, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import grow, prunable, prune, shrink, strip
 from keras_compact.regularizers import FanIn, FanOut
+from targeted_dropout import run_tfmot_worker  # the tfmot rows are run as benchmarks/targeted_dropout.py runs them
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HIDDEN = (300, 100)
 GRADUAL_SPARSITIES = (0.9, 0.95)
 UNIT_SPARSITIES = (0.25, 0.5, 0.75)
 CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
-TFMOT_WORKER = ROOT / "benchmarks" / "targeted_dropout.py"
 
 
 def load(data_dir, quick):
@@ -204,13 +202,7 @@ def tfmot_rows(epochs, data_dir, quick, seeds):
     for sparsity in GRADUAL_SPARSITIES:
         runs = []
         for seed in seeds:
-            command = [sys.executable, str(TFMOT_WORKER), "--tfmot-worker", str(sparsity), "--epochs", str(epochs),
-                       "--data-dir", data_dir, "--seed", str(seed)] + (["--quick"] if quick else [])
-            result = subprocess.run(command, capture_output=True, text=True, check=False,
-                                    env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
-            if result.returncode != 0:
-                raise RuntimeError(f"the tfmot worker failed:\n{result.stderr[-3000:]}")
-            run = json.loads(result.stdout.strip().splitlines()[-1])
+            run = run_tfmot_worker(sparsity, epochs, data_dir, quick, seed)
             runs.append(dict(run, epoch_s=run["median_epoch_s"]))
         rows[sparsity] = summary(runs)
         print("tfmot", sparsity, rows[sparsity], flush=True)

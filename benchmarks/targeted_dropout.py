@@ -153,20 +153,26 @@ def tfmot_worker(sparsity, epochs, data_dir, quick, seed=0):
                       "median_epoch_s": median_epoch}))
 
 
+def run_tfmot_worker(sparsity, epochs, data_dir, quick, seed=0):
+    """One tfmot training in a `TF_USE_LEGACY_KERAS=1` subprocess; its JSON result as a dict."""
+    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--tfmot-worker", str(sparsity),
+               "--epochs", str(epochs), "--data-dir", data_dir, "--seed", str(seed)]
+    result = subprocess.run(
+        command + (["--quick"] if quick else []),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the tfmot worker failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def tfmot_rows(epochs, data_dir, quick):
     rows = {}
     for sparsity in WEIGHT_SPARSITIES:
-        command = [sys.executable, __file__, "--tfmot-worker", str(sparsity), "--epochs", str(epochs), "--data-dir", data_dir]
-        result = subprocess.run(
-            command + (["--quick"] if quick else []),
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"the tfmot worker failed:\n{result.stderr[-3000:]}")
-        rows[sparsity] = json.loads(result.stdout.strip().splitlines()[-1])
+        rows[sparsity] = run_tfmot_worker(sparsity, epochs, data_dir, quick)
         print("tfmot", sparsity, rows[sparsity], flush=True)
     return rows
 

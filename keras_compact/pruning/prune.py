@@ -374,9 +374,7 @@ def _masked_copy(model, targets, granularity, keep_dropout):
             values = _masked_weights(layer, wrapped)
             mask = PruningMask(fresh_copy(wrapped), granularity=granularity, name=f"{inner.name}_pruned")
             return mask, lambda built: built.layer.set_weights(values)
-        if layer.weights:
-            return fresh_copy(layer), layer.get_weights()
-        return None
+        return _graph.replacement(layer, {}, {})
 
     return clone_with(model, replace)
 
