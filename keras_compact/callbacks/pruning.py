@@ -125,10 +125,13 @@ class GradualPruning(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         # One step a batch: count here instead of reading the optimizer's counter every step.
-        step = self._next if self.model.steps_per_execution == 1 else self._step()
+        # `self._model`, not `self.model`: on JAX reading `model` writes the training state back
+        # into the variables, which only a batch that changes the masks needs.
+        step = self._next if self._model.steps_per_execution == 1 else self._step()
         self._next = step + 1
         sparsity = self.sparsity_at(step)
         if sparsity is not None:
+            self.model  # noqa: B018 (JAX: brings the weights up to date; the next step reads the new masks)
             self.set_sparsity(check_rate(f"sparsity (from the schedule at step {step})", sparsity))
 
     def set_sparsity(self, sparsity):

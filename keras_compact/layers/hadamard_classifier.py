@@ -1,7 +1,7 @@
 import math
 
 import keras
-import tensorflow as tf
+import numpy as np
 
 from keras_compact._checks import check_seed, draw_seed, is_int, is_number
 from keras_compact.ops import walsh_hadamard
@@ -176,7 +176,7 @@ class HadamardClassifier(keras.layers.Layer):
             rows = walsh_hadamard.hadamard_rows(self.num_classes)
             logits = walsh_hadamard.walsh_hadamard_transform(x, self.transform_radix)[:, rows]
         else:
-            logits = keras.ops.matmul(x, keras.ops.cast(self._matmul_kernel(), x.dtype))
+            logits = keras.ops.matmul(x, keras.ops.convert_to_tensor(self._matmul_kernel(), x.dtype))
         scale = self.alpha if self.scale == "learned" else self.scale
         logits = logits * keras.ops.cast(scale, logits.dtype)
         if self.use_bias:
@@ -202,8 +202,7 @@ class HadamardClassifier(keras.layers.Layer):
     def _matmul_kernel(self):
         # A cache of what the config defines, not a weight: it is not saved.
         if self._kernel is None:
-            with tf.init_scope():
-                self._kernel = tf.constant(self._class_matrix(self.num_features).T)
+            self._kernel = np.ascontiguousarray(self._class_matrix(self.num_features).T)
         return self._kernel
 
     def _class_matrix(self, num_features):

@@ -1,6 +1,7 @@
 import keras
 import tensorflow as tf
 
+from keras_compact._backend import backend, call_in_tf_data, float64_scope, in_tf_data, require_tensorflow
 from keras_compact._checks import check_seed, is_int
 from keras_compact.ops import hashing
 
@@ -115,32 +116,63 @@ class ProjectionLayer(keras.layers.Layer):
         # The matrix is a cache of what the seeds define, not a weight: it is not
         # saved, so the .keras file does not grow with n.
         with tf.init_scope():
-            self._matrix = hashing.projection_matrix(self._seeds, num_features)
-        # XLA drops the assertion that guards signatures against non-finite inputs.
-        self.supports_jit = self.output_mode == "bits"
+            self._matrix = hashing.projection_matrix(self._seeds, num_features).numpy()
+        # XLA drops the assertion that guards signatures against non-finite inputs (made on TensorFlow only).
+        self.supports_jit = self.output_mode == "bits" or backend() != "tensorflow"
+
+    def __call__(self, inputs, *args, **kwargs):
+        if in_tf_data(inputs):
+            return call_in_tf_data(self, inputs)
+        if backend() != "tensorflow" and any(isinstance(v, tf.RaggedTensor) for v in _as_list(inputs)):
+            require_tensorflow(
+                "ProjectionLayer with ragged feature ids",
+                "On another backend, project in the input pipeline instead: "
+                "dataset.map(lambda ids, y: (layer(ids), y)) gives dense bits to the rest of the model; or "
+                "feed dense float features.",
+            )
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         ids, weights = _check_inputs(inputs)
+        if _is_ragged(ids) or in_tf_data(ids):
+            return self._call_tensorflow(ids, weights)
+        ops = keras.ops
+        matrix = self._matrix if self._matrix is not None else self._dense_matrix(ids.shape[-1])
+        with float64_scope():
+            # float64, as the builtin kernel accumulates; JAX computes it only inside the scope.
+            x = ops.cast(ops.cast(ids, "float32"), "float64")
+            bits = ops.matmul(x, ops.convert_to_tensor(matrix, "float64")) > 0
+            finite = ops.all(ops.isfinite(ids), axis=1)
+            if self.output_mode == "bits":
+                return ops.where(finite[:, None], ops.cast(bits, "float32"), float("nan"))
+            # Other backends' compiled steps cannot raise: a non-finite example is hashed as it is.
+            if backend() == "tensorflow":
+                _assert_finite(finite, self.name)
+            return _pack_signatures(bits, self.num_hashes, self.num_bits)
+
+    def _call_tensorflow(self, ids, weights):
+        """The projection in TensorFlow: ragged ids (TensorFlow backend) or a tf.data pipeline."""
         if isinstance(ids, tf.RaggedTensor):
             bits = hashing.sparse_bits(self._seeds, ids, weights)
             values = weights
         else:
-            bits = hashing.dense_bits(ids, self._matrix)
+            bits = hashing.dense_bits(ids, self._dense_matrix(ids.shape[-1]))
             values = ids
-        finite = None if values is None else _finite_rows(values)
+        finite = None if values is None else tf.reduce_all(tf.math.is_finite(values), axis=1)
         if self.output_mode == "bits":
             bits = tf.cast(bits, "float32")
             if finite is None:
                 return bits
             return tf.where(finite[:, None], bits, tf.constant(float("nan"), "float32"))
         if finite is not None:
-            tf.debugging.assert_equal(
-                finite,
-                True,
-                message=f"ProjectionLayer {self.name!r} (output='signatures') received an example with "
-                "NaN or infinite features; signatures are int32 and cannot carry NaN. Clean the inputs.",
-            )
+            _assert_finite(finite, self.name)
         return hashing.pack_signatures(bits, self.num_hashes, self.num_bits)
+
+    def _dense_matrix(self, num_features):
+        if self._matrix is None or self._matrix.shape[0] != num_features:
+            with tf.init_scope():
+                self._matrix = hashing.projection_matrix(self._seeds, num_features).numpy()
+        return self._matrix
 
     def compute_output_shape(self, input_shape):
         ids_shape = input_shape[0] if _is_list(input_shape[0]) else input_shape
@@ -162,9 +194,28 @@ class ProjectionLayer(keras.layers.Layer):
         return config
 
 
-def _finite_rows(values):
-    """bool `[batch]`: every value of the example is finite (ragged or dense `[batch, n]`)."""
-    return tf.reduce_all(tf.math.is_finite(values), axis=1)
+def _assert_finite(finite, name):
+    tf.debugging.assert_equal(
+        finite,
+        True,
+        message=f"ProjectionLayer {name!r} (output='signatures') received an example with "
+        "NaN or infinite features; signatures are int32 and cannot carry NaN. Clean the inputs.",
+    )
+
+
+def _pack_signatures(bits, num_hashes, num_bits):
+    """`hashing.pack_signatures` in `keras.ops` (int64 arithmetic: call inside `float64_scope`)."""
+    ops = keras.ops
+    bits = ops.reshape(ops.cast(bits, "int64"), (-1, num_hashes, num_bits))
+    weights = ops.convert_to_tensor([1 << (num_bits - 1 - j) for j in range(num_bits)], "int64")
+    packed = ops.sum(bits * weights, axis=-1)
+    offsets = ops.convert_to_tensor([t << (num_bits % 32) for t in range(num_hashes)], "int64")
+    wrapped = ops.mod(packed + offsets + 2**31, 2**32) - 2**31
+    return ops.cast(wrapped, "int32")
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _is_list(value):

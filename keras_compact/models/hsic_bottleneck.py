@@ -1,7 +1,10 @@
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact._backend import scale_loss_for_replicas
 from keras_compact._checks import bind_arguments, is_int, is_number
 from keras_compact.ops import hsic_kernels as hsic
 
@@ -103,7 +106,9 @@ class HSICBottleneck(keras.Model):
         self.beta = float(beta)
         self.estimator = estimator
         self.num_classes = None if num_classes is None else int(num_classes)
-        self._trackers = {"loss": keras.metrics.Mean(name="loss")}
+        # The last forward pass of this thread (a tf.distribute replica runs in its own thread).
+        self._forward = threading.local()
+        self._trackers = {}
         for name in self._block_names():
             for term in ("x", "y"):
                 self._trackers[f"hsic_{term}_{name}"] = keras.metrics.Mean(name=f"hsic_{term}_{name}")
@@ -127,7 +132,9 @@ class HSICBottleneck(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        # Keras's own loss tracker ("loss", after compile) reports the summed objective.
+        metrics = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        return metrics + list(self._trackers.values())
 
     def build(self, input_shape):
         for branch in self.branches:
@@ -139,8 +146,13 @@ class HSICBottleneck(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
-        outputs = [self._branch_outputs(branch, inputs, training)[-1] for branch in self.branches]
-        return outputs[0] if len(outputs) == 1 else keras.ops.sum(keras.ops.stack(outputs), axis=0)
+        # In training no gradient crosses a block boundary; compute_loss reads every block's
+        # outputs from this same forward pass (one pass per step, as Keras's loop makes it).
+        branches = [self._branch_outputs(branch, inputs, training, isolate=training) for branch in self.branches]
+        outputs = [branch[-1] for branch in branches]
+        output = outputs[0] if len(outputs) == 1 else keras.ops.sum(keras.ops.stack(outputs), axis=0)
+        self._forward.last = (output, branches)
+        return output
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, positional arguments included, after checking the batch size and labels."""
@@ -155,23 +167,25 @@ class HSICBottleneck(keras.Model):
             self._check_labels(np.asarray(y))
         return super().fit(*args, **kwargs)
 
-    def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            objective, values = self._objectives(x, y, training=True)
-            loss = objective + (tf.add_n(self.losses) if self.losses else 0.0)
-            # Gradients of the replicas are summed; each replica's objective is scaled.
-            loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            if hasattr(self.optimizer, "scale_loss"):
-                loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(objective, values)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The sum of the blocks' objectives `HSIC(Z_i, X) - beta * HSIC(Z_i, Y)`, plus regularizers.
 
-    def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        objective, values = self._objectives(x, y, training=False)
-        return self._update_metrics(objective, values)
+        Keras's training loop calls this right after `call` on the same batch; the
+        blocks' outputs of that forward pass are reused, so each block runs once
+        per step. Updates `hsic_x_i` and `hsic_y_i`. `sample_weight` is not used:
+        HSIC is a statistic of the whole batch.
+        """
+        objective, values = self._objectives(x, y, self._block_outputs(x, y_pred, training))
+        for name, (value_x, value_y) in zip(self._block_names(), values):
+            self._trackers[f"hsic_x_{name}"].update_state(value_x)
+            self._trackers[f"hsic_y_{name}"].update_state(value_y)
+        loss = objective
+        if self.losses:
+            loss = loss + keras.ops.sum([self._aggregate_additional_loss(extra) for extra in self.losses])
+        return scale_loss_for_replicas(loss)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return self.get_metrics_result()
 
     def post_train(
         self,
@@ -273,38 +287,44 @@ class HSICBottleneck(keras.Model):
     def _branch_outputs(self, branch, inputs, training, isolate=False):
         outputs, hidden = [], inputs
         for block in branch:
-            hidden = block(tf.stop_gradient(hidden) if isolate else hidden, training=training)
+            hidden = block(keras.ops.stop_gradient(hidden) if isolate else hidden, training=training)
             outputs.append(hidden)
         return outputs
 
-    def _targets(self, y):
-        y = tf.convert_to_tensor(y)
-        if len(y.shape) == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
-            return tf.cast(y, tf.float32)
-        labels = tf.cast(tf.reshape(y, (-1,)), tf.int32)
-        tf.debugging.assert_non_negative(labels, message="HSICBottleneck: labels must be >= 0")
-        tf.debugging.assert_less(
-            labels, self.num_classes, message=f"HSICBottleneck: labels must be < num_classes={self.num_classes}"
-        )
-        return tf.one_hot(labels, self.num_classes)
+    def _block_outputs(self, x, y_pred, training):
+        """Per branch, every block's outputs: those of the forward pass that gave `y_pred`, else a new one."""
+        last = getattr(self._forward, "last", None)
+        self._forward.last = None
+        if last is not None and y_pred is not None and last[0] is y_pred:
+            return last[1]
+        if not self.built:
+            self.build(tuple(x.shape))
+        return [self._branch_outputs(branch, x, training, isolate=True) for branch in self.branches]
 
-    def _objectives(self, x, y, training):
+    def _targets(self, y):
+        ops = keras.ops
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+            return ops.cast(y, "float32")
+        # fit checks array labels against num_classes; out-of-range labels in a dataset give zero rows.
+        return ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), self.num_classes, dtype="float32")
+
+    def _objectives(self, x, y, branch_outputs):
         """The summed block objectives and, per block, (nHSIC(Z, X), nHSIC(Z, Y))."""
         if self.num_classes is None:
             raise ValueError(
                 "HSICBottleneck needs num_classes: pass it to the constructor (with a tf.data input), or "
                 "call fit with integer or one-hot labels."
             )
-        if not self.built:
-            self.build(tuple(x.shape))
+        stop = keras.ops.stop_gradient
         targets = self._targets(y)
         objective, values = 0.0, []
-        for branch, sigma in zip(self.branches, self.sigmas):
-            k_x = tf.stop_gradient(hsic.gaussian_kernel(x, sigma))
+        for outputs, sigma in zip(branch_outputs, self.sigmas):
+            k_x = stop(hsic.gaussian_kernel(x, sigma))
             k_y = hsic.gaussian_kernel(targets, sigma)
             if self.estimator == "normalized_cca":
-                r_x, r_y = tf.stop_gradient(hsic.cca_operator(k_x)), hsic.cca_operator(k_y)
-            for z in self._branch_outputs(branch, x, training, isolate=True):
+                r_x, r_y = stop(hsic.cca_operator(k_x)), hsic.cca_operator(k_y)
+            for z in outputs:
                 k_z = hsic.gaussian_kernel(z, sigma)
                 if self.estimator == "normalized_cca":
                     r_z = hsic.cca_operator(k_z)
@@ -317,18 +337,11 @@ class HSICBottleneck(keras.Model):
                     term_x = hsic.hsic_from_kernels(k_z, k_x)
                     term_y = hsic.hsic_from_kernels(k_z, k_y)
                 objective += term_x - self.beta * term_y
-                k_z = tf.stop_gradient(k_z)
+                k_z = stop(k_z)
                 values.append(
                     (hsic.normalized_hsic_from_kernels(k_z, k_x), hsic.normalized_hsic_from_kernels(k_z, k_y))
                 )
         return objective, values
-
-    def _update_metrics(self, objective, values):
-        self._trackers["loss"].update_state(objective)
-        for name, (value_x, value_y) in zip(self._block_names(), values):
-            self._trackers[f"hsic_x_{name}"].update_state(value_x)
-            self._trackers[f"hsic_y_{name}"].update_state(value_y)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def _check_labels(self, labels):
         if labels.ndim == 2 and labels.shape[1] > 1:

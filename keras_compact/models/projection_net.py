@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact._backend import scale_loss_for_replicas
 from keras_compact._checks import bind_arguments, is_number
 
 
@@ -87,7 +88,7 @@ class ProjectionNet(keras.Model):
         self._checked_first_batch = False
         self._loss_trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss", "trainer_loss", "distillation_loss", "projection_loss")
+            for name in ("trainer_loss", "distillation_loss", "projection_loss")
         }
         self._accuracies = {
             name: keras.metrics.CategoricalAccuracy(name=name)
@@ -139,36 +140,64 @@ class ProjectionNet(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._loss_trackers.values()) + list(self._accuracies.values())
+        # Keras's own loss tracker ("loss", after compile) reports the total loss.
+        metrics = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        metrics += list(self._loss_trackers.values())
+        metrics += list(self._accuracies.values())
+        if getattr(self, "_compile_metrics", None) is not None:
+            metrics.append(self._compile_metrics)
+        return metrics
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            losses, predictions, targets = self._joint_losses(x, y, sample_weight, training=True)
-            # Gradients of the replicas are summed, so each replica's mean is scaled.
-            loss = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
-            if hasattr(self.optimizer, "scale_loss"):
-                loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(losses, predictions, targets, sample_weight)
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`; ProjectionNet computes its own loss, so `loss` must be left out.
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        losses, predictions, targets = self._joint_losses(x, y, sample_weight, training=False)
-        return self._update_metrics(losses, predictions, targets, sample_weight)
+        Metrics passed here are computed on the projection network's outputs.
+        """
+        arguments = bind_arguments(keras.Model.compile, args, kwargs)
+        if arguments.get("loss") is not None:
+            raise ValueError(
+                "ProjectionNet computes its own joint loss (weighted by l1, l2, l3); compile takes no loss. "
+                f"Received: loss={arguments['loss']!r}"
+            )
+        return super().compile(*args, **kwargs)
 
-    def _joint_losses(self, x, y, sample_weight, training):
-        trainer_log_probs = self._log_probs("trainer", self.trainer(x, training=training))
-        projection_log_probs = self._log_probs("projection", self.projection(x, training=training))
+    def compile_from_config(self, config):
+        # Keras skips a custom compile when loading; this one only checks its arguments.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The joint loss `l1 * trainer CE + l2 * distillation + l3 * projection CE`, plus regularizers.
+
+        Keras's training loop calls this with `y_pred` the projection network's
+        outputs; the trainer network runs here, once per step. Updates the
+        per-term and accuracy metrics.
+        """
+        if y_pred is None:
+            y_pred = self.projection(x, training=training)
+        trainer_outputs = self.trainer(x, training=training)
+        losses, predictions, targets = self._joint_losses(trainer_outputs, y_pred, y, sample_weight)
+        for name, tracker in self._loss_trackers.items():
+            tracker.update_state(losses[name], sample_weight=keras.ops.shape(targets)[0])
+        for name, accuracy in self._accuracies.items():
+            accuracy.update_state(targets, predictions[name], sample_weight=sample_weight)
+        loss = losses["loss"]
+        if self.losses:
+            loss = loss + keras.ops.sum([self._aggregate_additional_loss(extra) for extra in self.losses])
+        return scale_loss_for_replicas(loss)
+
+    def _joint_losses(self, trainer_outputs, projection_outputs, y, sample_weight):
+        ops = keras.ops
+        trainer_log_probs = self._log_probs("trainer", trainer_outputs)
+        projection_log_probs = self._log_probs("projection", projection_outputs)
         targets = _one_hot(y, trainer_log_probs.shape[-1])
-        soft_targets = tf.nn.softmax(tf.stop_gradient(trainer_log_probs) / self.temperature)
-        soft_log_probs = tf.nn.log_softmax(projection_log_probs / self.temperature)
+        soft_targets = ops.softmax(ops.stop_gradient(trainer_log_probs) / self.temperature)
+        soft_log_probs = ops.log_softmax(projection_log_probs / self.temperature)
         per_example = {
-            "trainer_loss": -tf.reduce_sum(targets * trainer_log_probs, axis=-1),
-            "distillation_loss": -tf.reduce_sum(soft_targets * soft_log_probs, axis=-1)
-            * self.temperature**2,
-            "projection_loss": -tf.reduce_sum(targets * projection_log_probs, axis=-1),
+            "trainer_loss": -ops.sum(targets * trainer_log_probs, axis=-1),
+            "distillation_loss": -ops.sum(soft_targets * soft_log_probs, axis=-1) * self.temperature**2,
+            "projection_loss": -ops.sum(targets * projection_log_probs, axis=-1),
         }
         losses = {name: _weighted_mean(value, sample_weight) for name, value in per_example.items()}
         losses["loss"] = (
@@ -180,7 +209,7 @@ class ProjectionNet(keras.Model):
         return losses, predictions, targets
 
     def _log_probs(self, name, outputs):
-        outputs = tf.cast(outputs, tf.float32)
+        outputs = keras.ops.cast(outputs, "float32")
         logits = self._logits[name]
         if logits is None:
             raise ValueError(
@@ -189,15 +218,8 @@ class ProjectionNet(keras.Model):
                 "Pass from_logits=True or from_logits=False."
             )
         if logits:
-            return tf.nn.log_softmax(outputs)
-        return tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
-
-    def _update_metrics(self, losses, predictions, targets, sample_weight):
-        for name, tracker in self._loss_trackers.items():
-            tracker.update_state(losses[name])
-        for name, accuracy in self._accuracies.items():
-            accuracy.update_state(targets, predictions[name], sample_weight=sample_weight)
-        return {metric.name: metric.result() for metric in self.metrics}
+            return keras.ops.log_softmax(outputs)
+        return keras.ops.log(keras.ops.clip(outputs, 1e-7, 1.0))
 
     def get_config(self):
         config = super().get_config()
@@ -226,13 +248,17 @@ def _first_inputs(x, count=64):
         for batch in x.take(1):
             return batch[0] if isinstance(batch, tuple) else batch
         return None
-    if isinstance(x, (np.ndarray, tf.Tensor, tf.RaggedTensor)):
+    if _is_array(x):
         return x[:count]
-    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (np.ndarray, tf.Tensor, tf.RaggedTensor)) for v in x):
+    if isinstance(x, (list, tuple)) and x and all(_is_array(v) for v in x):
         return type(x)(v[:count] for v in x)
-    if isinstance(x, dict) and x and all(isinstance(v, (np.ndarray, tf.Tensor, tf.RaggedTensor)) for v in x.values()):
+    if isinstance(x, dict) and x and all(_is_array(v) for v in x.values()):
         return {key: value[:count] for key, value in x.items()}
     return None
+
+
+def _is_array(value):
+    return isinstance(value, (np.ndarray, tf.Tensor, tf.RaggedTensor)) or keras.ops.is_tensor(value)
 
 
 def _are_probabilities(outputs):
@@ -291,16 +317,17 @@ def _class_count_errors(trainer, projection):
 
 def _one_hot(labels, num_classes):
     """Integer labels `[batch]` / `[batch, 1]` or one-hot `[batch, C]` -> one-hot float32."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 2 and labels.shape[-1] == num_classes and num_classes != 1:
-        return tf.cast(labels, tf.float32)
-    labels = tf.reshape(labels, [-1])
-    return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    ops = keras.ops
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes != 1:
+        return ops.cast(labels, "float32")
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    return ops.one_hot(labels, num_classes, dtype="float32")
 
 
 def _weighted_mean(values, sample_weight):
     """Mean over the batch of `values * sample_weight`, as Keras losses reduce."""
     if sample_weight is None:
-        return tf.reduce_mean(values)
-    weights = tf.reshape(tf.cast(sample_weight, values.dtype), [-1])
-    return tf.reduce_mean(values * weights)
+        return keras.ops.mean(values)
+    weights = keras.ops.reshape(keras.ops.cast(sample_weight, values.dtype), (-1,))
+    return keras.ops.mean(values * weights)

@@ -20,7 +20,8 @@ in float32 whatever the inputs' dtype; a batch of 1, or constant inputs, gives 0
 (the centred kernel vanishes) rather than NaN.
 """
 
-import tensorflow as tf
+from keras import ops
+
 
 # Floor of a denominator; HSIC of real inputs is many orders of magnitude above it.
 _TINY = 1e-12
@@ -28,50 +29,49 @@ _TINY = 1e-12
 
 def flatten(a):
     """`[m, ...]` -> float32 `[m, d]`."""
-    a = tf.cast(a, tf.float32)
-    return tf.reshape(a, (tf.shape(a)[0], -1))
+    a = ops.cast(a, "float32")
+    return ops.reshape(a, (ops.shape(a)[0], -1))
 
 
 def gaussian_kernel(a, sigma):
     """The `[m, m]` Gaussian kernel matrix of the rows of `a` (flattened to `[m, d]`)."""
     a = flatten(a)
-    squares = tf.reduce_sum(tf.square(a), axis=1, keepdims=True)
-    distances = tf.abs(squares - 2.0 * tf.matmul(a, a, transpose_b=True) + tf.transpose(squares))
-    dimension = tf.cast(tf.shape(a)[1], tf.float32)
-    return tf.exp(-distances / (2.0 * float(sigma) ** 2 * dimension))
+    squares = ops.sum(ops.square(a), axis=1, keepdims=True)
+    distances = ops.abs(squares - 2.0 * ops.matmul(a, ops.transpose(a)) + ops.transpose(squares))
+    dimension = ops.cast(ops.shape(a)[1], "float32")
+    return ops.exp(-distances / (2.0 * float(sigma) ** 2 * dimension))
 
 
 def center(kernel):
     """`H K H`: the kernel matrix with row and column means removed."""
-    kernel = kernel - tf.reduce_mean(kernel, axis=0, keepdims=True)
-    return kernel - tf.reduce_mean(kernel, axis=1, keepdims=True)
+    kernel = kernel - ops.mean(kernel, axis=0, keepdims=True)
+    return kernel - ops.mean(kernel, axis=1, keepdims=True)
 
 
 def hsic_from_kernels(k_a, k_b):
     """`tr(K_a H K_b H) / m^2` from two kernel matrices."""
-    m = tf.cast(tf.shape(k_a)[0], tf.float32)
-    return tf.reduce_sum(center(k_a) * k_b) / (m * m)
+    m = ops.cast(ops.shape(k_a)[0], "float32")
+    return ops.sum(center(k_a) * k_b) / (m * m)
 
 
 def normalized_hsic_from_kernels(k_a, k_b):
     """nHSIC from two kernel matrices; 0 when either is constant."""
     self_a = hsic_from_kernels(k_a, k_a)
     self_b = hsic_from_kernels(k_b, k_b)
-    return hsic_from_kernels(k_a, k_b) / tf.sqrt(tf.maximum(self_a * self_b, _TINY))
+    return hsic_from_kernels(k_a, k_b) / ops.sqrt(ops.maximum(self_a * self_b, _TINY))
 
 
 def cca_operator(kernel, epsilon=1e-5):
     """`R = K_c (K_c + epsilon m I)^-1` with `K_c = H K H` (so `R = I - epsilon m (K_c + epsilon m I)^-1`)."""
-    m = tf.shape(kernel)[0]
-    ridge = epsilon * tf.cast(m, tf.float32)
-    identity = tf.eye(m, dtype=tf.float32)
-    factor = tf.linalg.cholesky(center(kernel) + ridge * identity)
-    return identity - ridge * tf.linalg.cholesky_solve(factor, identity)
+    m = ops.shape(kernel)[0]
+    ridge = epsilon * ops.cast(m, "float32")
+    identity = ops.eye(m, dtype="float32")
+    return identity - ridge * ops.cholesky_inverse(ops.cholesky(center(kernel) + ridge * identity))
 
 
 def normalized_cca_from_operators(r_a, r_b):
     """`tr(R_a R_b)` for two symmetric `cca_operator`s."""
-    return tf.reduce_sum(r_a * r_b)
+    return ops.sum(r_a * r_b)
 
 
 def hsic(a, b, sigma):

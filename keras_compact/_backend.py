@@ -1,0 +1,81 @@
+"""What differs between Keras backends, in one place.
+
+Everything else in `keras_compact` that trains is written in `keras.ops`; the few
+places that must know the backend ask here.
+"""
+
+import contextlib
+
+import keras
+
+
+def backend():
+    """The Keras backend's name: "tensorflow", "jax", "torch" or "numpy"."""
+    return keras.backend.backend()
+
+
+def require_tensorflow(what, instead):
+    """Raises a `RuntimeError` unless Keras runs on TensorFlow, saying what to do instead.
+
+    Args:
+        what: what needs TensorFlow, e.g. "ProjectionLayer with ragged feature ids".
+        instead: one sentence on what works on the other backends.
+    """
+    if backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this process runs Keras on "
+            f"{backend()!r}. {instead}"
+        )
+
+
+def scale_loss_for_replicas(loss):
+    """`loss / replicas` inside a `tf.distribute` strategy's replica, else `loss`.
+
+    A custom `compute_loss` returns this: Keras sums the replicas' gradients and
+    un-scales the loss it reports (as `keras.losses.Loss` scales inside
+    `CompileLoss`). JAX's `keras.distribution` averages the global batch itself.
+    """
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss * keras.ops.cast(1.0 / replicas, loss.dtype)
+    return loss
+
+
+def float64_scope():
+    """A context in which `keras.ops` computes in float64 on every backend.
+
+    JAX keeps 64-bit types off unless asked (`jax_enable_x64`); this turns them on
+    only for the ops traced inside it, and leaves the user's setting alone.
+    The other backends compute float64 anyway.
+    """
+    if backend() == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def in_tf_data(inputs):
+    """True when Keras runs on another backend and `inputs` are TensorFlow graph tensors.
+
+    That is a `tf.data` pipeline (`dataset.map(layer)`): the TensorFlow-only
+    layers run there on every backend, as Keras's preprocessing layers do.
+    """
+    if backend() == "tensorflow":
+        return False
+    import tensorflow as tf
+
+    values = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return not tf.executing_eagerly() and all(isinstance(v, (tf.Tensor, tf.RaggedTensor)) for v in values)
+
+
+def call_in_tf_data(layer, inputs, **kwargs):
+    """`layer.call(inputs)` with TensorFlow ops, building the layer first; for `in_tf_data` inputs."""
+    if not layer.built:
+        shapes = [tuple(v.shape) for v in inputs] if isinstance(inputs, (list, tuple)) else tuple(inputs.shape)
+        layer.build(shapes)
+        layer.built = True
+    return layer.call(inputs, **kwargs)
