@@ -29,6 +29,51 @@ def needs_shared_data(*parts):
     return path
 
 
+BACKEND = keras.backend.backend()
+
+
+def pytest_collection_modifyitems(config, items):
+    """On another backend, tests marked `tensorflow_backend("why")` skip with their reason."""
+    if BACKEND == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_backend")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "uses TensorFlow directly"
+            item.add_marker(pytest.mark.skip(reason=f"needs the TensorFlow backend ({why}); Keras runs on {BACKEND}"))
+
+
+def gradients(fn, inputs=(), variables=()):
+    """The gradients of the scalar `fn(*inputs)` with respect to `inputs` and Keras `variables`.
+
+    `fn` reads the variables as layers do; works on the TensorFlow and JAX backends.
+    Returns NumPy arrays, inputs' first.
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        sources = tensors + [v.value for v in variables]
+        # TensorFlow says None where JAX says zeros: no path from the source to the value.
+        return [np.zeros(s.shape) if g is None else np.asarray(g) for s, g in zip(sources, tape.gradient(value, sources))]
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def value(tensors, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*tensors)
+
+        by_input, by_variable = jax.grad(value, argnums=(0, 1))(
+            [jnp.asarray(x) for x in inputs], [v.value for v in variables]
+        )
+        return [np.asarray(g) for g in list(by_input) + list(by_variable)]
+    pytest.skip(f"gradients() in the tests covers TensorFlow and JAX; Keras runs on {BACKEND}")
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(0)

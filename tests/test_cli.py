@@ -9,6 +9,8 @@ import pytest
 from keras_compact import ProjectionLayer
 from tflite_export import _cli
 
+pytestmark = pytest.mark.tensorflow_backend("the command line runs on TensorFlow whatever the caller's backend; tested from JAX in test_backends.py")
+
 
 def test_demo_trains_exports_and_prints_one_table(tmp_path, capsys):
     code = _cli.main(["demo", "--epochs", "3", "--num-hashes", "20", "--output-dir", str(tmp_path)])

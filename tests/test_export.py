@@ -9,6 +9,8 @@ import tensorflow as tf
 from keras_compact import ProjectionLayer, ProjectionNet
 from tflite_export import export, predict, verify
 
+pytestmark = pytest.mark.tensorflow_backend("converts in this process; other backends convert in a TensorFlow subprocess, tested in test_backends.py")
+
 _BUILTIN_ONLY_PROJECTION = {"LSH_PROJECTION", "CAST", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
 
 

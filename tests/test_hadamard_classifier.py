@@ -7,6 +7,7 @@ import scipy.linalg
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
+from conftest import gradients
 from keras_compact import HadamardClassifier
 from keras_compact.ops import (
     hadamard_class_matrix,
@@ -145,16 +146,13 @@ def test_transform_factors_multiply_to_the_size():
 
 
 def test_transform_path_equals_matmul_path_in_values_and_gradients(rng):
-    x = tf.constant(rng.normal(size=(32, 2048)).astype("float32"))
+    x = rng.normal(size=(32, 2048)).astype("float32")
     layers = [_classifier(2048, 1000, implementation=name, use_bias=True) for name in ("matmul", "fwht")]
     layers[1].set_weights(layers[0].get_weights())
     results = []
     for layer in layers:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.sin(layer(x)))
-        gradients = tape.gradient(loss, [x] + layer.trainable_weights)
-        results.append([layer(x)] + gradients)
+        found = gradients(lambda x: keras.ops.sum(keras.ops.sin(layer(x))), inputs=[x], variables=layer.trainable_weights)
+        results.append([np.asarray(layer(x))] + found)
     for got, expected in zip(results[1], results[0]):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -166,13 +164,10 @@ def test_auto_implementation_picks_the_transform_for_large_shapes():
 
 
 def test_all_zero_features_give_finite_logits_and_gradients():
-    x = tf.zeros((2, 64))
+    x = np.zeros((2, 64), "float32")
     layer = _classifier(64, 10, use_bias=True)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = layer(x)
-        target = tf.reduce_sum(logits[:, 3])
-    gradient = tape.gradient(target, x)
+    logits = np.asarray(layer(x))
+    (gradient,) = gradients(lambda x: keras.ops.sum(layer(x)[:, 3]), inputs=[x])
     assert np.all(np.isfinite(logits)) and np.all(np.isfinite(gradient))
 
 
@@ -269,6 +264,7 @@ def _exported_classifier(tmp_path, num_features, num_classes, name, **kwargs):
     return model, export(model, tmp_path / f"{name}.tflite", num_random_examples=32)
 
 
+@pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
 def test_export_writes_the_transform_without_the_matrix(tmp_path):
     small_model, small = _exported_classifier(tmp_path, 512, 10, "small")
     large_model, large = _exported_classifier(tmp_path, 2048, 1000, "large")
@@ -286,6 +282,7 @@ def test_export_writes_the_transform_without_the_matrix(tmp_path):
     assert large_model.layers[-1].transform_radix == 64
 
 
+@pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
 @pytest.mark.parametrize("implementation", ["matmul", "fwht"])
 def test_explicit_implementation_is_kept_by_the_export(tmp_path, implementation):
     model, report = _exported_classifier(tmp_path, 256, 10, implementation, implementation=implementation)
@@ -293,6 +290,7 @@ def test_explicit_implementation_is_kept_by_the_export(tmp_path, implementation)
     assert report.top1_agreement == 1.0
 
 
+@pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
 def test_dynamic_int8_stores_the_hadamard_matrix_exactly(tmp_path):
     model = keras.Sequential([keras.Input((512,), name="features"), HadamardClassifier(10, implementation="matmul")])
     model.layers[-1].alpha.assign(2.7)
@@ -309,6 +307,7 @@ def test_dynamic_int8_stores_the_hadamard_matrix_exactly(tmp_path):
     assert report.top1_agreement == 1.0
 
 
+@pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
 @pytest.mark.parametrize("implementation", ["matmul", "fwht"])
 def test_trained_digits_classifier_exports_with_full_agreement(tmp_path, digits, implementation):
     (x_train, y_train), (x_test, y_test) = digits

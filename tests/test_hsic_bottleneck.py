@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras_compact import HSICBottleneck
 from keras_compact.ops import gaussian_kernel, hsic, normalized_cca_hsic, normalized_hsic
 from keras_compact.ops import hsic_kernels
-from conftest import run_with_two_logical_cpus
+from conftest import gradients, run_with_two_logical_cpus
 from tflite_export import export
 
 
@@ -104,13 +104,12 @@ def test_constant_inputs_and_single_samples_give_zero_not_nan(rng, estimator):
 
 
 def test_estimators_stay_finite_in_float32_for_large_batches(rng):
-    a = tf.constant(rng.normal(size=(1500, 64)).astype("float16"))
-    b = tf.one_hot(rng.integers(0, 10, size=1500), 10)
-    with tf.GradientTape() as tape:
-        tape.watch(a)
-        value = normalized_cca_hsic(a, b, 5.0)
-    gradient = tape.gradient(value, a)
-    assert value.dtype == tf.float32 and np.isfinite(float(value)) and np.all(np.isfinite(gradient))
+    a = rng.normal(size=(1500, 64)).astype("float16")
+    b = np.eye(10, dtype="float32")[rng.integers(0, 10, size=1500)]
+    value = normalized_cca_hsic(a, b, 5.0)
+    (gradient,) = gradients(lambda a: normalized_cca_hsic(a, b, 5.0), inputs=[a])
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+    assert np.isfinite(float(value)) and np.all(np.isfinite(gradient))
 
 
 def _digits_net(digits, blocks=3, units=64, **kwargs):
@@ -124,36 +123,43 @@ def test_no_gradient_crosses_from_one_block_to_another(digits):
     (x_train, y_train), _ = digits
     net = _digits_net(digits)
     net.build((None, 64))
-    x, targets = tf.constant(x_train[:128]), tf.one_hot(y_train[:128], 10)
-    with tf.GradientTape() as tape:
-        outputs = net._branch_outputs(net.branches[0], x, training=True, isolate=True)
-        last = hsic_kernels.normalized_cca_hsic(outputs[-1], targets, 5.0)
-    gradients = tape.gradient(last, net.blocks[0].trainable_weights + net.blocks[-1].trainable_weights)
-    first, final = gradients[: len(net.blocks[0].trainable_weights)], gradients[len(net.blocks[0].trainable_weights):]
-    assert all(g is None for g in first)
-    assert all(g is not None and np.any(np.asarray(g) != 0) for g in final)
+    x, targets = x_train[:128], np.eye(10, dtype="float32")[y_train[:128]]
+
+    def last_objective():
+        # Training mode: each block's input is held constant, as in fit.
+        return hsic_kernels.normalized_cca_hsic(net(x, training=True), targets, 5.0)
+
+    found = gradients(last_objective, variables=net.blocks[0].trainable_weights + net.blocks[-1].trainable_weights)
+    first, final = found[: len(net.blocks[0].trainable_weights)], found[len(net.blocks[0].trainable_weights):]
+    assert all(np.all(g == 0) for g in first)
+    assert all(np.any(g != 0) for g in final)
 
 
 def test_a_training_step_updates_the_first_block_from_its_own_objective_only(digits):
     (x_train, y_train), _ = digits
     x, y = x_train[:256], y_train[:256]
     net = HSICBottleneck([_block(32) for _ in range(3)], num_classes=10, beta=50.0, sigma=5.0)
-    net.compile(keras.optimizers.SGD(1e-2))
+    # Eager, as the expected gradient is: XLA's fused float32 changes the last digits of the
+    # ill-conditioned CCA inverses (2 of 2,048 kernel updates by 1e-6 on JAX when compiled).
+    net.compile(keras.optimizers.SGD(1e-2), run_eagerly=True)
     net.build((None, 64))
     first = net.blocks[0]
-    before = [w.numpy() for w in first.trainable_weights]
+    before = [np.asarray(w.value) for w in first.trainable_weights]
     # The gradient of block 0's objective alone, from an independent forward pass of block 0.
     twin = keras.models.clone_model(first)
     twin.set_weights(first.get_weights())
-    with tf.GradientTape() as tape:
-        z = twin(tf.constant(x), training=True)
-        objective = normalized_cca_hsic(z, x, 5.0) - 50.0 * normalized_cca_hsic(z, tf.one_hot(y, 10), 5.0)
-    expected = [w - 1e-2 * g.numpy() for w, g in zip(before, tape.gradient(objective, twin.trainable_weights))]
+    targets = np.eye(10, dtype="float32")[y]
+
+    def objective():
+        z = twin(x, training=True)
+        return normalized_cca_hsic(z, x, 5.0) - 50.0 * normalized_cca_hsic(z, targets, 5.0)
+
+    expected = [w - 1e-2 * g for w, g in zip(before, gradients(objective, variables=twin.trainable_weights))]
     net.fit(x, y, batch_size=256, epochs=1, shuffle=False, verbose=0)
     # The kernel moves (the bias before batch normalisation gets no gradient).
-    assert np.max(np.abs(first.trainable_weights[0].numpy() - before[0])) > 1e-5
+    assert np.max(np.abs(np.asarray(first.trainable_weights[0].value) - before[0])) > 1e-5
     for got, want, old in zip(first.trainable_weights, expected, before):
-        np.testing.assert_allclose(got.numpy() - old, want - old, rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(got.value) - old, want - old, rtol=1e-3, atol=1e-6)
 
 
 def test_training_on_real_digits_beats_chance_by_far_and_logs_every_block(digits):
@@ -292,5 +298,6 @@ _MIRRORED_SCRIPT = """
 """
 
 
+@pytest.mark.tensorflow_backend("tf.distribute")
 def test_trains_under_mirrored_strategy_on_two_cpus():
     run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")

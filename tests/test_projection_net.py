@@ -230,5 +230,6 @@ _MIRRORED_SCRIPT = """
 """
 
 
+@pytest.mark.tensorflow_backend("tf.distribute")
 def test_trains_under_mirrored_strategy_on_two_cpus_like_one_device():
     run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")

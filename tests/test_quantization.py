@@ -13,6 +13,8 @@ from keras_compact.pruning import prune
 from tflite_export import _cli, export, inspect, predict, verify
 from tflite_export import _flatbuffer as fb
 
+pytestmark = pytest.mark.tensorflow_backend("converts in this process; other backends convert in a TensorFlow subprocess, tested in test_backends.py")
+
 _MODES = ["dynamic", "float16", "int8", "int8_io"]
 
 

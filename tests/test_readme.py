@@ -10,6 +10,8 @@ import pytest
 
 from conftest import SHARED_DATA
 
+pytestmark = pytest.mark.tensorflow_backend("the README's snippets include ragged text features and the TensorFlow-only parts")
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 # Not shown in the README: with KERAS_COMPACT_QUICK=1 every fit runs at most 2 epochs (and at most

@@ -11,6 +11,8 @@ from keras_compact import ProjectionLayer, TextFeaturizer
 from keras_compact.layers import FeatureBuckets
 from keras_compact.models import lstm_trainer
 
+pytestmark = pytest.mark.tensorflow_backend("strings and ragged ids are TensorFlow tensors")
+
 JAVA_SOURCES = pathlib.Path(__file__).resolve().parents[1] / "tutorials" / "android" / "featurizer" / "src"
 GUAVA = next(
     (path for path in ("/usr/share/java/guava.jar",) if pathlib.Path(path).is_file()),

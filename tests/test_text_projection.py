@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import keras_compact
@@ -7,6 +8,8 @@ from conftest import needs_shared_data
 from keras_compact import ProjectionNet, TextFeaturizer
 from keras_compact.models import lstm_trainer, projection_network
 from tflite_export import export, predict
+
+pytestmark = pytest.mark.tensorflow_backend("strings and ragged ids are TensorFlow tensors")
 
 
 def _snips(count):

@@ -6,6 +6,8 @@ from nbclient import NotebookClient
 
 from conftest import SHARED_DATA, needs_shared_data
 
+pytestmark = pytest.mark.tensorflow_backend("the tutorials are run on TensorFlow, as on Colab")
+
 TUTORIALS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tutorials").glob("*.ipynb"))
 # Tutorials whose data has no offline stand-in: SNIPS is only in ../shared/data (or downloaded).
 NEEDS = {"text_projection.ipynb": "snips"}

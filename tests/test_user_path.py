@@ -18,6 +18,8 @@ from keras_compact.pruning import PruningMask, prune
 from test_contract import LAYER_CASES
 from tflite_export import _cli, export, predict
 
+pytestmark = pytest.mark.tensorflow_backend("exports every model form in this process; other backends' export is tested in test_backends.py")
+
 _CASES = {case.name: case for case in LAYER_CASES}
 
 

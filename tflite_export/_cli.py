@@ -31,6 +31,10 @@ _FLAGS = {
 
 def main(argv=None, prog="keras-compact"):
     args = _parser(prog).parse_args(argv)
+    # The converter needs TensorFlow; a .keras file saved on any backend loads on it.
+    # (Only where Keras is not imported yet: the command line, not a caller's process.)
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     commands = {"demo": _demo, "export": _export, "inspect": _inspect}
     try:
         return commands[args.command](args)

@@ -19,6 +19,7 @@ from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 from tflite_export import _inspect
 from tflite_export import _lowering
+from tflite_export import _other_backend
 from tflite_export import _quantize
 from tflite_export import _verify
 
@@ -208,6 +209,13 @@ def export(
         min_agreement, batch_size, metadata, sparse,
     )
     reference = _deployable(model)
+    if keras.backend.backend() != "tensorflow":
+        return _export_through_tensorflow(
+            reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
+            quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
+            labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
+            batch_size=batch_size,
+        )
     lowered = _lowering.lowered_copy(reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
     labels = _check_fits(lowered, cuts, quantization, batch_size, labels)
@@ -225,6 +233,23 @@ def export(
         path, model_bytes, functools.partial(_verify_file, reference, examples, names, min_agreement, path)
     )
     return _report(path, model_bytes, encodings, verification, lowered)
+
+
+def _export_through_tensorflow(
+    reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement, **options
+):
+    """`export` on the JAX or PyTorch backend: converted in a TensorFlow-backend Python, verified here."""
+    representative = None
+    if representative_data is not None:
+        representative = _quantize.representative_examples(reference, representative_data)
+    examples = _examples(reference, verify_with, representative, num_random_examples, seed)
+    model_bytes, report, names = _other_backend.convert(
+        reference, examples, representative, min_agreement=min_agreement, **options
+    )
+    verification = _write_verified(
+        path, model_bytes, functools.partial(_verify_file, reference, examples, names, min_agreement, path)
+    )
+    return _other_backend.report_with(report, path, verification)
 
 
 def _check_arguments(
