@@ -188,7 +188,7 @@ def test_curriculum_dropout_rises_towards_the_final_rate():
 
 def test_ramp_without_targeted_dropout_layers_is_an_error():
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2)])
-    model.compile("adam", "mse")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match="no TargetedDropout layer"):
         model.fit(*_data(), epochs=1, verbose=0, callbacks=[TargetedDropoutRamp()])
 

@@ -137,6 +137,7 @@ class TargetedDropoutRamp(_RampCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        self._applied = None
         self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, TargetedDropout)]
         if not self.layers:
             raise ValueError(
@@ -152,8 +153,13 @@ class TargetedDropoutRamp(_RampCallback):
             rate = _rate_from(schedule(position if takes_position else self._progress(position)))
             check_rate(f"{name} (from the schedule at {self.unit} {position})", rate)
             self.rates[name] = rate
-        for layer in self.layers:
-            layer.set_rates(**self.rates)
+        if self.rates != self._applied:
+            # On JAX, reading `model` writes the training state back into the variables, and the
+            # next step reads them again, with these rates.
+            self.model  # noqa: B018
+            for layer in self.layers:
+                layer.set_rates(**self.rates)
+            self._applied = dict(self.rates)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -1,6 +1,7 @@
 import keras
 import tensorflow as tf
 
+from keras_compact._backend import backend, call_in_tf_data, in_tf_data, require_tensorflow
 from keras_compact._checks import is_int
 
 
@@ -46,6 +47,16 @@ class FeatureBuckets(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)
         self.max_length = int(max_length)
+
+    def __call__(self, inputs, *args, **kwargs):
+        if in_tf_data(inputs):
+            return call_in_tf_data(self, inputs)
+        if backend() != "tensorflow":
+            require_tensorflow(
+                "FeatureBuckets (strings and ragged ids)",
+                "On another backend, bucket in the input pipeline: dataset.map(lambda ids, y: (buckets(ids), y)).",
+            )
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         ids, weights = inputs

@@ -1,6 +1,7 @@
 import keras
 import tensorflow as tf
 
+from keras_compact._backend import backend, call_in_tf_data, in_tf_data, require_tensorflow
 from keras_compact._checks import is_int, is_number
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
@@ -165,6 +166,16 @@ class TextFeaturizer(keras.layers.Layer):
             axis=1,
         )
         return strings, weights
+
+    def __call__(self, inputs, *args, **kwargs):
+        if in_tf_data(inputs):
+            return call_in_tf_data(self, inputs)
+        if backend() != "tensorflow":
+            require_tensorflow(
+                "TextFeaturizer (strings and ragged ids)",
+                "On another backend, featurize in the input pipeline: dataset.map(lambda text, y: (featurizer(text), y)), followed there by a ProjectionLayer (projection(featurizer(text))) to hand the model dense bits.",
+            )
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         strings, weights = self.features(inputs)

@@ -1,0 +1,202 @@
+"""The same models on every Keras backend: training step time and accuracy on real MNIST.
+
+Trains four models, each with the same seed, data, optimizer, batch size and epochs, once per
+backend: the Targeted Dropout MLP (784-300-100-10, TD on both hidden layers), the HSIC
+network (3 blocks of 128, Adam 1e-2 as benchmarks/hsic.py, then the post-trained classifier), the fixed-classifier MLP
+(784-300 + HadamardClassifier) and a dense ProjectionNet (trainer 784-300-10, projection
+60 x 12 bits + softmax). Each backend runs in its own Python (`KERAS_BACKEND`), one after
+another, so the step times are ratios measured in one run: the median epoch after the first
+(the first compiles), divided by the steps of an epoch.
+
+    python benchmarks/backends.py            # full (about 10 min on 2 cores)
+    python benchmarks/backends.py --quick    # smoke run
+
+PyTorch runs too when `torch` is installed. Writes benchmarks/results/backends.md (or
+backends_quick.md).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = ("targeted_dropout", "hsic", "fixed_classifier", "projection_net")
+TITLES = {
+    "targeted_dropout": "Targeted Dropout MLP",
+    "hsic": "HSIC network (+ post-trained classifier)",
+    "fixed_classifier": "fixed-classifier MLP",
+    "projection_net": "dense ProjectionNet (projection network)",
+}
+
+
+def worker(args):
+    """One backend: trains every model, prints one JSON line."""
+    import keras
+    import numpy as np
+
+    import keras_compact
+    from keras_compact.callbacks import TargetedDropoutRamp
+
+    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("mnist", args.data_dir, with_info=True)
+    if args.quick:
+        x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:300], y_test[:300]
+    x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+        def on_train_begin(self, logs=None):
+            self.times = []
+
+    def step_ms(timer, batch_size):
+        steps = -(-len(x_train) // batch_size)
+        later = timer.times[1:] or timer.times
+        return float(np.median(later)) / steps * 1e3
+
+    def accuracy(model):
+        predictions = np.asarray(model.predict(x_test, batch_size=512, verbose=0))
+        return float(np.mean(predictions.argmax(-1) == y_test))
+
+    results = {}
+    epochs, batch = args.epochs, 128
+
+    keras.utils.set_random_seed(0)
+    td = keras.Sequential(
+        [keras.Input((784,))]
+        + [keras_compact.TargetedDropout(keras.layers.Dense(units, activation="relu"), 0.5, 0.5) for units in (300, 100)]
+        + [keras.layers.Dense(10, activation="softmax")]
+    )
+    td.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    timer = EpochTimes()
+    td.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
+           callbacks=[timer, TargetedDropoutRamp(target_rate=(0.0, 0.5), drop_rate=0.5)])
+    results["targeted_dropout"] = (step_ms(timer, batch), accuracy(td))
+
+    keras.utils.set_random_seed(0)
+    blocks = [
+        keras.Sequential([keras.layers.Dense(128), keras.layers.BatchNormalization(center=False, scale=False),
+                          keras.layers.ReLU()])
+        for _ in range(3)
+    ]
+    hsic = keras_compact.HSICBottleneck(blocks, num_classes=10)
+    hsic.compile(keras.optimizers.Adam(1e-2))  # benchmarks/hsic.py's settings
+    timer = EpochTimes()
+    hsic.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    classifier = hsic.post_train(x_train, y_train, epochs=epochs, verbose=0)
+    results["hsic"] = (step_ms(timer, batch), accuracy(classifier))
+
+    keras.utils.set_random_seed(0)
+    fixed = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(300, activation="relu"), keras_compact.HadamardClassifier(10)]
+    )
+    fixed.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    timer = EpochTimes()
+    fixed.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    results["fixed_classifier"] = (step_ms(timer, batch), accuracy(fixed))
+
+    keras.utils.set_random_seed(0)
+    trainer = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(300, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
+    projection = keras.Sequential(
+        [keras.Input((784,)), keras_compact.ProjectionLayer(60, 12), keras.layers.Dense(10, activation="softmax")]
+    )
+    net = keras_compact.ProjectionNet(trainer, projection)
+    net.compile(keras.optimizers.Adam(1e-3))
+    timer = EpochTimes()
+    net.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    results["projection_net"] = (step_ms(timer, batch), accuracy(net.projection))
+
+    print(json.dumps({"backend": keras.backend.backend(), "results": results, "split": info["split"]}))
+
+
+def run_backend(backend, args):
+    command = [sys.executable, __file__, "--worker", "--epochs", str(args.epochs), "--data-dir", str(args.data_dir)]
+    if args.quick:
+        command.append("--quick")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{backend} worker failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def table(runs, args):
+    backends = [run["backend"] for run in runs]
+    baseline = runs[0]["results"]
+    lines = [
+        "| model | " + " | ".join(f"{b} step (ms)" for b in backends) + " | "
+        + " | ".join(f"{b} / tensorflow" for b in backends[1:]) + " | "
+        + " | ".join(f"{b} accuracy" for b in backends) + " | largest gap (points) |",
+        "|---" * (3 * len(backends)) + "|---|",
+    ]
+    for model in MODELS:
+        steps = [run["results"][model][0] for run in runs]
+        accuracies = [run["results"][model][1] for run in runs]
+        gap = (max(accuracies) - min(accuracies)) * 100
+        lines.append(
+            f"| {TITLES[model]} | " + " | ".join(f"{s:.2f}" for s in steps) + " | "
+            + " | ".join(f"{s / baseline[model][0]:.2f}x" for s in steps[1:]) + " | "
+            + " | ".join(f"{a:.2%}" for a in accuracies) + f" | {gap:.2f} |"
+        )
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--worker", action="store_true")
+    args = parser.parse_args()
+    args.epochs = args.epochs or (2 if args.quick else 10)
+    if args.worker:
+        return worker(args)
+    backends = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    runs = []
+    for backend in backends:
+        print(f"training on {backend} ...", flush=True)
+        runs.append(run_backend(backend, args))
+    lines = table(runs, args)
+    versions = subprocess.run(
+        [sys.executable, "-c", "import keras, jax, tensorflow as tf; print(keras.__version__, jax.__version__, tf.__version__)"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout.split()
+    header = [
+        "# Keras backends: the same models on TensorFlow and JAX" + (" (quick run)" if args.quick else ""),
+        "",
+        f"Data: MNIST from `../shared/data`, {runs[0]['split']}"
+        + ("; quick run: 1,000 train / 300 test" if args.quick else "")
+        + f". {args.epochs} epochs each, seed 0, batch 128, Adam 1e-3 (HSIC 1e-2). Step time: the median",
+        "epoch after the first, per step, each backend in its own Python, one after another.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Keras {versions[0] if versions else '?'}, "
+        f"JAX {versions[1] if len(versions) > 1 else '?'}, TensorFlow {versions[2] if len(versions) > 2 else '?'}"
+        + ("; PyTorch not installed." if "torch" not in backends else "."),
+        "",
+    ]
+    target = [
+        "",
+        "Target: every model within 0.5 points of its TensorFlow accuracy on JAX: "
+        + ("met" if all(abs(r["results"][m][1] - runs[0]["results"][m][1]) <= 0.005 for r in runs[1:] for m in MODELS)
+           else "NOT met")
+        + " in this run.",
+    ]
+    text = "\n".join(header + lines + target) + "\n"
+    print(text)
+    out = ROOT / "benchmarks" / "results" / ("backends_quick.md" if args.quick else "backends.md")
+    out.write_text(text)
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
