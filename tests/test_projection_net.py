@@ -233,3 +233,14 @@ _MIRRORED_SCRIPT = """
 @pytest.mark.tensorflow_backend("tf.distribute")
 def test_trains_under_mirrored_strategy_on_two_cpus_like_one_device():
     run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")
+
+
+def test_compile_refuses_a_loss_and_computes_metrics_on_the_projection(digits):
+    (x_train, y_train), _ = digits
+    trainer, projection = _networks()
+    net = ProjectionNet(trainer, projection)
+    with pytest.raises(ValueError, match="compile takes no loss. Received: loss='mse'"):
+        net.compile("adam", loss="mse")
+    net.compile("adam", metrics=["accuracy"])
+    history = net.fit(x_train[:256], y_train[:256], epochs=1, verbose=0)
+    assert history.history["accuracy"][0] == pytest.approx(history.history["projection_accuracy"][0], abs=1e-6)

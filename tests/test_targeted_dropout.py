@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 
+from conftest import run_with_two_logical_cpus
 from keras_compact.callbacks import DropoutSchedule, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 
@@ -205,3 +206,46 @@ def test_callbacks_round_trip_through_their_config():
     schedule = DropoutSchedule(final_rate=0.3, gamma=2.0, unit="step")
     assert DropoutSchedule(**schedule.get_config()).get_config() == schedule.get_config()
     assert DropoutSchedule(**schedule.get_config()).rate_at(3) == pytest.approx(0.3 * (1 - np.exp(-6.0)))
+
+
+_MIRRORED_SCRIPT = """
+    import numpy as np
+    import keras
+    from keras_compact import TargetedDropout
+    from keras_compact.callbacks import TargetedDropoutRamp
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:512] / 16).astype("float32")
+    y = digits.target[:512]
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((64,)),
+            TargetedDropout(keras.layers.Dense(32, activation="relu"), 0.5, 0.5, seed=1, refresh_steps=4),
+            keras.layers.Dense(10),
+        ])
+        model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def train(model):
+        model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[TargetedDropoutRamp(target_rate=(0.0, 0.6), unit="step")])
+        return model.get_weights()
+
+    single = train(build())
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored = build()
+    for a, b in zip(single, train(mirrored)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    print("MIRRORED-OK")
+"""
+
+
+@pytest.mark.tensorflow_backend("tf.distribute")
+def test_trains_under_mirrored_strategy_on_two_cpus_like_one_device():
+    # Both replicas draw the same mask from the same seed, so the averaged gradient is one device's.
+    run_with_two_logical_cpus(_MIRRORED_SCRIPT, "MIRRORED-OK")

@@ -1,4 +1,4 @@
-"""Keras models with their own `train_step`."""
+"""Keras models that compute their own loss (`compute_loss`); Keras runs the training loop."""
 
 from keras_compact.models.hsic_bottleneck import HSICBottleneck
 from keras_compact.models.projection_net import ProjectionNet
