@@ -79,3 +79,21 @@ def call_in_tf_data(layer, inputs, **kwargs):
         layer.build(shapes)
         layer.built = True
     return layer.call(inputs, **kwargs)
+
+
+class TensorFlowOpsLayer:
+    """Mixin for a Keras layer made of TensorFlow ops (strings, ragged tensors).
+
+    On the TensorFlow backend it is an ordinary layer. On another backend it runs
+    inside a `tf.data` pipeline, and anywhere else raises a `RuntimeError` naming
+    `needs_tensorflow = (what, instead)`, a class attribute of the layer.
+    """
+
+    needs_tensorflow = ("This layer", "")
+
+    def __call__(self, inputs, *args, **kwargs):
+        if in_tf_data(inputs):
+            return call_in_tf_data(self, inputs)
+        if backend() != "tensorflow":
+            require_tensorflow(*self.needs_tensorflow)
+        return super().__call__(inputs, *args, **kwargs)

@@ -1,12 +1,12 @@
 import keras
 import tensorflow as tf
 
-from keras_compact._backend import backend, call_in_tf_data, in_tf_data, require_tensorflow
+from keras_compact._backend import TensorFlowOpsLayer
 from keras_compact._checks import is_int
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class FeatureBuckets(keras.layers.Layer):
+class FeatureBuckets(TensorFlowOpsLayer, keras.layers.Layer):
     """Hashed feature ids (ragged) to padded embedding rows: the hashing trick.
 
     Maps each int64 feature id (from `TextFeaturizer`) to a bucket
@@ -35,6 +35,11 @@ class FeatureBuckets(keras.layers.Layer):
     [[6, 4, 0], [0, 0, 0]]
     """
 
+    needs_tensorflow = (
+        "FeatureBuckets (strings and ragged ids)",
+        "On another backend, bucket in the input pipeline: dataset.map(lambda ids, y: (buckets(ids), y)).",
+    )
+
     def __init__(self, num_buckets, max_length, **kwargs):
         errors = []
         if not is_int(num_buckets) or num_buckets < 1:
@@ -47,16 +52,6 @@ class FeatureBuckets(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)
         self.max_length = int(max_length)
-
-    def __call__(self, inputs, *args, **kwargs):
-        if in_tf_data(inputs):
-            return call_in_tf_data(self, inputs)
-        if backend() != "tensorflow":
-            require_tensorflow(
-                "FeatureBuckets (strings and ragged ids)",
-                "On another backend, bucket in the input pipeline: dataset.map(lambda ids, y: (buckets(ids), y)).",
-            )
-        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         ids, weights = inputs

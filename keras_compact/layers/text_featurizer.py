@@ -1,7 +1,7 @@
 import keras
 import tensorflow as tf
 
-from keras_compact._backend import backend, call_in_tf_data, in_tf_data, require_tensorflow
+from keras_compact._backend import TensorFlowOpsLayer
 from keras_compact._checks import is_int, is_number
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
@@ -10,7 +10,7 @@ _SEPARATOR_RUNS = "[\\t\\n\\x0b\\x0c\\r !-/:-@\\[-`{-~]+"
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class TextFeaturizer(keras.layers.Layer):
+class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
     """Sentences to hashed n-gram feature ids (and weights) for `ProjectionLayer`.
 
     No vocabulary is stored: every feature is named by a short UTF-8 string and
@@ -65,6 +65,11 @@ class TextFeaturizer(keras.layers.Layer):
     >>> ids.row_lengths().numpy().tolist()  # "w:hello", "w:world", "w:hello world"
     [3]
     """
+
+    needs_tensorflow = (
+        "TextFeaturizer (strings and ragged ids)",
+        "On another backend, featurize in the input pipeline: dataset.map(lambda text, y: (featurizer(text), y)), followed there by a ProjectionLayer (projection(featurizer(text))) to hand the model dense bits.",
+    )
 
     def __init__(
         self,
@@ -166,16 +171,6 @@ class TextFeaturizer(keras.layers.Layer):
             axis=1,
         )
         return strings, weights
-
-    def __call__(self, inputs, *args, **kwargs):
-        if in_tf_data(inputs):
-            return call_in_tf_data(self, inputs)
-        if backend() != "tensorflow":
-            require_tensorflow(
-                "TextFeaturizer (strings and ragged ids)",
-                "On another backend, featurize in the input pipeline: dataset.map(lambda text, y: (featurizer(text), y)), followed there by a ProjectionLayer (projection(featurizer(text))) to hand the model dense bits.",
-            )
-        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         strings, weights = self.features(inputs)
