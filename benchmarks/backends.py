@@ -8,7 +8,7 @@ network (3 blocks of 128, Adam 1e-2 as benchmarks/hsic.py, then the post-trained
 another, so the step times are ratios measured in one run: the median epoch after the first
 (the first compiles), divided by the steps of an epoch.
 
-    python benchmarks/backends.py            # full: 3 seeds (about 12 min on 2 cores)
+    python benchmarks/backends.py            # full: 5 seeds (about 15 min on 2 cores)
     python benchmarks/backends.py --quick    # smoke run
 
 PyTorch runs too when `torch` is installed. Writes benchmarks/results/backends.md (or
@@ -173,12 +173,12 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per backend (default 3; 1 with --quick)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per backend (default 5; 1 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true")
     args = parser.parse_args()
     args.epochs = args.epochs or (2 if args.quick else 10)
-    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.seeds = args.seeds or (1 if args.quick else 5)
     if args.worker:
         return worker(args)
     backends = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
