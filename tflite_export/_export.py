@@ -149,6 +149,10 @@ def export(
     `sparse="auto"` both encodings are made when some kernel is at least half
     zeros, and the smaller one that the stock LiteRT runtime (default delegates
     included) runs is kept; the report shows both sizes.
+    On the JAX (or PyTorch) backend the converter, which reads TensorFlow graphs,
+    runs in a TensorFlow-backend Python on the model saved to a temporary `.keras`
+    file (the same file a TensorFlow process makes from those weights); the
+    comparison below is still with the model passed in, in this process.
     The file is written to a temporary file beside `path`, run from there in
     `ai_edge_litert.interpreter.Interpreter` on `verify_with` (or
     `num_random_examples` random examples) and compared with the Keras model's

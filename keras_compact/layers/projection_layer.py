@@ -115,8 +115,7 @@ class ProjectionLayer(keras.layers.Layer):
             )
         # The matrix is a cache of what the seeds define, not a weight: it is not
         # saved, so the .keras file does not grow with n.
-        with tf.init_scope():
-            self._matrix = hashing.projection_matrix(self._seeds, num_features).numpy()
+        self._dense_matrix(num_features)
         # XLA drops the assertion that guards signatures against non-finite inputs (made on TensorFlow only).
         self.supports_jit = self.output_mode == "bits" or backend() != "tensorflow"
 
@@ -137,7 +136,7 @@ class ProjectionLayer(keras.layers.Layer):
         if _is_ragged(ids) or in_tf_data(ids):
             return self._call_tensorflow(ids, weights)
         ops = keras.ops
-        matrix = self._matrix if self._matrix is not None else self._dense_matrix(ids.shape[-1])
+        matrix = self._dense_matrix(ids.shape[-1])
         with float64_scope():
             # float64, as the builtin kernel accumulates; JAX computes it only inside the scope.
             x = ops.cast(ops.cast(ids, "float32"), "float64")
@@ -169,6 +168,7 @@ class ProjectionLayer(keras.layers.Layer):
         return hashing.pack_signatures(bits, self.num_hashes, self.num_bits)
 
     def _dense_matrix(self, num_features):
+        """The float64 `[num_features, T*d]` hash matrix, made once (eagerly, with TensorFlow) and cached."""
         if self._matrix is None or self._matrix.shape[0] != num_features:
             with tf.init_scope():
                 self._matrix = hashing.projection_matrix(self._seeds, num_features).numpy()
