@@ -69,6 +69,19 @@ def test_bits_match_tflite_builtin_on_weighted_ids(rng):
 
 
 @RAGGED
+def test_bits_match_tflite_builtin_when_ids_repeat_within_and_across_rows(rng):
+    # Each distinct id of a batch is hashed once; rows that repeat ids must still sum every copy.
+    layer = ProjectionLayer(30, 10, seed=4)
+    oracle = BuiltinLSH(layer.hash_seeds, sparse=False, feature_dtype=np.int64, with_weights=True)
+    lengths = rng.integers(1, 13, size=500)
+    ids = tf.RaggedTensor.from_row_lengths(rng.integers(0, 20, size=lengths.sum()).astype(np.int64), lengths)
+    weights = tf.RaggedTensor.from_row_lengths(rng.standard_normal(lengths.sum()).astype(np.float32), lengths)
+    ours = np.asarray(layer([ids, weights])).astype(np.int32)
+    theirs = np.stack([oracle(i.numpy(), w.numpy()) for i, w in zip(ids, weights)])
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@RAGGED
 @pytest.mark.parametrize("num_bits", [1, 8, 14, 31, 32])
 def test_signatures_match_tflite_builtin_sparse_on_ids(rng, num_bits):
     layer = ProjectionLayer(7, num_bits, output="signatures", seed=num_bits)

@@ -125,7 +125,9 @@ def sparse_bits(seeds, ids, weights=None):
     each feature's hash is multiplied by its weight (rounded to float32). A row
     with no features has a score of 0 and so all bits 0.
     """
-    hashes = feature_hashes(seeds, ids.flat_values)
+    # A batch repeats many ids (common words and n-grams): hash each distinct id once.
+    distinct, index = tf.unique(ids.flat_values)
+    hashes = tf.gather(feature_hashes(seeds, distinct), index)
     if weights is not None:
         flat_weights = tf.cast(tf.cast(weights.flat_values, tf.float32), tf.float64)
         hashes = hashes * flat_weights[:, None]
