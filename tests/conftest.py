@@ -120,3 +120,23 @@ def run_with_two_logical_cpus(script, expect):
     )
     assert result.returncode == 0 and expect in result.stdout, result.stderr[-3000:]
     return result.stdout
+
+
+_LIKE_ONE_DEVICE = """
+import numpy as np
+
+single = train(build())
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    mirrored = build()
+for a, b in zip(single, train(mirrored)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+print("MIRRORED-OK")
+"""
+
+
+def run_mirrored_like_one_device(script):
+    """Trains `build()` with `train(model) -> weights` on one device and under MirroredStrategy
+    on two logical CPUs (`script` defines both); fails unless the weights agree to 1e-5."""
+    run_with_two_logical_cpus(textwrap.dedent(script) + _LIKE_ONE_DEVICE, "MIRRORED-OK")
