@@ -13,7 +13,7 @@ import tensorflow as tf
 import keras_compact
 from contract import LayerCase, run_layer_test
 from keras_compact import HadamardClassifier, HSICBottleneck, ProjectionLayer, ProjectionNet, TargetedDropout
-from keras_compact.layers import FeatureBuckets, TextFeaturizer
+from keras_compact.layers import QRNN, FeatureBuckets, TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.pruning import PruningMask
 
 _X = np.random.default_rng(0).uniform(-1, 1, size=(5, 16)).astype("float32")
@@ -76,6 +76,24 @@ LAYER_CASES = [
         lambda: [keras.Input((), dtype="string", name="sentences")],
         lambda: tf.constant(["Hello, world!", "", "ok"]), (3, 13), "int64", 0, 0, sequential=False,
     ),
+    LayerCase(
+        "token_buckets", lambda: TokenBuckets(100, 4), lambda: [keras.Input((), dtype="string", name="sentences")],
+        lambda: tf.constant(["Hello, world!", "", "a b c d e"]), (3, 4), "int32", 0, 0, sequential=False,
+    ),
+    LayerCase(
+        # Outputs flatten in key order: "tokens" comes after "chars_ids" and "chars_weights".
+        "text_views", lambda: TextViews({"chars": TextFeaturizer(ngrams=0, char_ngrams=(3, 3)), "tokens": TokenBuckets(50, 3)}),
+        lambda: [keras.Input((), dtype="string", name="sentences")],
+        lambda: tf.constant(["Hello, world!", "", "ok"]), (3, 10), "int64", 0, 0, sequential=False,
+    ),
+    LayerCase(
+        "qrnn_bidirectional", lambda: QRNN(4, kernel_size=2), lambda: [keras.Input((4, 4), name="sequence")],
+        lambda: _X.reshape(5, 4, 4), (5, 4, 8), "float32", 4, 0,
+    ),
+    LayerCase(
+        "qrnn_forward", lambda: QRNN(3, kernel_size=3, bidirectional=False), lambda: [keras.Input((4, 4), name="sequence")],
+        lambda: _X.reshape(5, 4, 4), (5, 4, 3), "float32", 2, 0,
+    ),
 ]
 
 
@@ -89,7 +107,7 @@ def test_every_public_layer_has_a_contract_case():
     assert public <= covered, f"layers without a contract case: {sorted(c.__name__ for c in public - covered)}"
 
 
-_TENSORFLOW_ONLY = {"projection_ragged", "feature_buckets", "text_featurizer"}
+_TENSORFLOW_ONLY = {"projection_ragged", "feature_buckets", "text_featurizer", "token_buckets", "text_views"}
 
 
 @pytest.mark.parametrize(

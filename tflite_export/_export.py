@@ -499,7 +499,9 @@ def predict(tflite, examples):
         tflite: path of a `.tflite` file, or its bytes.
         examples: for a single-input model an array (or `tf.RaggedTensor` of
             feature ids) whose first axis is the examples; else a list with one
-            such entry per input, in the file's input order (`ExportReport.inputs`).
+            such entry per input, in the file's input order (`ExportReport.inputs`);
+            or a dict keyed by input name (extra keys are ignored, so a
+            `TextViews` output feeds any text model).
 
     Returns:
         The outputs stacked over the examples: one array, or a list of arrays
@@ -511,7 +513,12 @@ def predict(tflite, examples):
     """
     model_bytes = _read_file(tflite)
     runner = _verify.LiteRTRunner(model_bytes)
-    if isinstance(examples, (list, tuple)) and len(runner.inputs) > 1:
+    if isinstance(examples, dict):
+        missing = [name for name in runner.names if name not in examples]
+        if missing:
+            raise ValueError(f"examples is missing inputs {missing}; the file's inputs are {runner.names}.")
+        inputs = [examples[name] for name in runner.names]
+    elif isinstance(examples, (list, tuple)) and len(runner.inputs) > 1:
         inputs = list(examples)
     else:
         inputs = [examples]

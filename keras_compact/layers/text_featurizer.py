@@ -44,7 +44,8 @@ class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
        Repeated features stay repeated (their weights add up in the projection).
 
     Args:
-        ngrams: longest word n-gram, >= 1.
+        ngrams: longest word n-gram, >= 0 (0: no word n-grams, for a view of
+            skip-grams or character n-grams alone).
         skip_grams: largest number of skipped tokens in a skip-bigram (0: none).
         char_ngrams: `None`, or `(lo, hi)` code-point n-gram lengths, 1 <= lo <= hi.
         lowercase: fold ASCII upper case to lower case.
@@ -84,8 +85,8 @@ class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
         **kwargs,
     ):
         errors = []
-        if not is_int(ngrams) or ngrams < 1:
-            errors.append(f"ngrams must be an integer >= 1. Received: ngrams={ngrams!r}")
+        if not is_int(ngrams) or ngrams < 0:
+            errors.append(f"ngrams must be an integer >= 0. Received: ngrams={ngrams!r}")
         if not is_int(skip_grams) or skip_grams < 0:
             errors.append(f"skip_grams must be an integer >= 0. Received: skip_grams={skip_grams!r}")
         if char_ngrams is not None and not (
@@ -111,6 +112,11 @@ class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
         for name, value in (("skip_weight", skip_weight), ("char_weight", char_weight)):
             if not is_number(value) or value <= 0:
                 errors.append(f"{name} must be a number > 0. Received: {name}={value!r}")
+        if not errors and ngrams == 0 and skip_grams == 0 and char_ngrams is None:
+            errors.append(
+                "A TextFeaturizer needs at least one kind of feature: ngrams >= 1, skip_grams >= 1 or "
+                f"char_ngrams=(lo, hi). Received: ngrams={ngrams!r}, skip_grams={skip_grams!r}, char_ngrams=None"
+            )
         if errors:
             raise ValueError("; ".join(errors))
         kwargs.setdefault("trainable", False)

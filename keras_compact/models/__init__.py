@@ -2,4 +2,4 @@
 
 from keras_compact.models.hsic_bottleneck import HSICBottleneck
 from keras_compact.models.projection_net import ProjectionNet
-from keras_compact.models.text import lstm_trainer, projection_network
+from keras_compact.models.text import bag_of_ngrams, lstm_trainer, projection_network, sequence_network

@@ -122,7 +122,7 @@ class ProjectionNet(keras.Model):
         if x is None:
             return
         for name, network in (("trainer", self.trainer), ("projection", self.projection)):
-            outputs = np.asarray(keras.ops.convert_to_numpy(network(x, training=False)), np.float64)
+            outputs = np.asarray(keras.ops.convert_to_numpy(network(_inputs_for(network, x), training=False)), np.float64)
             probabilities = _are_probabilities(outputs)
             if self._logits[name] is None:
                 self._logits[name] = not probabilities
@@ -136,7 +136,7 @@ class ProjectionNet(keras.Model):
         self._checked_first_batch = True
 
     def call(self, inputs, training=False):
-        return self.projection(inputs, training=training)
+        return self.projection(_inputs_for(self.projection, inputs), training=training)
 
     @property
     def metrics(self):
@@ -175,8 +175,8 @@ class ProjectionNet(keras.Model):
         per-term and accuracy metrics.
         """
         if y_pred is None:
-            y_pred = self.projection(x, training=training)
-        trainer_outputs = self.trainer(x, training=training)
+            y_pred = self.projection(_inputs_for(self.projection, x), training=training)
+        trainer_outputs = self.trainer(_inputs_for(self.trainer, x), training=training)
         losses, predictions, targets = self._joint_losses(trainer_outputs, y_pred, y, sample_weight)
         for name, tracker in self._loss_trackers.items():
             tracker.update_state(losses[name], sample_weight=keras.ops.shape(targets)[0])
@@ -240,6 +240,20 @@ class ProjectionNet(keras.Model):
         config["trainer"] = keras.saving.deserialize_keras_object(config["trainer"])
         config["projection"] = keras.saving.deserialize_keras_object(config["projection"])
         return cls(**config)
+
+
+def _inputs_for(network, x):
+    """A dict of named inputs narrowed to those `network` reads, so the two networks may read different ones.
+
+    For example a `TextViews` dict: the trainer reads `"ids"` and `"weights"`, a
+    sequence network `"tokens"`. Anything else is passed on as it is.
+    """
+    if not isinstance(x, dict):
+        return x
+    names = [tensor.name for tensor in getattr(network, "inputs", None) or []]
+    if not names or not all(name in x for name in names):
+        return x
+    return x[names[0]] if len(names) == 1 else {name: x[name] for name in names}
 
 
 def _first_inputs(x, count=64):

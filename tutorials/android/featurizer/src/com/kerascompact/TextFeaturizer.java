@@ -44,7 +44,7 @@ public final class TextFeaturizer {
   private final float charWeight;
 
   /**
-   * @param ngrams longest word n-gram (>= 1)
+   * @param ngrams longest word n-gram (0: none)
    * @param skipGrams largest number of skipped tokens in a skip-bigram (0: none)
    * @param charMin shortest code-point n-gram, 0 for no character n-grams
    * @param charMax longest code-point n-gram
@@ -56,8 +56,8 @@ public final class TextFeaturizer {
    */
   public TextFeaturizer(int ngrams, int skipGrams, int charMin, int charMax, boolean lowercase,
       int maxTokens, float[] wordWeights, float skipWeight, float charWeight) {
-    if (ngrams < 1 || skipGrams < 0 || charMin < 0 || (charMin > 0 && charMax < charMin) || maxTokens < 0
-        || (wordWeights != null && wordWeights.length != ngrams)) {
+    if (ngrams < 0 || skipGrams < 0 || charMin < 0 || (charMin > 0 && charMax < charMin) || maxTokens < 0
+        || (wordWeights != null && wordWeights.length != ngrams) || (ngrams == 0 && skipGrams == 0 && charMin == 0)) {
       throw new IllegalArgumentException("invalid featurizer arguments");
     }
     this.ngrams = ngrams;
@@ -134,6 +134,23 @@ public final class TextFeaturizer {
   public Features modelInputs(String sentence) {
     Features features = featurize(sentence);
     return features.ids.length > 0 ? features : new Features(new long[] {0L}, new float[] {0.0f});
+  }
+
+  /**
+   * The input of an exported {@code sequence_network}: {@code keras_compact.layers.TokenBuckets}.
+   * Token i (of at most {@code maxLength}) becomes {@code 1 + floorMod(Fingerprint64("w:" + token),
+   * numBuckets)}; the rest of the array is 0 (padding). Uses this featurizer's lower casing.
+   */
+  public int[] tokenBuckets(String sentence, int numBuckets, int maxLength) {
+    if (numBuckets < 1 || maxLength < 1) {
+      throw new IllegalArgumentException("numBuckets and maxLength must be >= 1");
+    }
+    List<String> tokens = tokens(sentence);
+    int[] buckets = new int[maxLength];
+    for (int i = 0; i < Math.min(maxLength, tokens.size()); i++) {
+      buckets[i] = 1 + (int) Math.floorMod(featureId("w:" + tokens.get(i)), (long) numBuckets);
+    }
+    return buckets;
   }
 
   /** The spec's features of one sentence (possibly none). */
