@@ -85,12 +85,14 @@ class QRNN(keras.layers.Layer):
         if keep is not None:
             f = keep * f + (1.0 - keep)  # a masked position keeps the state
             o = keep * o
+        # Everything but the recurrence runs on whole tensors: each unrolled step is one multiply-add.
+        candidates = (1.0 - f) * z
         state = ops.zeros_like(z[:, 0])
-        steps = []
+        states = []
         for t in range(z.shape[1]):
-            state = f[:, t] * state + (1.0 - f[:, t]) * z[:, t]
-            steps.append(o[:, t] * state)
-        return ops.stack(steps, axis=1)
+            state = f[:, t] * state + candidates[:, t]
+            states.append(state)
+        return o * ops.stack(states, axis=1)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:2]) + (self.units * (2 if self.bidirectional else 1),)

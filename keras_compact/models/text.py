@@ -136,13 +136,13 @@ def projection_network(
 
 
 def sequence_network(
-    num_classes, num_buckets=4096, max_length=32, embedding_dim=32, units=64, num_layers=1, kernel_size=2,
-    dropout=0.1, name="sequence",
+    num_classes, num_buckets=6144, max_length=32, embedding_dim=32, units=48, num_layers=1, kernel_size=2,
+    dropout=0.1, view="tokens", name="sequence",
 ):
     """A compact per-token sequence model: hashed token embeddings, bidirectional QRNN, mean pooling.
 
-    Reads `"tokens"`, the int32 `[batch, max_length]` buckets of `TokenBuckets`
-    (0 pads). Each token bucket has an `embedding_dim` row; `num_layers`
+    Reads the int32 `[batch, max_length]` buckets of `TokenBuckets` (0 pads), as
+    an input named `view` (`"tokens"`; the `TextViews` view of that name). Each token bucket has an `embedding_dim` row; `num_layers`
     bidirectional `QRNN` layers (fo-pooling, `units` per direction) read them,
     padding masked; the mean of the last layer over the real tokens (zeros for a
     sentence without tokens) goes through
@@ -170,7 +170,9 @@ def sequence_network(
     )
     dropout = _check_dropout(dropout)
     ops = keras.ops
-    tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
+    if not (isinstance(view, str) and view.isidentifier()):
+        raise ValueError(f"view must be a Python identifier (it names the input). Received: view={view!r}")
+    tokens = keras.Input(shape=(max_length,), dtype="int32", name=view)
     mask = ops.not_equal(tokens, 0)
     hidden = keras.layers.Embedding(num_buckets + 1, embedding_dim, name="token_embedding")(tokens)
     for _ in range(num_layers):
