@@ -144,6 +144,25 @@ def test_tensorflow_only_layers_run_in_tf_data_and_say_what_to_do_outside_it():
         keras_compact.layers.FeatureBuckets(10, 3)([tf.ragged.constant([[1]], dtype=tf.int64)] * 2)
 
 
+def test_the_sequence_network_trains_on_jax_from_token_buckets_in_tf_data_and_exports(tmp_path):
+    from keras_compact.layers import TextViews, TokenBuckets
+    from keras_compact.models import sequence_network
+
+    sentences = ["turn on the lights", "play some jazz", "", "what is the weather"] * 8
+    views = TextViews({"tokens": TokenBuckets(64, 6)})
+    dataset = tf.data.Dataset.from_tensor_slices((sentences, [0, 1, 0, 2] * 8)).batch(8)
+    dataset = dataset.map(lambda text, label: (views(text)["tokens"], label))
+    model = sequence_network(3, num_buckets=64, max_length=6, embedding_dim=8, units=4)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    history = model.fit(dataset, epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    tokens = np.concatenate([np.asarray(batch) for batch, _ in dataset])
+    report = export(model, tmp_path / "sequence.tflite", verify_with=tokens)
+    assert report.builtin_only and report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5, report
+    with pytest.raises(RuntimeError, match=r"TokenBuckets .*needs the TensorFlow backend"):
+        TokenBuckets(64, 6)(tf.constant(["hello"]))
+
+
 def test_the_taylor_criterion_says_it_needs_tensorflow():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden"), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

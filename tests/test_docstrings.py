@@ -38,7 +38,13 @@ def test_the_packages_have_docstring_examples():
     assert {"keras_compact.layers.projection_layer", "tflite_export._export"} <= set(MODULES)
 
 
-_TENSORFLOW_ONLY = {"keras_compact.layers.feature_buckets", "keras_compact.layers.text_featurizer", "keras_compact.models.text"}
+_TENSORFLOW_ONLY = {
+    "keras_compact.layers.feature_buckets",
+    "keras_compact.layers.text_featurizer",
+    "keras_compact.layers.text_views",
+    "keras_compact.layers.token_buckets",
+    "keras_compact.models.text",
+}
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_compact import ProjectionLayer, TextFeaturizer
-from keras_compact.layers import FeatureBuckets
+from keras_compact.layers import FeatureBuckets, TokenBuckets
 from keras_compact.models import lstm_trainer
 
 pytestmark = pytest.mark.tensorflow_backend("strings and ragged ids are TensorFlow tensors")
@@ -61,6 +61,11 @@ def test_spec_vectors_skip_and_character_ngrams_with_weights():
     assert weights == [[2.0, 2.0, 2.0, 0.5, 0.25, 0.25, 0.25, 0.25]]
 
 
+def test_spec_vectors_without_word_ngrams():
+    ids, _ = _ids(TextFeaturizer(ngrams=0, skip_grams=1, char_ngrams=(4, 4)), ["A b? Cd"])
+    assert ids == [_fingerprint(["s:a cd", "c:<cd>"])]
+
+
 def test_spec_vectors_unicode_is_kept_and_only_ascii_is_lowered():
     strings, _ = TextFeaturizer(ngrams=1, char_ngrams=(2, 2)).features(tf.constant(["ÉTÉ 🙂"]))
     assert [s.decode() for s in strings.to_list()[0]] == [
@@ -96,7 +101,8 @@ def test_invalid_utf8_bytes_become_replacement_characters():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(ngrams=0), "ngrams must be an integer >= 1. Received: ngrams=0"),
+        (dict(ngrams=-1), "ngrams must be an integer >= 0. Received: ngrams=-1"),
+        (dict(ngrams=0), "needs at least one kind of feature"),
         (dict(skip_grams=-1), "skip_grams=-1"),
         (dict(char_ngrams=(3, 2)), "char_ngrams=(3, 2)"),
         (dict(char_ngrams=3), "char_ngrams=3"),
@@ -134,6 +140,8 @@ def test_ids_feed_a_projection_layer_in_a_model():
         (dict(ngrams=2), ["2", "0", "0", "0", "true", "0"]),
         (dict(ngrams=3, skip_grams=2, char_ngrams=(2, 4)), ["3", "2", "2", "4", "true", "0"]),
         (dict(ngrams=1, char_ngrams=(1, 1), lowercase=False, max_tokens=5), ["1", "0", "1", "1", "false", "5"]),
+        (dict(ngrams=0, skip_grams=2), ["0", "2", "0", "0", "true", "0"]),
+        (dict(ngrams=0, char_ngrams=(3, 5)), ["0", "0", "3", "5", "true", "0"]),
     ],
 )
 def test_java_featurizer_gives_the_same_ids_and_weights(tmp_path, kwargs, arguments):
@@ -157,6 +165,20 @@ def test_java_featurizer_gives_the_same_ids_and_weights(tmp_path, kwargs, argume
     assert len(java) == len(python)
     for sentence, got, expected in zip(payload, java, python):
         assert got == expected, sentence[:80]
+
+
+@pytest.mark.skipif(shutil.which("javac") is None or GUAVA is None, reason="javac and Guava (libguava-java) not installed")
+def test_java_token_buckets_match_the_layer(tmp_path):
+    classes = tmp_path / "classes"
+    sources = sorted(str(p) for p in (JAVA_SOURCES / "com" / "kerascompact").glob("*.java"))
+    subprocess.run(["javac", "-cp", GUAVA, "-d", str(classes), *sources], check=True, capture_output=True)
+    payload = [s.encode() for s in SENTENCES] + [b"ab\xff\xfecd", b"x\xe2\x82y"]
+    result = subprocess.run(
+        ["java", "-cp", f"{GUAVA}:{classes}", "com.kerascompact.FeaturizerMain", "tokens", "1000", "7", "true"],
+        input="".join(p.hex() + "\n" for p in payload), capture_output=True, text=True, check=True,
+    )
+    java = [[int(b) for b in line.split()] for line in result.stdout.split("\n")[: len(payload)]]
+    assert java == TokenBuckets(1000, 7)(tf.constant(payload)).numpy().tolist()
 
 
 def test_feature_buckets_hash_pad_and_cut_to_max_length():

@@ -35,7 +35,7 @@ class QRNN(keras.layers.Layer):
     Example:
 
     >>> layer = QRNN(8, bidirectional=True)
-    >>> layer(np.zeros((2, 5, 3), "float32")).shape
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
     (2, 5, 16)
     """
 

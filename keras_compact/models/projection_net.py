@@ -22,6 +22,10 @@ class ProjectionNet(keras.Model):
     never pulls the trainer towards it. Only `.projection`, a plain Keras model
     usually starting with a `ProjectionLayer`, is deployed.
 
+    The inputs may be a dict of named inputs, such as a `TextViews` output; each
+    network then gets the entries named like its own inputs, so a trainer reading
+    `"ids"` and `"weights"` can teach a sequence network reading `"tokens"`.
+
     `fit` and `evaluate` report `loss`, `trainer_loss`, `distillation_loss`,
     `projection_loss`, `trainer_accuracy` and `projection_accuracy`; `predict`
     and calling the model return the projection network's output.
