@@ -176,6 +176,8 @@ def test_text_models_export_builtin_only_and_agree_in_litert(student, quantizati
     assert sorted(name for name, _, _ in report.inputs) == sorted(names)
     if student == "sgnn":
         assert report.operators["LSH_PROJECTION"] == 2
+        with pytest.raises(ValueError, match=r"examples is missing inputs \['chars_ids', 'chars_weights'\]"):
+            predict(report.path, {"words_ids": features["words_ids"], "words_weights": features["words_weights"]})
     # int8 rounds the activations: a near tie can flip; float32 gives the Keras model's outputs.
     assert report.top1_agreement >= (0.97 if quantization else 1.0)
     if quantization is None:
