@@ -15,7 +15,9 @@ pytestmark = pytest.mark.tensorflow_backend("the README's snippets include ragge
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 # Not shown in the README: with KERAS_COMPACT_QUICK=1 every fit runs at most 2 epochs (and at most
-# 10 batches of a tf.data.Dataset), so the snippets' real epoch counts stay in the text.
+# 40 batches of a tf.data.Dataset), so the snippets' real epoch counts stay in the text. 40, not
+# fewer: after 2 x 10 batches the sequence network's outputs are near ties, and its int8 file agreed
+# with it on only 95.0-97.5% of the calibration sentences (export requires 95%); after 2 x 40, 99.5-100%.
 _QUICK = '''
 import os
 import keras
@@ -27,7 +29,7 @@ if os.environ.get("KERAS_COMPACT_QUICK") == "1":
     def _quick_fit(self, x=None, *args, **kwargs):
         kwargs["epochs"] = min(kwargs.get("epochs", 1), 2)
         if isinstance(x, tf.data.Dataset):
-            x = x.take(10)
+            x = x.take(40)
         return _fit(self, x, *args, **kwargs)
 
     keras.Model.fit = _quick_fit
