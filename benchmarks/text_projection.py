@@ -51,6 +51,7 @@ import tflite_export
 from keras_compact import ProjectionNet
 from keras_compact.layers import TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.models import bag_of_ngrams, lstm_trainer, projection_network, sequence_network
+from pruning import EpochTimes  # wall time per epoch; its median leaves out the first (tracing)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -88,21 +89,6 @@ def networks(num_classes):
             lambda: sequence_network(num_classes, embedding_dim=32, units=48, **TOKENS), 3e-3,
         ),
     }
-
-
-class EpochTimes(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-    @property
-    def median(self):
-        return float(np.median(self.seconds[1:] if len(self.seconds) > 1 else self.seconds))
 
 
 def inputs_of(model, features):

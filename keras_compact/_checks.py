@@ -29,6 +29,15 @@ def is_number(value):
     )
 
 
+def positive_int_errors(**values):
+    """The message of each value that is not an integer >= 1, for a constructor's list of errors."""
+    return [
+        f"{name} must be an integer >= 1. Received: {name}={value!r}"
+        for name, value in values.items()
+        if not is_int(value) or value < 1
+    ]
+
+
 def check_rate(name, value):
     """Raises unless `value` is a number in [0, 1]; returns it as a float."""
     if not is_number(value) or not 0.0 <= value <= 1.0:

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import is_int
+from keras_compact._checks import positive_int_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -41,11 +41,7 @@ class FeatureBuckets(TensorFlowOpsLayer, keras.layers.Layer):
     )
 
     def __init__(self, num_buckets, max_length, **kwargs):
-        errors = []
-        if not is_int(num_buckets) or num_buckets < 1:
-            errors.append(f"num_buckets must be an integer >= 1. Received: num_buckets={num_buckets!r}")
-        if not is_int(max_length) or max_length < 1:
-            errors.append(f"max_length must be an integer >= 1. Received: max_length={max_length!r}")
+        errors = positive_int_errors(num_buckets=num_buckets, max_length=max_length)
         if errors:
             raise ValueError("; ".join(errors))
         kwargs.setdefault("trainable", False)

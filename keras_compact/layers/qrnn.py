@@ -1,6 +1,6 @@
 import keras
 
-from keras_compact._checks import is_int
+from keras_compact._checks import positive_int_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -40,10 +40,7 @@ class QRNN(keras.layers.Layer):
     """
 
     def __init__(self, units, kernel_size=2, bidirectional=True, **kwargs):
-        errors = []
-        for name, value in (("units", units), ("kernel_size", kernel_size)):
-            if not is_int(value) or value < 1:
-                errors.append(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        errors = positive_int_errors(units=units, kernel_size=kernel_size)
         if not isinstance(bidirectional, bool):
             errors.append(f"bidirectional must be True or False. Received: bidirectional={bidirectional!r}")
         if errors:

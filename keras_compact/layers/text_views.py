@@ -89,7 +89,9 @@ class TextViews(TensorFlowOpsLayer, keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["views"] = {name: keras.saving.deserialize_keras_object(layer) for name, layer in config["views"].items()}
+        config["views"] = {
+            name: keras.saving.deserialize_keras_object(layer) for name, layer in config["views"].items()
+        }
         return cls(**config)
 
 

@@ -1,7 +1,7 @@
 import keras
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import is_int
+from keras_compact._checks import positive_int_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.text_featurizer import TextFeaturizer
 
@@ -43,11 +43,7 @@ class TokenBuckets(TensorFlowOpsLayer, keras.layers.Layer):
     )
 
     def __init__(self, num_buckets, max_length, lowercase=True, **kwargs):
-        errors = []
-        if not is_int(num_buckets) or num_buckets < 1:
-            errors.append(f"num_buckets must be an integer >= 1. Received: num_buckets={num_buckets!r}")
-        if not is_int(max_length) or max_length < 1:
-            errors.append(f"max_length must be an integer >= 1. Received: max_length={max_length!r}")
+        errors = positive_int_errors(num_buckets=num_buckets, max_length=max_length)
         if not isinstance(lowercase, bool):
             errors.append(f"lowercase must be True or False. Received: lowercase={lowercase!r}")
         if errors:
