@@ -55,6 +55,18 @@ def test_builders_name_their_inputs_after_the_views():
     assert [t.name for t in sequence.inputs] == ["tokens"] and sequence.output_shape == (None, 3)
 
 
+@pytest.mark.parametrize("build", [lambda: lstm_trainer(3, num_buckets=64, view="words"), lambda: bag_of_ngrams(3, num_buckets=64)])
+def test_trainers_save_and_load(build, tmp_path):
+    model = build()
+    for weight in model.weights:
+        weight.assign(np.random.default_rng(0).normal(size=weight.shape).astype("float32") * 0.1)
+    features = TextFeaturizer(ngrams=2)(tf.constant(SENTENCES))
+    inputs = dict(zip([t.name for t in model.inputs], features))
+    model.save(tmp_path / "trainer.keras")
+    loaded = keras.models.load_model(tmp_path / "trainer.keras")
+    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6)
+
+
 def test_multi_view_projections_have_distinct_seeds_and_concatenate_their_bits():
     model = projection_network(3, 8, 4, views=("words", "chars", "skip_grams"), seed=5)
     layers = [layer for layer in model.layers if isinstance(layer, keras_compact.ProjectionLayer)]
