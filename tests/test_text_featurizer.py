@@ -167,6 +167,7 @@ def test_java_featurizer_gives_the_same_ids_and_weights(tmp_path, kwargs, argume
         assert got == expected, sentence[:80]
 
 
+# As above: the Java twin runs only where a JDK and Guava are installed.
 @pytest.mark.skipif(shutil.which("javac") is None or GUAVA is None, reason="javac and Guava (libguava-java) not installed")
 def test_java_token_buckets_match_the_layer(tmp_path):
     classes = tmp_path / "classes"
