@@ -513,15 +513,7 @@ def predict(tflite, examples):
     """
     model_bytes = _read_file(tflite)
     runner = _verify.LiteRTRunner(model_bytes)
-    if isinstance(examples, dict):
-        missing = [name for name in runner.names if name not in examples]
-        if missing:
-            raise ValueError(f"examples is missing inputs {missing}; the file's inputs are {runner.names}.")
-        inputs = [examples[name] for name in runner.names]
-    elif isinstance(examples, (list, tuple)) and len(runner.inputs) > 1:
-        inputs = list(examples)
-    else:
-        inputs = [examples]
+    inputs = _verify.entries_by_input(examples, runner.names, "examples", "file")
     inputs = [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
     _verify.check_file_inputs(runner, inputs)
     outputs, _ = _verify.run_litert(model_bytes, inputs)

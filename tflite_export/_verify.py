@@ -17,23 +17,7 @@ def model_inputs(model, samples, argument="verify_with"):
     (for a single-input model) the entry itself. Ragged inputs accept a
     `tf.RaggedTensor` or a list of lists. Errors name `argument`.
     """
-    names = [tensor.name for tensor in model.inputs]
-    if isinstance(samples, dict):
-        missing = sorted(set(names) - set(samples))
-        if missing:
-            raise ValueError(
-                f"{argument} is missing inputs {missing}; the model's inputs are {names}."
-            )
-        entries = [samples[name] for name in names]
-    elif len(names) > 1:
-        if not isinstance(samples, (list, tuple)) or len(samples) != len(names):
-            raise ValueError(
-                f"{argument} must hold one entry per model input {names} (a list or a dict). "
-                f"Received: {type(samples).__name__}"
-            )
-        entries = list(samples)
-    else:
-        entries = [samples]
+    entries = entries_by_input(samples, [tensor.name for tensor in model.inputs], argument, "model")
     converted = []
     for tensor, entry in zip(model.inputs, entries):
         if tensor.ragged:
@@ -58,6 +42,29 @@ def model_inputs(model, samples, argument="verify_with"):
             f"Received counts: {sorted(counts)}"
         )
     return converted
+
+
+def entries_by_input(samples, names, argument, owner):
+    """`samples` as a list with one entry per input in `names`, in that order.
+
+    A dict keyed by input name (other keys are ignored, so one `TextViews` dict
+    feeds any text model), a list/tuple with one entry per input, or, for a
+    single input, the entry itself. Errors name `argument` and the `owner`
+    ("model" or "file") whose inputs `names` are.
+    """
+    if isinstance(samples, dict):
+        missing = [name for name in names if name not in samples]
+        if missing:
+            raise ValueError(f"{argument} is missing inputs {missing}; the {owner}'s inputs are {names}.")
+        return [samples[name] for name in names]
+    if len(names) > 1:
+        if not isinstance(samples, (list, tuple)) or len(samples) != len(names):
+            raise ValueError(
+                f"{argument} must hold one entry per input of the {owner} {names} (a list or a dict). "
+                f"Received: {type(samples).__name__}"
+            )
+        return list(samples)
+    return [samples]
 
 
 def random_inputs(model, count, seed):
