@@ -218,14 +218,17 @@ def kernel_and_bias(layer, weights):
     """`layer`'s kernel and bias (None without one) as NumPy: from `weights[layer.name]`
     when an edit has set them, else from the layer."""
     values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
-    return values[0], (values[1] if layer.use_bias else None)
+    # From the list, not `layer.use_bias`: an edit may have given the layer a bias (a folded constant).
+    return values[0], (values[1] if len(values) > 1 else None)
 
 
 def replacement(layer, configs, weights):
     """`clone_with`'s choice for an edit: a layer of `configs[name]` holding
     `weights[name]`; other layers with weights copied; the rest shared."""
+    if not isinstance(layer, keras.layers.Layer):  # a raw keras.ops call in the graph (`x + 3.0`)
+        return None
     if layer.name in configs:
-        return type(layer).from_config(configs[layer.name]), weights[layer.name]
+        return type(layer).from_config(configs[layer.name]), weights.get(layer.name)
     if layer.weights:
         return fresh_copy(layer), weights.get(layer.name) or layer.get_weights()
     return None

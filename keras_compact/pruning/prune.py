@@ -11,11 +11,12 @@ from keras_compact._checks import check_rate
 from keras_compact._cloning import clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
-from keras_compact.pruning import _criteria, _graph
+from keras_compact.pruning import _channel, _criteria, _graph, _groups
 from keras_compact.pruning._graph import masked_kernel
 
 SCOPES = ("unit", "layer", "global")
-CRITERIA = ("magnitude", "onorm", "taylor", "similarity")
+GRANULARITIES = ("weight", "unit", "channel")
+CRITERIA = ("magnitude", "onorm", "taylor", "similarity", "bn_scale")
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -122,10 +123,12 @@ class LayerPruning:
 
 @dataclasses.dataclass
 class PruningReport:
-    """The pruned model and, per layer, weights, zeros and achieved sparsity."""
+    """The pruned model and, per layer, weights, zeros and achieved sparsity;
+    with `granularity="channel"`, `groups` says how many channels each group lost."""
 
     model: keras.Model
     layers: list
+    groups: list = None
 
     @property
     def sparsity(self):
@@ -143,12 +146,15 @@ class PruningReport:
         ]
         rows.append(f"| all | {sum(l.weights for l in self.layers):,} | "
                     f"{sum(l.zeros for l in self.layers):,} | {self.sparsity:.2%} | |")
+        if self.groups:
+            rows += ["", "| channel group (producers) | channels | pruned |", "|---|---|---|"]
+            rows += [f"| {_groups._names(list(g.producers))} | {g.size} | {g.pruned} |" for g in self.groups]
         return "\n".join(rows)
 
 
 def prune(model, sparsity, granularity="weight", scope=None, layers=None, criterion="magnitude", data=None,
-          merge=False):
-    """Prunes the least important weights (or units) of a copy of `model`, one shot.
+          merge=False, round_to=None, ignored_layers=None):
+    """Prunes the least important weights, units or channels of a copy of `model`, one shot.
 
     `granularity="weight"` removes the smallest |w|: by default (`scope="unit"`)
     those of each output unit's incoming weights, the criterion `TargetedDropout`
@@ -180,6 +186,24 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     Similarity and merging change the reading layer, so they need a layer that
     `shrink` could shrink (one reader, through channel-wise layers).
 
+    `granularity="channel"` removes whole channel groups (`channel_groups`):
+    the channels that residual adds, depthwise convolutions, concatenations and
+    squeeze-and-excitation gates couple are ranked together, by their importance
+    summed over every member (`"magnitude"`: the L2 norm of all the filters,
+    kernel rows and normalization scales that carry the channel; `"bn_scale"`:
+    the |gamma| of its `BatchNormalization` layers, Liu et al., "Learning
+    Efficient Convolutional Networks through Network Slimming", 2017, magnitude
+    for a group without one; `"onorm"`/`"taylor"` as above, over every tensor
+    that a `Dense` or convolution reads the channel from). `scope=None` or
+    `"layer"` prunes `round(sparsity * size)` channels of every group,
+    `"global"` ranks all groups' channels together (each divided by its group's
+    mean). The filters that compute a pruned channel and every kernel row that
+    reads it are masked, so nothing downstream sees it: `shrink` then removes it
+    from every member with outputs unchanged, also before a `padding="same"`
+    convolution and through residual stages. Fine-tune networks with
+    `BatchNormalization` after pruning, or at least re-estimate its statistics
+    (`recalibrate_batch_norm`).
+
     Biases are not pruned, except those of pruned units. Every `Dense`, `Conv1D`,
     `Conv2D` and `DepthwiseConv2D` pruned (also inside a `TargetedDropout`,
     which is left out) gets a `PruningMask`, so the returned model can be
@@ -188,21 +212,27 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
 
     Args:
         model: a functional or Sequential Keras model.
-        sparsity: the fraction to prune, in [0, 1].
-        granularity: `"weight"` or `"unit"`.
+        sparsity: the fraction to prune, in [0, 1] (in [0, 1) by channel).
+        granularity: `"weight"`, `"unit"` or `"channel"`.
         scope: with `"weight"`, where weights are ranked: `None` or `"unit"`,
             `"layer"`, or `"global"` (every layer reaches `sparsity` but the
-            last, where the model as a whole does).
+            last, where the model as a whole does); with `"channel"`, `None`
+            or `"layer"` (each group) or `"global"`.
         layers: names of the layers to prune (default: every supported layer;
             for `"unit"`, every one but those computing a model output, whose
-            units are the classes).
+            units are the classes; for `"channel"`, the groups these layers
+            compute).
         criterion: how units are ranked (above); weights are ranked by |w|.
         data: examples `x` (one input array), or `(x, y)`; needed by `"onorm"`,
             `"taylor"` (with `y`) and `merge=True`.
         merge: whether to refit the readers of pruned units on `data`.
+        round_to: with `"channel"`, each group keeps a multiple of this many
+            channels (rounded up), as accelerators like; `None` for any count.
+        ignored_layers: names of layers whose weights must stay unpruned (with
+            `"channel"`, every group they touch is kept whole).
 
     Returns:
-        A `PruningReport` with `.model` and `.layers`.
+        A `PruningReport` with `.model`, `.layers` and, by channel, `.groups`.
 
     Example:
 
@@ -216,10 +246,20 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     >>> [layer.pruned_units for layer in merged.layers]
     [16]
     >>> export_model = strip(report.model)
+    >>> inputs = keras.Input((16, 16, 3))
+    >>> x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    >>> x = keras.layers.Add()([x, keras.layers.Conv2D(8, 3, padding="same")(x)])
+    >>> outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    >>> by_channel = prune(keras.Model(inputs, outputs), 0.5, granularity="channel")
+    >>> [(group.size, group.pruned) for group in by_channel.groups]
+    [(8, 4)]
     """
-    scope = _check_arguments(sparsity, granularity, scope, criterion, merge)
+    scope = _check_arguments(sparsity, granularity, scope, criterion, merge, round_to)
     x, y = _criteria.examples(model, data, criterion, merge)
+    if granularity == "channel":
+        return _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_layers, round_to)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
+    targets = _without_ignored(model, targets, ignored_layers)
     copy = _masked_copy(model, targets, granularity, keep_dropout=False)
     masks = {
         layer.target.name: layer
@@ -330,12 +370,18 @@ def unit_keep(layer, pruned):
     return columns.reshape(layer.mask.shape)
 
 
-def _check_arguments(sparsity, granularity, scope, criterion, merge):
+def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
     check_rate("sparsity", sparsity)
-    if granularity not in targeting.GRANULARITIES:
-        raise ValueError(
-            f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
-        )
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+    if granularity == "channel":
+        return _check_channel_arguments(sparsity, scope, criterion, merge, round_to)
+    if round_to is not None:
+        raise ValueError(f"round_to rounds the channels a group keeps; use it with granularity='channel'. "
+                         f"Received: round_to={round_to!r} with granularity={granularity!r}")
+    if criterion == "bn_scale":
+        raise ValueError("criterion='bn_scale' ranks channel groups by their BatchNormalization scales; "
+                         "use it with granularity='channel'.")
     scope = "unit" if scope is None else scope
     if scope not in SCOPES:
         raise ValueError(f"scope must be None or one of {SCOPES}. Received: scope={scope!r}")
@@ -352,6 +398,73 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge):
         chosen = f"criterion={criterion!r}" if criterion != "magnitude" else "merge=True"
         raise ValueError(f"{chosen} chooses whole units; use it with granularity='unit'.")
     return scope
+
+
+def _check_channel_arguments(sparsity, scope, criterion, merge, round_to):
+    if sparsity >= 1:
+        raise ValueError(
+            "Expected a float value in [0, 1) for granularity='channel': every group keeps a channel. "
+            f"Received: sparsity={sparsity!r}"
+        )
+    scope = "layer" if scope is None else scope
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be None, 'layer' or 'global' with granularity='channel'. Received: scope={scope!r}")
+    if criterion not in _channel.CRITERIA:
+        raise ValueError(
+            f"criterion must be one of {_channel.CRITERIA} with granularity='channel'. Received: criterion={criterion!r}"
+        )
+    if merge is not False:
+        raise ValueError(
+            f"merge=True refits the one layer reading pruned units; with granularity='channel' a group has many "
+            f"readers. Leave merge out, or use granularity='unit'. Received: merge={merge!r}"
+        )
+    _channel.check_round_to(round_to)
+    return scope
+
+
+def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_layers, round_to):
+    graph = _groups.analyse(model, ignored_layers)
+    groups = _groups.ChannelGroups(graph)
+    if not groups.prunable:
+        raise ValueError(
+            f"The model {model.name!r} has no prunable channel group; nothing to prune by channel.\n{groups}"
+        )
+    only = None
+    if layers is not None:
+        if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+            raise ValueError(f"layers must be a list of layer names. Received: layers={layers!r}")
+        chosen = {name: groups.group_of(name) for name in layers}
+        wrong = sorted(name for name, group in chosen.items() if group is None or not group.prunable)
+        if wrong:
+            raise ValueError(
+                f"layers {wrong} compute no prunable channel group of {model.name!r}; "
+                f"prunable: {sorted(n for g in groups.prunable for n in g.producers)}."
+            )
+        only = {group.root for group in chosen.values()}
+    importance = _channel.scores(graph, criterion, model, x, y)
+    keep = _channel.choose(graph, importance, sparsity, scope, round_to, only)
+    keeps = _channel.kernel_keeps(graph, keep)
+    copy = _masked_copy(model, set(keeps), "unit", keep_dropout=False)
+    masks = {
+        layer.target.name: layer
+        for layer in copy._flatten_layers()
+        if isinstance(layer, PruningMask) and layer.target.name in keeps
+    }
+    for name, kept in keeps.items():
+        masks[name].set_mask(kept)
+    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in masks.values()],
+                         groups=_channel.report(graph, keep))
+
+
+def _without_ignored(model, targets, ignored_layers):
+    if ignored_layers is None:
+        return targets
+    names = {layer.name for layer in model._flatten_layers(include_self=False)} | set(targets)
+    ignored = _groups._check_ignored(ignored_layers, names, model)
+    kept = {name: layer for name, layer in targets.items() if name not in ignored}
+    if not kept:
+        raise ValueError(f"ignored_layers={sorted(ignored)} leaves no layer of {model.name!r} to prune.")
+    return kept
 
 
 def _masked_weights(layer, wrapped):

@@ -4,28 +4,34 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import clone_with
-from keras_compact.pruning import _graph
+from keras_compact.pruning import _graph, _groups
 from keras_compact.pruning.prune import strip
 
 
 def shrink(model):
-    """Rebuilds a unit-pruned model without its pruned units and filters.
+    """Rebuilds a pruned model without its pruned units, filters and channels.
 
-    A unit (or filter) whose incoming weights and bias are all zero outputs the
-    constant `activation(0)`, so removing it, with the weights of the next layer
-    that read it, leaves the outputs unchanged; the model gets smaller and
-    faster. Where the constant is not zero (a sigmoid, or a
-    `BatchNormalization` after the layer) it is folded into the next layer's
-    bias. Units that are model outputs (the classes) are kept. Use after
-    `prune(model, sparsity, granularity="unit")` (and fine-tuning);
-    `PruningMask` and `TargetedDropout` wrappers are removed on the way.
+    Two kinds of pruned channel are removed, with the weights of every layer
+    that reads them:
 
-    Works on Sequential and functional models whose pruned `Dense`, `Conv1D`
-    and `Conv2D` layers feed one layer, directly or through channel-wise layers
-    (activations, dropout, `BatchNormalization`, pooling, `Flatten`). A pruned
-    layer whose units branch, reach an `Add` or `Concatenate`, or cannot be
-    removed exactly raises a `ValueError` naming it and saying why. `model` is
-    not changed.
+    - a channel every reader reads with zero weights (what
+      `prune(..., granularity="channel")` leaves): removed from its whole
+      channel group (`channel_groups`), through residual adds, depthwise
+      convolutions, concatenations, squeeze-and-excitation gates, normalization
+      and `Flatten`/`Reshape`, exactly, whatever the padding;
+    - a unit (or filter) whose incoming weights and bias are all zero (what
+      `granularity="unit"` leaves): it outputs the constant `activation(0)`,
+      folded into the next layer's bias where it is not zero (a sigmoid, or a
+      `BatchNormalization` after the layer). Such a unit must feed one layer,
+      directly or through channel-wise layers.
+
+    Units that are model outputs (the classes) are kept. `PruningMask` and
+    `TargetedDropout` wrappers are removed on the way. A pruned unit that cannot
+    be removed exactly (it branches or reaches an `Add`, or a non-zero constant
+    meets `padding="same"`), or a zeroed `DepthwiseConv2D` channel whose group
+    keeps it, raises a `ValueError` naming the layer and saying why. `model` is
+    not changed. After removing channels of a network with
+    `BatchNormalization`, fine-tune it or `recalibrate_batch_norm` it.
 
     Returns:
         A new model of the same kind with its own weights.
@@ -39,25 +45,55 @@ def shrink(model):
     3
     """
     plain = strip(model)
+    for layer in plain.layers:
+        _refuse_nested(layer)
+    graph = _groups.analyse(plain)
+    by_group = _groups.removable(graph)
+    configs, weights = _fold_constant_units(plain, graph, by_group)
+    if configs:
+        plain = clone_with(plain, lambda layer: _graph.replacement(layer, configs, weights))
+        graph = _groups.analyse(plain)
+        by_group = _groups.removable(graph)
+    configs, weights = {}, {}
+    _groups.cut(graph, {root: ~gone for root, gone in by_group.items()}, weights, configs)
+    return clone_with(plain, lambda layer: _graph.replacement(layer, configs, weights))
+
+
+def _fold_constant_units(plain, graph, by_group):
+    """The edits that remove units with zero incoming weights (their constant folded
+    into the reader), except those the group pass removes."""
     found = _graph.chains(plain)
+    members = {member.layer.name: member for member in graph.members}
+    kept = {root: ~gone for root, gone in by_group.items()}
     configs, weights = {}, {}
     for layer in plain.layers:
-        if not isinstance(layer, _graph.RESIZABLE):
-            _refuse_nested(layer)
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if not (depthwise or isinstance(layer, _graph.RESIZABLE)):
             continue
         kernel, bias = _graph.kernel_and_bias(layer, weights)
-        removable = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
-        if bias is not None:
-            removable &= bias == 0
-        chain = found[layer.name]
-        if not removable.any() or (isinstance(chain, _graph.Blocked) and chain.output):
+        dead = ~_graph.columns(kernel, layer).any(axis=0) & (bias == 0 if bias is not None else True)
+        if layer.name in members:
+            dead &= graph.kept(members[layer.name].output, kept)
+        if not dead.any():
+            continue
+        chain = found.get(layer.name)
+        if depthwise:
+            raise ValueError(
+                f"shrink cannot remove the {dead.sum()} zeroed channels of DepthwiseConv2D {layer.name!r}: a "
+                "depthwise channel is the channel it reads, so the layers before it would change too. Prune "
+                "with granularity='channel', which removes the whole channel group."
+            )
+        if isinstance(chain, _graph.Blocked) and chain.output:
             continue
         if isinstance(chain, _graph.Blocked):
-            raise ValueError(f"shrink cannot remove the {removable.sum()} pruned units of {layer.name!r}: {chain}.")
-        if removable.all():
+            raise ValueError(
+                f"shrink cannot remove the {dead.sum()} pruned units of {layer.name!r}: {chain}. Prune with "
+                "granularity='channel' to remove channels through it."
+            )
+        if dead.all():
             raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
-        _remove(chain, removable, configs, weights)
-    return clone_with(plain, lambda layer: _graph.replacement(layer, configs, weights))
+        _remove(chain, dead, configs, weights)
+    return configs, weights
 
 
 def _refuse_nested(layer):
@@ -85,7 +121,7 @@ def _remove(chain, removable, configs, weights):
     folded = (rows[..., removed, :] * constant[removed][:, None]).reshape(-1, rows.shape[-1]).sum(axis=0)
     if np.any(folded != 0):
         padding = getattr(consumer, "padding", "valid")
-        if padding != "valid":
+        if padding != "valid" and any(size > 1 for size in getattr(consumer, "kernel_size", ())):
             raise ValueError(
                 f"shrink cannot remove the pruned units of {producer.name!r} exactly: they reach "
                 f"{consumer.name!r} as non-zero constants, and its padding={padding!r} pads them with zeros."

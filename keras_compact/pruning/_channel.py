@@ -1,0 +1,166 @@
+"""Channel pruning of whole groups: how channels are ranked, chosen and masked.
+
+Importance is summed over a group's members (DepGraph's group importance): a
+channel of a residual stage is as important as all the filters, rows and scales
+that carry it together. Every function here reads the user's model or `prune`'s
+copy; none changes the user's.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_compact._checks import is_int
+from keras_compact.pruning import _criteria, _groups
+
+CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor")
+
+
+@dataclasses.dataclass
+class GroupPruning:
+    """What channel pruning did to one group: `pruned` of its `size` channels."""
+
+    producers: tuple
+    size: int
+    pruned: int
+
+
+def check_round_to(round_to):
+    if round_to is not None and (not is_int(round_to) or round_to < 1):
+        raise ValueError(f"round_to must be None or an integer >= 1. Received: round_to={round_to!r}")
+
+
+def scores(graph, criterion, model, x, y):
+    """`{root: float [size]}` for every prunable group; the smallest are pruned."""
+    if criterion in ("onorm", "taylor"):
+        return _activation_scores(graph, criterion, model, x, y)
+    squares = _accumulate(graph, _member_squares)
+    result = {root: np.sqrt(value) for root, value in squares.items()}
+    if criterion == "bn_scale":
+        # Network Slimming (Liu et al. 2017): |gamma|; groups without a BatchNormalization keep magnitude.
+        result.update(_accumulate(graph, _member_scales))
+    return result
+
+
+def _prunable_roots(graph):
+    return {group.root: group.size for group in graph.groups() if group.prunable}
+
+
+def _accumulate(graph, per_member):
+    roots = _prunable_roots(graph)
+    totals = {}
+    for member in graph.members:
+        for layout, values in per_member(member):
+            _add(graph, totals, roots, layout, values)
+    return totals
+
+
+def _add(graph, totals, roots, layout, values):
+    at_roots, channels = graph.addresses(layout)
+    for root in np.unique(at_roots):
+        if root in roots:
+            at = at_roots == root
+            np.add.at(totals.setdefault(root, np.zeros(roots[root])), channels[at], values[at])
+
+
+def _member_squares(member):
+    """`(layout, squared norm of each index's weights)` for the member's sides."""
+    if member.kind not in ("dense", "conv", "depthwise", "batchnorm"):
+        return []
+    values = [keras.ops.convert_to_numpy(v) for v in member.layer.weights]
+    if member.kind == "batchnorm":
+        return [(member.inputs, values[0] ** 2)] if member.layer.scale else []
+    kernel = values[0].astype(np.float64)
+    if member.kind == "depthwise":
+        return [(member.output, np.sum(kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]) ** 2, axis=0))]
+    columns = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+    rows = np.sum(_groups.consumer_rows(member, kernel) ** 2, axis=1)
+    return [(member.output, columns), (member.inputs, rows)]
+
+
+def _member_scales(member):
+    if member.kind == "batchnorm" and member.layer.scale:
+        return [(member.inputs, np.abs(keras.ops.convert_to_numpy(member.layer.gamma)).astype(np.float64))]
+    return []
+
+
+def _activation_scores(graph, criterion, model, x, y):
+    """Mean |value| (onorm) or |value x gradient| (taylor) of every tensor a consumer reads, per channel."""
+    roots = _prunable_roots(graph)
+    read = {}
+    for member in graph.members:
+        if member.kind in ("dense", "conv") and any(r in roots for r in graph.addresses(member.inputs)[0]):
+            read.setdefault(id(member.input_tensor), (member.input_tensor, member.inputs))
+    if not read:
+        return {}
+    tensors, layouts = zip(*read.values())
+    probe = keras.Model(graph.model.inputs[0], list(tensors) + [graph.model.outputs[0]])
+    if criterion == "onorm":
+        totals = [0.0] * len(tensors)
+        for start in range(0, len(x), _criteria._BATCH):
+            values = probe(x[start : start + _criteria._BATCH], training=False)[:-1]
+            for index, value in enumerate(values):
+                totals[index] = totals[index] + _criteria._per_unit_sum(np.abs(keras.ops.convert_to_numpy(value)))
+    else:
+        totals = _criteria._taylor_totals(model, probe, x, y, len(tensors))
+    result = {}
+    for layout, total in zip(layouts, totals):
+        _add(graph, result, roots, layout, np.asarray(total, np.float64) / len(x))
+    return result
+
+
+def choose(graph, importance, sparsity, scope, round_to, only=None):
+    """`{root: bool [size]}`: the channels kept, `round(sparsity * size)` pruned per
+    group (`scope="layer"`) or over all groups ranked together (`"global"`, each
+    score divided by its group's mean), at least one kept; with `round_to`, the
+    kept count rounded up to a multiple of it."""
+    roots = {root: size for root, size in _prunable_roots(graph).items() if only is None or root in only}
+    keep = {root: np.ones(size, bool) for root, size in roots.items()}
+    if scope == "global":
+        normalised = {root: importance[root] / max(float(np.mean(importance[root])), 1e-30) for root in roots}
+        order = sorted(((value, root, channel) for root, values in normalised.items()
+                        for channel, value in enumerate(values)), key=lambda item: item[0])
+        budget = int(round(sparsity * sum(roots.values())))
+        for _, root, channel in order:
+            if budget == 0:
+                break
+            if keep[root].sum() > 1:
+                keep[root][channel] = False
+                budget -= 1
+    else:
+        for root, size in roots.items():
+            count = min(int(round(sparsity * size)), size - 1)
+            if count:
+                keep[root][np.argsort(importance[root], kind="stable")[:count]] = False
+    if round_to:
+        for root, size in roots.items():
+            wanted = min(size, max(round_to, math.ceil(keep[root].sum() / round_to) * round_to))
+            back = np.argsort(-importance[root], kind="stable")
+            keep[root][:] = False
+            keep[root][back[:wanted]] = True
+    return keep
+
+
+def kernel_keeps(graph, keep):
+    """`{layer name: kernel-shaped bool}` for every Dense/convolution member that loses weights."""
+    result = {}
+    for member in graph.members:
+        if member.kind not in ("dense", "conv", "depthwise"):
+            continue
+        rows = graph.kept(member.inputs, keep)
+        shape = tuple(member.layer.kernel.shape)
+        if member.kind == "depthwise":
+            mask = np.broadcast_to(rows[:, None], shape[-2:])
+        else:
+            mask = rows[:, None] & graph.kept(member.output, keep)[None, :]
+        if not mask.all():
+            result[member.layer.name] = np.broadcast_to(mask, shape).copy()
+    return result
+
+
+def report(graph, keep):
+    """A `GroupPruning` per prunable group."""
+    return [GroupPruning(group.producers, group.size, int(np.sum(~keep[group.root])))
+            for group in graph.groups() if group.root in keep]

@@ -1,0 +1,625 @@
+"""Coupled channels: the dependency graph that channel pruning and `shrink` edit.
+
+Every layer that makes new channels (a `Dense` or convolution, a model input, a
+layer the graph cannot map) opens a *space* of channel indices. Each tensor of the
+model's graph carries a `Layout`: the spaces its channel axis is made of, in
+order (a `Concatenate` joins layouts; a `DepthwiseConv2D` with
+`depth_multiplier=m` repeats each channel m times; a `Flatten` spreads them over
+positions). Elementwise merges (`Add`, `Multiply`, ... and raw `keras.ops` such
+as `x + 3.0`) make their inputs' spaces one: a union-find over spaces. A class
+of spaces is a *channel group*: channel j of it is one channel of every tensor
+that carries it, and removing it cuts the same index from every member, as
+DepGraph (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
+groups PyTorch layers.
+
+One handler per layer type (`_HANDLERS`) says how a layer reads and writes
+channels and how its weights are cut. A space that reaches a model output, a
+model input, or a layer no handler maps, cannot lose channels; the reason is
+kept in words a `ValueError` or a report can quote.
+
+Removing channel j of a group is exact when every layer that *reads* it (its
+consumers: `Dense`/convolution rows) has zero weights for it: then nothing
+downstream sees its value, whatever it is (also at a `padding="same"` border).
+`prune(..., granularity="channel")` masks exactly those rows (and the channel's
+filters), so the masked model and the shrunk one compute the same outputs.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_compact._cloning import as_functional, is_graph_model
+from keras_compact.pruning import _graph
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Channels `start:stop` of a space, each repeated `repeat` times in a row."""
+
+    space: int
+    start: int
+    stop: int
+    repeat: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A tensor's channel axis: segments in order, tiled over `positions` (after a
+    `Flatten`, index `p * width + c`)."""
+
+    segments: tuple
+    positions: int = 1
+
+    @property
+    def width(self):
+        return sum((s.stop - s.start) * s.repeat for s in self.segments)
+
+
+@dataclasses.dataclass
+class Member:
+    """One layer of the graph that a group's channels touch: the layouts of its
+    (first) input and its output, and the handler that cuts it."""
+
+    layer: keras.layers.Layer
+    kind: str
+    inputs: Layout
+    output: Layout
+    input_tensor: object = None
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Channels that must be removed together.
+
+    `size` channels; `producers` the layers that compute them (a residual stage
+    has several); `members` every layer whose weights or configuration a removed
+    channel changes; `reason` why the group cannot be pruned (None when it can).
+    """
+
+    size: int
+    producers: tuple
+    members: tuple
+    reason: str = None
+    root: int = dataclasses.field(default=None, repr=False)
+
+    @property
+    def prunable(self):
+        return self.reason is None
+
+
+class ChannelGroups:
+    """The channel groups of a model (`channel_groups(model)`).
+
+    Iterating gives every `ChannelGroup`; `prunable` the ones that can lose
+    channels, `blocked` `{layer name: reason}` for every layer with weights whose
+    output channels cannot be pruned. `print(groups)` lists both.
+    """
+
+    def __init__(self, graph):
+        self._graph = graph
+        self.groups = graph.groups()
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __len__(self):
+        return len(self.groups)
+
+    @property
+    def prunable(self):
+        return [group for group in self.groups if group.prunable]
+
+    @property
+    def blocked(self):
+        return {name: group.reason for group in self.groups if not group.prunable for name in group.producers
+                if name in self._graph.weighted}
+
+    def group_of(self, layer_name):
+        """The group of the channels `layer_name` computes, or None."""
+        return next((group for group in self.groups if layer_name in group.producers), None)
+
+    @property
+    def prunable_fraction(self):
+        """The fraction of the channels computed by `Dense`/convolution layers that lie in prunable groups."""
+        sizes = [(group.size * sum(name in self._graph.weighted for name in group.producers), group.prunable)
+                 for group in self.groups]
+        total = sum(size for size, _ in sizes)
+        return sum(size for size, prunable in sizes if prunable) / total if total else 0.0
+
+    def __str__(self):
+        rows = [f"{len(self.prunable)} prunable channel groups of {len(self.groups)} "
+                f"({self.prunable_fraction:.0%} of computed channels)", "",
+                "| group | channels | producers | members |", "|---|---|---|---|"]
+        for index, group in enumerate(self.prunable):
+            rows.append(f"| {index} | {group.size} | {_names(group.producers)} | {len(group.members)} |")
+        blocked = self.blocked
+        if blocked:
+            rows += ["", "| layer | cannot be pruned because |", "|---|---|"]
+            rows += [f"| {name} | {reason} |" for name, reason in blocked.items()]
+        return "\n".join(rows)
+
+    def _repr_markdown_(self):
+        return str(self)
+
+
+def _names(names, most=4):
+    shown = ", ".join(names[:most])
+    return shown + (f" (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def channel_groups(model, ignored_layers=None):
+    """The coupled channels of `model`: what channel pruning can remove, and what not.
+
+    Reads the model's own graph (functional or Sequential, no tracing) and groups
+    every set of channels that must be removed together: the outputs of layers
+    joined by a residual `Add` (or `Subtract`, `Multiply`, `Average`, `Maximum`,
+    `Minimum`, or a raw `keras.ops` sum such as MobileNetV3's hard sigmoid), a
+    `DepthwiseConv2D` and the channels it reads, a squeeze-and-excitation gate and
+    the feature map it scales, the slices of a `Concatenate`, and each channel's
+    `BatchNormalization` statistics, activations, pooling, padding, dropout,
+    `Flatten` and `Reshape` on the way. Channels that reach a model output, come
+    from a model input, or pass a layer the graph cannot map (a `Lambda`, a
+    `LayerNormalization` over the channels, a grouped convolution, a nested or
+    subclassed model, a layer in `ignored_layers`) cannot be pruned, and the
+    group says why.
+
+    Args:
+        model: a functional or Sequential model.
+        ignored_layers: names of layers whose weights pruning must leave as they
+            are: every group they touch is kept whole.
+
+    Returns:
+        A `ChannelGroups`: iterate it, or `print` it for a table.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    >>> y = keras.layers.Conv2D(16, 3, padding="same", name="branch")(x)
+    >>> x = keras.layers.Add()([x, y])
+    >>> outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    >>> groups = channel_groups(keras.Model(inputs, outputs))
+    >>> [(group.size, group.producers) for group in groups.prunable]
+    [(16, ('stem', 'branch'))]
+    """
+    return ChannelGroups(analyse(model, ignored_layers))
+
+
+def analyse(model, ignored_layers=None):
+    """The `_Graph` of `model` (wrappers seen through)."""
+    return _Graph(model, ignored_layers)
+
+
+class _Graph:
+    """Spaces, their union-find, every tensor's layout and every member layer."""
+
+    def __init__(self, model, ignored_layers=None):
+        if not is_graph_model(model):
+            as_functional(model)  # a ValueError saying how to give the model known inputs
+            raise ValueError(
+                f"Channel pruning reads a model's graph; {model.name!r} is a subclassed "
+                f"{type(model).__name__}. Build it as a functional or Sequential model (or wrap it: "
+                "inputs = keras.Input(shape); keras.Model(inputs, model(inputs)))."
+            )
+        self.model = as_functional(model)
+        self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
+        self.layouts, self.members, self.weighted = {}, [], set()
+        names = {_graph.core(op).name for op in self._operations()}
+        ignored = _check_ignored(ignored_layers, names, model)
+        calls = {}
+        for node in self._nodes():
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for node in self._nodes():
+            self._visit(node, ignored, calls[id(node.operation)])
+        for tensor in keras.tree.flatten(self.model.outputs):
+            for segment in self.layouts[id(tensor)].segments:  # the reason that matters most
+                self.reasons[self.find(segment.space)] = "its channels are a model output"
+
+    def _nodes(self):
+        depths = sorted(self.model._nodes_by_depth, reverse=True)
+        return [node for depth in depths for node in self.model._nodes_by_depth[depth]]
+
+    def _operations(self):
+        return [node.operation for node in self._nodes()]
+
+    # Spaces and their classes.
+    def new_space(self, size, origin, reason=None):
+        self.sizes.append(size)
+        self.reasons.append(reason)
+        self.origins.append(origin)
+        self.parent.append(len(self.parent))
+        return Layout((Segment(len(self.sizes) - 1, 0, size),))
+
+    def find(self, space):
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+            self.reasons[a] = self.reasons[a] or self.reasons[b]
+
+    def block(self, layout, reason):
+        for segment in layout.segments:
+            root = self.find(segment.space)
+            self.reasons[root] = self.reasons[root] or reason
+
+    # Visiting the graph.
+    def _visit(self, node, ignored, calls):
+        operation = node.operation
+        layer = _graph.core(operation)
+        inputs = [self.layouts[id(t)] for t in node.arguments.keras_tensors]
+        outputs = node.outputs
+        described = f"{type(layer).__name__} {layer.name!r}"
+        if isinstance(operation, keras.layers.InputLayer):
+            self._opaque(outputs, [], described, "a model input")
+            return
+        reason = None
+        if calls > 1:
+            reason = f"{described} is called {calls} times"
+        elif layer.name in ignored:
+            reason = f"{layer.name!r} is in ignored_layers"
+        elif any(_channels(t) is None for t in list(node.arguments.keras_tensors) + list(outputs)):
+            reason = f"{described} has a tensor whose channel axis is unknown"
+        handler = None if reason else _handler(layer)
+        if handler is None:
+            reason = reason or _why_unmapped(layer)
+            self._opaque(outputs, inputs, described, reason)
+            return
+        result = handler(self, node, layer, inputs)
+        if isinstance(result, str):
+            self._opaque(outputs, inputs, described, result)
+            return
+        kind, output = result
+        if kind != "pass" and kind != "merge":
+            tensors = node.arguments.keras_tensors
+            self.members.append(Member(layer, kind, inputs[0], output, tensors[0]))
+        if kind in _CUTS and _CUTS[kind][1]:
+            self.weighted.add(layer.name)
+        self.layouts[id(outputs[0])] = output
+
+    def _opaque(self, outputs, inputs, described, reason):
+        """Blocks the inputs' channels; each output opens a space that cannot be pruned."""
+        for layout in inputs:
+            self.block(layout, reason)
+        for tensor in outputs:
+            self.layouts[id(tensor)] = self.new_space(_channels(tensor) or 0, described, reason)
+
+    def align(self, layouts, described):
+        """Makes the channels of elementwise-merged `layouts` one; a reason when it cannot."""
+        wide = [layout for layout in layouts if layout.width * layout.positions > 1]
+        if not wide:
+            return layouts[0]
+        first = wide[0]
+        for other in wide[1:]:
+            if other.positions != first.positions or len(other.segments) != len(first.segments) or any(
+                (a.stop - a.start, a.repeat) != (b.stop - b.start, b.repeat) or a.start or b.start
+                or a.stop != self.sizes[a.space] or b.stop != self.sizes[b.space]
+                for a, b in zip(first.segments, other.segments)
+            ):
+                for layout in wide:
+                    self.block(layout, f"{described} merges channels from differently made slices")
+                return first
+            for a, b in zip(first.segments, other.segments):
+                self.union(a.space, b.space)
+        return first
+
+    # What the groups are.
+    def groups(self):
+        roots = {}
+        for space in range(len(self.sizes)):
+            roots.setdefault(self.find(space), []).append(space)
+        producers = {}
+        for space, origin in enumerate(self.origins):
+            producers.setdefault(self.find(space), []).append(origin)
+        touched = {}
+        for member in self.members:
+            for layout in (member.inputs, member.output):
+                for segment in layout.segments if layout else ():
+                    touched.setdefault(self.find(segment.space), []).append(member.layer.name)
+        found = []
+        for root, spaces in roots.items():
+            if self.sizes[root] == 0:
+                continue
+            found.append(ChannelGroup(
+                size=self.sizes[root],
+                producers=tuple(dict.fromkeys(_origin_name(o) for o in producers[root])),
+                members=tuple(dict.fromkeys(touched.get(root, []))),
+                reason=self.reasons[root],
+                root=root,
+            ))
+        return found
+
+    def addresses(self, layout):
+        """`(roots, channels)`: for each index of `layout`'s channel axis, its group root and channel."""
+        roots, channels = [], []
+        for segment in layout.segments:
+            indices = np.repeat(np.arange(segment.start, segment.stop), segment.repeat)
+            roots.append(np.full(len(indices), self.find(segment.space)))
+            channels.append(indices)
+        roots, channels = np.concatenate(roots), np.concatenate(channels)
+        return np.tile(roots, layout.positions), np.tile(channels, layout.positions)
+
+    def kept(self, layout, keep):
+        """Bool over `layout`'s channel axis: the indices whose channel `keep[root]` keeps."""
+        roots, channels = self.addresses(layout)
+        result = np.ones(len(roots), bool)
+        for root in np.unique(roots):
+            if root in keep:
+                at = roots == root
+                result[at] = keep[root][channels[at]]
+        return result
+
+
+def _origin_name(origin):
+    """A space's origin is `"Type 'name'"`; the name alone."""
+    return origin.split("'")[1] if "'" in origin else origin
+
+
+def _check_ignored(ignored_layers, names, model):
+    if ignored_layers is None:
+        return set()
+    if isinstance(ignored_layers, str) or not all(isinstance(name, str) for name in ignored_layers):
+        raise ValueError(
+            f"ignored_layers must be a list of layer names. Received: ignored_layers={ignored_layers!r}"
+        )
+    unknown = sorted(set(ignored_layers) - names)
+    if unknown:
+        raise ValueError(
+            f"ignored_layers names layers that {model.name!r} does not have: {unknown}. "
+            f"Received: ignored_layers={ignored_layers!r}"
+        )
+    return set(ignored_layers)
+
+
+def _channels(tensor):
+    shape = getattr(tensor, "shape", None)
+    if not shape:
+        return 1
+    return shape[-1]
+
+
+# The handlers: handler(graph, node, layer, input layouts) -> (kind, output layout), or a reason.
+def _producer(graph, node, layer, inputs):
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
+    if getattr(layer, "groups", 1) != 1:
+        return f"{layer.name!r} is a grouped convolution (groups={layer.groups})"
+    if inputs[0].positions > 1 and not isinstance(layer, keras.layers.Dense):
+        return f"channels are flattened into {type(layer).__name__} {layer.name!r}"
+    output = graph.new_space(_channels(node.outputs[0]), f"{type(layer).__name__} {layer.name!r}")
+    if not _graph._elementwise(layer.activation):
+        graph.block(output, f"the activation of {layer.name!r} mixes its channels")
+    return ("dense" if isinstance(layer, keras.layers.Dense) else "conv"), output
+
+
+def _depthwise(graph, node, layer, inputs):
+    if layer.data_format != "channels_last":
+        return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
+    if inputs[0].positions > 1:
+        return f"channels are flattened into {layer.name!r}"
+    if not _graph._elementwise(layer.activation):
+        return f"the activation of {layer.name!r} mixes its channels"
+    multiplier = layer.depth_multiplier
+    output = Layout(tuple(dataclasses.replace(s, repeat=s.repeat * multiplier) for s in inputs[0].segments))
+    return "depthwise", output
+
+
+def _batch_norm(graph, node, layer, inputs):
+    rank = len(node.arguments.keras_tensors[0].shape)
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    if [axis % rank for axis in axes] != [rank - 1] or inputs[0].positions > 1:
+        return f"{layer.name!r} normalises axis {layer.axis}, not the channels"
+    return "batchnorm", inputs[0]
+
+
+def _prelu(graph, node, layer, inputs):
+    rank = len(node.arguments.keras_tensors[0].shape)
+    shared = set(layer.shared_axes or ())
+    if inputs[0].positions > 1 or (rank - 1) in shared:
+        return f"{layer.name!r} shares its slopes across the channels"
+    return "prelu", inputs[0]
+
+
+def _channelwise(graph, node, layer, inputs):
+    if getattr(layer, "data_format", "channels_last") not in ("channels_last", None):
+        return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
+    if inputs[0].positions > 1 and not isinstance(layer, _ELEMENTWISE):
+        return f"channels are flattened into {type(layer).__name__} {layer.name!r}"
+    if isinstance(layer, keras.layers.Activation) and not _graph._elementwise(layer.activation):
+        return f"the activation of {layer.name!r} mixes its channels"
+    if isinstance(layer, keras.layers.Softmax):
+        rank = len(node.arguments.keras_tensors[0].shape)
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if any(axis % rank == rank - 1 for axis in axes):
+            return f"{layer.name!r} is a softmax over the channels"
+    if isinstance(layer, keras.layers.Rescaling) and (np.size(layer.scale) > 1 or np.size(layer.offset) > 1):
+        return f"{layer.name!r} rescales each channel by its own factor"
+    return "pass", inputs[0]
+
+
+def _flatten(graph, node, layer, inputs):
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
+    shape = node.arguments.keras_tensors[0].shape[1:-1]
+    if any(size is None for size in shape):
+        return f"{layer.name!r} flattens an unknown shape"
+    return "pass", dataclasses.replace(inputs[0], positions=inputs[0].positions * math.prod(shape))
+
+
+def _reshape(graph, node, layer, inputs):
+    source, target = node.arguments.keras_tensors[0].shape, node.outputs[0].shape
+    if inputs[0].positions == 1 and source[-1] == target[-1]:
+        return "reshape", inputs[0]  # positions rearranged, channels untouched
+    if len(target) == 2 and all(size is not None for size in source[1:]):
+        return "reshape", dataclasses.replace(inputs[0], positions=inputs[0].positions * math.prod(source[1:-1]))
+    return f"{layer.name!r} reshapes {tuple(source[1:])} to {tuple(target[1:])}, mixing channels and positions"
+
+
+def _merge(graph, node, layer, inputs):
+    return "merge", graph.align(inputs, f"{type(layer).__name__} {layer.name!r}")
+
+
+def _concatenate(graph, node, layer, inputs):
+    rank = len(node.outputs[0].shape)
+    if layer.axis % rank != rank - 1:
+        return "merge", graph.align(inputs, f"{type(layer).__name__} {layer.name!r}")
+    if any(layout.positions > 1 for layout in inputs):
+        return f"{layer.name!r} concatenates flattened channels"
+    return "pass", Layout(tuple(segment for layout in inputs for segment in layout.segments))
+
+
+def _raw_op(graph, node, layer, inputs):
+    """A `keras.ops` call in the graph (`x + 3.0`): elementwise ones only."""
+    constants = [value for value in keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+                 if not isinstance(value, keras.KerasTensor)]
+    if type(layer).__name__ not in _ELEMENTWISE_OPS or any(
+        isinstance(value, (np.ndarray, list, tuple)) and np.size(value) > 1 for value in constants
+    ):
+        return _why_unmapped(layer)
+    if len(inputs) == 1:
+        return "pass", inputs[0]
+    return _merge(graph, node, layer, inputs)
+
+
+_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+                keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity)
+_CHANNELWISE = _ELEMENTWISE + (
+    keras.layers.Softmax, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D, keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
+    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
+    keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D,
+    keras.layers.Rescaling,
+)
+_MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
+           keras.layers.Maximum, keras.layers.Minimum)
+_ELEMENTWISE_OPS = {
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power", "Relu", "Relu6",
+    "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Tanh", "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus",
+    "Softsign", "Exp", "Log", "Log1p", "Expm1", "Abs", "Absolute", "Negative", "Square", "Sqrt", "Clip", "Cast",
+    "Sign", "Reciprocal", "Mish", "Celu", "HardTanh", "Floor", "Ceil", "Round",
+}
+# Most specific first: the first class a layer is an instance of picks its handler.
+_HANDLERS = (
+    ((keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D), _producer),
+    ((keras.layers.DepthwiseConv2D,), _depthwise),
+    ((keras.layers.BatchNormalization,), _batch_norm),
+    ((keras.layers.PReLU,), _prelu),
+    ((keras.layers.Flatten,), _flatten),
+    ((keras.layers.Reshape,), _reshape),
+    ((keras.layers.Concatenate,), _concatenate),
+    (_MERGES, _merge),
+    (_CHANNELWISE, _channelwise),
+)
+_NOT_SUBCLASSES = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.SeparableConv1D,
+                   keras.layers.SeparableConv2D)
+
+
+def _handler(layer):
+    if not isinstance(layer, keras.layers.Layer):
+        return _raw_op
+    if isinstance(layer, keras.Model) or isinstance(layer, _NOT_SUBCLASSES):
+        return None
+    for classes, handler in _HANDLERS:
+        if isinstance(layer, classes):
+            return handler
+    return None
+
+
+def _why_unmapped(layer):
+    described = f"{type(layer).__name__} {layer.name!r}"
+    if isinstance(layer, keras.Model):
+        return f"{described} is a nested model; prune it on its own, or build the model flat"
+    if isinstance(layer, (keras.layers.LayerNormalization, keras.layers.GroupNormalization,
+                          keras.layers.UnitNormalization)):
+        return f"{described} normalises over the channels, so removing one changes the others"
+    return f"{described} mixes channels in a way the graph cannot map"
+
+
+# Cutting a member's weights: kind -> (cut(values, keep_in, keep_out), has prunable weights).
+def _cut_dense(values, keep_in, keep_out):
+    return [values[0][keep_in][:, keep_out]] + [bias[keep_out] for bias in values[1:]]
+
+
+def _cut_conv(values, keep_in, keep_out):
+    return [values[0][..., keep_in, :][..., keep_out]] + [bias[keep_out] for bias in values[1:]]
+
+
+def _cut_depthwise(values, keep_in, keep_out):
+    return [values[0][..., keep_in, :]] + [bias[keep_out] for bias in values[1:]]
+
+
+def _cut_channels(values, keep_in, keep_out):
+    return [value[..., keep_in] for value in values]
+
+
+_CUTS = {
+    "dense": (_cut_dense, True),
+    "conv": (_cut_conv, True),
+    "depthwise": (_cut_depthwise, True),
+    "batchnorm": (_cut_channels, False),
+    "prelu": (_cut_channels, False),
+    "reshape": (None, False),
+}
+
+
+def cut(graph, keep, weights, configs):
+    """Writes into `weights`/`configs` (by layer name) every member without the
+    channels `keep` (`{root: bool [size]}`) drops; the layers `_graph.replacement` rebuilds."""
+    for member in graph.members:
+        keep_in = np.flatnonzero(graph.kept(member.inputs, keep)) if member.inputs else None
+        keep_out = np.flatnonzero(graph.kept(member.output, keep))
+        full_in = keep_in is None or len(keep_in) == member.inputs.width * member.inputs.positions
+        if full_in and len(keep_out) == member.output.width * member.output.positions:
+            continue
+        layer, (cutter, _) = member.layer, _CUTS[member.kind]
+        if member.kind == "reshape":
+            config = configs.setdefault(layer.name, layer.get_config())
+            shape = list(config["target_shape"])
+            if shape[-1] != -1:
+                shape[-1] = len(keep_out)
+            config["target_shape"] = tuple(shape)
+            continue
+        values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
+        weights[layer.name] = cutter(values, keep_in, keep_out)
+        if member.kind in ("dense", "conv"):
+            configs.setdefault(layer.name, layer.get_config())[
+                "units" if member.kind == "dense" else "filters"] = len(keep_out)
+
+
+def consumer_rows(member, kernel):
+    """A dense/conv member's kernel as `[input channel index, ...]` rows."""
+    return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
+
+
+def removable(graph, weights=None):
+    """`{root: bool [size]}`: the channels of prunable groups that every consumer
+    reads with zero weights (at least one consumer reads the group)."""
+    weights = weights or {}
+    zero, read = {}, {}
+    for member in graph.members:
+        if member.kind not in ("dense", "conv"):
+            continue
+        kernel = (weights.get(member.layer.name) or [keras.ops.convert_to_numpy(member.layer.kernel)])[0]
+        nonzero = consumer_rows(member, kernel).any(axis=1)
+        roots, channels = graph.addresses(member.inputs)
+        for root in np.unique(roots):
+            if graph.reasons[root] is not None:
+                continue
+            at = roots == root
+            size = graph.sizes[root]
+            alive = np.zeros(size, bool)
+            np.logical_or.at(alive, channels[at], nonzero[at])
+            zero[root] = zero.get(root, np.ones(size, bool)) & ~alive
+            read[root] = True
+    return {root: value for root, value in zero.items() if read[root] and value.any()}
