@@ -256,6 +256,8 @@ class _Graph:
         inputs = [self.layouts[id(t)] for t in node.arguments.keras_tensors]
         outputs = node.outputs
         described = f"{type(layer).__name__} {layer.name!r}"
+        if isinstance(layer, keras.layers.Layer) and any(w.name == "kernel" for w in layer.weights):
+            self.weighted.add(layer.name)
         if isinstance(operation, keras.layers.InputLayer):
             self._opaque(outputs, [], described, "a model input")
             return
@@ -279,8 +281,6 @@ class _Graph:
         if kind != "pass" and kind != "merge":
             tensors = node.arguments.keras_tensors
             self.members.append(Member(layer, kind, inputs[0], output, tensors[0]))
-        if kind in _CUTS and _CUTS[kind][1]:
-            self.weighted.add(layer.name)
         self.layouts[id(outputs[0])] = output
 
     def _opaque(self, outputs, inputs, described, reason):
@@ -546,7 +546,7 @@ def _why_unmapped(layer):
     return f"{described} mixes channels in a way the graph cannot map"
 
 
-# Cutting a member's weights: kind -> (cut(values, keep_in, keep_out), has prunable weights).
+# Cutting a member's weights: kind -> cut(values, keep_in, keep_out).
 def _cut_dense(values, keep_in, keep_out):
     return [values[0][keep_in][:, keep_out]] + [bias[keep_out] for bias in values[1:]]
 
@@ -564,12 +564,11 @@ def _cut_channels(values, keep_in, keep_out):
 
 
 _CUTS = {
-    "dense": (_cut_dense, True),
-    "conv": (_cut_conv, True),
-    "depthwise": (_cut_depthwise, True),
-    "batchnorm": (_cut_channels, False),
-    "prelu": (_cut_channels, False),
-    "reshape": (None, False),
+    "dense": _cut_dense,
+    "conv": _cut_conv,
+    "depthwise": _cut_depthwise,
+    "batchnorm": _cut_channels,
+    "prelu": _cut_channels,
 }
 
 
@@ -582,7 +581,7 @@ def cut(graph, keep, weights, configs):
         full_in = keep_in is None or len(keep_in) == member.inputs.width * member.inputs.positions
         if full_in and len(keep_out) == member.output.width * member.output.positions:
             continue
-        layer, (cutter, _) = member.layer, _CUTS[member.kind]
+        layer = member.layer
         if member.kind == "reshape":
             config = configs.setdefault(layer.name, layer.get_config())
             shape = list(config["target_shape"])
@@ -591,7 +590,7 @@ def cut(graph, keep, weights, configs):
             config["target_shape"] = tuple(shape)
             continue
         values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
-        weights[layer.name] = cutter(values, keep_in, keep_out)
+        weights[layer.name] = _CUTS[member.kind](values, keep_in, keep_out)
         if member.kind in ("dense", "conv"):
             configs.setdefault(layer.name, layer.get_config())[
                 "units" if member.kind == "dense" else "filters"] = len(keep_out)

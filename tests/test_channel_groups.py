@@ -1,0 +1,329 @@
+"""Channel groups: each coupling on a tiny model against hand-written expectations,
+pruning by channel, and shrinking that keeps the masked model's outputs."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact.pruning import PruningMask, channel_groups, prune, prunable, shrink
+
+
+def _x(model, count=3, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(count,) + tuple(model.input_shape[1:])).astype("float32")
+
+
+def _shrunk_equals_masked(report, rtol=1e-5):
+    smaller = shrink(report.model)
+    x = _x(report.model)
+    masked, shrunk = np.asarray(report.model(x)), np.asarray(smaller(x))
+    scale = max(float(np.abs(masked).max()), 1e-6)
+    assert np.abs(masked - shrunk).max() <= rtol * scale
+    return smaller
+
+
+def _groups(model):
+    return sorted((group.size, group.producers) for group in channel_groups(model).prunable)
+
+
+def _residual(merge=keras.layers.Add):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(4, 1, name="squeeze")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="expand")(y)
+    x = merge(name="merge")([x, y])
+    outputs = keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("merge", [keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
+                                   keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum])
+def test_an_elementwise_merge_joins_its_inputs_channels_into_one_group(merge):
+    model = _residual(merge)
+    assert _groups(model) == [(4, ("squeeze",)), (8, ("stem", "expand"))]
+    group = channel_groups(model).group_of("stem")
+    assert set(group.members) == {"stem", "stem_bn", "expand", "squeeze", "classes"}
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert [smaller.get_layer(n).filters for n in ("stem", "squeeze", "expand")] == [4, 2, 4]
+    assert smaller.get_layer("stem_bn").gamma.shape == (4,)
+    assert smaller.get_layer("classes").kernel.shape == (4, 3)
+
+
+def test_concatenate_keeps_each_input_its_own_group_at_its_offset():
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(6, 3, padding="same", name="b")(inputs)
+    joined = keras.layers.Concatenate()([a, b])
+    out = keras.layers.Conv2D(3, 3, padding="same", name="reader")(keras.layers.ReLU()(joined))
+    model = keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(out))
+    assert _groups(model) == [(4, ("a",)), (6, ("b",))]
+    report = prune(model, 0.5, granularity="channel")
+    reader = next(l for l in report.model.layers if isinstance(l, PruningMask) and l.target.name == "reader")
+    rows = np.asarray(reader.mask)[0, 0, :, 0].astype(bool)
+    a_kept = np.asarray(next(l for l in report.model.layers if getattr(l, "target", None) is not None
+                             and l.target.name == "a").mask)[0, 0, 0].astype(bool)
+    np.testing.assert_array_equal(rows[:4], a_kept)  # a's channels first, then b's at offset 4
+    assert rows[:4].sum() == 2 and rows[4:].sum() == 3
+    smaller = _shrunk_equals_masked(report)
+    assert smaller.get_layer("reader").kernel.shape == (3, 3, 5, 3)
+
+
+def test_a_depthwise_convolution_carries_its_input_channels_times_the_multiplier():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 1, name="expand")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="depthwise_bn")(x)
+    x = keras.layers.Conv2D(5, 1, name="project")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    group = channel_groups(model).group_of("expand")
+    assert group.size == 4 and set(group.members) == {"expand", "depthwise", "depthwise_bn", "project"}
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert smaller.get_layer("depthwise").kernel.shape == (3, 3, 2, 2)
+    assert smaller.get_layer("depthwise_bn").gamma.shape == (4,)
+    assert smaller.get_layer("project").kernel.shape == (1, 1, 4, 5)
+
+
+def _squeeze_excite():
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="swish", name="features")(inputs)
+    gate = keras.layers.GlobalAveragePooling2D()(features)
+    gate = keras.layers.Reshape((1, 1, 8), name="se_reshape")(gate)
+    gate = keras.layers.Conv2D(2, 1, activation="relu", name="reduce")(gate)
+    gate = keras.layers.Conv2D(8, 1, activation="sigmoid", name="excite")(gate)
+    x = keras.layers.Multiply()([features, gate])
+    x = keras.layers.Conv2D(6, 3, padding="same", name="after")(x)
+    return keras.Model(inputs, keras.layers.Flatten()(keras.layers.GlobalAveragePooling2D(keepdims=True)(x)))
+
+
+def test_a_squeeze_excite_gate_belongs_to_the_feature_map_it_scales():
+    model = _squeeze_excite()
+    assert _groups(model) == [(2, ("reduce",)), (8, ("features", "excite"))]
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert smaller.get_layer("se_reshape").output.shape == (None, 1, 1, 4)
+    assert smaller.get_layer("reduce").kernel.shape == (1, 1, 4, 1)
+
+
+def test_a_flattened_channel_is_cut_at_every_position_of_the_dense_layer():
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(5, name="hidden"),
+                              keras.layers.Dense(2, name="classes")])
+    assert _groups(model) == [(5, ("hidden",)), (6, ("conv",))]
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert smaller.get_layer("hidden").kernel.shape == (2 * 2 * 3, 3)  # round(2.5) = 2 pruned
+    assert isinstance(smaller, keras.Sequential)
+
+
+def test_raw_keras_ops_in_the_graph_are_elementwise_members():
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    hard_sigmoid = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    x = keras.layers.Multiply()([x, hard_sigmoid])
+    y = keras.layers.Conv2D(8, 3, padding="same", name="branch")(x)
+    x = keras.ops.add(x, y)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    assert _groups(model) == [(8, ("conv", "branch"))]
+    _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+
+
+def test_a_zeroed_channel_before_same_padding_is_removed_exactly():
+    """BatchNormalization turns a removed filter's zeros into a non-zero constant,
+    which a padding='same' convolution would see at the borders: the masked rows make it moot."""
+    model = _residual()
+    norm = model.get_layer("stem_bn")
+    norm.set_weights([np.random.default_rng(1).uniform(0.5, 2.0, size=8).astype("float32") for _ in range(4)])
+    _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda x: keras.layers.LayerNormalization(name="ln")(x), "normalises over the channels"),
+        (lambda x: keras.layers.Lambda(lambda t: t[..., ::-1], name="flip")(x), "cannot map"),
+        (lambda x: keras.layers.Conv2D(4, 1, groups=2, name="grouped")(x), "grouped convolution"),
+        (lambda x: keras.layers.Softmax(name="channel_softmax")(x), "softmax over the channels"),
+        (lambda x: keras.layers.Reshape((64, 4), name="mixing")(x), "mixing channels and positions"),
+    ],
+)
+def test_a_layer_that_mixes_channels_ends_the_group_and_says_why(make, reason):
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(16, 1, name="conv")(inputs)
+    x = make(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    groups = channel_groups(model)
+    assert reason in groups.blocked["conv"]
+    assert reason in str(groups)
+
+
+def test_outputs_inputs_and_ignored_layers_are_kept_whole():
+    model = _residual()
+    groups = channel_groups(model, ignored_layers=["squeeze"])
+    assert groups.blocked["classes"] == "its channels are a model output"
+    assert "'squeeze' is in ignored_layers" in groups.blocked["squeeze"]
+    # squeeze reads the stem's channels: ignoring it keeps them too.
+    assert "'squeeze' is in ignored_layers" in groups.blocked["stem"]
+    chain = keras.Sequential([keras.Input((8, 8, 3))] + [keras.layers.Conv2D(8, 3, name=n) for n in "abc"]
+                             + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    report = prune(chain, 0.5, granularity="channel", ignored_layers=["c"])  # c reads b: only a's group is left
+    assert [(g.producers, g.pruned) for g in report.groups] == [(("a",), 4)]
+    with pytest.raises(ValueError, match="no prunable channel group(.|\n)*'expand' is in ignored_layers"):
+        prune(_residual(), 0.5, granularity="channel", ignored_layers=["expand"])
+
+
+def test_a_nested_model_ends_the_group_and_says_to_prune_it_on_its_own():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)], name="inner")
+    inputs = keras.Input((3,))
+    x = keras.layers.Dense(4, name="first")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(x)))
+    assert "nested model" in channel_groups(model).blocked["first"]
+
+
+def test_round_to_keeps_a_multiple_of_it_and_global_scope_counts_over_all_groups():
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(20, 3, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="b")(a)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(b)))
+    rounded = prune(model, 0.7, granularity="channel", round_to=8)
+    assert [(g.size, g.size - g.pruned) for g in rounded.groups] == [(20, 8), (12, 8)]
+    overall = prune(model, 0.5, granularity="channel", scope="global")
+    assert sum(g.pruned for g in overall.groups) == 16
+    _shrunk_equals_masked(overall)
+
+
+def test_bn_scale_removes_the_channels_with_the_smallest_gammas():
+    model = _residual()
+    gamma = np.array([0.1, 2.0, 0.2, 3.0, 0.3, 4.0, 5.0, 0.05], "float32")
+    norm = model.get_layer("stem_bn")
+    norm.set_weights([gamma] + norm.get_weights()[1:])
+    report = prune(model, 0.5, granularity="channel", criterion="bn_scale", layers=["stem"])
+    stem = next(l for l in report.model.layers if getattr(l, "target", None) is not None and l.target.name == "stem")
+    kept = np.asarray(stem.mask)[0, 0, 0].astype(bool)
+    assert set(np.flatnonzero(~kept)) == {0, 2, 4, 7}
+    assert [(g.producers, g.pruned) for g in report.groups] == [(("stem", "expand"), 4)]
+
+
+@pytest.mark.parametrize("criterion", ["onorm", pytest.param("taylor", marks=pytest.mark.tensorflow_backend(
+    "criterion='taylor' differentiates with tf.GradientTape"))])
+def test_data_criteria_rank_groups_on_the_tensors_their_readers_read(criterion):
+    model = _squeeze_excite()
+    model.compile(loss="mse")
+    x = _x(model, count=16)
+    y = np.zeros((16, 6), "float32")
+    report = prune(model, 0.5, granularity="channel", criterion=criterion, data=(x, y))
+    assert sorted((g.size, g.pruned) for g in report.groups) == [(2, 1), (8, 4)]
+    _shrunk_equals_masked(report)
+
+
+def test_pruning_by_channel_never_changes_the_users_model():
+    model = _squeeze_excite()
+    before = [w.copy() for w in model.get_weights()]
+    shrink(prune(model, 0.5, granularity="channel").model)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pruned_and_shrunk_models_save_and_reload(tmp_path):
+    report = prune(_squeeze_excite(), 0.5, granularity="channel")
+    smaller = shrink(report.model)
+    x = _x(smaller)
+    for name, form in (("pruned", report.model), ("shrunk", smaller)):
+        form.save(tmp_path / f"{name}.keras")
+        again = keras.models.load_model(tmp_path / f"{name}.keras")
+        np.testing.assert_allclose(np.asarray(again(x)), np.asarray(form(x)), rtol=1e-6, atol=1e-6)
+    reloaded = keras.models.load_model(tmp_path / "pruned.keras")
+    np.testing.assert_allclose(np.asarray(shrink(reloaded)(x)), np.asarray(smaller(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_pruned_group_fine_tunes_with_its_channels_held_at_zero():
+    model = _residual()
+    report = prune(model, 0.5, granularity="channel")
+    report.model.compile("adam", "mse")
+    x = _x(model, count=32)
+    report.model.fit(x, np.ones((32, 3), "float32"), epochs=2, verbose=0)
+    _shrunk_equals_masked(report)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sparsity=1.0), r"\[0, 1\) for granularity='channel'.*sparsity=1.0"),
+        (dict(sparsity=float("nan")), "sparsity=nan"),
+        (dict(round_to=0), "round_to must be None or an integer >= 1. Received: round_to=0"),
+        (dict(round_to=2.5), "round_to=2.5"),
+        (dict(ignored_layers=["nope"]), r"does not have: \['nope'\]"),
+        (dict(ignored_layers="stem"), "ignored_layers must be a list of layer names"),
+        (dict(criterion="similarity"), "criterion must be one of .* with granularity='channel'"),
+        (dict(merge=True), "merge=True refits the one layer"),
+        (dict(scope="unit"), "scope must be None, 'layer' or 'global' with granularity='channel'"),
+        (dict(layers=["classes"]), r"layers \['classes'\] compute no prunable channel group"),
+        (dict(criterion="onorm"), "criterion='onorm' works on examples"),
+    ],
+)
+def test_bad_channel_pruning_arguments_raise_clear_errors(kwargs, message):
+    arguments = {"sparsity": 0.5, "granularity": "channel", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        prune(_residual(), **arguments)
+
+
+def test_channel_options_are_refused_at_other_granularities():
+    with pytest.raises(ValueError, match="round_to rounds the channels"):
+        prune(_residual(), 0.5, round_to=8)
+    with pytest.raises(ValueError, match="criterion='bn_scale' ranks channel groups"):
+        prune(_residual(), 0.5, granularity="unit", criterion="bn_scale")
+
+
+def test_a_model_with_nothing_prunable_by_channel_says_why():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="no prunable channel group(.|\n)*model output"):
+        prune(model, 0.5, granularity="channel")
+
+
+def test_a_subclassed_model_is_refused_with_what_to_do():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match="keras.Input"):
+        channel_groups(net)
+
+
+def test_shrink_gives_a_bias_to_a_bias_less_layer_that_loses_units_and_receives_a_constant():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, use_bias=False, name="a"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(6, use_bias=False, name="b"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(2, name="classes")])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([np.full(6, v, "float32") for v in (1.5, 0.5, 0.2, 2.0)])
+    report = prune(model, 0.5, granularity="unit")
+    smaller = _shrunk_equals_masked(report)
+    assert [smaller.get_layer(n).units for n in ("a", "b")] == [3, 3]
+
+
+def test_shrink_folds_a_constant_into_a_one_by_one_same_padded_convolution():
+    model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(4, 3, activation="sigmoid", name="c1"),
+                              keras.layers.Conv2D(3, 1, padding="same", name="c2"), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="unit", layers=["c1"]))
+    assert smaller.get_layer("c1").filters == 2
+
+
+def test_shrink_names_a_unit_pruned_depthwise_convolution_instead_of_leaving_it():
+    model = keras.Sequential([keras.Input((5, 5, 4)), keras.layers.DepthwiseConv2D(3, name="dw"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="zeroed channels of DepthwiseConv2D 'dw'.*granularity='channel'"):
+        shrink(prune(model, 0.5, granularity="unit", layers=["dw"]).model)
+
+
+def test_unit_pruning_and_prunable_accept_a_graph_with_raw_keras_ops():
+    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=4,
+                                                include_preprocessing=False)
+    assert any(isinstance(l, PruningMask) for l in prunable(model).layers)
+    report = prune(model, 0.5, granularity="unit", layers=["expanded_conv_2_project"])
+    with pytest.raises(ValueError, match="'expanded_conv_2_project'.*Add.*granularity='channel'"):
+        shrink(report.model)

@@ -1,0 +1,80 @@
+"""The models people ship (keras.applications, weights=None, small inputs) through
+channel groups, prune, shrink, save and export: what every pruning feature must pass."""
+
+import keras
+import numpy as np
+import pytest
+
+import tflite_export
+from keras_compact.pruning import channel_groups, macs, prune, recalibrate_batch_norm, shrink
+
+A = keras.applications
+ZOO = {
+    "MobileNetV2": lambda: A.MobileNetV2(alpha=0.35, input_shape=(64, 64, 3), weights=None, classes=5,
+                                         classifier_activation=None),
+    "MobileNetV3Small": lambda: A.MobileNetV3Small(input_shape=(64, 64, 3), weights=None, classes=5,
+                                                   classifier_activation=None),
+    "EfficientNetB0": lambda: A.EfficientNetB0(input_shape=(64, 64, 3), weights=None, classes=5,
+                                               classifier_activation=None),
+    "ResNet50": lambda: A.ResNet50(input_shape=(64, 64, 3), weights=None, classes=5, classifier_activation=None),
+    "DenseNet121": lambda: A.DenseNet121(input_shape=(64, 64, 3), weights=None, classes=5,
+                                         classifier_activation=None),
+}
+# MACs when every group loses half its channels: about a quarter (input and classes kept whole).
+MOST_MACS = {"MobileNetV2": 0.33, "MobileNetV3Small": 0.32, "EfficientNetB0": 0.30, "ResNet50": 0.28,
+             "DenseNet121": 0.28}
+
+
+def _images(model, count=4):
+    return np.random.default_rng(0).uniform(0, 255, size=(count,) + model.input_shape[1:]).astype("float32")
+
+
+@pytest.fixture(scope="module", params=sorted(ZOO))
+def zoo(request):
+    keras.utils.set_random_seed(0)
+    model = ZOO[request.param]()
+    report = prune(model, 0.5, granularity="channel")
+    return request.param, model, report, shrink(report.model)
+
+
+def test_every_channel_a_convolution_computes_is_prunable_but_the_classes(zoo):
+    name, model, _, _ = zoo
+    groups = channel_groups(model)
+    assert groups.prunable_fraction > 0.99
+    assert list(groups.blocked.values()) == ["its channels are a model output"]
+
+
+def test_the_shrunk_model_computes_what_the_masked_model_does(zoo):
+    name, model, report, smaller = zoo
+    x = _images(model)
+    masked, shrunk, original = (np.asarray(m(x)) for m in (report.model, smaller, model))
+    assert np.abs(masked - shrunk).max() <= 1e-5 * np.abs(masked).max()
+    assert np.abs(masked - original).max() > 1e-3 * np.abs(original).max()  # pruning did change the model
+    assert macs(smaller) <= MOST_MACS[name] * macs(model)
+    assert smaller.count_params() < 0.35 * model.count_params()
+
+
+def test_the_shrunk_model_saves_reloads_and_exports_with_litert_parity(zoo, tmp_path):
+    name, model, _, smaller = zoo
+    if name not in ("MobileNetV2", "MobileNetV3Small"):
+        pytest.skip("export of the larger zoo models runs in benchmarks/structured_pruning.py (minutes on 2 cores)")
+    smaller.save(tmp_path / "smaller.keras")
+    again = keras.models.load_model(tmp_path / "smaller.keras")
+    x = _images(model, 8)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(smaller(x)), rtol=1e-5, atol=1e-5)
+    report = tflite_export.export(again, tmp_path / "smaller.tflite", verify_with=x)
+    assert report.builtin_only
+    assert report.max_abs_diff <= 1e-4 * np.abs(np.asarray(smaller(x))).max()
+
+
+def test_recalibrated_statistics_are_each_layers_own_on_the_data(zoo):
+    name, model, _, smaller = zoo
+    if name != "ResNet50":
+        pytest.skip("one zoo model is enough for the statistics; the others run the same code")
+    x = _images(model, 16)
+    fixed = recalibrate_batch_norm(smaller, x, batch_size=8)
+    norm = fixed.get_layer("conv2_block1_1_bn")
+    seen = keras.Model(fixed.inputs[0], norm.input)(x)
+    seen = np.asarray(seen, np.float64).reshape(-1, seen.shape[-1])
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), seen.mean(axis=0), rtol=1e-3, atol=1e-3)
+    assert not np.allclose(np.asarray(smaller.get_layer("conv2_block1_1_bn").moving_mean), seen.mean(axis=0))
