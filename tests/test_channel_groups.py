@@ -5,7 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact.pruning import PruningMask, channel_groups, prune, prunable, shrink
+from keras_compact.callbacks import GradualPruning
+from keras_compact.layers import TargetedDropout
+from keras_compact.pruning import PruningMask, channel_groups, grow, prunable, prune, shrink, strip, targeted
 
 
 def _x(model, count=3, seed=0):
@@ -327,3 +329,61 @@ def test_unit_pruning_and_prunable_accept_a_graph_with_raw_keras_ops():
     report = prune(model, 0.5, granularity="unit", layers=["expanded_conv_2_project"])
     with pytest.raises(ValueError, match="'expanded_conv_2_project'.*Add.*granularity='channel'"):
         shrink(report.model)
+
+
+@pytest.mark.parametrize("build, layer", [(_residual, "stem"), (_squeeze_excite, "features"),
+                                          (_squeeze_excite, "reduce")])
+def test_grow_adds_channels_to_every_member_of_the_group_and_keeps_the_outputs(build, layer):
+    model = build()
+    wider = grow(model, layer, 3)
+    x = _x(model)
+    np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    group = channel_groups(model).group_of(layer)
+    for producer in group.producers:
+        assert wider.get_layer(producer).filters == model.get_layer(producer).filters + 3
+    # The new channels are read with zero weights, so shrink alone takes the model back to its widths.
+    assert shrink(wider).get_layer(layer).filters == group.size
+
+
+def test_grow_through_a_depthwise_convolution_and_a_concatenation():
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 1, name="a")(inputs)
+    x = keras.layers.Concatenate()([a, keras.layers.Conv2D(3, 1, name="b")(inputs)])
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="reader")(x))
+    model.get_layer("norm").set_weights([np.full(7, v, "float32") for v in (2.0, 0.5, 0.1, 3.0)])
+    wider = grow(model, "a", 2)
+    x = _x(model)
+    np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert wider.get_layer("depthwise").kernel.shape == (3, 3, 9, 1)
+    reader = wider.get_layer("reader").kernel.numpy()[0, 0]
+    assert not reader[4:6].any() and reader[6:].any()  # a's new channels sit before b's
+
+
+def test_gradual_pruning_by_channel_ramps_whole_groups_and_shrinks():
+    model = _residual()
+    ready = prunable(model, granularity="channel")
+    ready.compile("adam", "mse")
+    x = _x(model, count=64)
+    history = ready.fit(x, np.zeros((64, 3), "float32"), batch_size=16, epochs=3, verbose=0,
+                        callbacks=[GradualPruning(0.5, frequency=2)])
+    assert history.history["sparsity"][-1] == 0.5
+    smaller = shrink(ready)
+    np.testing.assert_allclose(np.asarray(smaller(x[:4])), np.asarray(ready(x[:4])), rtol=1e-5, atol=1e-6)
+    assert smaller.get_layer("stem").filters == 4 and smaller.get_layer("squeeze").filters == 2
+
+
+def test_targeted_wraps_every_layer_of_an_applications_model_and_trains():
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=3)
+    ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="unit")
+    wrapped = [layer for layer in ready.layers if isinstance(layer, TargetedDropout)]
+    assert len(wrapped) == sum(isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) for l in model.layers)
+    ready.compile("adam", "sparse_categorical_crossentropy")
+    x = _x(model, count=8)
+    ready.fit(x, np.zeros(8), epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(strip(ready)(x)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="granularity='channel'.*not available"):
+        targeted(model, granularity="channel")
+    with pytest.raises(ValueError, match="already wrapped"):
+        targeted(ready)

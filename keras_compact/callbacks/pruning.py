@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_compact._checks import check_rate, is_int, is_number
 from keras_compact.ops import targeting
+from keras_compact.pruning import _channel, _groups
 from keras_compact.pruning._graph import unit_norms
 from keras_compact.pruning.prune import SCOPES, PruningMask, unit_keep, weight_keep
 
@@ -20,7 +21,11 @@ class GradualPruning(keras.callbacks.Callback):
     smallest |w| of each layer (`scope="layer"`, as Zhu & Gupta and tfmot), of
     each unit (`"unit"`, Targeted Dropout's criterion) or of all layers
     (`"global"`); whole units by L2 norm for layers made with
-    `granularity="unit"`. Weights pruned before rank first, so they stay pruned. `target_sparsity` may also
+    `granularity="unit"`; whole channel groups (their members' summed
+    magnitude, each group losing the sparsity's share with `scope="layer"`, all
+    ranked together with `"global"`) for a model made with
+    `prunable(model, granularity="channel")`, when `sparsity` is logged as the
+    fraction of prunable channels removed. Weights (channels) pruned before rank first, so they stay pruned. `target_sparsity` may also
     be any callable `step -> sparsity`, called every `frequency` steps, and
     tfmot's `PolynomialDecay` / `ConstantSparsity` objects, whose own frequency
     decides when. Steps are the optimizer's iterations, so a model saved and
@@ -75,6 +80,7 @@ class GradualPruning(keras.callbacks.Callback):
         self.target_sparsity, self.begin_step, self.end_step = target_sparsity, int(begin_step), end_step
         self.frequency, self.power, self.scope = int(frequency), float(power), scope
         self._end = end_step  # None until fit says how many steps it runs
+        self._graph = None  # the channel groups, for a model pruned by channel
 
     def get_config(self):
         """The constructor arguments (a callable `target_sparsity` as the object itself)."""
@@ -90,7 +96,18 @@ class GradualPruning(keras.callbacks.Callback):
                 f"GradualPruning found no PruningMask layer in the model {self.model.name!r}; make the model "
                 "with keras_compact.pruning.prunable(model) (then compile and fit that one)."
             )
-        if self.scope == "global" and any(layer.granularity != "weight" for layer in self.masks):
+        channel = [layer.granularity == "channel" for layer in self.masks]
+        if any(channel) and not all(channel):
+            raise ValueError(
+                "GradualPruning prunes a model by channel or by weight and unit, not both: make it with one "
+                "keras_compact.pruning.prunable(model, granularity=...) call."
+            )
+        self._graph = _groups.analyse(self.model) if any(channel) else None
+        if self._graph is not None:
+            if self.scope == "unit":
+                raise ValueError("scope='unit' ranks each unit's weights; by channel use 'layer' or 'global'.")
+            self._kept = {}
+        elif self.scope == "global" and any(layer.granularity != "weight" for layer in self.masks):
             raise ValueError(
                 "scope='global' ranks weights across layers; every PruningMask needs granularity='weight'."
             )
@@ -136,6 +153,9 @@ class GradualPruning(keras.callbacks.Callback):
 
     def set_sparsity(self, sparsity):
         """Sets every mask to `sparsity` now, with `prune`'s criterion."""
+        if self._graph is not None:
+            self._set_channels(sparsity)
+            return
         by_weight = {f"{index}": layer for index, layer in enumerate(self.masks) if layer.granularity == "weight"}
         for key, keep in (weight_keep(by_weight, sparsity, self.scope) if by_weight else {}).items():
             by_weight[key].set_mask(keep)
@@ -144,8 +164,22 @@ class GradualPruning(keras.callbacks.Callback):
                 norms = unit_norms(layer)
                 layer.set_mask(unit_keep(layer, targeting.unit_candidates(norms, int(round(sparsity * len(norms))))))
 
+    def _set_channels(self, sparsity):
+        importance = _channel.scores(self._graph, "magnitude", None, None, None)
+        for root, kept in self._kept.items():
+            importance[root] = np.where(kept, importance[root], -np.inf)  # pruned channels stay pruned
+        scope = "global" if self.scope == "global" else "layer"
+        self._kept = _channel.choose(self._graph, importance, min(sparsity, 1.0 - 1e-9), scope, None)
+        masks = {layer.target.name: layer for layer in self.masks}
+        for name, keep in _channel.kernel_keeps(self._graph, self._kept, every=True).items():
+            if name in masks:
+                masks[name].set_mask(keep)
+
     def reached(self):
-        """Zeros over weights, all masked layers together."""
+        """Zeros over weights, all masked layers together (by channel: pruned channels over prunable ones)."""
+        if self._graph is not None:
+            kept = list(self._kept.values())
+            return float(sum(np.sum(~k) for k in kept) / sum(k.size for k in kept)) if kept else 0.0
         masks = [keras.ops.convert_to_numpy(layer.mask) for layer in self.masks]
         return float(sum(mask.size - np.count_nonzero(mask) for mask in masks) / sum(mask.size for mask in masks))
 

@@ -4,5 +4,5 @@ from keras_compact.pruning._groups import ChannelGroup, ChannelGroups, channel_g
 from keras_compact.pruning.batch_norm import recalibrate_batch_norm
 from keras_compact.pruning.cost import macs
 from keras_compact.pruning.grow import grow
-from keras_compact.pruning.prune import LayerPruning, PruningMask, PruningReport, prunable, prune, strip
+from keras_compact.pruning.prune import LayerPruning, PruningMask, PruningReport, prunable, prune, strip, targeted
 from keras_compact.pruning.shrink import shrink

@@ -69,7 +69,7 @@ def _member_squares(member):
     """`(layout, squared norm of each index's weights)` for the member's sides."""
     if member.kind not in ("dense", "conv", "depthwise", "batchnorm"):
         return []
-    values = [keras.ops.convert_to_numpy(v) for v in member.layer.weights]
+    values = _values(member)
     if member.kind == "batchnorm":
         return [(member.inputs, values[0] ** 2)] if member.layer.scale else []
     kernel = values[0].astype(np.float64)
@@ -78,6 +78,14 @@ def _member_squares(member):
     columns = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
     rows = np.sum(_groups.consumer_rows(member, kernel) ** 2, axis=1)
     return [(member.output, columns), (member.inputs, rows)]
+
+
+def _values(member):
+    """The member's weights as NumPy, with a `PruningMask`'s masks applied (what the forward pass uses)."""
+    masked = {}
+    if hasattr(member.wrapper, "masked_values"):
+        masked = {id(v): value for v, value in member.wrapper.masked_values()}
+    return [keras.ops.convert_to_numpy(masked.get(id(v), v.value)) for v in member.layer.weights]
 
 
 def _member_scales(member):
@@ -119,7 +127,7 @@ def choose(graph, importance, sparsity, scope, round_to, only=None):
     roots = {root: size for root, size in _prunable_roots(graph).items() if only is None or root in only}
     keep = {root: np.ones(size, bool) for root, size in roots.items()}
     if scope == "global":
-        normalised = {root: importance[root] / max(float(np.mean(importance[root])), 1e-30) for root in roots}
+        normalised = {root: importance[root] / _finite_mean(importance[root]) for root in roots}
         order = sorted(((value, root, channel) for root, values in normalised.items()
                         for channel, value in enumerate(values)), key=lambda item: item[0])
         budget = int(round(sparsity * sum(roots.values())))
@@ -143,8 +151,14 @@ def choose(graph, importance, sparsity, scope, round_to, only=None):
     return keep
 
 
-def kernel_keeps(graph, keep):
-    """`{layer name: kernel-shaped bool}` for every Dense/convolution member that loses weights."""
+def _finite_mean(values):
+    finite = values[np.isfinite(values)]
+    return max(float(np.mean(finite)), 1e-30) if finite.size else 1.0
+
+
+def kernel_keeps(graph, keep, every=False):
+    """`{layer name: kernel-shaped bool}` for every Dense/convolution member that loses
+    weights (`every`: for every member, also those that lose none)."""
     result = {}
     for member in graph.members:
         if member.kind not in ("dense", "conv", "depthwise"):
@@ -155,9 +169,17 @@ def kernel_keeps(graph, keep):
             mask = np.broadcast_to(rows[:, None], shape[-2:])
         else:
             mask = rows[:, None] & graph.kept(member.output, keep)[None, :]
-        if not mask.all():
+        if every or not mask.all():
             result[member.layer.name] = np.broadcast_to(mask, shape).copy()
     return result
+
+
+def members(graph):
+    """Names of the Dense/convolution members of every prunable group: the layers channel masks wrap."""
+    roots = _prunable_roots(graph)
+    return {member.layer.name for member in graph.members if member.kind in ("dense", "conv", "depthwise")
+            and any(root in roots for layout in (member.inputs, member.output)
+                    for root in graph.addresses(layout)[0])}
 
 
 def report(graph, keep):

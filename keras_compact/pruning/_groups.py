@@ -67,6 +67,7 @@ class Member:
     inputs: Layout
     output: Layout
     input_tensor: object = None
+    wrapper: keras.layers.Layer = None
 
 
 @dataclasses.dataclass
@@ -280,7 +281,7 @@ class _Graph:
         kind, output = result
         if kind != "pass" and kind != "merge":
             tensors = node.arguments.keras_tensors
-            self.members.append(Member(layer, kind, inputs[0], output, tensors[0]))
+            self.members.append(Member(layer, kind, inputs[0], output, tensors[0], operation))
         self.layouts[id(outputs[0])] = output
 
     def _opaque(self, outputs, inputs, described, reason):
@@ -546,54 +547,98 @@ def _why_unmapped(layer):
     return f"{described} mixes channels in a way the graph cannot map"
 
 
-# Cutting a member's weights: kind -> cut(values, keep_in, keep_out).
-def _cut_dense(values, keep_in, keep_out):
-    return [values[0][keep_in][:, keep_out]] + [bias[keep_out] for bias in values[1:]]
+# Editing a member's weights. A *plan* maps group roots to the channels each keeps:
+# old channel indices in their new order, -1 for a new channel (`grow`).
+def sources(graph, layout, plan):
+    """For each index of `layout`'s channel axis after `plan`: its old index, or -1 where it is new."""
+    parts, width = [], 0
+    for segment in layout.segments:
+        channels = plan.get(graph.find(segment.space), np.arange(segment.start, segment.stop))
+        repeated = channels[:, None] * segment.repeat + np.arange(segment.repeat)
+        parts.append(np.where(channels[:, None] >= 0, width + repeated, -1).ravel())
+        width += (segment.stop - segment.start) * segment.repeat
+    inner = np.concatenate(parts)
+    return np.concatenate([np.where(inner >= 0, p * width + inner, -1) for p in range(layout.positions)])
 
 
-def _cut_conv(values, keep_in, keep_out):
-    return [values[0][..., keep_in, :][..., keep_out]] + [bias[keep_out] for bias in values[1:]]
+def _take(value, axis, source, fill):
+    """`value` with `axis` indexed by `source`; entries at -1 from `fill(shape)`."""
+    result = np.take(value, np.maximum(source, 0), axis=axis)
+    new = source < 0
+    if new.any():
+        where = [slice(None)] * value.ndim
+        where[axis] = new
+        shape = list(result.shape)
+        shape[axis] = int(new.sum())
+        result[tuple(where)] = np.asarray(keras.ops.convert_to_numpy(fill(tuple(shape))), value.dtype)
+    return result
 
 
-def _cut_depthwise(values, keep_in, keep_out):
-    return [values[0][..., keep_in, :]] + [bias[keep_out] for bias in values[1:]]
+def _zeros(shape):
+    return np.zeros(shape)
 
 
-def _cut_channels(values, keep_in, keep_out):
-    return [value[..., keep_in] for value in values]
+def _cut_kernel(layer, values, source_in, source_out):
+    kernel = _take(values[0], -2, source_in, _zeros)  # a new input channel is read with zero weights
+    kernel = _take(kernel, -1, source_out, layer.kernel_initializer)
+    return [kernel] + [_take(bias, 0, source_out, layer.bias_initializer) for bias in values[1:]]
 
 
-_CUTS = {
-    "dense": _cut_dense,
-    "conv": _cut_conv,
+def _cut_depthwise(layer, values, source_in, source_out):
+    kernel = _take(values[0], -2, source_in, layer.depthwise_initializer)  # [..., input channels, multiplier]
+    return [kernel] + [_take(bias, 0, source_out, layer.bias_initializer) for bias in values[1:]]
+
+
+def _cut_batch_norm(layer, values, source_in, source_out):
+    initializers = ([layer.gamma_initializer] if layer.scale else []) + (
+        [layer.beta_initializer] if layer.center else []) + [
+        layer.moving_mean_initializer, layer.moving_variance_initializer]
+    return [_take(value, 0, source_in, initializer) for value, initializer in zip(values, initializers)]
+
+
+def _cut_prelu(layer, values, source_in, source_out):
+    return [_take(values[0], -1, source_in, layer.alpha_initializer)]
+
+
+_EDITS = {
+    "dense": _cut_kernel,
+    "conv": _cut_kernel,
     "depthwise": _cut_depthwise,
-    "batchnorm": _cut_channels,
-    "prelu": _cut_channels,
+    "batchnorm": _cut_batch_norm,
+    "prelu": _cut_prelu,
 }
 
 
-def cut(graph, keep, weights, configs):
-    """Writes into `weights`/`configs` (by layer name) every member without the
-    channels `keep` (`{root: bool [size]}`) drops; the layers `_graph.replacement` rebuilds."""
+def edit(graph, plan, weights, configs):
+    """Writes into `weights`/`configs` (by layer name) every member as `plan` makes
+    it: the layers `_graph.replacement` rebuilds."""
     for member in graph.members:
-        keep_in = np.flatnonzero(graph.kept(member.inputs, keep)) if member.inputs else None
-        keep_out = np.flatnonzero(graph.kept(member.output, keep))
-        full_in = keep_in is None or len(keep_in) == member.inputs.width * member.inputs.positions
-        if full_in and len(keep_out) == member.output.width * member.output.positions:
+        source_in = sources(graph, member.inputs, plan)
+        source_out = sources(graph, member.output, plan)
+        if _unchanged(source_in, member.inputs) and _unchanged(source_out, member.output):
             continue
         layer = member.layer
         if member.kind == "reshape":
             config = configs.setdefault(layer.name, layer.get_config())
             shape = list(config["target_shape"])
             if shape[-1] != -1:
-                shape[-1] = len(keep_out)
+                shape[-1] = len(source_out)
             config["target_shape"] = tuple(shape)
             continue
         values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
-        weights[layer.name] = _CUTS[member.kind](values, keep_in, keep_out)
+        weights[layer.name] = _EDITS[member.kind](layer, values, source_in, source_out)
         if member.kind in ("dense", "conv"):
             configs.setdefault(layer.name, layer.get_config())[
-                "units" if member.kind == "dense" else "filters"] = len(keep_out)
+                "units" if member.kind == "dense" else "filters"] = len(source_out)
+
+
+def _unchanged(source, layout):
+    return len(source) == layout.width * layout.positions and bool(np.all(source == np.arange(len(source))))
+
+
+def cut(graph, keep, weights, configs):
+    """`edit` without the channels `keep` (`{root: bool [size]}`) drops."""
+    edit(graph, {root: np.flatnonzero(kept) for root, kept in keep.items()}, weights, configs)
 
 
 def consumer_rows(member, kernel):

@@ -5,25 +5,30 @@ import numpy as np
 
 from keras_compact._checks import is_int
 from keras_compact._cloning import clone_with
-from keras_compact.pruning import _graph
+from keras_compact.pruning import _graph, _groups
 
 
 def grow(model, layer_name, units):
-    """A copy of `model` with `units` more units (filters) in the layer `layer_name`.
+    """A copy of `model` with `units` more channels in the group `layer_name` computes.
 
-    The old weights are copied; the new units' incoming weights and biases come
-    from the layer's own initializers, and the weights of the next layer that
-    read them are zero, so the grown model computes exactly what `model` does
-    until training moves them. A `BatchNormalization` between the two gets the
-    new channels at its initial values. With `keras_compact.regularizers.FanIn`
-    / `FanOut`, `prune` and `shrink`, this is the "grow" half of non-parametric
-    networks (Philipp & Carbonell, "Nonparametric Neural Networks", 2017).
+    The old weights are copied. The new channels' filters and biases come from
+    each producer's own initializers, a `BatchNormalization` or
+    `DepthwiseConv2D` on the way gets them at its initial values, and every
+    layer that reads them reads them with zero weights, so the grown model
+    computes exactly what `model` does until training moves them. The channels
+    grow through their whole channel group (`channel_groups`): every producer
+    of a residual stage, the depthwise convolution that carries them, the
+    squeeze-and-excitation gate that scales them, their slice of a
+    `Concatenate`. With `keras_compact.regularizers.FanIn` / `FanOut`, `prune`
+    and `shrink`, this is the "grow" half of non-parametric networks (Philipp &
+    Carbonell, "Nonparametric Neural Networks", 2017).
 
     Args:
         model: a Sequential or functional model.
         layer_name: the name of a `Dense`, `Conv1D` or `Conv2D` layer of `model`
-            whose units feed one layer (as `shrink` needs).
-        units: how many units to add, an integer >= 1.
+            whose channels are prunable (not a model output, see
+            `channel_groups`).
+        units: how many channels to add, an integer >= 1.
 
     Returns:
         The new model; `model` is not changed.
@@ -50,31 +55,14 @@ def grow(model, layer_name, units):
             f"grow adds units to Dense, Conv1D and Conv2D layers. Received: layer_name={layer_name!r}, "
             f"a {type(producer).__name__}"
         )
-    chain = _graph.chains(model)[layer_name]
-    if isinstance(chain, _graph.Blocked):
-        raise ValueError(f"grow cannot add units to {layer_name!r}: {chain}.")
+    graph = _groups.analyse(model)
+    group = _groups.ChannelGroups(graph).group_of(layer_name)
+    if group is None or not group.prunable:
+        reason = group.reason if group is not None else f"{layer_name!r} computes no channel group"
+        if reason == "its channels are a model output":
+            reason = f"the units of {layer_name!r} are a model output"
+        raise ValueError(f"grow cannot add units to {layer_name!r}: {reason}.")
+    plan = {group.root: np.concatenate([np.arange(group.size), np.full(units, -1)])}
     configs, weights = {}, {}
-    kernel, bias = _graph.kernel_and_bias(producer, weights)
-    added_kernel = keras.ops.convert_to_numpy(producer.kernel_initializer(kernel.shape[:-1] + (units,)))
-    weights[layer_name] = [np.concatenate([kernel, added_kernel], axis=-1)]
-    if bias is not None:
-        added_bias = keras.ops.convert_to_numpy(producer.bias_initializer((units,)))
-        weights[layer_name].append(np.concatenate([bias, added_bias]))
-    configs[layer_name] = producer.get_config()
-    configs[layer_name]["units" if isinstance(producer, keras.layers.Dense) else "filters"] = kernel.shape[-1] + units
-    for layer in chain.between:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            fresh = type(layer).from_config(layer.get_config())
-            fresh.build((None, units))
-            weights[layer.name] = [
-                np.concatenate([keras.ops.convert_to_numpy(old), keras.ops.convert_to_numpy(new)])
-                for old, new in zip(layer.weights, fresh.weights)
-            ]
-    consumer = chain.consumer
-    kernel, bias = _graph.kernel_and_bias(consumer, weights)
-    rows = chain.consumer_rows(kernel)
-    zeros = np.zeros(rows.shape[:-2] + (units, rows.shape[-1]), rows.dtype)
-    weights[consumer.name] = [chain.consumer_kernel(np.concatenate([rows, zeros], axis=-2))]
-    if bias is not None:
-        weights[consumer.name].append(bias)
+    _groups.edit(graph, plan, weights, configs)
     return clone_with(model, lambda layer: _graph.replacement(layer, configs, weights))

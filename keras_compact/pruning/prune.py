@@ -29,13 +29,14 @@ class PruningMask(keras.layers.Wrapper):
     these wrappers keeps the pruned weights at zero (their gradient is zero and
     the forward pass never sees them). With `granularity="unit"` a unit whose
     weights are all masked loses its bias too, so it outputs `activation(0)` and
-    `shrink` can remove it. The masks are non-trainable weights: they are saved
-    with the model.
+    `shrink` can remove it; `granularity="channel"` masks whole channel groups
+    (`prunable(model, granularity="channel")`), filters and the kernel rows that
+    read them. The masks are non-trainable weights: they are saved with the model.
 
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer, or a
             `TargetedDropout` wrapping one (which keeps dropping in training).
-        granularity: `"weight"` or `"unit"`: what `GradualPruning` removes.
+        granularity: `"weight"`, `"unit"` or `"channel"`: what `GradualPruning` removes.
 
     Example:
 
@@ -48,10 +49,8 @@ class PruningMask(keras.layers.Wrapper):
 
     def __init__(self, layer, granularity="weight", **kwargs):
         check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
-        if granularity not in targeting.GRANULARITIES:
-            raise ValueError(
-                f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
-            )
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
         super().__init__(layer, **kwargs)
         self.granularity = granularity
 
@@ -91,7 +90,7 @@ class PruningMask(keras.layers.Wrapper):
         self.mask.assign(keep.astype(self.mask.dtype))
         if self.bias_mask is not None:
             alive = _graph.columns(keep, self.target).any(axis=0)
-            self.bias_mask.assign(alive if self.granularity == "unit" else np.ones_like(alive))
+            self.bias_mask.assign(alive if self.granularity != "weight" else np.ones_like(alive))
         for variable, value in self.masked_values():
             variable.assign(value)
 
@@ -284,11 +283,18 @@ def prunable(model, layers=None, granularity="weight"):
     `fit`. Layers already wrapped keep their masks. `model` is not changed.
     Compile the returned model (it has fresh layers holding `model`'s weights).
 
+    With `granularity="channel"` the layers wrapped are the members of every
+    prunable channel group (`channel_groups`), and `GradualPruning` removes
+    whole channels from them, ranked as `prune(..., granularity="channel")`
+    ranks them; `shrink` then removes them from the model.
+
     Args:
         model: a functional or Sequential Keras model.
         layers: names of the layers to wrap (default: every supported layer;
-            for `"unit"`, every one but those computing a model output).
-        granularity: `"weight"` or `"unit"`: what `GradualPruning` removes.
+            for `"unit"`, every one but those computing a model output; for
+            `"channel"`, the members of every prunable group, and `layers` is
+            not taken).
+        granularity: `"weight"`, `"unit"` or `"channel"`: what `GradualPruning` removes.
 
     Returns:
         The new model.
@@ -301,10 +307,21 @@ def prunable(model, layers=None, granularity="weight"):
     >>> [type(layer).__name__ for layer in ready.layers]
     ['PruningMask', 'PruningMask']
     """
-    if granularity not in targeting.GRANULARITIES:
-        raise ValueError(
-            f"granularity must be one of {targeting.GRANULARITIES}. Received: granularity={granularity!r}"
-        )
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+    if granularity == "channel":
+        if layers is not None:
+            raise ValueError(
+                "With granularity='channel' every member of every prunable channel group is wrapped; leave "
+                f"layers out (keep groups whole with prune's ignored_layers). Received: layers={layers!r}"
+            )
+        graph = _groups.analyse(model)
+        targets = _channel.members(graph)
+        if not targets:
+            raise ValueError(
+                f"The model {model.name!r} has no prunable channel group.\n{_groups.ChannelGroups(graph)}"
+            )
+        return _masked_copy(model, targets, granularity, keep_dropout=True)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     return _masked_copy(model, targets, granularity, keep_dropout=True)
 
@@ -444,7 +461,7 @@ def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_lay
     importance = _channel.scores(graph, criterion, model, x, y)
     keep = _channel.choose(graph, importance, sparsity, scope, round_to, only)
     keeps = _channel.kernel_keeps(graph, keep)
-    copy = _masked_copy(model, set(keeps), "unit", keep_dropout=False)
+    copy = _masked_copy(model, set(keeps), "channel", keep_dropout=False)
     masks = {
         layer.target.name: layer
         for layer in copy._flatten_layers()
@@ -570,3 +587,64 @@ def _layer_report(layer):
         units=columns.shape[1],
         pruned_units=int(np.sum(~columns.any(axis=0))),
     )
+
+
+def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers=None, **kwargs):
+    """A copy of `model` with its layers in `TargetedDropout`, ready to train.
+
+    Wraps every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` of a
+    functional, Sequential or nested model (a `keras.applications` backbone
+    included) in a `keras_compact.layers.TargetedDropout` holding a copy of the
+    layer and its weights, as `prunable` wraps them in masks; ramp the rates
+    with `keras_compact.callbacks.TargetedDropoutRamp`, then `prune`. `model`
+    is not changed.
+
+    The `BatchNormalization` moving statistics of a network trained this way
+    are gathered on dropped weights and used on whole ones: before evaluating
+    or exporting, re-estimate them on training data with
+    `recalibrate_batch_norm` (measured in `benchmarks/structured_pruning.py`).
+
+    Args:
+        model: a functional or Sequential model.
+        target_rate, drop_rate: as `TargetedDropout`'s, in [0, 1].
+        granularity: `"weight"` or `"unit"` (whole units, not those computing
+            a model output unless named in `layers`).
+        layers: names of the layers to wrap (default: all of them).
+        **kwargs: other `TargetedDropout` arguments (`seed`, `refresh_steps`).
+
+    Returns:
+        The new model; compile it before `fit`.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+    ...                           keras.layers.Dense(2)])
+    >>> ready = targeted(model, target_rate=0.5, drop_rate=0.5)
+    >>> [type(layer).__name__ for layer in ready.layers]
+    ['TargetedDropout', 'TargetedDropout']
+    """
+    if granularity == "channel":
+        raise ValueError(
+            "Targeted Dropout drops weights or units of one layer at a time; granularity='channel' (whole "
+            "channel groups across layers) is not available. Use granularity='unit', then "
+            "prune(..., granularity='channel')."
+        )
+    TargetedDropout(keras.layers.Dense(1), target_rate, drop_rate, granularity, **kwargs)  # checks the arguments
+    targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
+    wrapped = [layer.name for layer in model._flatten_layers(include_self=False)
+               if isinstance(layer, (PruningMask, TargetedDropout)) and _graph.core(layer).name in targets]
+    if wrapped:
+        raise ValueError(
+            f"targeted wraps plain layers; {wrapped} are already wrapped. strip(model) first, or leave them out "
+            "with layers=[...]."
+        )
+
+    def replace(layer):
+        if isinstance(layer, keras.layers.Layer) and layer.name in targets and isinstance(layer, SUPPORTED_LAYERS):
+            values = layer.get_weights()
+            wrapper = TargetedDropout(fresh_copy(layer), target_rate, drop_rate, granularity,
+                                      name=f"{layer.name}_targeted", **kwargs)
+            return wrapper, lambda built: built.layer.set_weights(values)
+        return _graph.replacement(layer, {}, {})
+
+    return clone_with(model, replace)
