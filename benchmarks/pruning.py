@@ -237,7 +237,8 @@ def litert_latency(paths, example, rounds=5, runs=200):
         interpreter = Interpreter(model_path=str(path))
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], example[None].astype(np.float32))
+        interpreter.set_tensor(detail["index"], example[None].astype(detail["dtype"]))
+        interpreter.invoke()  # the first invoke prepares the delegate: not timed
         interpreters[name] = interpreter
     times = {name: [] for name in paths}
     for _ in range(rounds):

@@ -36,6 +36,7 @@ import numpy as np
 
 import keras_compact
 from keras_compact.pruning import channel_groups, macs, prune, recalibrate_batch_norm, shrink, strip
+from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
 from tflite_export import export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,28 +80,6 @@ def zoo(size):
 
 def images(shape, count, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, size=(count,) + tuple(shape)).astype("float32")
-
-
-def litert_latency(paths, example, rounds, runs):
-    """Median LiteRT milliseconds per invoke of each file, the files timed in turn in every round."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    for name, path in paths.items():
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], example[None].astype(detail["dtype"]))
-        interpreter.invoke()
-        interpreters[name] = interpreter
-    times = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def exported(models, folder, calibration, int8=True):

@@ -387,3 +387,55 @@ def test_targeted_wraps_every_layer_of_an_applications_model_and_trains():
         targeted(model, granularity="channel")
     with pytest.raises(ValueError, match="already wrapped"):
         targeted(ready)
+
+
+def test_a_gate_over_a_concatenation_is_split_into_the_concatenated_groups():
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(6, 3, padding="same", name="b")(inputs)
+    x = keras.layers.Concatenate()([a, b])
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = keras.layers.Conv2D(10, 1, activation="sigmoid", name="gate")(gate)
+    x = keras.layers.Multiply()([x, gate])
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    assert _groups(model) == [(4, ("a", "gate")), (6, ("b", "gate"))]
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert smaller.get_layer("gate").kernel.shape == (1, 1, 5, 5)
+    wider = grow(model, "b", 2)
+    x = _x(model)
+    np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert wider.get_layer("gate").filters == 12
+
+
+def test_slices_merged_in_different_orders_join_into_one_group():
+    inputs = keras.Input((8, 8, 3))
+    a, b, c, d = (keras.layers.Conv2D(n, 1, name=name)(inputs) for name, n in zip("abcd", (4, 4, 8, 8)))
+    left = keras.layers.Add()([keras.layers.Concatenate()([a, b]), c])
+    right = keras.layers.Add()([keras.layers.Concatenate()([b, a]), d])
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([left, right]))))
+    # channel i of the sum holds a_i and b_i, and so does channel 4 + i: one group of 4
+    [(size, producers)] = _groups(model)
+    assert size == 4 and sorted(producers) == list("abcd")
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert [smaller.get_layer(n).filters for n in "abcd"] == [2, 2, 4, 4]
+
+
+def test_a_space_joined_to_others_is_split_with_all_of_them():
+    inputs = keras.Input((8, 8, 3))
+    a, twin, b, e, f = (keras.layers.Conv2D(n, 1, name=name)(inputs)
+                        for name, n in zip(("a", "twin", "b", "e", "f"), (4, 4, 4, 2, 6)))
+    joined = keras.layers.Add()([a, twin])  # a and twin are one group ...
+    x = keras.layers.Add()([keras.layers.Concatenate()([a, b]), keras.layers.Concatenate()([e, f])])  # ... cut 2 + 2
+    pooled = [keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(t)) for t in (joined, x)]
+    model = keras.Model(inputs, keras.layers.Add()(pooled))
+    assert sorted((size, sorted(producers)) for size, producers in _groups(model)) == [
+        (2, ["a", "e", "twin"]), (2, ["a", "f", "twin"]), (4, ["b", "f"])]
+    _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+
+
+def test_a_merge_of_different_positions_is_blocked_with_the_reason():
+    inputs = keras.Input((4, 4, 2))
+    a = keras.layers.Flatten()(keras.layers.Conv2D(2, 1, name="a")(inputs))  # 16 positions x 2
+    b = keras.layers.Dense(32, name="b")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Add()([a, b])))
+    assert "differently made slices" in channel_groups(model).blocked["a"]

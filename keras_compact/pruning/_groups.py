@@ -206,7 +206,7 @@ class _Graph:
             )
         self.model = as_functional(model)
         self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
-        self.layouts, self.members, self.weighted = {}, [], set()
+        self.layouts, self.members, self.weighted, self.parts = {}, [], set(), {}
         names = {_graph.core(op).name for op in self._operations()}
         ignored = _check_ignored(ignored_layers, names, model)
         calls = {}
@@ -215,7 +215,7 @@ class _Graph:
         for node in self._nodes():
             self._visit(node, ignored, calls[id(node.operation)])
         for tensor in keras.tree.flatten(self.model.outputs):
-            for segment in self.layouts[id(tensor)].segments:  # the reason that matters most
+            for segment in self.resolve(self.layouts[id(tensor)]).segments:  # the reason that matters most
                 self.reasons[self.find(segment.space)] = "its channels are a model output"
 
     def _nodes(self):
@@ -246,7 +246,7 @@ class _Graph:
             self.reasons[a] = self.reasons[a] or self.reasons[b]
 
     def block(self, layout, reason):
-        for segment in layout.segments:
+        for segment in self.resolve(layout).segments:
             root = self.find(segment.space)
             self.reasons[root] = self.reasons[root] or reason
 
@@ -254,7 +254,7 @@ class _Graph:
     def _visit(self, node, ignored, calls):
         operation = node.operation
         layer = _graph.core(operation)
-        inputs = [self.layouts[id(t)] for t in node.arguments.keras_tensors]
+        inputs = [self.resolve(self.layouts[id(t)]) for t in node.arguments.keras_tensors]
         outputs = node.outputs
         described = f"{type(layer).__name__} {layer.name!r}"
         if isinstance(layer, keras.layers.Layer) and any(w.name == "kernel" for w in layer.weights):
@@ -292,23 +292,72 @@ class _Graph:
             self.layouts[id(tensor)] = self.new_space(_channels(tensor) or 0, described, reason)
 
     def align(self, layouts, described):
-        """Makes the channels of elementwise-merged `layouts` one; a reason when it cannot."""
-        wide = [layout for layout in layouts if layout.width * layout.positions > 1]
+        """Makes the channels of elementwise-merged `layouts` one (splitting spaces where the
+        other side is a concatenation); blocks them when it cannot."""
+        wide = [self.resolve(layout) for layout in layouts if layout.width * layout.positions > 1]
         if not wide:
             return layouts[0]
         first = wide[0]
         for other in wide[1:]:
-            if other.positions != first.positions or len(other.segments) != len(first.segments) or any(
-                (a.stop - a.start, a.repeat) != (b.stop - b.start, b.repeat) or a.start or b.start
-                or a.stop != self.sizes[a.space] or b.stop != self.sizes[b.space]
-                for a, b in zip(first.segments, other.segments)
-            ):
+            pair = self._refined(first, other)
+            if pair is None:
                 for layout in wide:
                     self.block(layout, f"{described} merges channels from differently made slices")
                 return first
+            first, other = pair
             for a, b in zip(first.segments, other.segments):
                 self.union(a.space, b.space)
         return first
+
+    def resolve(self, layout):
+        """`layout` with every split space replaced by its parts."""
+        if not self.parts or not any(s.space in self.parts for s in layout.segments):
+            return layout
+        segments = []
+        for segment in layout.segments:
+            if segment.space in self.parts:
+                inner = self.resolve(Layout(tuple(Segment(part, 0, self.sizes[part], segment.repeat)
+                                                  for part in self.parts[segment.space])))
+                segments.extend(inner.segments)
+            else:
+                segments.append(segment)
+        return Layout(tuple(segments), layout.positions)
+
+    def _refined(self, a, b):
+        """`a` and `b` cut at the same channel boundaries (their spaces split), or None where they
+        cannot be (other positions, or a cut inside a depthwise-repeated channel)."""
+        if a.positions != b.positions or a.width != b.width:
+            return None
+        bounds = set(_bounds(a)) | set(_bounds(b))
+        for layout in (a, b):
+            offset = 0
+            for segment in layout.segments:
+                width = (segment.stop - segment.start) * segment.repeat
+                inside = sorted(bound - offset for bound in bounds if offset < bound < offset + width)
+                if inside and not self._split(segment, inside):
+                    return None
+                offset += width
+        a, b = self.resolve(a), self.resolve(b)
+        if len(a.segments) != len(b.segments) or any(
+            (x.stop - x.start, x.repeat) != (y.stop - y.start, y.repeat) for x, y in zip(a.segments, b.segments)
+        ):
+            return None
+        return a, b
+
+    def _split(self, segment, cuts):
+        """Splits `segment`'s space, and every space joined to it, at channel widths `cuts`."""
+        if any(cut % segment.repeat for cut in cuts):
+            return False
+        root = self.find(segment.space)
+        joined = [space for space in range(len(self.sizes)) if space not in self.parts and self.find(space) == root]
+        edges = [0] + [cut // segment.repeat for cut in cuts] + [self.sizes[root]]
+        for space in joined:
+            self.parts[space] = [self.new_space(stop - start, self.origins[space], self.reasons[root]).segments[0].space
+                                 for start, stop in zip(edges, edges[1:])]
+        for space in joined[1:]:
+            for part, first in zip(self.parts[space], self.parts[joined[0]]):
+                self.union(first, part)
+        return True
 
     # What the groups are.
     def groups(self):
@@ -321,11 +370,11 @@ class _Graph:
         touched = {}
         for member in self.members:
             for layout in (member.inputs, member.output):
-                for segment in layout.segments if layout else ():
+                for segment in self.resolve(layout).segments:
                     touched.setdefault(self.find(segment.space), []).append(member.layer.name)
         found = []
         for root, spaces in roots.items():
-            if self.sizes[root] == 0:
+            if self.sizes[root] == 0 or any(space in self.parts for space in spaces):  # split: lives on in its parts
                 continue
             found.append(ChannelGroup(
                 size=self.sizes[root],
@@ -338,6 +387,7 @@ class _Graph:
 
     def addresses(self, layout):
         """`(roots, channels)`: for each index of `layout`'s channel axis, its group root and channel."""
+        layout = self.resolve(layout)
         roots, channels = [], []
         for segment in layout.segments:
             indices = np.repeat(np.arange(segment.start, segment.stop), segment.repeat)
@@ -355,6 +405,15 @@ class _Graph:
                 at = roots == root
                 result[at] = keep[root][channels[at]]
         return result
+
+
+def _bounds(layout):
+    """The channel-axis widths at which `layout`'s segments end."""
+    bounds, offset = [], 0
+    for segment in layout.segments:
+        offset += (segment.stop - segment.start) * segment.repeat
+        bounds.append(offset)
+    return bounds
 
 
 def _origin_name(origin):
@@ -551,6 +610,7 @@ def _why_unmapped(layer):
 # old channel indices in their new order, -1 for a new channel (`grow`).
 def sources(graph, layout, plan):
     """For each index of `layout`'s channel axis after `plan`: its old index, or -1 where it is new."""
+    layout = graph.resolve(layout)
     parts, width = [], 0
     for segment in layout.segments:
         channels = plan.get(graph.find(segment.space), np.arange(segment.start, segment.stop))
