@@ -172,12 +172,12 @@ def test_outputs_inputs_and_ignored_layers_are_kept_whole():
         prune(_residual(), 0.5, granularity="channel", ignored_layers=["expand"])
 
 
-def test_a_nested_model_ends_the_group_and_says_to_prune_it_on_its_own():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)], name="inner")
+def test_a_nested_model_joins_the_groups_around_it():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="inside")], name="inner")
     inputs = keras.Input((3,))
     x = keras.layers.Dense(4, name="first")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(inner(x)))
-    assert "nested model" in channel_groups(model).blocked["first"]
+    assert _groups(model) == [(4, ("first",)), (4, ("inside",))]
 
 
 def test_round_to_keeps_a_multiple_of_it_and_global_scope_counts_over_all_groups():
@@ -439,3 +439,18 @@ def test_a_merge_of_different_positions_is_blocked_with_the_reason():
     b = keras.layers.Dense(32, name="b")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Add()([a, b])))
     assert "differently made slices" in channel_groups(model).blocked["a"]
+
+
+def test_a_nested_backbone_under_a_new_head_is_pruned_and_shrunk_through():
+    backbone = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, include_top=False)
+    model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(8, activation="relu", name="head"), keras.layers.Dense(3)])
+    groups = channel_groups(model)
+    assert groups.group_of("Conv_1").members[-1] == "head"  # the backbone's last channels reach the head
+    assert list(groups.blocked.values()) == ["its channels are a model output"]
+    report = prune(model, 0.5, granularity="channel")
+    smaller = _shrunk_equals_masked(report)
+    assert smaller.layers[0].get_layer("Conv_1").filters == backbone.get_layer("Conv_1").filters // 2
+    assert grow(model, "Conv_1", 4).get_layer("head").kernel.shape[0] == backbone.get_layer("Conv_1").filters + 4
+    with pytest.raises(ValueError, match="inside a nested model"):
+        prune(model, 0.5, granularity="channel", criterion="onorm", data=_x(model, 4))

@@ -104,6 +104,12 @@ def _activation_scores(graph, criterion, model, x, y):
     if not read:
         return {}
     tensors, layouts = zip(*read.values())
+    own = {id(t) for node in _groups._nodes(graph.model) for t in node.outputs}
+    if not all(id(tensor) in own for tensor in tensors):
+        raise ValueError(
+            f"criterion={criterion!r} reads the activations of the model's own graph; some of the layers it "
+            "ranks are inside a nested model. Choose criterion='magnitude' or 'bn_scale', or build the model flat."
+        )
     probe = keras.Model(graph.model.inputs[0], list(tensors) + [graph.model.outputs[0]])
     if criterion == "onorm":
         totals = [0.0] * len(tensors)

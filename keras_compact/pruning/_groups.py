@@ -162,9 +162,11 @@ def channel_groups(model, ignored_layers=None):
     `BatchNormalization` statistics, activations, pooling, padding, dropout,
     `Flatten` and `Reshape` on the way. Channels that reach a model output, come
     from a model input, or pass a layer the graph cannot map (a `Lambda`, a
-    `LayerNormalization` over the channels, a grouped convolution, a nested or
+    `LayerNormalization` over the channels, a grouped convolution, a nested
     subclassed model, a layer in `ignored_layers`) cannot be pruned, and the
-    group says why.
+    group says why. Nested functional and Sequential models (a
+    `keras.applications` backbone under a new head) are read through: their
+    channels join the groups of the layers around them.
 
     Args:
         model: a functional or Sequential model.
@@ -207,23 +209,34 @@ class _Graph:
         self.model = as_functional(model)
         self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
         self.layouts, self.members, self.weighted, self.parts = {}, [], set(), {}
-        names = {_graph.core(op).name for op in self._operations()}
-        ignored = _check_ignored(ignored_layers, names, model)
-        calls = {}
-        for node in self._nodes():
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-        for node in self._nodes():
-            self._visit(node, ignored, calls[id(node.operation)])
+        names = {layer.name for layer in self.model._flatten_layers(include_self=False)}
+        names |= {_graph.core(node.operation).name for node in _nodes(self.model)}
+        self._visit_graph(self.model, _check_ignored(ignored_layers, names, model), outer=True)
         for tensor in keras.tree.flatten(self.model.outputs):
             for segment in self.resolve(self.layouts[id(tensor)]).segments:  # the reason that matters most
                 self.reasons[self.find(segment.space)] = "its channels are a model output"
 
-    def _nodes(self):
-        depths = sorted(self.model._nodes_by_depth, reverse=True)
-        return [node for depth in depths for node in self.model._nodes_by_depth[depth]]
+    def _visit_graph(self, graph, ignored, outer):
+        """Visits `graph`'s nodes in order; a nested model's input layouts are already set."""
+        calls = {}
+        for node in _nodes(graph):
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for node in _nodes(graph):
+            if outer or not isinstance(node.operation, keras.layers.InputLayer):
+                self._visit(node, ignored, calls[id(node.operation)])
 
-    def _operations(self):
-        return [node.operation for node in self._nodes()]
+    def _nested(self, node, layer, inputs, ignored):
+        """A Functional or Sequential model called once inside the graph: its own nodes, on the
+        layouts of the tensors it is called on (a backbone's channels join the head's groups)."""
+        inner = as_functional(layer)
+        if len(inner.inputs) != len(inputs) or len(node.outputs) != len(keras.tree.flatten(inner.outputs)):
+            return False
+        for tensor, layout in zip(inner.inputs, inputs):
+            self.layouts[id(tensor)] = layout
+        self._visit_graph(inner, ignored, outer=False)
+        for outer, tensor in zip(node.outputs, keras.tree.flatten(inner.outputs)):
+            self.layouts[id(outer)] = self.layouts[id(tensor)]
+        return True
 
     # Spaces and their classes.
     def new_space(self, size, origin, reason=None):
@@ -269,6 +282,8 @@ class _Graph:
             reason = f"{layer.name!r} is in ignored_layers"
         elif any(_channels(t) is None for t in list(node.arguments.keras_tensors) + list(outputs)):
             reason = f"{described} has a tensor whose channel axis is unknown"
+        elif is_graph_model(layer) and self._nested(node, layer, inputs, ignored):
+            return
         handler = None if reason else _handler(layer)
         if handler is None:
             reason = reason or _why_unmapped(layer)
@@ -414,6 +429,12 @@ def _bounds(layout):
         offset += (segment.stop - segment.start) * segment.repeat
         bounds.append(offset)
     return bounds
+
+
+def _nodes(graph):
+    """`graph`'s nodes, inputs first."""
+    depths = sorted(graph._nodes_by_depth, reverse=True)
+    return [node for depth in depths for node in graph._nodes_by_depth[depth]]
 
 
 def _origin_name(origin):
@@ -599,7 +620,7 @@ def _handler(layer):
 def _why_unmapped(layer):
     described = f"{type(layer).__name__} {layer.name!r}"
     if isinstance(layer, keras.Model):
-        return f"{described} is a nested model; prune it on its own, or build the model flat"
+        return f"{described} is a nested subclassed model; the graph cannot see inside it"
     if isinstance(layer, (keras.layers.LayerNormalization, keras.layers.GroupNormalization,
                           keras.layers.UnitNormalization)):
         return f"{described} normalises over the channels, so removing one changes the others"

@@ -43,7 +43,7 @@ def grow(model, layer_name, units):
     """
     if not is_int(units) or units < 1:
         raise ValueError(f"units must be an integer >= 1. Received: units={units!r}")
-    layers = {layer.name: layer for layer in model.layers}
+    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
     if layer_name not in layers:
         raise ValueError(
             f"layer_name must name a layer of {model.name!r}. Received: layer_name={layer_name!r}; "

@@ -45,8 +45,6 @@ def shrink(model):
     3
     """
     plain = strip(model)
-    for layer in plain.layers:
-        _refuse_nested(layer)
     graph = _groups.analyse(plain)
     by_group = _groups.removable(graph)
     configs, weights = _fold_constant_units(plain, graph, by_group)
@@ -66,7 +64,8 @@ def _fold_constant_units(plain, graph, by_group):
     members = {member.layer.name: member for member in graph.members}
     kept = {root: ~gone for root, gone in by_group.items()}
     configs, weights = {}, {}
-    for layer in plain.layers:
+    top = {id(layer) for layer in plain.layers}
+    for layer in plain._flatten_layers(include_self=False):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         if not (depthwise or isinstance(layer, _graph.RESIZABLE)):
             continue
@@ -76,7 +75,8 @@ def _fold_constant_units(plain, graph, by_group):
             dead &= graph.kept(members[layer.name].output, kept)
         if not dead.any():
             continue
-        chain = found.get(layer.name)
+        chain = found.get(layer.name) if id(layer) in top else _graph.Blocked(
+            f"{layer.name!r} is inside a nested model, where units are not folded")
         if depthwise:
             raise ValueError(
                 f"shrink cannot remove the {dead.sum()} zeroed channels of DepthwiseConv2D {layer.name!r}: a "
@@ -94,14 +94,6 @@ def _fold_constant_units(plain, graph, by_group):
             raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
         _remove(chain, dead, configs, weights)
     return configs, weights
-
-
-def _refuse_nested(layer):
-    if isinstance(layer, keras.Model) and any(isinstance(l, _graph.RESIZABLE) for l in layer._flatten_layers()):
-        raise ValueError(
-            f"shrink works on one graph; {layer.name!r} is a nested model. Shrink it on its own, "
-            "or build the model flat."
-        )
 
 
 def _remove(chain, removable, configs, weights):
