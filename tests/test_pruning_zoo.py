@@ -29,8 +29,16 @@ def _images(model, count=4):
     return np.random.default_rng(0).uniform(0, 255, size=(count,) + model.input_shape[1:]).astype("float32")
 
 
+# The groups come from the graph, the same on every backend; on JAX (eager, slower on 2 cores) the
+# two MobileNets check the numerics, TensorFlow runs the whole zoo.
+ON_JAX = {"MobileNetV2", "MobileNetV3Small"}
+
+
 @pytest.fixture(scope="module", params=sorted(ZOO))
 def zoo(request):
+    if keras.backend.backend() != "tensorflow" and request.param not in ON_JAX:
+        pytest.skip(f"{request.param}: the whole zoo runs on TensorFlow; on {keras.backend.backend()} the "
+                    f"MobileNets {sorted(ON_JAX)} check the same graph code")
     keras.utils.set_random_seed(0)
     model = ZOO[request.param]()
     report = prune(model, 0.5, granularity="channel")

@@ -1,8 +1,11 @@
-"""Where a layer's units go: the one-consumer chains that unit pruning edits.
+"""Where a layer's units go: the one-consumer chains that unit merging edits.
 
-Removing (`shrink`), merging (`prune(..., merge=True)`, `criterion="similarity"`)
-or adding (`grow`) a unit of a `Dense`/`Conv1D`/`Conv2D` layer changes the layer
-that reads it, so each needs the path from the unit to that reader: through
+Channels coupled across layers (residual adds, depthwise convolutions,
+concatenations) are `_groups`' channel groups, which channel pruning, `shrink`
+and `grow` edit. A chain is the simplest group, with exactly one reader: what
+merging (`prune(..., merge=True)`, `criterion="similarity"`) refits and what
+`shrink` folds a unit's constant `activation(0)` into. Each needs the path
+from the unit to that reader: through
 layers that act on each channel on its own (activations, dropout,
 `BatchNormalization`, pooling, at most one `Flatten`) to exactly one `Dense` or
 convolution. A `Chain` is that path; where there is none (a branch, a residual
