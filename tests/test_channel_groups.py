@@ -401,6 +401,8 @@ def test_a_gate_over_a_concatenation_is_split_into_the_concatenated_groups():
     assert _groups(model) == [(4, ("a", "gate")), (6, ("b", "gate"))]
     smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
     assert smaller.get_layer("gate").kernel.shape == (1, 1, 5, 5)
+    by_gate = prune(model, 0.5, granularity="channel", layers=["gate"])  # both of the gate's groups
+    assert sorted((g.size, g.pruned) for g in by_gate.groups) == [(4, 2), (6, 3)]
     wider = grow(model, "b", 2)
     x = _x(model)
     np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)

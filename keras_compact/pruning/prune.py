@@ -450,14 +450,15 @@ def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_lay
     if layers is not None:
         if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
             raise ValueError(f"layers must be a list of layer names. Received: layers={layers!r}")
-        chosen = {name: groups.group_of(name) for name in layers}
-        wrong = sorted(name for name, group in chosen.items() if group is None or not group.prunable)
+        # A layer whose channels a concatenation splits computes several groups: all of them.
+        chosen = {name: [g.root for g in groups.prunable if name in g.producers] for name in layers}
+        wrong = sorted(name for name, roots in chosen.items() if not roots)
         if wrong:
             raise ValueError(
                 f"layers {wrong} compute no prunable channel group of {model.name!r}; "
-                f"prunable: {sorted(n for g in groups.prunable for n in g.producers)}."
+                f"prunable: {sorted({n for g in groups.prunable for n in g.producers})}."
             )
-        only = {group.root for group in chosen.values()}
+        only = {root for roots in chosen.values() for root in roots}
     importance = _channel.scores(graph, criterion, model, x, y)
     keep = _channel.choose(graph, importance, sparsity, scope, round_to, only)
     keeps = _channel.kernel_keeps(graph, keep)
