@@ -374,15 +374,14 @@ def test_gradual_pruning_by_channel_ramps_whole_groups_and_shrinks():
     assert smaller.get_layer("stem").filters == 4 and smaller.get_layer("squeeze").filters == 2
 
 
-def test_targeted_wraps_every_layer_of_an_applications_model_and_trains():
+def test_targeted_wraps_every_layer_of_an_applications_model_and_drops_in_training():
     model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=3)
     ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="unit")
     wrapped = [layer for layer in ready.layers if isinstance(layer, TargetedDropout)]
     assert len(wrapped) == sum(isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) for l in model.layers)
-    ready.compile("adam", "sparse_categorical_crossentropy")
-    x = _x(model, count=8)
-    ready.fit(x, np.zeros(8), epochs=1, verbose=0)
-    np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(strip(ready)(x)), rtol=1e-5, atol=1e-6)
+    x = _x(model, count=4)
+    np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)  # a copy
+    assert not np.allclose(np.asarray(ready(x, training=True)), np.asarray(model(x, training=True)))  # drops
     with pytest.raises(ValueError, match="granularity='channel'.*not available"):
         targeted(model, granularity="channel")
     with pytest.raises(ValueError, match="already wrapped"):

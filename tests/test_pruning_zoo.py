@@ -29,16 +29,16 @@ def _images(model, count=4):
     return np.random.default_rng(0).uniform(0, 255, size=(count,) + model.input_shape[1:]).astype("float32")
 
 
-# The groups come from the graph, the same on every backend; on JAX (eager, slower on 2 cores) the
-# two MobileNets check the numerics, TensorFlow runs the whole zoo.
-ON_JAX = {"MobileNetV2", "MobileNetV3Small"}
+# The groups come from the graph, the same on every backend; on JAX (eager, slower on 2 cores)
+# MobileNetV2 checks the numerics, TensorFlow runs the whole zoo.
+ON_JAX = {"MobileNetV2"}
 
 
 @pytest.fixture(scope="module", params=sorted(ZOO))
 def zoo(request):
     if keras.backend.backend() != "tensorflow" and request.param not in ON_JAX:
         pytest.skip(f"{request.param}: the whole zoo runs on TensorFlow; on {keras.backend.backend()} the "
-                    f"MobileNets {sorted(ON_JAX)} check the same graph code")
+                    f"{sorted(ON_JAX)} checks the same graph code")
     keras.utils.set_random_seed(0)
     model = ZOO[request.param]()
     report = prune(model, 0.5, granularity="channel")
@@ -70,6 +70,8 @@ def test_the_shrunk_model_saves_reloads_and_exports_with_litert_parity(zoo, tmp_
     again = keras.models.load_model(tmp_path / "smaller.keras")
     x = _images(model, 8)
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(smaller(x)), rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() != "tensorflow":
+        return  # export from JAX converts in a TensorFlow subprocess: tests/test_backends.py covers it
     report = tflite_export.export(again, tmp_path / "smaller.tflite", verify_with=x)
     assert report.builtin_only
     assert report.max_abs_diff <= 1e-4 * np.abs(np.asarray(smaller(x))).max()
