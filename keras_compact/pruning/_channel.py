@@ -76,7 +76,7 @@ def _member_squares(member):
     if member.kind == "depthwise":
         return [(member.output, np.sum(kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]) ** 2, axis=0))]
     columns = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
-    rows = np.sum(_groups.consumer_rows(member, kernel) ** 2, axis=1)
+    rows = np.sum(_groups.consumer_rows(kernel) ** 2, axis=1)
     return [(member.output, columns), (member.inputs, rows)]
 
 

@@ -208,7 +208,7 @@ class _Graph:
             )
         self.model = as_functional(model)
         self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
-        self.layouts, self.members, self.weighted, self.parts = {}, [], set(), {}
+        self.layouts, self.members, self.weighted, self.parts, self._groups = {}, [], set(), {}, None
         names = {layer.name for layer in self.model._flatten_layers(include_self=False)}
         names |= {_graph.core(node.operation).name for node in _nodes(self.model)}
         self._visit_graph(self.model, _check_ignored(ignored_layers, names, model), outer=True)
@@ -374,8 +374,13 @@ class _Graph:
                 self.union(first, part)
         return True
 
-    # What the groups are.
+    # What the groups are (the graph is final once built: computed once).
     def groups(self):
+        if self._groups is None:
+            self._groups = self._find_groups()
+        return self._groups
+
+    def _find_groups(self):
         roots = {}
         for space in range(len(self.sizes)):
             roots.setdefault(self.find(space), []).append(space)
@@ -722,21 +727,19 @@ def cut(graph, keep, weights, configs):
     edit(graph, {root: np.flatnonzero(kept) for root, kept in keep.items()}, weights, configs)
 
 
-def consumer_rows(member, kernel):
-    """A dense/conv member's kernel as `[input channel index, ...]` rows."""
+def consumer_rows(kernel):
+    """A Dense/convolution kernel as `[input channel index, ...]` rows."""
     return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
 
 
-def removable(graph, weights=None):
+def removable(graph):
     """`{root: bool [size]}`: the channels of prunable groups that every consumer
     reads with zero weights (at least one consumer reads the group)."""
-    weights = weights or {}
     zero, read = {}, {}
     for member in graph.members:
         if member.kind not in ("dense", "conv"):
             continue
-        kernel = (weights.get(member.layer.name) or [keras.ops.convert_to_numpy(member.layer.kernel)])[0]
-        nonzero = consumer_rows(member, kernel).any(axis=1)
+        nonzero = consumer_rows(keras.ops.convert_to_numpy(member.layer.kernel)).any(axis=1)
         roots, channels = graph.addresses(member.inputs)
         for root in np.unique(roots):
             if graph.reasons[root] is not None:

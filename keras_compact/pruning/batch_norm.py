@@ -63,10 +63,9 @@ def recalibrate_batch_norm(model, data, batch_size=64):
         return layer(*args, **kwargs)
 
     measuring = clone_with(functional, lambda layer: None, call_function=call)
-    read = [node.arguments.keras_tensors[0] for nodes in measuring._nodes_by_depth.values() for node in nodes
-            if isinstance(node.operation, keras.layers.BatchNormalization)]
-    order = [node.operation for nodes in measuring._nodes_by_depth.values() for node in nodes
+    nodes = [node for nodes in measuring._nodes_by_depth.values() for node in nodes
              if isinstance(node.operation, keras.layers.BatchNormalization)]
+    read, order = [node.arguments.keras_tensors[0] for node in nodes], [node.operation for node in nodes]
     probe = keras.Model(measuring.inputs[0], read)
     sums, squares, counts = [0.0] * len(read), [0.0] * len(read), [0] * len(read)
     for batch in _batches(model, data, batch_size):
