@@ -71,3 +71,21 @@ def bind_arguments(method, args, kwargs):
     `bind_arguments(keras.Model.fit, args, kwargs)["batch_size"]`.
     """
     return inspect.signature(method).bind_partial(None, *args, **kwargs).arguments
+
+
+def non_finite_weights(model):
+    """The paths of `model`'s weights that hold a NaN or an infinity (a diverged training)."""
+    return [
+        weight.path
+        for weight in model.weights
+        if np.dtype(weight.dtype).kind == "f" and not np.isfinite(np.asarray(weight.numpy())).all()
+    ]
+
+
+def describe_non_finite_weights(model, most=4):
+    """A clause naming `model`'s non-finite weights, or "" when every weight is finite."""
+    paths = non_finite_weights(model)
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:most]) + (f" and {len(paths) - most} more" if len(paths) > most else "")
+    return f" The weights {shown} hold NaN or infinite values (a diverged training?)."

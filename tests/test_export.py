@@ -126,7 +126,7 @@ def test_export_that_fails_in_litert_keeps_the_previous_file(tmp_path, monkeypat
     path = tmp_path / "model.tflite"
     path.write_bytes(b"previous export")
 
-    def broken_runtime(model_bytes, inputs, names=None):
+    def broken_runtime(model_bytes, inputs, names=None, argument="examples"):
         raise RuntimeError("LiteRT could not run the model")
 
     monkeypatch.setattr(_verify, "run_litert", broken_runtime)

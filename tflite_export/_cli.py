@@ -16,6 +16,7 @@ import sys
 # Python argument names in the library's messages -> the flags that set them here.
 _FLAGS = {
     "min_agreement": "--min-agreement",
+    "allow_non_finite": "--allow-non-finite",
     "representative_data": "--representative",
     "verify_with": "--verify",
     "quantization": "--quantize",
@@ -90,7 +91,11 @@ def _parser(prog):
     )
     export.add_argument("--verify", default=None, help=".npz with examples to compare on (default: random)")
     export.add_argument(
-        "--min-agreement", type=_fraction, default=0.95, help="0..1, default 0.95; below it nothing is written"
+        "--min-agreement", type=_fraction, default=0.95, help="0..1 or none (accept any agreement), default 0.95; below it nothing is written"
+    )
+    export.add_argument(
+        "--allow-non-finite", action="store_true",
+        help="write the file even when the model's outputs are NaN or infinite (refused by default)",
     )
     export.add_argument("--labels", default=None, help="text file with one class name per line, stored as metadata")
     export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
@@ -116,10 +121,12 @@ def _integer(low, high=None):
 
 
 def _fraction(text):
+    if text.lower() == "none":  # what the library's `min_agreement=None` is here
+        return None
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1 or 'none', got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
     return value
@@ -129,6 +136,7 @@ def _one_line(error):
     """The error's first line, with library argument names replaced by this command's flags."""
     message = str(error).strip().split("\n")[0] or type(error).__name__
     for name, flag in _FLAGS.items():
+        message = re.sub(rf"\b{name}=True\b", flag, message)  # a switch: the flag alone
         message = re.sub(rf"\b{name}=", f"{flag} ", message)
         message = re.sub(rf"(?<![\w-]){name}\b(?!=)", flag, message)
     return message
@@ -220,6 +228,7 @@ def _export(args):
         quantization=args.quantize,
         representative_data=None if args.representative is None else _load_npz(args.representative, "representative data"),
         min_agreement=args.min_agreement,
+        allow_non_finite=args.allow_non_finite,
         projection_lowering=args.projection_lowering,
         labels=None if args.labels is None else _read_labels(args.labels),
     )

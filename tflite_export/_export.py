@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_compact
-from keras_compact._checks import is_int, is_number
+from keras_compact._checks import describe_non_finite_weights, is_int, is_number
 from keras_compact._cloning import io_names, known_inputs
 from keras_compact.models import ProjectionNet
 from tflite_export import _flatbuffer as fb
@@ -52,6 +52,9 @@ class ExportReport:
         non_finite_examples: examples left out of the comparison because an
             input holds NaN or an infinity (Keras gives NaN for them; the phone
             does not); `num_examples` counts the others.
+        non_finite_outputs: examples with finite inputs left out because the
+            Keras model's or the file's outputs are NaN or infinite (written
+            only with `allow_non_finite=True`).
     """
 
     path: str
@@ -70,6 +73,7 @@ class ExportReport:
     classifier_lowerings: dict = dataclasses.field(default_factory=dict)
     weight_tensors: dict = dataclasses.field(default_factory=dict)
     non_finite_examples: int = 0
+    non_finite_outputs: int = 0
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -82,6 +86,11 @@ class ExportReport:
             + (
                 f"({self.non_finite_examples} with NaN/inf inputs left out), "
                 if self.non_finite_examples
+                else ""
+            )
+            + (
+                f"({self.non_finite_outputs} with NaN/inf outputs left out), "
+                if self.non_finite_outputs
                 else ""
             )
             + f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example; "
@@ -112,6 +121,7 @@ def export(
     labels=None,
     metadata=None,
     batch_size=1,
+    allow_non_finite=False,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -160,7 +170,12 @@ def export(
     replaces; a new file gets `0666` less the umask). Examples with NaN or
     infinite inputs are left out of the comparison and counted
     (`report.non_finite_examples`, with a warning): Keras gives NaN for them,
-    the phone's operators do not. Unwritable targets fail before converting.
+    the phone's operators do not. Examples whose outputs are NaN or infinite,
+    from Keras (NaN weights: a diverged training) or from the file only, are
+    refused: nothing is written and a `ValueError` says which and names the
+    non-finite weights, unless `allow_non_finite=True` (a warning then; the
+    report counts them in `non_finite_outputs`). Unwritable targets fail
+    before converting.
 
     Args:
         model: a built Keras model (functional, Sequential or `ProjectionNet`).
@@ -195,6 +210,8 @@ def export(
             says by how much. `None` accepts any agreement.
         sparse: `"auto"`, `True` (sparse encoding, an error if LiteRT cannot run
             it) or `False`.
+        allow_non_finite: write the file even when the Keras model's or the
+            file's outputs are NaN or infinite for finite inputs.
 
     Returns:
         An `ExportReport`.
@@ -210,7 +227,7 @@ def export(
     """
     _check_arguments(
         path, num_random_examples, quantization, representative_data, projection_lowering,
-        min_agreement, batch_size, metadata, sparse,
+        min_agreement, batch_size, metadata, sparse, allow_non_finite,
     )
     reference = _deployable(model)
     if keras.backend.backend() != "tensorflow":
@@ -218,7 +235,7 @@ def export(
             reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
             quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
             labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
-            batch_size=batch_size,
+            batch_size=batch_size, allow_non_finite=allow_non_finite,
         )
     lowered = _lowering.lowered_copy(reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
@@ -234,7 +251,8 @@ def export(
     model_bytes = _with_metadata(encodings.chosen, cuts, labels, metadata, quantization, projection_lowering)
     names = [tensor.name for tensor in lowered.inputs]
     verification = _write_verified(
-        path, model_bytes, functools.partial(_verify_file, reference, examples, names, min_agreement, path)
+        path, model_bytes, functools.partial(
+            _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite)
     )
     return _report(path, model_bytes, encodings, verification, lowered)
 
@@ -251,14 +269,16 @@ def _export_through_tensorflow(
         reference, examples, representative, min_agreement=min_agreement, **options
     )
     verification = _write_verified(
-        path, model_bytes, functools.partial(_verify_file, reference, examples, names, min_agreement, path)
+        path, model_bytes, functools.partial(
+            _verify_file, reference, examples, names, min_agreement, path,
+            allow_non_finite=options["allow_non_finite"])
     )
     return _other_backend.report_with(report, path, verification)
 
 
 def _check_arguments(
     path, num_random_examples, quantization, representative_data, projection_lowering,
-    min_agreement, batch_size, metadata, sparse,
+    min_agreement, batch_size, metadata, sparse, allow_non_finite,
 ):
     """Checks every argument that does not depend on the model, before any work is done."""
     _check_target(path)
@@ -284,6 +304,8 @@ def _check_arguments(
             raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
+    if not isinstance(allow_non_finite, (bool, np.bool_)):
+        raise ValueError(f"allow_non_finite must be True or False. Received: allow_non_finite={allow_non_finite!r}")
 
 
 def _check_target(path):
@@ -386,13 +408,15 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
-def _verify_file(reference, examples, names, min_agreement, path, written):
-    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError.
+def _verify_file(reference, examples, names, min_agreement, path, written, allow_non_finite=False):
+    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError;
+    a ValueError too for non-finite outputs unless `allow_non_finite`.
 
     `examples` are in the Keras model's input order; `names` are the file's names for them.
     """
     result = _parity(reference, written, examples, names)
-    if not result.num_examples:
+    _check_finite_outputs(reference, result, allow_non_finite, path)
+    if not (result.num_examples + result.non_finite_outputs + result.file_non_finite_outputs):
         raise ValueError(
             f"Every one of the {result.non_finite_examples} examples to compare on has NaN or infinite "
             f"inputs; nothing was written to {path}. Pass finite examples with verify_with."
@@ -415,14 +439,49 @@ def _verify_file(reference, examples, names, min_agreement, path, written):
     return result
 
 
-def _parity(reference, model_bytes, examples, names):
-    """The file against the Keras model on `examples`, non-finite examples left out: a VerifyReport."""
+def _check_finite_outputs(reference, result, allow_non_finite, path):
+    """Refuses a file when the Keras model's or the file's outputs are NaN or infinite
+    (for finite inputs); with `allow_non_finite`, warns instead."""
+    if not (result.non_finite_outputs or result.file_non_finite_outputs):
+        return
+    compared = result.num_examples + result.non_finite_outputs + result.file_non_finite_outputs
+    if result.non_finite_outputs:
+        problem = (
+            f"The Keras model's outputs are NaN or infinite for {result.non_finite_outputs} of the {compared} "
+            f"examples with finite inputs.{describe_non_finite_weights(reference)}"
+        )
+    else:
+        problem = (
+            f"The .tflite file's outputs are NaN or infinite for {result.file_non_finite_outputs} of the "
+            f"{compared} examples where the Keras model's are finite."
+        )
+    if not allow_non_finite:
+        raise ValueError(
+            f"{problem} Nothing was written to {path}. Pass allow_non_finite=True to write the file anyway."
+        )
+    warnings.warn(f"{problem} The file was written (allow_non_finite=True).", stacklevel=5)
+
+
+def _parity(reference, model_bytes, examples, names, argument="verify_with"):
+    """The file against the Keras model on `examples`: a VerifyReport. Examples with
+    non-finite inputs, or non-finite outputs from either side, are left out of the
+    agreement and counted."""
     skip = _verify.non_finite_examples(examples)
     if skip.all():
         return VerifyReport(0, None, float("nan"), float("nan"), int(skip.sum()))
-    got, seconds = _verify.run_litert(model_bytes, examples, names)
-    agreement, max_diff = _verify.compare(_verify.run_keras(reference, examples), got, skip=skip)
-    return VerifyReport(int(np.sum(~skip)), agreement, max_diff, seconds * 1e3, int(skip.sum()))
+    got, seconds = _verify.run_litert(model_bytes, examples, names, argument)
+    expected = _verify.run_keras(reference, examples)
+    keras_bad = _verify.non_finite_outputs(expected) & ~skip
+    file_bad = _verify.non_finite_outputs(got) & ~skip & ~keras_bad
+    compared = ~(skip | keras_bad | file_bad)
+    if compared.any():
+        agreement, max_diff = _verify.compare(expected, got, skip=~compared)
+    else:
+        agreement, max_diff = None, float("nan")
+    return VerifyReport(
+        int(compared.sum()), agreement, max_diff, seconds * 1e3, int(skip.sum()),
+        non_finite_outputs=int(keras_bad.sum()), file_non_finite_outputs=int(file_bad.sum()),
+    )
 
 
 def _report(path, model_bytes, encodings, verification, lowered):
@@ -447,6 +506,7 @@ def _report(path, model_bytes, encodings, verification, lowered):
         classifier_lowerings=_hadamard.lowerings(lowered),
         weight_tensors=inspection.weight_tensors,
         non_finite_examples=verification.non_finite_examples,
+        non_finite_outputs=verification.non_finite_outputs + verification.file_non_finite_outputs,
     )
 
 
@@ -459,6 +519,25 @@ class VerifyReport:
     max_abs_diff: float
     latency_ms: float
     non_finite_examples: int = 0
+    non_finite_outputs: int = 0
+    file_non_finite_outputs: int = 0
+
+    def __str__(self):
+        agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
+        left_out = [
+            f"{count} {what}"
+            for count, what in (
+                (self.non_finite_examples, "with NaN/inf inputs"),
+                (self.non_finite_outputs, "with NaN/inf Keras outputs"),
+                (self.file_non_finite_outputs, "with NaN/inf outputs from the file only"),
+            )
+            if count
+        ]
+        return (
+            f"LiteRT vs Keras on {self.num_examples} examples: top-1 agreement {agreement}, "
+            f"max abs diff {self.max_abs_diff:.3g}, {self.latency_ms:.3f} ms per example"
+            + (f" ({', '.join(left_out)} left out)" if left_out else "")
+        )
 
 
 def verify(model, tflite, inputs):
@@ -489,7 +568,15 @@ def verify(model, tflite, inputs):
     else:
         _verify.check_file_inputs(runner, examples, "inputs")
         names = None
-    return _parity(model, model_bytes, examples, names)
+    report = _parity(model, model_bytes, examples, names, "inputs")
+    if report.non_finite_outputs or report.file_non_finite_outputs:
+        side = "the Keras model's" if report.non_finite_outputs else "the file's"
+        warnings.warn(
+            f"{report.non_finite_outputs + report.file_non_finite_outputs} examples were left out of the "
+            f"comparison: {side} outputs are NaN or infinite for them.{describe_non_finite_weights(model)}",
+            stacklevel=2,
+        )
+    return report
 
 
 def predict(tflite, examples):
@@ -517,6 +604,14 @@ def predict(tflite, examples):
     inputs = [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
     _verify.check_file_inputs(runner, inputs)
     outputs, _ = _verify.run_litert(model_bytes, inputs)
+    bad = _verify.non_finite_outputs(outputs) & ~_verify.non_finite_examples(inputs)
+    if bad.any():
+        warnings.warn(
+            f"The file's outputs are NaN or infinite for {int(bad.sum())} of {len(bad)} examples with finite "
+            "inputs: its weights or its quantization ranges may hold NaN (export refuses such files unless "
+            "allow_non_finite=True).",
+            stacklevel=2,
+        )
     return outputs[0] if len(outputs) == 1 else outputs
 
 

@@ -100,4 +100,5 @@ def report_with(report, path, verification):
         max_abs_diff=verification.max_abs_diff,
         latency_ms=verification.latency_ms,
         non_finite_examples=verification.non_finite_examples,
+        non_finite_outputs=verification.non_finite_outputs + verification.file_non_finite_outputs,
     )

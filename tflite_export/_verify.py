@@ -20,6 +20,7 @@ def model_inputs(model, samples, argument="verify_with"):
     entries = entries_by_input(samples, [tensor.name for tensor in model.inputs], argument, "model")
     converted = []
     for tensor, entry in zip(model.inputs, entries):
+        _check_whole(tensor, entry, argument)
         if tensor.ragged:
             if not isinstance(entry, tf.RaggedTensor):
                 entry = tf.ragged.constant(entry, dtype=tensor.dtype)
@@ -42,6 +43,27 @@ def model_inputs(model, samples, argument="verify_with"):
             f"Received counts: {sorted(counts)}"
         )
     return converted
+
+
+def _check_whole(tensor, entry, argument):
+    """Refuses non-integer values for an integer Keras input (ids): a cast would truncate them."""
+    if not np.issubdtype(np.dtype(tensor.dtype), np.integer):
+        return
+    if isinstance(entry, tf.RaggedTensor):
+        values = entry.flat_values.numpy()
+    else:
+        try:
+            values = np.asarray(entry) if not tensor.ragged else np.concatenate([np.ravel(row) for row in entry])
+        except (TypeError, ValueError):
+            return  # the conversion below says what is wrong
+    if values.dtype.kind == "f":
+        wrong = ~np.isfinite(values) | (values != np.round(values))
+        if wrong.any():
+            raise ValueError(
+                f"{argument} for input {tensor.name!r} must be whole numbers: the input is "
+                f"{np.dtype(tensor.dtype).name}, so {values[wrong].flat[0]:g} would be truncated. Round or cast "
+                "them first."
+            )
 
 
 def entries_by_input(samples, names, argument, owner):
@@ -124,6 +146,7 @@ class LiteRTRunner:
         self.names = [entry.name.decode() for entry in signature.inputs]
         outputs = {d["index"]: d for d in self.interpreter.get_output_details()}
         self.outputs = [outputs[entry.tensorIndex] for entry in signature.outputs]
+        self.id_rows = _id_rows(fb.read(model_bytes), [entry.tensorIndex for entry in signature.inputs])
 
     def __call__(self, example):
         """Runs one example (a list of per-input rows); returns (outputs, seconds)."""
@@ -141,6 +164,83 @@ class LiteRTRunner:
         self.interpreter.invoke()
         seconds = time.perf_counter() - start
         return [_dequantized(d, self.interpreter.get_tensor(d["index"])) for d in self.outputs], seconds
+
+
+# Operators an embedding's ids pass through on their way to GATHER: the cast of a
+# float input, and Keras's wrap of negative ids (LESS, ADD, SELECT).
+_ID_PATH = {"CAST", "LESS", "ADD", "SELECT", "SELECT_V2", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+
+
+def _id_rows(model, input_indices):
+    """`{input position: rows}` for each input that ends as GATHER indices (token ids):
+    the fewest rows of the tables it indexes."""
+    subgraph = model.subgraphs[0]
+    names = [name for name, _ in fb.operators(model)]
+    producer = {int(out): i for i, op in enumerate(subgraph.operators) for out in op.outputs}
+    position = {int(index): i for i, index in enumerate(input_indices)}
+    rows = {}
+    for i, operator in enumerate(subgraph.operators):
+        if names[i] != "GATHER" or len(operator.inputs) < 2:
+            continue
+        table = subgraph.tensors[int(operator.inputs[0])]
+        if not len(table.shape) or table.shape[0] < 1:
+            continue
+        frontier, seen = [int(operator.inputs[1])], set()
+        while frontier:
+            tensor = frontier.pop()
+            if tensor in seen or tensor < 0:
+                continue
+            seen.add(tensor)
+            if tensor in position:
+                at = position[tensor]
+                rows[at] = min(rows.get(at, int(table.shape[0])), int(table.shape[0]))
+            elif tensor in producer and names[producer[tensor]] in _ID_PATH:
+                frontier.extend(int(t) for t in subgraph.operators[producer[tensor]].inputs)
+    return rows
+
+
+def check_ids(runner, inputs, argument="examples"):
+    """Raises a ValueError naming `argument` and the input when values that the file
+    reads as integers (an int input, or token ids cast to int before an embedding)
+    are not whole numbers, or ids fall outside the embedding's rows."""
+    for at, (detail, entry) in enumerate(zip(runner.inputs, inputs)):
+        scale, _ = detail["quantization"]
+        integer = np.issubdtype(detail["dtype"], np.integer) and not scale
+        if not integer and at not in runner.id_rows:
+            continue
+        values = entry.flat_values.numpy() if isinstance(entry, tf.RaggedTensor) else np.asarray(entry)
+        if values.dtype.kind not in "iufb":
+            try:
+                values = values.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{argument} for input {detail['name']!r} must be numbers (the file takes "
+                    f"{np.dtype(detail['dtype']).name}). Received dtype {values.dtype}"
+                ) from None
+        if values.dtype.kind == "f":
+            wrong = ~np.isfinite(values) | (values != np.round(values))
+            if wrong.any():
+                raise ValueError(
+                    f"{argument} for input {detail['name']!r} must be whole numbers: the file reads them as "
+                    f"integers (token ids), so {values[wrong].flat[0]:g} would be truncated. Round or cast them "
+                    "first."
+                )
+        if at in runner.id_rows and values.size:
+            rows = runner.id_rows[at]
+            low, high = values.min(), values.max()
+            if low < -rows or high >= rows:
+                bad = low if low < -rows else high
+                raise ValueError(
+                    f"{argument} for input {detail['name']!r} are token ids of an embedding with {rows} rows: "
+                    f"each must lie in [0, {rows}) (or [-{rows}, 0), counted from the end). Received: {bad:g}"
+                )
+        if integer:
+            info = np.iinfo(detail["dtype"])
+            if values.size and (values.min() < info.min or values.max() > info.max):
+                raise ValueError(
+                    f"{argument} for input {detail['name']!r} do not fit the file's "
+                    f"{np.dtype(detail['dtype']).name}: values in [{values.min():g}, {values.max():g}]"
+                )
 
 
 def _shaped(detail, row):
@@ -163,7 +263,7 @@ def _dequantized(detail, value):
     return value.copy()
 
 
-def run_litert(model_bytes, inputs, names=None):
+def run_litert(model_bytes, inputs, names=None, argument="examples"):
     """Outputs of the `.tflite` model for every example, and the median time per example.
 
     `inputs` are in the file's input order, or, with `names` (one per entry, the
@@ -176,6 +276,7 @@ def run_litert(model_bytes, inputs, names=None):
     if names is not None:
         by_name = dict(zip(names, inputs))
         inputs = [by_name[name] for name in runner.names]
+    check_ids(runner, inputs, argument)
     count = int(inputs[0].shape[0])
     batch = _batch_size(runner)
     results, times = [], []
@@ -203,10 +304,21 @@ def _batch_size(runner):
     return 1
 
 
+def non_finite_outputs(outputs):
+    """bool `[examples]`: the examples with a NaN or an infinity in any output."""
+    flags = np.zeros(len(outputs[0]), bool)
+    for output in outputs:
+        output = np.asarray(output)
+        if output.dtype.kind in "fc":
+            flags |= ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
+    return flags
+
+
 def compare(keras_outputs, litert_outputs, skip=None):
     """Top-1 agreement (outputs with more than one class) and max abs difference.
 
-    `skip`, a bool mask over the examples, leaves some out (those with non-finite inputs).
+    `skip`, a bool mask over the examples, leaves some out (those with non-finite
+    inputs or outputs: NaN has no arg-max, and `max` would pass over it).
     """
     agreements, max_diff = [], 0.0
     for expected, got in zip(keras_outputs, litert_outputs):
