@@ -6,7 +6,9 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from keras_compact import ProjectionLayer, ProjectionNet
 from tflite_export import _cli, export, predict, verify
 
 export_here = pytest.mark.tensorflow_backend(
@@ -118,3 +120,103 @@ def test_export_and_verify_refuse_ids_the_model_cannot_take(tmp_path):
     path = export(model, tmp_path / "c.tflite", verify_with=_IDS).path
     with pytest.raises(ValueError, match=r"inputs for input 'ids' are token ids"):
         verify(model, path, np.full((2, 8), 99))
+
+
+# 1. Labels the model cannot learn from are accepted.
+def _binary_networks(activation="sigmoid", units=1):
+    trainer = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                                keras.layers.Dense(units, activation=activation)])
+    projection = keras.Sequential([keras.Input((64,)), ProjectionLayer(40, 8),
+                                   keras.layers.Dense(units, activation=activation)])
+    return trainer, projection
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_one_unit_projection_net_learns_a_binary_task(digits, activation):
+    (x_train, y_train), (x_test, y_test) = digits
+    y_train, y_test = (y_train >= 5).astype("int32"), (y_test >= 5).astype("int32")
+    net = ProjectionNet(*_binary_networks(activation))
+    net.compile("adam")
+    history = net.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0).history
+    # A softmax over one unit gave loss 0 and accuracy 1 from the first epoch.
+    assert history["projection_loss"][-1] > 0.05 and history["projection_loss"][-1] < history["projection_loss"][0]
+    assert net.outputs_logits == {"trainer": activation is None, "projection": activation is None}
+    scores = net.predict(x_test, verbose=0)[:, 0]
+    accuracy = np.mean((scores > (0.5 if activation else 0.0)) == y_test)
+    assert accuracy > 0.8, accuracy  # measured 0.88-0.89 on this split; chance is 0.5
+    assert 0.8 < net.evaluate(x_test, y_test, verbose=0, return_dict=True)["projection_accuracy"] <= 1
+
+
+def test_one_unit_binary_loss_is_binary_cross_entropy():
+    net = ProjectionNet(*_binary_networks(), l1=0.0, l2=0.0, l3=1.0)
+    probabilities = keras.ops.convert_to_tensor(np.array([[0.9], [0.2], [0.6]], "float32"))
+    labels = np.array([1, 0, 0])
+    losses, _, _ = net._joint_losses(probabilities, probabilities, labels, None)
+    expected = keras.losses.BinaryCrossentropy()(labels[:, None].astype("float32"), probabilities)
+    np.testing.assert_allclose(float(losses["projection_loss"]), float(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make_networks, message",
+    [
+        (lambda: _binary_networks("softmax"), "a softmax over one unit is always 1"),
+        (lambda: _binary_networks("sigmoid", units=3), "a sigmoid over 3 units"),
+    ],
+)
+def test_networks_that_cannot_learn_class_labels_are_refused(make_networks, message):
+    with pytest.raises(ValueError, match=message):
+        ProjectionNet(*make_networks())
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array(["jazz", "rock"] * 32), "numeric class labels.*StringLookup"),
+        (np.array([0.5, 1.0] * 32), "whole class ids; 0.5 is not"),
+        (np.array([0, 10] * 32), r"class ids in \[0, 10\). Received ids from 0 to 10"),
+        (np.array([-1, 2] * 32), r"class ids in \[0, 10\)"),
+        (np.full(64, np.nan), "NaN or infinite labels"),
+        (np.eye(10)[np.arange(64) % 10] * 2, "non-negative, each summing to 1"),
+        (np.eye(4)[[0, 1] * 32], "one column per class"),
+    ],
+)
+def test_labels_the_networks_cannot_learn_from_are_refused_before_training(labels, message):
+    net = ProjectionNet(*_networks10())
+    net.compile("adam")
+    x = np.random.default_rng(0).uniform(size=(64, 64)).astype("float32")
+    for run in (lambda: net.fit(x, labels, epochs=1, verbose=0), lambda: net.evaluate(x, labels, verbose=0)):
+        with pytest.raises(ValueError, match=message):
+            run()
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    with pytest.raises(ValueError, match=message):
+        net.fit(dataset, epochs=1, verbose=0)
+
+
+def test_fit_without_labels_and_nan_inputs_say_what_is_wrong():
+    net = ProjectionNet(*_networks10())
+    net.compile("adam")
+    x = np.random.default_rng(0).uniform(size=(64, 64)).astype("float32")
+    with pytest.raises(ValueError, match="trains on labels: pass y"):
+        net.fit(x, epochs=1, verbose=0)
+    x[3, 5] = np.nan
+    with pytest.raises(ValueError, match="outputs are NaN or infinite: x holds NaN"):
+        net.fit(x, np.zeros(64, "int32"), epochs=1, verbose=0)
+
+
+def _networks10():
+    return (keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")]),
+            keras.Sequential([keras.Input((64,)), ProjectionLayer(20, 8), keras.layers.Dense(10, activation="softmax")]))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [(np.array(["a", "b"] * 16), "numeric class labels"), (np.full(32, np.nan), "NaN or infinite labels")],
+)
+def test_hsic_bottleneck_refuses_string_and_nan_labels_with_the_reason(labels, message):
+    from keras_compact import HSICBottleneck
+
+    net = HSICBottleneck([keras.layers.Dense(8)], num_classes=2)
+    net.compile("sgd")
+    with pytest.raises(ValueError, match=message):
+        net.fit(np.zeros((32, 4), "float32"), labels, batch_size=16, epochs=1, verbose=0)

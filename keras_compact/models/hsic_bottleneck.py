@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact._backend import scale_loss_for_replicas
-from keras_compact._checks import bind_arguments, is_int, is_number
+from keras_compact._checks import bind_arguments, check_class_labels, is_int, is_number
 from keras_compact.ops import hsic_kernels as hsic
 
 _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
@@ -344,6 +344,7 @@ class HSICBottleneck(keras.Model):
         return objective, values
 
     def _check_labels(self, labels):
+        check_class_labels(labels, None, "y")  # strings, NaN, fractional ids, rows that are not one-hot
         if labels.ndim == 2 and labels.shape[1] > 1:
             classes = labels.shape[1]
             if self.num_classes is None:

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact._backend import scale_loss_for_replicas
-from keras_compact._checks import bind_arguments, is_number
+from keras_compact._checks import bind_arguments, check_class_labels, describe_non_finite_weights, is_number
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -25,6 +25,14 @@ class ProjectionNet(keras.Model):
     The inputs may be a dict of named inputs, such as a `TextViews` output; each
     network then gets the entries named like its own inputs, so a trainer reading
     `"ids"` and `"weights"` can teach a sequence network reading `"tokens"`.
+
+    Networks with one output unit are binary classifiers (`Dense(1,
+    activation="sigmoid")`, or one logit): their output is read as the
+    probability of class 1, so the cross-entropies are binary cross-entropies
+    and `D` distils `sigmoid(z / temperature)`. Labels are checked before
+    training as Keras losses would check them: class ids in `[0, classes)` (0/1
+    for one unit), or one-hot (or soft) rows of `classes` columns; strings, NaN
+    and fractional ids are refused with the reason.
 
     `fit` and `evaluate` report `loss`, `trainer_loss`, `distillation_loss`,
     `projection_loss`, `trainer_accuracy` and `projection_accuracy`; `predict`
@@ -75,6 +83,9 @@ class ProjectionNet(keras.Model):
             errors.append(f"from_logits must be None, True or False. Received: from_logits={from_logits!r}")
         if not errors:
             errors += _class_count_errors(trainer, projection)
+        if not errors:
+            errors += [error for network in (("trainer", trainer), ("projection", projection))
+                       for error in _output_errors(*network)]
         if errors:
             raise ValueError("; ".join(errors))
         super().__init__(**kwargs)
@@ -115,18 +126,36 @@ class ProjectionNet(keras.Model):
         return super().evaluate(*args, **kwargs)
 
     def _check_first_batch(self, arguments):
-        """Decides undecided networks from real outputs and checks those said to be probabilities.
+        """Checks the labels, decides undecided networks from real outputs and
+        checks those said to be probabilities.
 
         Runs eagerly, before Keras traces the training step: a network whose
-        outputs are logits but is treated as probabilities trains silently to chance.
+        outputs are logits but is treated as probabilities trains silently to
+        chance, and labels it cannot learn from give a loss that means nothing.
         """
+        x, y = arguments.get("x"), arguments.get("y")
+        if y is None and _is_array_like(x):
+            raise ValueError(
+                "ProjectionNet trains on labels: pass y (integer class ids or one-hot rows) with x, or a "
+                "tf.data.Dataset of (x, y) pairs. Received: y=None"
+            )
+        labels = _first_labels(x, y)
+        if labels is not None:
+            check_class_labels(labels, self._classes(), "y")
         if self._checked_first_batch and None not in self._logits.values():
             return
-        x = _first_inputs(arguments.get("x"))
+        x = _first_inputs(x)
         if x is None:
             return
         for name, network in (("trainer", self.trainer), ("projection", self.projection)):
             outputs = np.asarray(keras.ops.convert_to_numpy(network(_inputs_for(network, x), training=False)), np.float64)
+            if not np.all(np.isfinite(outputs)):
+                raise ValueError(
+                    f"On the first batch the {name} network's outputs are NaN or infinite: "
+                    + ("x holds NaN or infinite values; clean them before training."
+                       if _holds_non_finite(x) else
+                       f"its weights or its layers do not give finite numbers.{describe_non_finite_weights(network)}")
+                )
             probabilities = _are_probabilities(outputs)
             if self._logits[name] is None:
                 self._logits[name] = not probabilities
@@ -138,6 +167,11 @@ class ProjectionNet(keras.Model):
                     "from_logits=True (or None, to decide from each network's last activation)."
                 )
         self._checked_first_batch = True
+
+    def _classes(self):
+        """The number of classes the labels may name: 2 for one-unit (binary) networks."""
+        width = _width(self.projection) or _width(self.trainer)
+        return None if width is None else max(width, 2)
 
     def call(self, inputs, training=False):
         return self.projection(_inputs_for(self.projection, inputs), training=training)
@@ -213,6 +247,7 @@ class ProjectionNet(keras.Model):
         return losses, predictions, targets
 
     def _log_probs(self, name, outputs):
+        """`[batch, classes]` log-probabilities; one output unit is P(class 1) (or its logit)."""
         outputs = keras.ops.cast(outputs, "float32")
         logits = self._logits[name]
         if logits is None:
@@ -221,6 +256,10 @@ class ProjectionNet(keras.Model):
                 "(its last layer is not visible, and no first batch was seen by fit or evaluate). "
                 "Pass from_logits=True or from_logits=False."
             )
+        if outputs.shape[-1] == 1:  # binary: [log P(0), log P(1)]
+            if logits:
+                return keras.ops.log_softmax(keras.ops.concatenate([keras.ops.zeros_like(outputs), outputs], -1))
+            outputs = keras.ops.concatenate([1.0 - outputs, outputs], -1)
         if logits:
             return keras.ops.log_softmax(outputs)
         return keras.ops.log(keras.ops.clip(outputs, 1e-7, 1.0))
@@ -275,11 +314,41 @@ def _first_inputs(x, count=64):
     return None
 
 
+def _is_array_like(x):
+    """Arrays (or lists/dicts of them) as `fit` takes them with a separate `y`."""
+    if isinstance(x, dict):
+        return bool(x) and all(_is_array(v) or isinstance(v, list) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(_is_array(v) or isinstance(v, (list, int, float)) for v in x)
+    return _is_array(x)
+
+
+def _first_labels(x, y):
+    """The labels to check: all of an array `y`, or the first batch of a `tf.data.Dataset`."""
+    if y is not None:
+        return y if not isinstance(y, (list, tuple)) or not y or not _is_array(y[0]) else None
+    if isinstance(x, tf.data.Dataset):
+        for batch in x.take(1):
+            return batch[1] if isinstance(batch, tuple) and len(batch) > 1 else None
+    return None
+
+
+def _holds_non_finite(x):
+    for value in keras.tree.flatten(x):
+        values = value.flat_values if isinstance(value, tf.RaggedTensor) else value
+        values = np.asarray(keras.ops.convert_to_numpy(values))
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            return True
+    return False
+
+
 def _is_array(value):
     return isinstance(value, (np.ndarray, tf.Tensor, tf.RaggedTensor)) or keras.ops.is_tensor(value)
 
 
 def _are_probabilities(outputs):
+    if outputs.shape[-1] == 1:  # one unit: a probability of class 1
+        return bool(np.all((outputs >= 0) & (outputs <= 1)))
     # 1% leaves room for float16 softmax sums; logits essentially never sum to 1 that closely.
     return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-2))
 
@@ -289,6 +358,8 @@ def _why_not_probabilities(outputs):
         return "are not finite"
     if np.any(outputs < 0):
         return f"include negative values (min {outputs.min():.3g})"
+    if outputs.shape[-1] == 1:
+        return f"exceed 1 (max {outputs.max():.3g})"
     sums = outputs.sum(axis=-1)
     return f"have rows summing to {sums.min():.3g}..{sums.max():.3g}, not 1"
 
@@ -314,17 +385,40 @@ def _ends_in_logits(network):
         return None
     if isinstance(layer, keras.layers.Softmax):
         return False
+    activation = getattr(layer, "activation", None)
+    if activation is keras.activations.sigmoid or (
+        isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.sigmoid
+    ):
+        return False  # one unit (_output_errors refuses sigmoid over several)
     # log_softmax outputs are logits too: log_softmax leaves them as they are.
-    return getattr(layer, "activation", None) is not keras.activations.softmax
+    return activation is not keras.activations.softmax
+
+
+def _width(network):
+    try:
+        return keras.tree.flatten(network.outputs)[0].shape[-1]
+    except (AttributeError, ValueError):
+        return None
+
+
+def _output_errors(name, network):
+    """What a network's last layer says it cannot learn from class labels."""
+    layer, width = _last_layer(network), _width(network)
+    if layer is None or width is None:
+        return []
+    activation = getattr(layer, "activation", None)
+    described = f"the {name} network ends in {type(layer).__name__} {layer.name!r}"
+    if width == 1 and (activation is keras.activations.softmax or isinstance(layer, keras.layers.Softmax)):
+        return [f"{described}: a softmax over one unit is always 1, so it learns nothing. Use one unit with "
+                "activation='sigmoid' (binary) or one unit per class with a softmax"]
+    if width > 1 and activation is keras.activations.sigmoid:
+        return [f"{described}: a sigmoid over {width} units (multi-label) is not a distribution over classes. "
+                "ProjectionNet classifies: end with a softmax over the classes, or one sigmoid unit (binary)"]
+    return []
 
 
 def _class_count_errors(trainer, projection):
-    widths = {}
-    for name, network in (("trainer", trainer), ("projection", projection)):
-        try:
-            widths[name] = keras.tree.flatten(network.outputs)[0].shape[-1]
-        except (AttributeError, ValueError):
-            widths[name] = None
+    widths = {"trainer": _width(trainer), "projection": _width(projection)}
     if None not in widths.values() and widths["trainer"] != widths["projection"]:
         return [
             "trainer and projection must output the same number of classes. Received: "
