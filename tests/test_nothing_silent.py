@@ -220,3 +220,64 @@ def test_hsic_bottleneck_refuses_string_and_nan_labels_with_the_reason(labels, m
     net.compile("sgd")
     with pytest.raises(ValueError, match=message):
         net.fit(np.zeros((32, 4), "float32"), labels, batch_size=16, epochs=1, verbose=0)
+
+
+# 1. Schedules that cannot know their length.
+def _rampable(wrapper=True):
+    from keras_compact import TargetedDropout
+
+    hidden = keras.layers.Dense(16)
+    model = keras.Sequential([keras.Input((8,)), TargetedDropout(hidden, 0.5, 0.5) if wrapper else hidden,
+                              keras.layers.Dropout(0.5), keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+_X = np.random.default_rng(0).normal(size=(96, 8)).astype("float32")
+_Y = (_X[:, 0] > 0).astype("int32")
+
+
+def _unknown_length():
+    dataset = tf.data.Dataset.from_tensor_slices((_X, _Y)).batch(8).filter(lambda x, y: True)
+    assert dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    return dataset
+
+
+@pytest.mark.parametrize("name", ["TargetedDropoutRamp", "DropoutSchedule"])
+def test_step_ramps_refuse_a_dataset_of_unknown_length_and_run_with_end(name):
+    from keras_compact import callbacks
+
+    make = {"TargetedDropoutRamp": lambda **kw: callbacks.TargetedDropoutRamp((0.0, 0.9), unit="step", **kw),
+            "DropoutSchedule": lambda **kw: callbacks.DropoutSchedule(0.5, schedule="linear", unit="step", **kw)}[name]
+    with pytest.raises(ValueError, match=rf"{name} with unit='step' needs end here.*unknown length"):
+        _rampable().fit(_unknown_length(), epochs=1, verbose=0, callbacks=[make()])
+    ramp = make(end=12)
+    _rampable().fit(_unknown_length(), epochs=1, verbose=0, callbacks=[ramp])
+    rate = ramp.rates["target_rate"] if name == "TargetedDropoutRamp" else ramp.rate
+    final = 0.9 if name == "TargetedDropoutRamp" else 0.5
+    # 12 batches; Keras begins one more batch on a dataset of unknown length before it ends the epoch.
+    assert final * 11 / 12 - 1e-6 <= rate <= final
+
+
+def test_a_constant_rate_needs_no_length():
+    from keras_compact.callbacks import TargetedDropoutRamp
+
+    _rampable().fit(_unknown_length(), epochs=1, verbose=0, callbacks=[TargetedDropoutRamp(0.5, unit="step")])
+
+
+def test_ramps_that_cannot_finish_in_this_fit_say_so():
+    from keras_compact.callbacks import GradualPruning, TargetedDropoutRamp
+    from keras_compact.pruning import prunable
+
+    with pytest.warns(UserWarning, match=r"runs epochs 0 to 0: the ramp gets 0% of the way.*unit='step'"):
+        _rampable().fit(_X, _Y, epochs=1, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9))])
+    with pytest.warns(UserWarning, match=r"epoch 0 to epoch 10, but this fit runs epochs 0 to 4: the ramp gets 40%"):
+        _rampable().fit(_X, _Y, epochs=5, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9), end=10)])
+    model = prunable(_rampable(wrapper=False))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.warns(UserWarning, match=r"step 0 to step 1000, but this fit runs steps 0 to 11: it reaches"):
+        model.fit(_X, _Y, epochs=1, batch_size=8, verbose=0, callbacks=[GradualPruning(0.8, end_step=1000)])
+    with warnings.catch_warnings():  # a ramp that fits its training is silent
+        warnings.simplefilter("error", UserWarning)
+        model.fit(_X, _Y, epochs=2, batch_size=8, verbose=0, callbacks=[GradualPruning(0.8, frequency=4)])
+        _rampable().fit(_X, _Y, epochs=3, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9))])

@@ -1,5 +1,7 @@
 """Gradual magnitude pruning during training (Zhu & Gupta 2017), on Keras 3."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -121,6 +123,17 @@ class GradualPruning(keras.callbacks.Callback):
                 )
             steps = self.params.get("epochs", 1) * self.params["steps"]
             self._end = max(self._next + steps - 1, self.begin_step + 1)
+        steps = self.params.get("epochs", 1) * (self.params.get("steps") or 0)
+        if steps and not callable(self.target_sparsity) and self._next + steps < self._end:  # end_step = steps is fine
+            last = self._next + steps - 1
+            progress = min(max((last - self.begin_step) / (self._end - self.begin_step), 0.0), 1.0)
+            reached = self.target_sparsity * (1.0 - (1.0 - progress) ** self.power)
+            warnings.warn(
+                f"GradualPruning ramps the sparsity from step {self.begin_step} to step {self._end}, but this fit "
+                f"runs steps {self._next} to {last}: it reaches {reached:.1%} of "
+                f"{self.target_sparsity:.1%} sparsity. Lower end_step, or fit for longer.",
+                stacklevel=2,
+            )
 
     def sparsity_at(self, step):
         """The scheduled sparsity at `step`, or None where the masks are left as they are.

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -84,6 +85,35 @@ class _RampCallback(keras.callbacks.Callback):
         # Each fit counts its own steps, as each fit counts its epochs from 0.
         self._step = 0
 
+    def _ramps(self):
+        """Whether a rate moves with the progress from `start` to `end` (which needs the fit's length)."""
+        raise NotImplementedError
+
+    def _check_length(self):
+        """Refuses a step ramp whose end `fit` cannot know; warns when this fit cannot
+        finish the ramp. Each subclass's `on_train_begin` calls it once its layers are found."""
+        if not self._ramps():
+            return
+        name = type(self).__name__
+        steps, epochs = self.params.get("steps"), self.params.get("epochs", 1)
+        if self.unit == "step" and self.end is None and not steps:
+            raise ValueError(
+                f"{name} with unit='step' needs end here: fit does not know how many steps an epoch has (a "
+                "dataset of unknown length), so it cannot end the ramp at the last step. Pass end=<step>, "
+                "steps_per_epoch to fit, or unit='epoch'. Received: end=None"
+            )
+        total = epochs if self.unit == "epoch" else (epochs * steps if steps else None)
+        if total is None or total - 1 + (self.unit == "step") >= self._last():  # one step short is no matter
+            return
+        reached = self._progress(total - 1)
+        advice = " Use unit='step'." if self.unit == "epoch" and self.end is None else ""
+        warnings.warn(
+            f"{name} ramps from {self.unit} {self.start} to {self.unit} {self._last()}, but this fit runs "
+            f"{self.unit}s 0 to {total - 1}: the ramp gets {reached:.0%} of the way, and its rates stop there."
+            + advice,
+            stacklevel=2,
+        )
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
             self._apply(epoch)
@@ -135,6 +165,9 @@ class TargetedDropoutRamp(_RampCallback):
         }
         self.rates = {}
 
+    def _ramps(self):
+        return any(isinstance(value, (tuple, list)) for value in (self._config["target_rate"], self._config["drop_rate"]))
+
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._applied = None
@@ -144,6 +177,7 @@ class TargetedDropoutRamp(_RampCallback):
                 "TargetedDropoutRamp found no TargetedDropout layer in the model "
                 f"{self.model.name!r}; wrap the layers to target with TargetedDropout(...)."
             )
+        self._check_length()
 
     def _apply(self, position):
         for name, entry in self.schedules.items():
@@ -207,6 +241,9 @@ class DropoutSchedule(_RampCallback):
         self._config = dict(final_rate=final_rate, schedule=schedule, gamma=gamma, start=start, end=end, unit=unit)
         self.rate = None
 
+    def _ramps(self):
+        return self._schedule is None and (self.schedule == "linear" or self.gamma is None)
+
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
@@ -218,6 +255,7 @@ class DropoutSchedule(_RampCallback):
                 f"Dropout layers {without_state} were created with rate=0, so Keras gave them no "
                 "random state; create them with their final rate (the schedule takes over)."
             )
+        self._check_length()
 
     def rate_at(self, position):
         """The dropout rate at `position` (an epoch or a step)."""
