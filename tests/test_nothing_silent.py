@@ -281,3 +281,89 @@ def test_ramps_that_cannot_finish_in_this_fit_say_so():
         warnings.simplefilter("error", UserWarning)
         model.fit(_X, _Y, epochs=2, batch_size=8, verbose=0, callbacks=[GradualPruning(0.8, frequency=4)])
         _rampable().fit(_X, _Y, epochs=3, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9))])
+
+
+# 1. Data-driven criteria trust their data; datasets and generators where arrays were the only way.
+def _mlp(compiled=True):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+                              keras.layers.Dense(3, activation="softmax")])
+    if compiled:
+        model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+_RNG = np.random.default_rng(0)
+_XS = _RNG.normal(size=(200, 6)).astype("float32")
+_YS = _RNG.integers(0, 3, 200)
+
+
+@pytest.mark.parametrize("kwargs", [dict(criterion="onorm"), dict(merge=True), dict(criterion="taylor")])
+def test_prune_refuses_nan_data_before_any_linear_algebra(kwargs):
+    from keras_compact.pruning import prune
+
+    x = _XS.copy()
+    x[3, 2] = np.nan
+    with pytest.raises(ValueError, match="data holds NaN or infinite values in 1 of its 200 examples"):
+        prune(_mlp(), 0.5, granularity="unit", data=(x, _YS), **kwargs)
+    y = _YS.astype("float32")
+    y[0] = np.nan
+    with pytest.raises(ValueError, match="labels y hold NaN"):
+        prune(_mlp(), 0.5, granularity="unit", data=(_XS, y), **kwargs)
+
+
+def test_prune_refuses_a_model_with_nan_weights():
+    from keras_compact.pruning import prune
+
+    model = _mlp()
+    model.get_layer("hidden").kernel.assign(np.full((6, 8), np.nan, "float32"))
+    with pytest.raises(ValueError, match="hidden/kernel hold NaN"):
+        prune(model, 0.5)
+
+
+def test_merge_on_fewer_samples_than_unknowns_warns():
+    from keras_compact.pruning import prune
+
+    with pytest.warns(UserWarning, match="underdetermined"):
+        prune(_mlp(), 0.5, granularity="unit", data=_XS[:2], merge=True)
+
+
+def _stream(kind):
+    dataset = tf.data.Dataset.from_tensor_slices((_XS, _YS)).batch(32)
+    if kind == "dataset":
+        return dataset
+    if kind == "repeated":
+        return dataset.repeat()
+    return (batch for batch in dataset.as_numpy_iterator())
+
+
+@pytest.mark.parametrize("kind", ["dataset", "generator", "repeated"])
+def test_prune_takes_data_as_a_dataset_or_generator_like_arrays(kind):
+    from keras_compact.pruning import prune
+
+    model = _mlp()
+    for criterion in ("onorm", "taylor"):
+        from_stream = prune(model, 0.5, granularity="unit", criterion=criterion, data=_stream(kind)).model
+        # The repeated dataset is read to 4,096 examples, the others to their end: the same ranking.
+        from_arrays = prune(model, 0.5, granularity="unit", criterion=criterion, data=(_XS, _YS)).model
+        for got, want in zip(from_stream.get_weights(), from_arrays.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@export_here
+@pytest.mark.parametrize("kind", ["dataset", "generator", "repeated"])
+def test_verify_with_verify_and_predict_take_a_dataset_or_generator(tmp_path, kind):
+    model = _mlp(compiled=False)
+    report = export(model, tmp_path / "m.tflite", verify_with=_stream(kind))
+    assert report.num_examples == (1000 if kind == "repeated" else 200) and report.top1_agreement == 1.0
+    assert verify(model, report.path, _stream(kind)).num_examples == report.num_examples
+    if kind != "repeated":  # predict reads to the end, as model.predict does
+        np.testing.assert_allclose(predict(report.path, _stream(kind)), model.predict(_XS, verbose=0), atol=1e-5)
+
+
+@export_here
+def test_an_empty_dataset_says_so(tmp_path):
+    empty = tf.data.Dataset.from_tensor_slices(_XS).take(0).batch(4)
+    with pytest.raises(ValueError, match="verify_with yielded no batches"):
+        export(_mlp(compiled=False), tmp_path / "m.tflite", verify_with=empty)
+    with pytest.raises(ValueError, match="representative_data yielded no batches"):
+        export(_mlp(compiled=False), tmp_path / "m.tflite", quantization="int8", representative_data=empty)

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 import keras_compact
 from keras_compact._checks import describe_non_finite_weights, is_int, is_number
+from keras_compact._data import batches as batches_of
+from keras_compact._data import concatenated, is_stream, split_pair
 from keras_compact._cloning import io_names, known_inputs
 from keras_compact.models import ProjectionNet
 from tflite_export import _flatbuffer as fb
@@ -182,7 +184,8 @@ def export(
         path: where to write the `.tflite` file.
         verify_with: examples for the comparison: an array (or ragged tensor) for
             a single-input model, else a list with one entry per input or a dict
-            keyed by input name.
+            keyed by input name; or a `tf.data.Dataset` or generator of such
+            batches (`(x, y)` batches keep `x`), read up to 1,000 examples.
         num_random_examples: how many random examples to use without `verify_with`.
         seed: seed of those random examples.
         quantization: `None` (float32), `"dynamic"` (int8 weights, float
@@ -588,7 +591,8 @@ def predict(tflite, examples):
             feature ids) whose first axis is the examples; else a list with one
             such entry per input, in the file's input order (`ExportReport.inputs`);
             or a dict keyed by input name (extra keys are ignored, so a
-            `TextViews` output feeds any text model).
+            `TextViews` output feeds any text model); or a `tf.data.Dataset` or
+            generator of such batches (`(x, y)` batches keep `x`), read to its end.
 
     Returns:
         The outputs stacked over the examples: one array, or a list of arrays
@@ -600,8 +604,11 @@ def predict(tflite, examples):
     """
     model_bytes = _read_file(tflite)
     runner = _verify.LiteRTRunner(model_bytes)
-    inputs = _verify.entries_by_input(examples, runner.names, "examples", "file")
-    inputs = [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
+    if is_stream(examples):  # every batch of a dataset or generator, as model.predict reads them
+        batches = [_file_inputs(runner, split_pair(batch)[0]) for batch in batches_of(examples, float("inf"), "examples")]
+        inputs = [concatenated([batch[i] for batch in batches]) for i in range(len(runner.names))]
+    else:
+        inputs = _file_inputs(runner, examples)
     _verify.check_file_inputs(runner, inputs)
     outputs, _ = _verify.run_litert(model_bytes, inputs)
     bad = _verify.non_finite_outputs(outputs) & ~_verify.non_finite_examples(inputs)
@@ -613,6 +620,11 @@ def predict(tflite, examples):
             stacklevel=2,
         )
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _file_inputs(runner, examples):
+    inputs = _verify.entries_by_input(examples, runner.names, "examples", "file")
+    return [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
 
 
 def _read_file(tflite):

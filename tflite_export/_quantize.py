@@ -1,6 +1,5 @@
 """Quantization settings of the converter and the representative data they need."""
 
-import numpy as np
 import tensorflow as tf
 
 from tflite_export import _verify
@@ -30,24 +29,7 @@ def representative_examples(model, data):
     `tf.data.Dataset`, or a generator / iterable of such batches; `(x, y)` pairs
     keep `x`.
     """
-    if callable(data):
-        data = data()
-    if isinstance(data, tf.data.Dataset) or _is_batch_stream(data):
-        batches = []
-        count = 0
-        for batch in data:
-            if isinstance(batch, tuple) and len(batch) in (2, 3):
-                batch = batch[0]
-            batch = _verify.model_inputs(model, batch, "representative_data")
-            batches.append(batch)
-            count += int(batch[0].shape[0])
-            if count >= MAX_REPRESENTATIVE_EXAMPLES:
-                break
-        if not batches:
-            raise ValueError("representative_data yielded no examples.")
-        entries = [_concat([batch[i] for batch in batches]) for i in range(len(batches[0]))]
-    else:
-        entries = _verify.model_inputs(model, data, "representative_data")
+    entries = _verify.model_inputs(model, data, "representative_data", limit=MAX_REPRESENTATIVE_EXAMPLES)
     return [entry[:MAX_REPRESENTATIVE_EXAMPLES] for entry in entries]
 
 
@@ -64,13 +46,3 @@ def configure(converter, quantization, representative):
         if quantization == "int8_io":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-
-
-def _is_batch_stream(data):
-    return hasattr(data, "__next__")
-
-
-def _concat(parts):
-    if isinstance(parts[0], tf.RaggedTensor):
-        return tf.concat(parts, axis=0)
-    return np.concatenate([np.asarray(part) for part in parts])

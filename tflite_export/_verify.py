@@ -7,16 +7,27 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from keras_compact import _data
 from tflite_export import _flatbuffer as fb
 
 
-def model_inputs(model, samples, argument="verify_with"):
+# A dataset or generator given as examples to compare on is read up to this many (it may repeat forever).
+MAX_STREAM_EXAMPLES = 1000
+
+
+def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPLES):
     """`samples` as a list with one entry per `model.inputs`, in that order.
 
     Accepts a dict keyed by input name, a list/tuple with one entry per input, or
     (for a single-input model) the entry itself. Ragged inputs accept a
-    `tf.RaggedTensor` or a list of lists. Errors name `argument`.
+    `tf.RaggedTensor` or a list of lists. A `tf.data.Dataset`, a generator (or
+    a function returning one) or a `keras.utils.PyDataset` of such batches is
+    read up to `limit` examples; `(x, y)` batches keep `x`. Errors name `argument`.
     """
+    if _data.is_stream(samples) or callable(samples):
+        batches = [model_inputs(model, _data.split_pair(batch)[0], argument)
+                   for batch in _data.batches(samples, limit, argument)]
+        return [_data.concatenated([batch[i] for batch in batches])[:limit] for i in range(len(batches[0]))]
     entries = entries_by_input(samples, [tensor.name for tensor in model.inputs], argument, "model")
     converted = []
     for tensor, entry in zip(model.inputs, entries):

@@ -3,13 +3,18 @@
 Every function here works on `prune`'s copy of the model, never on the user's.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
+from keras_compact import _data
 from keras_compact._cloning import as_functional
 from keras_compact.pruning import _graph
 
 _BATCH = 512
+# A dataset or generator passed as `data` is read up to this many examples (it may repeat forever).
+MAX_STREAM_EXAMPLES = 4096
 
 
 def examples(model, data, criterion, merge):
@@ -26,7 +31,12 @@ def examples(model, data, criterion, merge):
             f"data is used by criterion='onorm' or 'taylor' and by merge=True; with criterion={criterion!r} "
             "and merge=False it would be ignored. Leave data out, or choose one of those."
         )
-    x, y = data if isinstance(data, tuple) and len(data) == 2 else (data, None)
+    if _data.is_stream(data) or callable(data):
+        pairs = [_data.split_pair(batch) for batch in _data.batches(data, MAX_STREAM_EXAMPLES, "data")]
+        x = _data.concatenated([pair[0] for pair in pairs])
+        y = None if any(pair[1] is None for pair in pairs) else _data.concatenated([pair[1] for pair in pairs])
+    else:
+        x, y = data if isinstance(data, tuple) and len(data) == 2 else (data, None)
     if criterion == "taylor" and y is None:
         raise ValueError("criterion='taylor' differentiates the loss: pass data=(x, y), labels included.")
     if len(model.inputs) != 1:
@@ -42,10 +52,20 @@ def examples(model, data, criterion, merge):
         )
     if len(x) == 0:
         raise ValueError(f"data has no examples. Received: data with x of shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"data's examples must be numbers. Received: data with x of dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
+        raise ValueError(
+            f"data holds NaN or infinite values in {bad} of its {len(x)} examples; {what} would rank or fit "
+            "on NaN. Clean them first."
+        )
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):
             raise ValueError(f"data's x and y differ in length: {len(x)} and {len(y)}.")
+        if y.dtype.kind in "biuf" and not np.all(np.isfinite(y)):
+            raise ValueError("data's labels y hold NaN or infinite values.")
     return x, y
 
 
@@ -170,14 +190,26 @@ def merge(model, original, copy, chain, pruned, x):
     kept = ~np.asarray(pruned, bool)
     current = keras.Model(as_functional(copy).inputs[0], chain.tensor)
     target = keras.Model(as_functional(model).inputs[0], original.tensor)
-    gram, cross = 0.0, 0.0
+    gram, cross, samples = 0.0, 0.0, 0
     for start in range(0, len(x), _BATCH):
         batch = x[start : start + _BATCH]
         design = _channels(current(batch, training=False), len(kept))[:, kept]
+        samples += len(design)
         if consumer.use_bias:
             design = np.hstack([design, np.ones((len(design), 1))])
         gram = gram + design.T @ design
         cross = cross + design.T @ _channels(target(batch, training=False), len(kept))
+    unknowns = int(kept.sum()) + bool(consumer.use_bias)
+    if samples < unknowns:
+        warnings.warn(
+            f"merge=True refits {consumer.name!r} from {unknowns} kept values on only {samples} samples of data: "
+            "the fit is underdetermined (it matches those samples and may not generalise). Pass more examples.",
+            stacklevel=4,
+        )
+    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(cross))):
+        raise ValueError(
+            f"merge=True cannot refit {consumer.name!r}: the model's values on data are NaN or infinite."
+        )
     solution = np.linalg.lstsq(gram, cross, rcond=None)[0]  # [kept (+1), channels]
     rows = chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64))
     new_rows = np.zeros_like(rows)

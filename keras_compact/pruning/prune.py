@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_compact._checks import check_rate
+from keras_compact._checks import check_rate, describe_non_finite_weights, non_finite_weights
 from keras_compact._cloning import clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
@@ -222,8 +222,10 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
             units are the classes; for `"channel"`, the groups these layers
             compute).
         criterion: how units are ranked (above); weights are ranked by |w|.
-        data: examples `x` (one input array), or `(x, y)`; needed by `"onorm"`,
-            `"taylor"` (with `y`) and `merge=True`.
+        data: examples `x` (one input array), `(x, y)`, or a `tf.data.Dataset`
+            or generator of such batches (read up to 4,096 examples); needed by
+            `"onorm"`, `"taylor"` (with `y`) and `merge=True`. NaN or infinite
+            examples are refused.
         merge: whether to refit the readers of pruned units on `data`.
         round_to: with `"channel"`, each group keeps a multiple of this many
             channels (rounded up), as accelerators like; `None` for any count.
@@ -254,6 +256,11 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     [(8, 4)]
     """
     scope = _check_arguments(sparsity, granularity, scope, criterion, merge, round_to)
+    if isinstance(model, keras.Model) and non_finite_weights(model):
+        raise ValueError(
+            f"prune ranks weights by their values, and some of {model.name!r}'s are not numbers."
+            f"{describe_non_finite_weights(model)} Prune a model that trained to finite weights."
+        )
     x, y = _criteria.examples(model, data, criterion, merge)
     if granularity == "channel":
         return _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_layers, round_to)
