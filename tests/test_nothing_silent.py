@@ -367,3 +367,60 @@ def test_an_empty_dataset_says_so(tmp_path):
         export(_mlp(compiled=False), tmp_path / "m.tflite", verify_with=empty)
     with pytest.raises(ValueError, match="representative_data yielded no batches"):
         export(_mlp(compiled=False), tmp_path / "m.tflite", quantization="int8", representative_data=empty)
+
+
+# 2. Sentences without features, raw strings and mismatched ragged inputs.
+_SENTENCES = ["play jazz", "", "?!", "book a table for two"]
+
+
+def _text_network():
+    from keras_compact import TextFeaturizer
+    from keras_compact.models import projection_network
+
+    featurizer = TextFeaturizer(ngrams=2)
+    ids, weights = featurizer(tf.constant(_SENTENCES))
+    assert list(ids.row_lengths().numpy()[1:3]) == [0, 0]  # "" and "?!" have no features
+    return projection_network(4, 20, 8), ids, weights
+
+
+@pytest.mark.tensorflow_backend("strings and ragged ids are TensorFlow tensors")
+def test_sentences_without_features_go_in_as_one_feature_of_weight_zero(tmp_path):
+    network, ids, weights = _text_network()
+    report = export(network, tmp_path / "text.tflite", verify_with=[ids, weights])
+    assert report.num_examples == 4 and report.top1_agreement == 1.0 and report.max_abs_diff < 1e-6
+    np.testing.assert_allclose(predict(report.path, [ids, weights]), network([ids, weights]).numpy(), atol=1e-6)
+    assert verify(network, report.path, [ids, weights]).num_examples == 4
+    int8 = export(network, tmp_path / "int8.tflite", quantization="int8", representative_data=[ids, weights],
+                  verify_with=[ids, weights], min_agreement=None)
+    assert int8.num_examples == 4
+
+
+@pytest.mark.tensorflow_backend("ragged ids are TensorFlow tensors")
+def test_an_ids_only_file_cannot_take_an_example_without_features_and_says_why(tmp_path):
+    ids = keras.Input(shape=(None,), ragged=True, dtype="int64", name="ids")
+    model = keras.Model(ids, keras.layers.Dense(4)(ProjectionLayer(6, 5)(ids)))
+    path = export(model, tmp_path / "ids.tflite", num_random_examples=4).path
+    with pytest.raises(ValueError, match=r"no features in input 'ids'.*without a weights input"):
+        predict(path, tf.ragged.constant([[3, 4], []], dtype=tf.int64))
+
+
+@pytest.mark.tensorflow_backend("strings and ragged ids are TensorFlow tensors")
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda ids, weights: ["play jazz", "stop"], r"input 'ids' must be int64 numbers, not text.*TextFeaturizer"),
+        (lambda ids, weights: [tf.constant(["play jazz"]), weights], "not text"),
+        (lambda ids, weights: [ids, tf.ragged.constant([[1.0, 1.0], [], [], [0.5] * 9])],
+         r"one weight per feature id.*example 0 has 2 weights and 3 ids"),
+        (lambda ids, weights: [[[1, 2], [3.5]], [[0.5, 0.5], [1.0]]], r"'ids' must be whole numbers"),
+        (lambda ids, weights: [[[1, 2], [[3]]], [[0.5, 0.5], [1.0]]], r"ragged input 'ids' must be a tf.RaggedTensor"),
+    ],
+)
+def test_text_models_refuse_what_they_cannot_read_naming_the_input(tmp_path, make, message):
+    network, ids, weights = _text_network()
+    bad = make(ids, weights)
+    with pytest.raises(ValueError, match=message):
+        export(network, tmp_path / "a.tflite", verify_with=bad)
+    with pytest.raises(ValueError, match=message.replace("verify_with", "representative_data")):
+        export(network, tmp_path / "b.tflite", quantization="int8", representative_data=bad)
+    assert list(tmp_path.iterdir()) == []

@@ -31,13 +31,26 @@ def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPL
     entries = entries_by_input(samples, [tensor.name for tensor in model.inputs], argument, "model")
     converted = []
     for tensor, entry in zip(model.inputs, entries):
+        _check_not_text(tensor, entry, argument)
         _check_whole(tensor, entry, argument)
         if tensor.ragged:
-            if not isinstance(entry, tf.RaggedTensor):
-                entry = tf.ragged.constant(entry, dtype=tensor.dtype)
-            converted.append(tf.cast(entry, tensor.dtype))
+            try:
+                if not isinstance(entry, tf.RaggedTensor):
+                    entry = tf.ragged.constant(entry, dtype=tensor.dtype)
+                converted.append(tf.cast(entry, tensor.dtype))
+            except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+                raise ValueError(
+                    f"{argument} for ragged input {tensor.name!r} must be a tf.RaggedTensor or a list of lists of "
+                    f"{tensor.dtype} values, one list per example. Received {type(entry).__name__}: {error}"
+                ) from None
         else:
-            entry = np.asarray(entry, dtype=tensor.dtype)
+            try:
+                entry = np.asarray(entry, dtype=tensor.dtype)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{argument} for input {tensor.name!r} must be an array of {tensor.dtype} values. "
+                    f"Received {type(entry).__name__}: {error}"
+                ) from None
             expected = tuple(tensor.shape[1:])
             if entry.ndim != len(expected) + 1 or any(
                 want is not None and want != got for want, got in zip(expected, entry.shape[1:])
@@ -53,7 +66,47 @@ def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPL
             f"{argument} must hold the same positive number of examples for every input. "
             f"Received counts: {sorted(counts)}"
         )
+    _check_weights_match_ids(model, converted, argument)
     return converted
+
+
+def _first_leaf(entry):
+    while isinstance(entry, (list, tuple)) and entry:
+        entry = entry[0]
+    if isinstance(entry, np.ndarray) and entry.dtype == object and entry.size:
+        return _first_leaf(entry.flat[0])
+    return entry
+
+
+def _check_not_text(tensor, entry, argument):
+    """Refuses sentences where the model takes numbers (featurized ids and weights)."""
+    if np.dtype(tensor.dtype) == np.dtype(object) or str(tensor.dtype) == "string":
+        return
+    text = isinstance(_first_leaf(entry), (str, bytes)) or (
+        isinstance(entry, (tf.Tensor, tf.RaggedTensor)) and entry.dtype == tf.string
+    ) or (isinstance(entry, np.ndarray) and entry.dtype.kind in "US")
+    if text:
+        raise ValueError(
+            f"{argument} for input {tensor.name!r} must be {tensor.dtype} numbers, not text. A model that reads "
+            "feature ids and weights takes sentences featurized first: "
+            "ids, weights = keras_compact.TextFeaturizer(...)(sentences), then pass [ids, weights]."
+        )
+
+
+def _check_weights_match_ids(model, converted, argument):
+    """Ragged weights must have one weight per id, example by example."""
+    ragged = [(tensor, entry) for tensor, entry in zip(model.inputs, converted) if isinstance(entry, tf.RaggedTensor)]
+    ids = [entry.row_lengths().numpy() for tensor, entry in ragged if entry.dtype.is_integer]
+    for tensor, entry in ragged:
+        if not entry.dtype.is_floating or not ids:
+            continue
+        lengths = entry.row_lengths().numpy()
+        if not any(len(other) == len(lengths) and np.array_equal(other, lengths) for other in ids):
+            first = next((i for i in range(len(lengths)) if all(lengths[i] != other[i] for other in ids)), 0)
+            raise ValueError(
+                f"{argument} for input {tensor.name!r} must hold one weight per feature id, example by example: "
+                f"example {first} has {lengths[first]} weights and {ids[0][first]} ids."
+            )
 
 
 def _check_whole(tensor, entry, argument):
@@ -155,13 +208,20 @@ class LiteRTRunner:
         details = {d["index"]: d for d in self.interpreter.get_input_details()}
         self.inputs = [details[entry.tensorIndex] for entry in signature.inputs]
         self.names = [entry.name.decode() for entry in signature.inputs]
+        # LSH_PROJECTION's feature lists (any length): int ids and, when the layer has them, float weights.
+        self.feature_lists = [
+            len(d["shape_signature"]) == 1 and int(d["shape_signature"][0]) == -1 for d in self.inputs
+        ]
+        self.weighted = any(
+            listed and np.issubdtype(d["dtype"], np.floating) for listed, d in zip(self.feature_lists, self.inputs)
+        )
         outputs = {d["index"]: d for d in self.interpreter.get_output_details()}
         self.outputs = [outputs[entry.tensorIndex] for entry in signature.outputs]
         self.id_rows = _id_rows(fb.read(model_bytes), [entry.tensorIndex for entry in signature.inputs])
 
     def __call__(self, example):
         """Runs one example (a list of per-input rows); returns (outputs, seconds)."""
-        values = [_shaped(detail, row) for detail, row in zip(self.inputs, example)]
+        values = self._padded([_shaped(detail, row) for detail, row in zip(self.inputs, example)])
         resized = False
         for detail, value in zip(self.inputs, values):
             if tuple(self.interpreter.get_tensor(detail["index"]).shape) != value.shape:
@@ -175,6 +235,22 @@ class LiteRTRunner:
         self.interpreter.invoke()
         seconds = time.perf_counter() - start
         return [_dequantized(d, self.interpreter.get_tensor(d["index"])) for d in self.outputs], seconds
+
+    def _padded(self, values):
+        """An example without features as the Java featurizer sends it: one id 0 of weight 0
+        (LSH_PROJECTION needs at least one feature; a weight of 0 adds nothing)."""
+        empty = [listed and value.size == 0 for listed, value in zip(self.feature_lists, values)]
+        if not any(empty):
+            return values
+        if not self.weighted:
+            name = self.names[empty.index(True)]
+            raise ValueError(
+                f"An example has no features in input {name!r}. The file's LSH_PROJECTION needs at least one "
+                "feature, and without a weights input it cannot be given one that adds nothing (the Keras layer "
+                "gives all bits 0). Give the ProjectionLayer [ids, weights] inputs (TextFeaturizer does), or "
+                "leave such examples out."
+            )
+        return [np.zeros(1, value.dtype) if blank else value for blank, value in zip(empty, values)]
 
 
 # Operators an embedding's ids pass through on their way to GATHER: the cast of a
