@@ -86,6 +86,33 @@ def known_inputs(model):
     return inputs
 
 
+def check_model(model, function, graph=False):
+    """Raises unless `model` is a Keras model with known inputs: the same error and
+    advice from every function. With `graph=True` (functions that edit layers: the
+    pruning tools) every model in it must be functional or Sequential, whose
+    layers and connections Keras can see; a subclassed one is refused, nested too."""
+    if not isinstance(model, keras.Model):
+        hint = (
+            " To use one layer, wrap it in a model: keras.Sequential([keras.Input(shape), layer])."
+            if isinstance(model, keras.layers.Layer)
+            else ""
+        )
+        raise TypeError(f"{function} expects a keras.Model. Received: model={type(model).__name__}.{hint}")
+    if graph:
+        hidden = [layer for layer in [model, *model._flatten_layers(include_self=False)]
+                  if isinstance(layer, keras.Model) and not is_graph_model(layer)]
+        if hidden:
+            names = ", ".join(f"{type(layer).__name__} {layer.name!r}" for layer in hidden[:3])
+            raise ValueError(
+                f"{function} works on the layers of a functional or Sequential model, and {names} "
+                f"{'is a subclassed model' if len(hidden) == 1 else 'are subclassed models'}: Keras cannot see "
+                "its layers or how they connect. Build the network with keras.Input and keras.Model(inputs, "
+                "outputs), or as a keras.Sequential starting with keras.Input(shape)."
+            )
+    known_inputs(model)
+    return model
+
+
 def io_names(tensors):
     """The tensors' names, with Keras's automatic `keras_tensor_N` names made readable."""
     automatic = [tensor.name.startswith("keras_tensor") for tensor in tensors]

@@ -424,3 +424,39 @@ def test_text_models_refuse_what_they_cannot_read_naming_the_input(tmp_path, mak
     with pytest.raises(ValueError, match=message.replace("verify_with", "representative_data")):
         export(network, tmp_path / "b.tflite", quantization="int8", representative_data=bad)
     assert list(tmp_path.iterdir()) == []
+
+
+# 3. Errors that mislead: a subclassed model or a bare layer given to the pruning tools.
+class _Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.classes = keras.layers.Dense(4), keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.classes(self.hidden(x))
+
+
+def _pruning_calls():
+    from keras_compact import pruning
+
+    return {
+        "prune": lambda m: pruning.prune(m, 0.5), "prunable": pruning.prunable, "strip": pruning.strip,
+        "shrink": pruning.shrink, "grow": lambda m: pruning.grow(m, "dense", 2), "macs": pruning.macs,
+        "recalibrate_batch_norm": lambda m: pruning.recalibrate_batch_norm(m, np.zeros((4, 3), "float32")),
+        "targeted": lambda m: pruning.targeted(m, 0.5, 0.5),
+    }
+
+
+@pytest.mark.parametrize("function", sorted(_pruning_calls()))
+def test_pruning_tools_say_what_to_do_with_a_subclassed_model_or_a_layer(function):
+    call = _pruning_calls()[function]
+    subclassed = _Subclassed()
+    subclassed(np.zeros((1, 3), "float32"))
+    inputs = keras.Input((3,))
+    wrapped = keras.Model(inputs, subclassed(inputs))  # export's advice; the layers stay hidden
+    for model in (subclassed, wrapped):
+        with pytest.raises(ValueError, match=rf"{function} works on the layers.*_Subclassed '.*' is a subclassed "
+                                             r"model.*keras.Model\(inputs, outputs\)"):
+            call(model)
+    with pytest.raises(TypeError, match=rf"{function} expects a keras.Model. Received: model=Dense. To use one layer"):
+        call(keras.layers.Dense(3))

@@ -15,7 +15,7 @@ import keras_compact
 from keras_compact._checks import describe_non_finite_weights, is_int, is_number
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
-from keras_compact._cloning import io_names, known_inputs
+from keras_compact._cloning import check_model, io_names, known_inputs
 from keras_compact.models import ProjectionNet
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
@@ -330,10 +330,7 @@ def _deployable(model):
     """The model `export` and `verify` compare against: a ProjectionNet's `.projection`, checked."""
     if isinstance(model, ProjectionNet):
         model = model.projection
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"export expects a keras.Model. Received: model={type(model).__name__}")
-    known_inputs(model)
-    return model
+    return check_model(model, "export")
 
 
 def _check_fits(lowered, cuts, quantization, batch_size, labels):

@@ -30,7 +30,7 @@ import math
 import keras
 import numpy as np
 
-from keras_compact._cloning import as_functional, is_graph_model
+from keras_compact._cloning import as_functional, check_model, is_graph_model
 from keras_compact.pruning import _graph
 
 
@@ -187,6 +187,7 @@ def channel_groups(model, ignored_layers=None):
     >>> [(group.size, group.producers) for group in groups.prunable]
     [(16, ('stem', 'branch'))]
     """
+    check_model(model, "channel_groups")
     return ChannelGroups(analyse(model, ignored_layers))
 
 

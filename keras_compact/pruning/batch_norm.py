@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact._checks import is_int
-from keras_compact._cloning import as_functional, clone_with, is_graph_model
+from keras_compact._cloning import as_functional, check_model, clone_with, is_graph_model
 from keras_compact.pruning import _graph
 
 
@@ -42,6 +42,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
     >>> bool(np.allclose(fixed.layers[1].moving_mean, np.mean(hidden, axis=0), atol=1e-4))
     True
     """
+    check_model(model, "recalibrate_batch_norm", graph=True)
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
     copy = clone_with(model, lambda layer: _graph.replacement(layer, {}, {}))

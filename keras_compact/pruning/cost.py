@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_compact._cloning import as_functional, is_graph_model
+from keras_compact._cloning import as_functional, check_model, is_graph_model
 from keras_compact.pruning import _graph
 
 
@@ -26,6 +26,7 @@ def macs(model):
     >>> macs(model)  # 6 * 6 * (3 * 3 * 3) * 4 + 144 * 10
     5328
     """
+    check_model(model, "macs", graph=True)
     graph = as_functional(model)
     total = 0
     for nodes in graph._nodes_by_depth.values():

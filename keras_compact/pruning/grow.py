@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact._checks import is_int
-from keras_compact._cloning import clone_with
+from keras_compact._cloning import check_model, clone_with
 from keras_compact.pruning import _graph, _groups
 
 
@@ -41,6 +41,7 @@ def grow(model, layer_name, units):
     >>> wider.get_layer("hidden").units
     7
     """
+    check_model(model, "grow", graph=True)
     if not is_int(units) or units < 1:
         raise ValueError(f"units must be an integer >= 1. Received: units={units!r}")
     layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}

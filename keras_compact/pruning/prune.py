@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_compact._checks import check_rate, describe_non_finite_weights, non_finite_weights
-from keras_compact._cloning import clone_with, fresh_copy
+from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
 from keras_compact.pruning import _channel, _criteria, _graph, _groups
@@ -255,6 +255,7 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     >>> [(group.size, group.pruned) for group in by_channel.groups]
     [(8, 4)]
     """
+    check_model(model, "prune", graph=True)
     scope = _check_arguments(sparsity, granularity, scope, criterion, merge, round_to)
     if isinstance(model, keras.Model) and non_finite_weights(model):
         raise ValueError(
@@ -314,6 +315,7 @@ def prunable(model, layers=None, granularity="weight"):
     >>> [type(layer).__name__ for layer in ready.layers]
     ['PruningMask', 'PruningMask']
     """
+    check_model(model, "prunable", graph=True)
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
     if granularity == "channel":
@@ -350,6 +352,7 @@ def strip(model):
     >>> float(np.mean(plain.layers[-1].get_weights()[0] == 0))
     0.5
     """
+    check_model(model, "strip", graph=True)
     return clone_with(model, stripped_replacement)
 
 
@@ -631,6 +634,7 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
     >>> [type(layer).__name__ for layer in ready.layers]
     ['TargetedDropout', 'TargetedDropout']
     """
+    check_model(model, "targeted", graph=True)
     if granularity == "channel":
         raise ValueError(
             "Targeted Dropout drops weights or units of one layer at a time; granularity='channel' (whole "

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_compact._cloning import clone_with
+from keras_compact._cloning import check_model, clone_with
 from keras_compact.pruning import _graph, _groups
 from keras_compact.pruning.prune import strip
 
@@ -44,6 +44,7 @@ def shrink(model):
     >>> smaller.layers[0].units
     3
     """
+    check_model(model, "shrink", graph=True)
     plain = strip(model)
     graph = _groups.analyse(plain)
     by_group = _groups.removable(graph)
