@@ -460,3 +460,31 @@ def test_pruning_tools_say_what_to_do_with_a_subclassed_model_or_a_layer(functio
             call(model)
     with pytest.raises(TypeError, match=rf"{function} expects a keras.Model. Received: model=Dense. To use one layer"):
         call(keras.layers.Dense(3))
+
+
+def test_command_line_path_errors_answer_before_tensorflow_loads(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "model.keras").write_bytes(b"not read: a flag's file is wrong first")
+    (tmp_path / "a_text.py").write_text("print('hello')\n")
+    model, missing = str(tmp_path / "model.keras"), str(tmp_path / "missing")
+    cases = [
+        (["inspect", missing + ".tflite"], "No such .tflite file"),
+        (["export", missing + ".keras", "-o", "m.tflite"], "No such model file"),
+        (["export", model, "-o", "m.tflite", "--labels", missing + ".txt"], "No such --labels file"),
+        (["export", model, "-o", "m.tflite", "--representative", str(tmp_path / "a_text.py")],
+         "is not an .npz archive"),
+    ]
+    code = (
+        "import sys\nfrom tflite_export import _cli\n"
+        f"for argv, message in {cases!r}:\n"
+        "    assert _cli.main(argv) == 2\n"
+        "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'NO TENSORFLOW')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "NO TENSORFLOW" in result.stdout, result.stderr[-2000:]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(cases) and "pickle" not in result.stderr
+    for (_, message), line in zip(cases, errors):
+        assert message in line, line

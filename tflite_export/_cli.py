@@ -185,8 +185,15 @@ def _silenced_stderr(quiet):
 def _load_npz(path, what):
     import numpy as np
 
+    import zipfile
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such {what} file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"cannot read {path} as an .npz file of arrays: it is not an .npz archive (write one with "
+            "numpy.savez(path, name=array, ...))"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -218,19 +225,25 @@ def _load_model(path):
 
 
 def _export(args):
+    # Every file is read before the model, whose loading imports TensorFlow (seconds): a wrong path fails at once.
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"No such model file: {args.model}")
+    verify_with = None if args.verify is None else _load_npz(args.verify, "verification")
+    representative = None if args.representative is None else _load_npz(args.representative, "representative data")
+    labels = None if args.labels is None else _read_labels(args.labels)
     model = _load_model(args.model)
     from tflite_export import export
 
     report = export(
         model,
         args.output,
-        verify_with=None if args.verify is None else _load_npz(args.verify, "verification"),
+        verify_with=verify_with,
         quantization=args.quantize,
-        representative_data=None if args.representative is None else _load_npz(args.representative, "representative data"),
+        representative_data=representative,
         min_agreement=args.min_agreement,
         allow_non_finite=args.allow_non_finite,
         projection_lowering=args.projection_lowering,
-        labels=None if args.labels is None else _read_labels(args.labels),
+        labels=labels,
     )
     print(report)
     return 0
@@ -244,6 +257,8 @@ def _read_labels(path):
 
 
 def _inspect(args):
+    if not os.path.isfile(args.tflite):  # before TensorFlow loads
+        raise FileNotFoundError(f"No such .tflite file: {args.tflite}")
     from tflite_export import inspect
 
     report = inspect(args.tflite)
