@@ -488,3 +488,24 @@ def test_command_line_path_errors_answer_before_tensorflow_loads(tmp_path):
     assert len(errors) == len(cases) and "pickle" not in result.stderr
     for (_, message), line in zip(cases, errors):
         assert message in line, line
+
+
+@export_here
+@pytest.mark.parametrize("output", ["bits", "signatures"])
+@pytest.mark.parametrize("build", ["sequential", "functional", "bits and classes"])
+def test_a_projection_layer_as_the_model_output_exports(tmp_path, output, build):
+    inputs = keras.Input((16,), name="features")
+    bits = ProjectionLayer(4, 6, output=output)(inputs)
+    if build == "sequential":
+        model = keras.Sequential([keras.Input((16,), name="features"), ProjectionLayer(4, 6, output=output)])
+    elif build == "functional":
+        model = keras.Model(inputs, bits)
+    else:
+        model = keras.Model(inputs, [bits, keras.layers.Dense(3)(keras.layers.Embedding(4 * 64, 2)(bits)
+                                                                  if output == "signatures" else bits)])
+    report = export(model, tmp_path / "bits.tflite")
+    assert report.operators["LSH_PROJECTION"] == 1 and report.max_abs_diff == 0
+    x = np.random.default_rng(1).uniform(size=(5, 16)).astype("float32")
+    got, want = predict(report.path, x), model(x)
+    for a, b in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+        np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), atol=1e-6)

@@ -150,8 +150,13 @@ def head_model(model, cuts):
     projection_inputs = {name for cut in cuts for name in cut.input_names}
     others = [tensor for tensor in model.inputs if tensor.name not in projection_inputs]
     head_inputs = [cut.output for cut in cuts] + others
+    # An output that is a head input itself (the bits as the model's output) goes through an Identity:
+    # Keras makes no model whose output is one of its inputs.
+    passed = {id(tensor) for tensor in head_inputs}
+    outputs = [keras.layers.Identity(name=f"{tensor.name}_out")(tensor) if id(tensor) in passed else tensor
+               for tensor in model.outputs]
     try:
-        head = keras.Model(head_inputs, model.outputs)
+        head = keras.Model(head_inputs, outputs)
     except ValueError as error:
         raise ValueError(
             "Could not separate the layers after the ProjectionLayers from the rest of the "
