@@ -509,3 +509,28 @@ def test_a_projection_layer_as_the_model_output_exports(tmp_path, output, build)
     got, want = predict(report.path, x), model(x)
     for a, b in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
         np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), atol=1e-6)
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@export_here
+@pytest.mark.parametrize("quantization", [None, "float16"])
+def test_a_mixed_float16_model_exports_computing_in_float32(tmp_path, mixed_float16, quantization, digits):
+    from keras_compact.pruning import prunable
+
+    (x_train, y_train), (x_test, _) = digits
+    model = keras.Sequential([keras.Input((64,), name="pixels"), ProjectionLayer(20, 8),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    model = prunable(model)  # wrappers under the policy too
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=1, verbose=0)
+    assert model.layers[-1].compute_dtype == "float16"
+    report = export(model, tmp_path / "mixed.tflite", verify_with=x_test, quantization=quantization)
+    assert report.builtin_only and report.top1_agreement >= 0.99, report
+    assert report.max_abs_diff < 5e-3  # float16 computation against float32
+    assert model.layers[-1].compute_dtype == "float16"  # the user's model is unchanged

@@ -156,6 +156,11 @@ def export(
     alike; a ProjectionLayer inside a nested functional or Sequential model is
     reached too, one inside a subclassed layer is not (an error says so).
 
+    A model built under a `mixed_float16` or `mixed_bfloat16` policy is
+    converted computing in float32 (its variables are float32 already, and
+    LiteRT's builtin operators take float32); `quantization="float16"` stores
+    float16 weights. It is compared with the mixed-precision model as it is.
+
     Pruned weights can be stored as sparse tensors (the converter's
     `EXPERIMENTAL_SPARSITY`; LiteRT densifies them when it loads the file): with
     `sparse="auto"` both encodings are made when some kernel is at least half

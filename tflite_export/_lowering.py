@@ -57,6 +57,9 @@ def lowered_copy(model, projection_lowering="builtin"):
     """What the converter sees: a functional copy of `model` with every export lowering applied."""
 
     def replace(layer):
+        return _in_float32(layer, lowered(layer))
+
+    def lowered(layer):
         stripped = stripped_replacement(layer)
         if stripped is not None:
             return stripped
@@ -70,6 +73,26 @@ def lowered_copy(model, projection_lowering="builtin"):
         return None
 
     return clone_with(as_functional(model), replace, call_function=_inline_projections)
+
+
+def computes_in_half_precision(layer):
+    """Whether `layer` computes in float16 or bfloat16 (a `mixed_float16` / `mixed_bfloat16` policy)."""
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16")
+
+
+def _in_float32(layer, replacement):
+    """`replacement` (or, for None, `layer`) made to compute in float32, as the converter's builtin
+    operators need: a mixed-precision layer's variables are float32 already, only its computation
+    is not. Layers already in float32 are left as they are."""
+    new_layer, weights = replacement if replacement is not None else (layer, None)
+    if is_graph_model(new_layer) or not computes_in_half_precision(new_layer):
+        return replacement
+    source = new_layer if new_layer.built else layer
+    config = dict(new_layer.get_config(), dtype="float32")
+    if weights is None:
+        weights = source.get_weights()
+    return new_layer.__class__.from_config(config), weights
 
 
 def _inline_projections(layer, *args, **kwargs):
