@@ -168,8 +168,12 @@ class HadamardClassifier(keras.layers.Layer):
     def call(self, inputs):
         x = keras.ops.cast(inputs, self.compute_dtype)
         if self.normalize:
+            # In float32 at least: in float16 the epsilon underflows to 0 (NaN for a zero row) and
+            # squares above 65504 overflow.
+            wide = "float32" if self.compute_dtype in ("float16", "bfloat16") else self.compute_dtype
+            x = keras.ops.cast(x, wide)
             square_norm = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
-            x = x * keras.ops.rsqrt(square_norm + _NORM_EPSILON)
+            x = keras.ops.cast(x * keras.ops.rsqrt(square_norm + _NORM_EPSILON), self.compute_dtype)
         if self.uses_transform:
             size = walsh_hadamard.hadamard_size(self.num_features, self.num_classes)
             x = keras.ops.pad(x, [(0, 0), (0, size - self.num_features)])

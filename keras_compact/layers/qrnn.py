@@ -30,7 +30,9 @@ class QRNN(keras.layers.Layer):
         mask: optional bool `[batch, time]`.
 
     Returns:
-        float32 `[batch, time, units]` (`2 * units` when bidirectional).
+        `[batch, time, units]` (`2 * units` when bidirectional) in the layer's
+        compute dtype (float16 under `dtype="mixed_float16"`, whose gate
+        weights stay float32).
 
     Example:
 
@@ -52,7 +54,9 @@ class QRNN(keras.layers.Layer):
         self.supports_masking = True
         directions = ("forward", "backward") if bidirectional else ("forward",)
         self._gates = [
-            keras.layers.Conv1D(3 * self.units, self.kernel_size, padding="causal", name=f"{direction}_gates")
+            keras.layers.Conv1D(
+                3 * self.units, self.kernel_size, padding="causal", name=f"{direction}_gates", dtype=self.dtype_policy
+            )
             for direction in directions
         ]
 
@@ -67,7 +71,7 @@ class QRNN(keras.layers.Layer):
 
     def call(self, inputs, mask=None):
         ops = keras.ops
-        keep = None if mask is None else ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        keep = None if mask is None else ops.expand_dims(ops.cast(mask, self.compute_dtype), -1)
         outputs = [self._pool(self._gates[0](inputs), keep)]
         if self.bidirectional:
             flipped = None if keep is None else ops.flip(keep, axis=1)

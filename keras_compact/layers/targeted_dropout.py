@@ -159,7 +159,13 @@ class TargetedDropout(keras.layers.Wrapper):
         if self.granularity == "unit":
             dropped = dropped[None, :]
         masked = ops.where(dropped, ops.cast(0.0, columns.dtype), columns)
-        return call_with_values(self.layer, [(kernel, targeting.columns_to_kernel(masked, kernel.shape))], inputs)
+        outputs = call_with_values(self.layer, [(kernel, targeting.columns_to_kernel(masked, kernel.shape))], inputs)
+        # Under a mixed policy the kernel is read in the wrapper's compute dtype; the output is the
+        # wrapped layer's, in training as at inference.
+        return ops.cast(outputs, self.layer.compute_dtype)
+
+    def compute_output_spec(self, inputs, training=False):
+        return self.layer.compute_output_spec(inputs)
 
     @property
     def _caches_thresholds(self):

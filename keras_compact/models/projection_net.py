@@ -139,12 +139,15 @@ class ProjectionNet(keras.Model):
                 "ProjectionNet trains on labels: pass y (integer class ids or one-hot rows) with x, or a "
                 "tf.data.Dataset of (x, y) pairs. Received: y=None"
             )
-        labels = _first_labels(x, y)
+        if isinstance(x, tf.data.Dataset):  # one batch, read once (each read reshuffles a shuffled dataset)
+            batch = next(iter(x.take(1)), None)
+            x, labels = _split_batch(batch) if batch is not None else (None, None)
+        else:
+            x, labels = _first_inputs(x), _labels(y)
         if labels is not None:
             check_class_labels(labels, self._classes(), "y")
         if self._checked_first_batch and None not in self._logits.values():
             return
-        x = _first_inputs(x)
         if x is None:
             return
         for name, network in (("trainer", self.trainer), ("projection", self.projection)):
@@ -300,11 +303,7 @@ def _inputs_for(network, x):
 
 
 def _first_inputs(x, count=64):
-    """Up to `count` examples of `x` (arrays, lists/dicts of arrays, a tf.data.Dataset); else None."""
-    if isinstance(x, tf.data.Dataset):
-        for batch in x.take(1):
-            return batch[0] if isinstance(batch, tuple) else batch
-        return None
+    """Up to `count` examples of `x` (arrays, lists/dicts of arrays); else None."""
     if _is_array(x):
         return x[:count]
     if isinstance(x, (list, tuple)) and x and all(_is_array(v) for v in x):
@@ -323,14 +322,18 @@ def _is_array_like(x):
     return _is_array(x)
 
 
-def _first_labels(x, y):
-    """The labels to check: all of an array `y`, or the first batch of a `tf.data.Dataset`."""
-    if y is not None:
-        return y if not isinstance(y, (list, tuple)) or not y or not _is_array(y[0]) else None
-    if isinstance(x, tf.data.Dataset):
-        for batch in x.take(1):
-            return batch[1] if isinstance(batch, tuple) and len(batch) > 1 else None
-    return None
+def _labels(y):
+    """All of an array `y` (checked before training as a whole); None for what is not an array."""
+    if y is None or (isinstance(y, (list, tuple)) and y and _is_array(y[0])):
+        return None  # no labels, or one label array per output
+    return y
+
+
+def _split_batch(batch):
+    """`(x, y)` of a dataset's batch (`(x, y)` or `(x, y, sample_weight)`; `x` alone gives no labels)."""
+    if isinstance(batch, tuple) and len(batch) in (2, 3):
+        return batch[0], batch[1]
+    return batch, None
 
 
 def _holds_non_finite(x):
