@@ -142,3 +142,31 @@ def check_class_labels(labels, classes, argument="y"):
         raise ValueError(
             f"{argument} must be class ids in {accepted}. Received ids from {values.min():g} to {values.max():g}"
         )
+
+
+def _python_values(inputs):
+    """Whether `inputs` is, or holds, Python strings, numbers or lists of them rather than tensors."""
+    if isinstance(inputs, (str, bytes, numbers.Number)):
+        return True
+    if isinstance(inputs, (list, tuple)):
+        return any(_python_values(entry) for entry in inputs)
+    return False
+
+
+class ChecksCallInputs:
+    """Mixin for a layer: Python strings, numbers or lists as inputs raise a ValueError that says
+    what the layer takes (`expected_inputs`), instead of Keras's "Only input tensors may be passed
+    as positional arguments". Lists of tensors (`[ids, weights]`) pass."""
+
+    expected_inputs = "a tensor or a NumPy array"
+    convert_hint = "np.asarray(values, 'float32')"
+
+    def __call__(self, inputs, *args, **kwargs):
+        if _python_values(inputs):
+            shown = repr(inputs)
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} takes {self.expected_inputs}. Received a Python "
+                f"{type(inputs).__name__}: {shown[:60]}{'...' if len(shown) > 60 else ''}. Convert it first: "
+                f"{self.convert_hint}."
+            )
+        return super().__call__(inputs, *args, **kwargs)

@@ -534,3 +534,74 @@ def test_a_mixed_float16_model_exports_computing_in_float32(tmp_path, mixed_floa
     assert report.builtin_only and report.top1_agreement >= 0.99, report
     assert report.max_abs_diff < 5e-3  # float16 computation against float32
     assert model.layers[-1].compute_dtype == "float16"  # the user's model is unchanged
+
+
+def _python_input_cases():
+    from keras_compact import HadamardClassifier, TargetedDropout
+    from keras_compact.layers import QRNN, FeatureBuckets, TextFeaturizer, TextViews, TokenBuckets
+    from keras_compact.pruning import PruningMask
+
+    numbers, text = [[0.1, 0.2, 0.3]], ["play jazz", "stop"]
+    return [
+        ("projection", lambda: ProjectionLayer(4, 6), [numbers, "play jazz", [[1, 2], [3]]], r"float tensor \(batch, features\)"),
+        ("hadamard", lambda: HadamardClassifier(10), [numbers, "abc"], r"float tensor \(batch, features\)"),
+        ("qrnn", lambda: QRNN(4), [[numbers]], r"float tensor \(batch, time, features\)"),
+        ("targeted_dropout", lambda: TargetedDropout(keras.layers.Dense(3)), [numbers], "what its wrapped layer takes"),
+        ("pruning_mask", lambda: PruningMask(keras.layers.Dense(3)), [numbers], "what its wrapped layer takes"),
+        ("text_featurizer", lambda: TextFeaturizer(), [text, "play jazz"], "string tensor of sentences"),
+        ("token_buckets", lambda: TokenBuckets(100, 4), [text], "string tensor of sentences"),
+        ("text_views", lambda: TextViews({"tokens": TokenBuckets(50, 3)}), [text], "string tensor of sentences"),
+        ("feature_buckets", lambda: FeatureBuckets(100, 4), [[[1, 2], [3]]], r"\[ids, weights\]"),
+    ]
+
+
+@pytest.mark.parametrize("name, make, values, message", _python_input_cases(), ids=[c[0] for c in _python_input_cases()])
+def test_python_lists_and_strings_passed_to_a_layer_say_what_it_takes(name, make, values, message):
+    if name in ("text_featurizer", "token_buckets", "text_views", "feature_buckets") and keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow-ops layer; on other backends it says it needs TensorFlow first")
+    for value in values:
+        layer = make()
+        with pytest.raises(ValueError, match=rf"{type(layer).__name__} '.*' takes .*{message}.*Received a Python "
+                                             rf"{type(value).__name__}.*Convert it first"):
+            layer(value)
+
+
+@pytest.mark.tensorflow_backend("ragged ids")
+def test_a_list_of_ragged_tensors_still_reaches_the_projection():
+    ids = tf.ragged.constant([[1, 5], [2]], dtype=tf.int64)
+    weights = tf.ragged.constant([[0.5, 1.0], [3.0]])
+    assert tuple(ProjectionLayer(4, 5)([ids, weights]).shape) == (2, 20)
+
+
+_OTHER_BACKEND = pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="what a JAX (non-TensorFlow) user meets")
+
+
+@_OTHER_BACKEND
+@pytest.mark.parametrize("builder", ["lstm_trainer", "bag_of_ngrams", "projection_network"])
+def test_text_model_builders_say_they_need_tensorflow_on_jax(builder):
+    from keras_compact import models
+
+    arguments = (3, 8, 4) if builder == "projection_network" else (3,)
+    with pytest.raises(RuntimeError, match=r"text model reading ragged feature ids.*needs the TensorFlow backend.*"
+                                           r"sequence_network"):
+        getattr(models, builder)(*arguments)
+    assert models.sequence_network(3).inputs[0].dtype == "int32"  # the one that trains here
+
+
+@_OTHER_BACKEND
+def test_a_tensorflow_saved_text_projection_net_says_it_needs_tensorflow_on_jax(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "text_net.keras"
+    code = (
+        "import keras\nfrom keras_compact import ProjectionNet\n"
+        "from keras_compact.models import bag_of_ngrams, projection_network\n"
+        f"ProjectionNet(bag_of_ngrams(3), projection_network(3, 8, 4)).save({str(path)!r})\n"
+    )
+    made = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    with pytest.raises(RuntimeError, match=r"ProjectionNet's trainer network reads ragged feature ids.*TensorFlow backend"):
+        keras.models.load_model(path)

@@ -2,11 +2,11 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class FeatureBuckets(TensorFlowOpsLayer, keras.layers.Layer):
+class FeatureBuckets(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
     """Hashed feature ids (ragged) to padded embedding rows: the hashing trick.
 
     Maps each int64 feature id (from `TextFeaturizer`) to a bucket
@@ -34,6 +34,9 @@ class FeatureBuckets(TensorFlowOpsLayer, keras.layers.Layer):
     >>> buckets.numpy().tolist()
     [[6, 4, 0], [0, 0, 0]]
     """
+
+    expected_inputs = "[ids, weights]: int64 ids and float weights as tf.RaggedTensors (batch, None)"
+    convert_hint = "[tf.ragged.constant(ids, dtype='int64'), tf.ragged.constant(weights)]"
 
     needs_tensorflow = (
         "FeatureBuckets (strings and ragged ids)",

@@ -3,7 +3,7 @@ import math
 import keras
 import numpy as np
 
-from keras_compact._checks import check_seed, draw_seed, is_int, is_number
+from keras_compact._checks import ChecksCallInputs, check_seed, draw_seed, is_int, is_number
 from keras_compact.ops import walsh_hadamard
 
 _MATRICES = ("hadamard", "orthogonal")
@@ -14,7 +14,7 @@ _NORM_EPSILON = 1e-12
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class HadamardClassifier(keras.layers.Layer):
+class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
     """A classifier whose `N x C` kernel is a fixed matrix: one trainable number.
 
     Computes `logits = scale * W pad(x / ||x||) (+ bias)` where the class vectors
@@ -73,6 +73,8 @@ class HadamardClassifier(keras.layers.Layer):
     >>> model.output_shape, len(model.layers[-1].trainable_weights)
     ((None, 10), 1)
     """
+
+    expected_inputs = "a float tensor (batch, features)"
 
     def __init__(
         self,

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import backend, call_in_tf_data, float64_scope, in_tf_data, require_tensorflow
-from keras_compact._checks import check_seed, is_int
+from keras_compact._checks import ChecksCallInputs, check_seed, is_int
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
@@ -11,7 +11,7 @@ MAX_BITS = 32
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class ProjectionLayer(keras.layers.Layer):
+class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
     """The ProjectionNet projection: `num_hashes` LSH functions of `num_bits` bits.
 
     Maps each example to the signs of `num_hashes * num_bits` random projections
@@ -63,6 +63,9 @@ class ProjectionLayer(keras.layers.Layer):
     >>> model.output_shape
     (None, 10)
     """
+
+    expected_inputs = "a float tensor (batch, features), int64 feature ids as a tf.RaggedTensor (batch, None), or [ids, weights] ragged tensors"
+    convert_hint = "np.asarray(features, 'float32'), or tf.ragged.constant(ids, dtype='int64') for ids"
 
     def __init__(self, num_hashes, num_bits, output="bits", seed=0, **kwargs):
         errors = []

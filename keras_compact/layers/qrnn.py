@@ -1,10 +1,10 @@
 import keras
 
-from keras_compact._checks import positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class QRNN(keras.layers.Layer):
+class QRNN(ChecksCallInputs, keras.layers.Layer):
     """A quasi-recurrent layer with fo-pooling (Bradbury et al. 2017), optionally bidirectional.
 
     A causal `Conv1D` of width `kernel_size` computes, for every position at
@@ -40,6 +40,8 @@ class QRNN(keras.layers.Layer):
     >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
     (2, 5, 16)
     """
+
+    expected_inputs = "a float tensor (batch, time, features)"
 
     def __init__(self, units, kernel_size=2, bidirectional=True, **kwargs):
         errors = positive_int_errors(units=units, kernel_size=kernel_size)

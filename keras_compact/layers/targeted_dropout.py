@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from keras_compact._checks import check_rate, check_seed, is_int
+from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int
 from keras_compact.ops import targeting
 
 SUPPORTED_LAYERS = (
@@ -38,7 +38,7 @@ def check_supported(layer, argument="layer"):
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class TargetedDropout(keras.layers.Wrapper):
+class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     """Dropout aimed at the weights or units a magnitude pruner would remove.
 
     Targeted Dropout (Gomez, Zhang, Kamalakara, Madaan, Swersky, Gal, Hinton,
@@ -96,6 +96,8 @@ class TargetedDropout(keras.layers.Wrapper):
     ...     keras.layers.Dense(10, activation="softmax"),
     ... ])
     """
+
+    expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
 
     def __init__(
         self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=64, **kwargs

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import is_int, is_number
+from keras_compact._checks import ChecksCallInputs, is_int, is_number
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
 SEPARATORS = "\t\n\x0b\x0c\r !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
@@ -10,7 +10,7 @@ _SEPARATOR_RUNS = "[\\t\\n\\x0b\\x0c\\r !-/:-@\\[-`{-~]+"
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
+class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
     """Sentences to hashed n-gram feature ids (and weights) for `ProjectionLayer`.
 
     No vocabulary is stored: every feature is named by a short UTF-8 string and
@@ -66,6 +66,9 @@ class TextFeaturizer(TensorFlowOpsLayer, keras.layers.Layer):
     >>> ids.row_lengths().numpy().tolist()  # "w:hello", "w:world", "w:hello world"
     [3]
     """
+
+    expected_inputs = "a string tensor of sentences (batch,)"
+    convert_hint = "tf.constant(sentences) or np.array(sentences)"
 
     needs_tensorflow = (
         "TextFeaturizer (strings and ragged ids)",

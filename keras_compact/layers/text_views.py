@@ -1,5 +1,6 @@
 import keras
 
+from keras_compact._checks import ChecksCallInputs
 from keras_compact._backend import TensorFlowOpsLayer
 from keras_compact.layers.text_featurizer import TextFeaturizer
 from keras_compact.layers.token_buckets import TokenBuckets
@@ -13,7 +14,7 @@ VIEWS = {
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class TextViews(TensorFlowOpsLayer, keras.layers.Layer):
+class TextViews(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
     """Sentences to the named inputs of text models: one featurizer per view.
 
     Each view is a `TextFeaturizer` (its outputs are named `"<view>_ids"` and
@@ -46,6 +47,9 @@ class TextViews(TensorFlowOpsLayer, keras.layers.Layer):
     >>> sorted(views(tf.constant(["play jazz"])))
     ['tokens', 'words_ids', 'words_weights']
     """
+
+    expected_inputs = "a string tensor of sentences (batch,)"
+    convert_hint = "tf.constant(sentences) or np.array(sentences)"
 
     needs_tensorflow = (
         "TextViews (strings and ragged ids)",

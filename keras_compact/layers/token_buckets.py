@@ -1,13 +1,13 @@
 import keras
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.text_featurizer import TextFeaturizer
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class TokenBuckets(TensorFlowOpsLayer, keras.layers.Layer):
+class TokenBuckets(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
     """Sentences to one hashed bucket per token, padded: the input of a sequence model.
 
     Token `i` of a sentence (as `TextFeaturizer` tokenizes it) becomes
@@ -36,6 +36,9 @@ class TokenBuckets(TensorFlowOpsLayer, keras.layers.Layer):
     >>> (buckets.numpy() > 0).astype(int).tolist()
     [[1, 1, 1, 0], [0, 0, 0, 0]]
     """
+
+    expected_inputs = "a string tensor of sentences (batch,)"
+    convert_hint = "tf.constant(sentences) or np.array(sentences)"
 
     needs_tensorflow = (
         "TokenBuckets (strings)",

@@ -1,8 +1,10 @@
+import json
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact._backend import scale_loss_for_replicas
+from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
 from keras_compact._checks import bind_arguments, check_class_labels, describe_non_finite_weights, is_number
 
 
@@ -283,8 +285,13 @@ class ProjectionNet(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["trainer"] = keras.saving.deserialize_keras_object(config["trainer"])
-        config["projection"] = keras.saving.deserialize_keras_object(config["projection"])
+        for name in ("trainer", "projection"):
+            if keras.backend.backend() != "tensorflow" and '"ragged": true' in json.dumps(config[name]):
+                require_tensorflow(
+                    f"This ProjectionNet's {name} network reads ragged feature ids (a text model), which",
+                    "Load it in a TensorFlow-backend process; on JAX, train a sequence_network on dense token ids.",
+                )
+            config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
 
 

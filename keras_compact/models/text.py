@@ -9,6 +9,7 @@ deployable network: each network takes the entries named like its inputs.
 
 import keras
 
+from keras_compact._backend import require_tensorflow
 from keras_compact._checks import is_int, is_number, positive_int_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.projection_layer import MAX_BITS, ProjectionLayer
@@ -196,6 +197,10 @@ def sequence_network(
 
 
 def _feature_inputs(view):
+    require_tensorflow(
+        "A text model reading ragged feature ids (lstm_trainer, bag_of_ngrams, projection_network)",
+        "On JAX, sequence_network reads dense token ids (TokenBuckets in the tf.data pipeline) and trains there.",
+    )
     prefix = "" if view is None else f"{view}_"
     return (
         keras.Input(shape=(None,), dtype="int64", ragged=True, name=f"{prefix}ids"),

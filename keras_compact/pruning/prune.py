@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_compact._checks import check_rate, describe_non_finite_weights, non_finite_weights
+from keras_compact._checks import ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights
 from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
 from keras_compact.ops import targeting
@@ -20,7 +20,7 @@ CRITERIA = ("magnitude", "onorm", "taylor", "similarity", "bn_scale")
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class PruningMask(keras.layers.Wrapper):
+class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
     """Holds a layer's pruned weights at zero: kernel (and bias) times fixed masks.
 
     Made by `prune` (masks set) and `prunable` (all-ones masks, for
@@ -46,6 +46,8 @@ class PruningMask(keras.layers.Wrapper):
     >>> float(np.mean(keras.ops.convert_to_numpy(layer.mask)))
     0.25
     """
+
+    expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
 
     def __init__(self, layer, granularity="weight", **kwargs):
         check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
