@@ -605,3 +605,23 @@ def test_a_tensorflow_saved_text_projection_net_says_it_needs_tensorflow_on_jax(
     assert made.returncode == 0, made.stderr[-2000:]
     with pytest.raises(RuntimeError, match=r"ProjectionNet's trainer network reads ragged feature ids.*TensorFlow backend"):
         keras.models.load_model(path)
+
+
+def test_hsic_bottleneck_checks_a_datasets_first_batch_of_labels():
+    from keras_compact import HSICBottleneck
+
+    net = HSICBottleneck([keras.layers.Dense(8)], num_classes=3)
+    net.compile("sgd")
+    x = np.zeros((32, 4), "float32")
+    for labels, message in ((np.full(32, 5), r"Labels must be in \[0, num_classes=3\)"), (np.full(32, 0.5), "whole class ids")):
+        with pytest.raises(ValueError, match=message):
+            net.fit(tf.data.Dataset.from_tensor_slices((x, labels)).batch(16), epochs=1, verbose=0)
+
+
+@export_here
+def test_int8_calibration_refuses_nan_representative_data(tmp_path):
+    x = _XS.copy()
+    x[7, 1] = np.inf
+    with pytest.raises(ValueError, match="representative_data holds NaN or infinite values in 1 of its 200"):
+        export(_mlp(compiled=False), tmp_path / "m.tflite", quantization="int8", representative_data=x)
+    assert list(tmp_path.iterdir()) == []

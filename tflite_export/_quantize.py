@@ -30,7 +30,14 @@ def representative_examples(model, data):
     keep `x`.
     """
     entries = _verify.model_inputs(model, data, "representative_data", limit=MAX_REPRESENTATIVE_EXAMPLES)
-    return [entry[:MAX_REPRESENTATIVE_EXAMPLES] for entry in entries]
+    entries = [entry[:MAX_REPRESENTATIVE_EXAMPLES] for entry in entries]
+    bad = _verify.non_finite_examples(entries)
+    if bad.any():
+        raise ValueError(
+            f"representative_data holds NaN or infinite values in {int(bad.sum())} of its {len(bad)} examples; "
+            "int8 ranges calibrated on them would be meaningless. Clean them first."
+        )
+    return entries
 
 
 def configure(converter, quantization, representative):

@@ -165,6 +165,11 @@ class HSICBottleneck(keras.Model):
             )
         if y is not None and not isinstance(y, tf.data.Dataset):
             self._check_labels(np.asarray(y))
+        elif isinstance(arguments.get("x"), tf.data.Dataset) and self.num_classes is not None:
+            # The first batch as a sample (out-of-range labels in a dataset would give all-zero targets).
+            batch = next(iter(arguments["x"].take(1)), None)
+            if isinstance(batch, tuple) and len(batch) in (2, 3):
+                self._check_labels(np.asarray(batch[1]))
         return super().fit(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -306,7 +311,7 @@ class HSICBottleneck(keras.Model):
         y = ops.convert_to_tensor(y)
         if len(y.shape) == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
             return ops.cast(y, "float32")
-        # fit checks array labels against num_classes; out-of-range labels in a dataset give zero rows.
+        # fit checks array labels, and a dataset's first batch, against num_classes.
         return ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), self.num_classes, dtype="float32")
 
     def _objectives(self, x, y, branch_outputs):
