@@ -75,7 +75,10 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     (`keras_compact.pruning.prune`) counts exactly.
 
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer.
+        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer. Its
+            dtype policy decides the output's dtype, in training and at
+            inference: for mixed precision give the policy to this layer
+            (`Dense(8, dtype="mixed_float16")`), not only to the wrapper.
         target_rate: gamma, the fraction of weights (units) that are candidates, in [0, 1].
         drop_rate: alpha, the probability of dropping each candidate, in [0, 1].
         granularity: `"weight"` or `"unit"`.
