@@ -341,7 +341,8 @@ def test_prune_takes_data_as_a_dataset_or_generator_like_arrays(kind):
     from keras_compact.pruning import prune
 
     model = _mlp()
-    for criterion in ("onorm", "taylor"):
+    # "taylor" differentiates with TensorFlow (its own test says so on JAX).
+    for criterion in ("onorm", "taylor") if keras.backend.backend() == "tensorflow" else ("onorm",):
         from_stream = prune(model, 0.5, granularity="unit", criterion=criterion, data=_stream(kind)).model
         # The repeated dataset is read to 4,096 examples, the others to their end: the same ranking.
         from_arrays = prune(model, 0.5, granularity="unit", criterion=criterion, data=(_XS, _YS)).model
