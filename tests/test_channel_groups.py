@@ -322,6 +322,7 @@ def test_shrink_names_a_unit_pruned_depthwise_convolution_instead_of_leaving_it(
         shrink(prune(model, 0.5, granularity="unit", layers=["dw"]).model)
 
 
+@pytest.mark.tensorflow_backend("graph reading is backend-independent; JAX runs the zoo's MobileNetV2 (test_pruning_zoo.py)")
 def test_unit_pruning_and_prunable_accept_a_graph_with_raw_keras_ops():
     model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=4,
                                                 include_preprocessing=False)
@@ -445,6 +446,7 @@ def test_a_merge_of_different_positions_is_blocked_with_the_reason():
     assert "differently made slices" in channel_groups(model).blocked["a"]
 
 
+@pytest.mark.tensorflow_backend("graph reading is backend-independent; JAX runs the zoo's MobileNetV2 (test_pruning_zoo.py)")
 def test_a_nested_backbone_under_a_new_head_is_pruned_and_shrunk_through():
     backbone = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, include_top=False)
     model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.GlobalAveragePooling2D(),

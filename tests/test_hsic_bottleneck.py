@@ -210,6 +210,7 @@ def test_saved_network_round_trip(tmp_path, digits):
     assert (restored.beta, restored.sigmas, restored.num_classes) == (20.0, [4.0], 10)
 
 
+@pytest.mark.tensorflow_backend("exports; the export from a JAX process is tested in test_backends.py")
 def test_post_trained_classifier_exports_to_litert(tmp_path, digits):
     (x_train, y_train), (x_test, _) = digits
     net = _digits_net(digits)

@@ -183,6 +183,7 @@ def test_shrink_names_the_layer_whose_units_branch():
         shrink(prune(model, 0.5, granularity="unit", layers=["fork"]).model)
 
 
+@pytest.mark.tensorflow_backend("exports; the export from a JAX process is tested in test_backends.py")
 def test_shrunk_model_exports_smaller_and_agrees_in_litert(tmp_path):
     from tflite_export import export
 

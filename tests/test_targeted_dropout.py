@@ -21,7 +21,7 @@ def test_only_candidate_weights_are_dropped_at_about_drop_rate():
     kernel = layer.layer.kernel.numpy()
     ranks = np.argsort(np.argsort(np.abs(kernel), axis=0), axis=0)
     candidates = ranks < int(0.6 * 40)
-    dropped = np.stack([np.asarray(layer(probe, training=True)) == 0 for _ in range(200)])
+    dropped = np.stack([np.asarray(layer(probe, training=True)) == 0 for _ in range(60)])  # the bound below scales
     assert not dropped[:, ~candidates].any()  # the top 40% by magnitude are never dropped
     fraction = dropped[:, candidates].mean()
     draws = dropped[:, candidates].size
