@@ -135,7 +135,8 @@ def check_class_labels(labels, classes, argument="y"):
     if wrong.any():
         raise ValueError(
             f"{argument} must be whole class ids; {values[wrong].flat[0]:g} is not "
-            + ("(for one output unit the labels are 0 or 1)." if classes == 2 else "(soft labels need one column per class).")
+            + ("(for one output unit the labels are 0 or 1)." if classes == 2
+               else "(soft labels need one column per class).")
         )
     if values.min() < 0 or (classes is not None and values.max() >= classes):
         accepted = f"[0, {classes})" if classes is not None else "[0, classes)"

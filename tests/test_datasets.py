@@ -65,6 +65,7 @@ def test_offline_intent_download_says_how_to_give_the_files(monkeypatch, tmp_pat
         datasets.load("snips")
 
 
+@pytest.mark.tensorflow_backend("which tests skip without the data does not depend on the backend")
 def test_data_tests_skip_with_the_reason_without_shared_data(tmp_path):
     tests = pathlib.Path(__file__).resolve().parent
     result = subprocess.run(

@@ -166,9 +166,11 @@ def test_ramp_accepts_tfmot_schedules_per_step():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: TargetedDropoutRamp((0.0, 0.8), unit="step", end=7),
-    lambda: DropoutSchedule(final_rate=0.4, schedule="linear", unit="step", end=7),
-], ids=["targeted_dropout_ramp", "dropout_schedule"])
+    pytest.param(lambda: TargetedDropoutRamp((0.0, 0.8), unit="step", end=7), id="targeted_dropout_ramp"),
+    # The same position bookkeeping; DropoutSchedule retraces the step at each new rate (10 s on JAX).
+    pytest.param(lambda: DropoutSchedule(final_rate=0.4, schedule="linear", unit="step", end=7), id="dropout_schedule",
+                 marks=pytest.mark.tensorflow_backend("the targeted_dropout_ramp case covers the bookkeeping on JAX")),
+])
 def test_step_schedules_start_again_on_a_second_fit(make):
     callback = make()
     model = _small_model()

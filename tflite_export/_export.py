@@ -607,7 +607,8 @@ def predict(tflite, examples):
     model_bytes = _read_file(tflite)
     runner = _verify.LiteRTRunner(model_bytes)
     if is_stream(examples):  # every batch of a dataset or generator, as model.predict reads them
-        batches = [_file_inputs(runner, split_pair(batch)[0]) for batch in batches_of(examples, float("inf"), "examples")]
+        read = batches_of(examples, float("inf"), "examples")
+        batches = [_file_inputs(runner, split_pair(batch)[0]) for batch in read]
         inputs = [concatenated([batch[i] for batch in batches]) for i in range(len(runner.names))]
     else:
         inputs = _file_inputs(runner, examples)

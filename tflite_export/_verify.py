@@ -120,14 +120,19 @@ def _check_whole(tensor, entry, argument):
             values = np.asarray(entry) if not tensor.ragged else np.concatenate([np.ravel(row) for row in entry])
         except (TypeError, ValueError):
             return  # the conversion below says what is wrong
-    if values.dtype.kind == "f":
-        wrong = ~np.isfinite(values) | (values != np.round(values))
-        if wrong.any():
-            raise ValueError(
-                f"{argument} for input {tensor.name!r} must be whole numbers: the input is "
-                f"{np.dtype(tensor.dtype).name}, so {values[wrong].flat[0]:g} would be truncated. Round or cast "
-                "them first."
-            )
+    _refuse_fractions(values, f"{argument} for input {tensor.name!r}", f"the input is {np.dtype(tensor.dtype).name}")
+
+
+def _refuse_fractions(values, what, because):
+    """Raises when float `values` that will be read as integers are not whole numbers (or not finite)."""
+    if values.dtype.kind != "f":
+        return
+    wrong = ~np.isfinite(values) | (values != np.round(values))
+    if wrong.any():
+        raise ValueError(
+            f"{what} must be whole numbers: {because}, so {values[wrong].flat[0]:g} would be truncated. "
+            "Round or cast them first."
+        )
 
 
 def entries_by_input(samples, names, argument, owner):
@@ -304,14 +309,8 @@ def check_ids(runner, inputs, argument="examples"):
                     f"{argument} for input {detail['name']!r} must be numbers (the file takes "
                     f"{np.dtype(detail['dtype']).name}). Received dtype {values.dtype}"
                 ) from None
-        if values.dtype.kind == "f":
-            wrong = ~np.isfinite(values) | (values != np.round(values))
-            if wrong.any():
-                raise ValueError(
-                    f"{argument} for input {detail['name']!r} must be whole numbers: the file reads them as "
-                    f"integers (token ids), so {values[wrong].flat[0]:g} would be truncated. Round or cast them "
-                    "first."
-                )
+        what = f"{argument} for input {detail['name']!r}"
+        _refuse_fractions(values, what, "the file reads them as integers (token ids)")
         if at in runner.id_rows and values.size:
             rows = runner.id_rows[at]
             low, high = values.min(), values.max()
