@@ -243,7 +243,7 @@ def export(
             reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
             quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
             labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
-            batch_size=batch_size, allow_non_finite=allow_non_finite,
+            batch_size=batch_size, allow_non_finite=bool(allow_non_finite),
         )
     lowered = _lowering.lowered_copy(reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []

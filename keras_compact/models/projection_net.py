@@ -286,7 +286,7 @@ class ProjectionNet(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for name in ("trainer", "projection"):
-            if keras.backend.backend() != "tensorflow" and '"ragged": true' in json.dumps(config[name]):
+            if keras.backend.backend() != "tensorflow" and '"ragged": true' in json.dumps(config[name], default=str):
                 require_tensorflow(
                     f"This ProjectionNet's {name} network reads ragged feature ids (a text model), which",
                     "Load it in a TensorFlow-backend process; on JAX, train a sequence_network on dense token ids.",
