@@ -262,7 +262,9 @@ def test_step_ramps_refuse_a_dataset_of_unknown_length_and_run_with_end(name):
 def test_a_constant_rate_needs_no_length():
     from keras_compact.callbacks import TargetedDropoutRamp
 
-    _rampable().fit(_unknown_length(), epochs=1, verbose=0, callbacks=[TargetedDropoutRamp(0.5, unit="step")])
+    ramp = TargetedDropoutRamp(0.5, unit="step")
+    _rampable().fit(_unknown_length(), epochs=1, verbose=0, callbacks=[ramp])  # no end needed, no error
+    assert ramp.rates == {"target_rate": 0.5}
 
 
 def test_ramps_that_cannot_finish_in_this_fit_say_so():
