@@ -106,7 +106,7 @@ def test_build_makes_an_sdist_and_a_wheel_that_install_and_run_the_demo(tmp_path
     assert installed.returncode == 0, installed.stderr[-2000:]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "0"}  # --quiet must silence them itself
     env.pop("KERAS_COMPACT_DATA", None)
     code = ("import tflite_export, sys; assert tflite_export.__file__.startswith(sys.argv[1]), tflite_export.__file__; "
             "from tflite_export import _cli; sys.exit(_cli.main(sys.argv[2:]))")
@@ -114,4 +114,8 @@ def test_build_makes_an_sdist_and_a_wheel_that_install_and_run_the_demo(tmp_path
                            "--num-hashes", "10", "--output-dir", str(run_dir)],
                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
-    assert (run_dir / "projection.tflite").is_file() and "projection.tflite" in demo.stdout
+    # The quiet demo prints its table alone, naming both files (this is also the command line's test of it).
+    assert "Epoch" not in demo.stdout and "━" not in demo.stdout
+    assert str(run_dir / "trainer.tflite") in demo.stdout and str(run_dir / "projection.tflite") in demo.stdout
+    assert (run_dir / "projection.tflite").is_file()
+    assert "W0000" not in demo.stderr and "I0000" not in demo.stderr
