@@ -124,3 +124,41 @@ def io_names(tensors):
 def fresh_copy(layer):
     """A new, unbuilt layer of the same class and configuration."""
     return layer.__class__.from_config(layer.get_config())
+
+
+def inlined(model):
+    """`model` as one Functional graph over its own layers, and where its tensors went.
+
+    Every nested Functional or Sequential model is inlined: its layers are called
+    again (shared, not copied) on the outer graph's tensors, so a probe model can
+    read the tensors inside a `keras.applications` backbone under a new head.
+    Returns `(functional, tensors)`: `tensors` maps `id(t)` of every tensor of
+    `model`'s graphs, nested ones included, to the tensor that computes it in
+    `functional`.
+    """
+    functional = as_functional(model)
+    renamed = iter(io_names(functional.inputs))
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=next(renamed)) for t in functional.inputs]
+    tensors = {id(old): new for old, new in zip(functional.inputs, inputs)}
+    _inline(functional, tensors)
+    outputs = keras.tree.map_structure(lambda tensor: tensors[id(tensor)], functional.outputs)
+    return keras.Model(inputs, outputs, name=model.name), tensors
+
+
+def _inline(graph, tensors):
+    depths = sorted(graph._nodes_by_depth, reverse=True)
+    for node in (node for depth in depths for node in graph._nodes_by_depth[depth]):
+        operation = node.operation
+        if isinstance(operation, keras.layers.InputLayer):
+            continue
+        args, kwargs = node.arguments.fill_in(tensors)
+        if is_graph_model(operation):
+            inner = as_functional(operation)
+            for tensor, value in zip(inner.inputs, keras.tree.flatten((args, kwargs))):
+                tensors[id(tensor)] = value
+            _inline(inner, tensors)
+            results = [tensors[id(tensor)] for tensor in keras.tree.flatten(inner.outputs)]
+        else:
+            results = keras.tree.flatten(operation(*args, **kwargs))
+        for tensor, value in zip(node.outputs, results):
+            tensors[id(tensor)] = value

@@ -7,7 +7,17 @@ import pytest
 
 from keras_compact.callbacks import GradualPruning
 from keras_compact.layers import TargetedDropout
-from keras_compact.pruning import PruningMask, channel_groups, grow, prunable, prune, shrink, strip, targeted
+from keras_compact.pruning import (
+    PruningMask,
+    channel_groups,
+    grow,
+    prunable,
+    prune,
+    recalibrate_batch_norm,
+    shrink,
+    strip,
+    targeted,
+)
 
 
 def _x(model, count=3, seed=0):
@@ -142,7 +152,8 @@ def test_a_zeroed_channel_before_same_padding_is_removed_exactly():
     [
         (lambda x: keras.layers.LayerNormalization(name="ln")(x), "normalises over the channels"),
         (lambda x: keras.layers.Lambda(lambda t: t[..., ::-1], name="flip")(x), "cannot map"),
-        (lambda x: keras.layers.Conv2D(4, 1, groups=2, name="grouped")(x), "grouped convolution"),
+        (lambda x: keras.layers.Conv2D(6, 1, groups=3, name="grouped")(keras.layers.DepthwiseConv2D(
+            1, depth_multiplier=3)(x)), "splits its input into 3 groups across depthwise-repeated"),
         (lambda x: keras.layers.Softmax(name="channel_softmax")(x), "softmax over the channels"),
         (lambda x: keras.layers.Reshape((64, 4), name="mixing")(x), "mixing channels and positions"),
     ],
@@ -458,5 +469,147 @@ def test_a_nested_backbone_under_a_new_head_is_pruned_and_shrunk_through():
     smaller = _shrunk_equals_masked(report)
     assert smaller.layers[0].get_layer("Conv_1").filters == backbone.get_layer("Conv_1").filters // 2
     assert grow(model, "Conv_1", 4).get_layer("head").kernel.shape[0] == backbone.get_layer("Conv_1").filters + 4
-    with pytest.raises(ValueError, match="inside a nested model"):
-        prune(model, 0.5, granularity="channel", criterion="onorm", data=_x(model, 4))
+    # Criteria that read activations and the statistics' recalibration reach inside the backbone.
+    x = _x(model, 8)
+    _shrunk_equals_masked(prune(model, 0.5, granularity="channel", criterion="onorm", data=x))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    taylor = prune(model, 0.5, granularity="channel", criterion="taylor", data=(x, np.arange(8) % 3))
+    _shrunk_equals_masked(taylor)
+    fixed = recalibrate_batch_norm(smaller, x, batch_size=len(x))
+    # One batch of all of x: each layer's statistics are those of what it reads in the recalibrated model.
+    inner = fixed.layers[0]
+    reads = np.asarray(keras.Model(inner.input, inner.get_layer("block_16_depthwise").output)(x))
+    norm = inner.get_layer("block_16_depthwise_BN")
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), reads.mean(axis=(0, 1, 2)), rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), reads.var(axis=(0, 1, 2)), rtol=1e-3)
+    assert not np.allclose(np.asarray(norm.moving_mean),
+                           np.asarray(smaller.layers[0].get_layer("block_16_depthwise_BN").moving_mean))
+
+
+def test_a_separable_convolution_reads_each_channel_times_its_multiplier():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    y = keras.layers.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, name="separable")(x)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.SeparableConv2D(12, 3, padding="same", activation="relu", name="second")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling2D()(x)))
+    assert _groups(model) == [(8, ("stem", "separable")), (12, ("second",))]
+    assert set(channel_groups(model).group_of("stem").members) == {"stem", "separable", "second"}
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    separable = smaller.get_layer("separable")
+    assert separable.depthwise_kernel.shape == (3, 3, 4, 2)
+    assert separable.pointwise_kernel.shape == (1, 1, 8, 4)
+    assert smaller.get_layer("second").pointwise_kernel.shape == (1, 1, 4, 6)
+    wider = grow(model, "second", 2)
+    x = _x(model)
+    np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert wider.get_layer("second").pointwise_kernel.shape == (1, 1, 8, 14)
+
+
+def _grouped():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4, name="four_groups")(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(16, 1, groups=2, name="two_groups")(x)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.Conv2D(10, 3, padding="same", name="after")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_a_grouped_convolution_loses_the_same_channels_in_every_group():
+    model = _grouped()
+    # stem's 8 channels are four_groups' 4 slices of 2: channel j of each slice is one channel of the
+    # group; four_groups' 4 x 4 outputs and two_groups' 2 x 8 meet in the Add as one group of 4.
+    assert _groups(model) == [(2, ("stem",)), (4, ("four_groups", "two_groups")), (10, ("after",))]
+    smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel"))
+    assert [smaller.get_layer(name).kernel.shape[-2:] for name in ("stem", "four_groups", "two_groups")] == [
+        (3, 4), (1, 8), (4, 8)]
+    assert smaller.get_layer("four_groups").groups == 4 and smaller.get_layer("two_groups").groups == 2
+    wider = grow(model, "four_groups", 8)
+    x = _x(model)
+    np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert wider.get_layer("two_groups").kernel.shape == (1, 1, 12, 24)
+    with pytest.raises(ValueError, match="each of the 4 groups of 'four_groups': units must be a multiple of 4"):
+        grow(model, "four_groups", 3)
+
+
+def _transposed():
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.Conv2DTranspose(12, 3, strides=2, padding="same", name="up")(x)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.Conv2DTranspose(6, 3, padding="same", activation="relu", name="up_again")(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _three_d():
+    inputs = keras.Input((5, 5, 5, 2))
+    x = keras.layers.Conv3D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="norm")(x)
+    x = keras.layers.Conv3DTranspose(6, 3, name="up")(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
+
+
+def _normalized():
+    inputs = keras.Input((10, 4))
+    x = keras.layers.Conv1D(6, 3, padding="same", name="stem")(inputs)
+    adapted = keras.layers.Normalization(name="adapted")
+    adapted.adapt(np.random.default_rng(0).uniform(0, 3, size=(16, 10, 6)).astype("float32"))
+    x = keras.layers.Normalization(mean=np.arange(6.0), variance=np.arange(1.0, 7.0), name="given")(adapted(x))
+    x = keras.layers.Conv1DTranspose(8, 3, strides=2, name="up")(x)
+    x = keras.layers.SeparableConv1D(5, 3, depth_multiplier=3, name="separable")(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(x)))
+
+
+@pytest.mark.parametrize("build, shapes", [
+    (_transposed, {"up": (3, 3, 6, 4), "up_again": (3, 3, 3, 6)}),
+    (_three_d, {"stem": (3, 3, 3, 2, 4), "up": (3, 3, 3, 3, 4)}),
+    (_normalized, {"stem": (3, 4, 3), "up": (3, 4, 3)}),
+])
+def test_transposed_3d_and_1d_convolutions_and_normalization_are_cut_in_their_own_layout(build, shapes):
+    model = build()
+    assert not channel_groups(model).blocked.keys() - {model.layers[-1].name}
+    for criterion in ("magnitude", "onorm"):
+        data = (_x(model, 8), np.zeros(8, "int32")) if criterion != "magnitude" else None
+        smaller = _shrunk_equals_masked(prune(model, 0.5, granularity="channel", criterion=criterion, data=data))
+        assert {name: tuple(smaller.get_layer(name).kernel.shape) for name in shapes} == shapes
+    if build is _normalized:
+        assert [tuple(w.shape) for w in smaller.get_layer("adapted").weights[:2]] == [(3,), (3,)]
+        assert len(smaller.get_layer("given").get_config()["mean"]) == 3
+
+
+@pytest.mark.parametrize("layer", [
+    keras.layers.Conv2DTranspose(6, 3, strides=2, name="wrapped"),
+    keras.layers.SeparableConv2D(6, 3, depth_multiplier=2, name="wrapped"),
+    keras.layers.Conv3D(6, 2, name="wrapped"),
+])
+def test_targeted_dropout_and_pruning_masks_read_each_layers_kernel_in_its_own_layout(layer):
+    from keras_compact.layers.targeted_dropout import kernel_columns, kernel_of
+    from keras_compact.ops import targeting
+
+    shape = (4, 4, 4, 3) if isinstance(layer, keras.layers.Conv3D) else (5, 5, 4)
+    wrapper = TargetedDropout(layer, target_rate=0.5, drop_rate=1.0, refresh_steps=1)
+    x = _x(keras.Sequential([keras.Input(shape), keras.layers.Identity()]), 2)
+    wrapper(x)
+    kernel = kernel_of(layer)
+    columns = np.asarray(kernel_columns(kernel.value, layer))
+    assert columns.shape[1] == 6  # one column per output channel, whatever the kernel's axis order
+    candidates = targeting.weight_candidates(columns, columns.shape[0] // 2)
+    expected_kernel = np.asarray(kernel_of(layer).value).copy()
+    plain = type(layer).from_config(layer.get_config())
+    plain.build(x.shape)
+    weights = [np.asarray(w) for w in layer.weights]
+    kernel_index = [id(w) for w in layer.weights].index(id(kernel))
+    masked = np.where(candidates, 0.0, columns)
+    weights[kernel_index] = np.asarray(targeting.columns_to_kernel(
+        masked, kernel.shape, isinstance(layer, keras.layers.Conv2DTranspose)))
+    plain.set_weights(weights)
+    np.testing.assert_allclose(np.asarray(wrapper(x, training=True)), np.asarray(plain(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(kernel_of(layer).value), expected_kernel)  # never written
+    model = keras.Sequential([keras.Input(shape), type(layer).from_config(layer.get_config()),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    report = prune(model, 0.5)
+    assert report.layers[0].sparsity == pytest.approx(0.5, abs=0.01)
+    mask = next(l for l in report.model.layers if isinstance(l, PruningMask))
+    assert mask.mask.shape == kernel.shape

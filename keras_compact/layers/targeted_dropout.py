@@ -4,12 +4,35 @@ from keras import ops
 from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int
 from keras_compact.ops import targeting
 
+TRANSPOSED_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 SUPPORTED_LAYERS = (
     keras.layers.Dense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
+    keras.layers.Conv3D,
     keras.layers.DepthwiseConv2D,
+    *TRANSPOSED_LAYERS,
+    *SEPARABLE_LAYERS,
 )
+
+
+def kernel_of(layer):
+    """The kernel variable Targeted Dropout and pruning act on: a separable
+    convolution's pointwise kernel, every other supported layer's `kernel`."""
+    return layer.pointwise_kernel if isinstance(layer, SEPARABLE_LAYERS) else layer.kernel
+
+
+def kernel_columns(kernel, layer):
+    """`kernel` (`layer`'s, or one of its shape) as `[fan_in, units]` columns."""
+    return targeting.kernel_columns(
+        kernel, isinstance(layer, keras.layers.DepthwiseConv2D), isinstance(layer, TRANSPOSED_LAYERS)
+    )
+
+
+def columns_to_kernel(columns, layer):
+    """Inverse of `kernel_columns`: the columns in the shape of `layer`'s kernel."""
+    return targeting.columns_to_kernel(columns, kernel_of(layer).shape, isinstance(layer, TRANSPOSED_LAYERS))
 
 
 def call_with_values(layer, replacements, inputs, **kwargs):
@@ -75,7 +98,9 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     (`keras_compact.pruning.prune`) counts exactly.
 
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer. Its
+        layer: a `Dense`, `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv2D`,
+            transposed (`Conv2DTranspose`, ...) or separable (`SeparableConv2D`,
+            ...; its pointwise kernel is targeted) convolution. Its
             dtype policy decides the output's dtype, in training and at
             inference: for mixed precision give the policy to this layer
             (`Dense(8, dtype="mixed_float16")`), not only to the wrapper.
@@ -145,7 +170,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         if self._caches_thresholds:
             # Every replica computes the same values from the same kernel.
             state = dict(trainable=False, aggregation="only_first_replica")
-            units = targeting.kernel_columns(self.layer.kernel, self.depthwise).shape[1]
+            units = kernel_columns(kernel_of(self.layer), self.layer).shape[1]
             self.thresholds = self.add_weight(shape=(units,), initializer="zeros", name="thresholds", **state)
             self.thresholds_rate = self.add_weight(
                 shape=(), initializer=keras.initializers.Constant(-1.0), name="thresholds_rate", **state
@@ -156,15 +181,15 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     def call(self, inputs, training=False):
         if not training:
             return self.layer(inputs)
-        kernel = self.layer.kernel
-        columns = targeting.kernel_columns(kernel.value, self.depthwise)
+        kernel = kernel_of(self.layer)
+        columns = kernel_columns(kernel.value, self.layer)
         scores = targeting.scores(ops.stop_gradient(columns), self.granularity)
         targeted = scores < self._thresholds(scores)
         dropped = targeting.dropped(targeted, self.drop_rate, self.seed_generator)
         if self.granularity == "unit":
             dropped = dropped[None, :]
         masked = ops.where(dropped, ops.cast(0.0, columns.dtype), columns)
-        outputs = call_with_values(self.layer, [(kernel, targeting.columns_to_kernel(masked, kernel.shape))], inputs)
+        outputs = call_with_values(self.layer, [(kernel, columns_to_kernel(masked, self.layer))], inputs)
         # Under a mixed policy the kernel is read in the wrapper's compute dtype; the output is the
         # wrapped layer's, in training as at inference.
         return ops.cast(outputs, self.layer.compute_dtype)
@@ -189,10 +214,6 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         self.thresholds_rate.assign(self.target_rate.value)
         self.steps.assign_add(ops.ones((), "int32"))
         return current
-
-    @property
-    def depthwise(self):
-        return isinstance(self.layer, keras.layers.DepthwiseConv2D)
 
     def set_rates(self, target_rate=None, drop_rate=None):
         """Sets the rates (each in [0, 1]) for the following steps."""

@@ -8,9 +8,13 @@ A kernel is viewed as *columns*: one column per output unit (Dense) or filter
 (convolutions), holding that unit's incoming weights:
 
 - Dense `[in, units]`: the kernel itself;
-- Conv1D/Conv2D `[..., in, filters]`: `[-1, filters]`;
+- Conv1D/Conv2D/Conv3D `[..., in, filters]`: `[-1, filters]`;
+- Conv1DTranspose/Conv2DTranspose/Conv3DTranspose `[..., filters, in]`
+  (`transposed`): the last two axes swapped first;
 - DepthwiseConv2D `[kh, kw, channels, multiplier]`: each of the
-  `channels * multiplier` output channels has `kh * kw` weights.
+  `channels * multiplier` output channels has `kh * kw` weights;
+- SeparableConv1D/SeparableConv2D: their pointwise kernel `[1, (1,) in *
+  multiplier, filters]`, as a convolution's (the depthwise kernel is left whole).
 
 Two kinds of selection live here. Pruning needs exact counts, ties broken by
 position (`weight_candidates`, `unit_candidates`, NumPy, run once). Training needs
@@ -27,17 +31,26 @@ from keras import ops
 GRANULARITIES = ("weight", "unit")
 
 
-def kernel_columns(kernel, depthwise=False):
+def kernel_columns(kernel, depthwise=False, transposed=False):
     """The kernel as `[fan_in, units]` columns (see the module docstring)."""
     shape = tuple(kernel.shape)
     if depthwise:
         return ops.reshape(kernel, (shape[0] * shape[1], shape[2] * shape[3]))
+    if transposed:
+        return ops.reshape(ops.transpose(kernel, _swapped_last(len(shape))), (-1, shape[-2]))
     return ops.reshape(kernel, (-1, shape[-1]))
 
 
-def columns_to_kernel(columns, kernel_shape):
+def columns_to_kernel(columns, kernel_shape, transposed=False):
     """Inverse of `kernel_columns` for a kernel of shape `kernel_shape`."""
-    return ops.reshape(columns, tuple(kernel_shape))
+    shape = tuple(kernel_shape)
+    if transposed:
+        return ops.transpose(ops.reshape(columns, shape[:-2] + (shape[-1], shape[-2])), _swapped_last(len(shape)))
+    return ops.reshape(columns, shape)
+
+
+def _swapped_last(rank):
+    return tuple(range(rank - 2)) + (rank - 1, rank - 2)
 
 
 def candidate_count(rate, size):

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 
 from keras_compact._checks import is_int
+from keras_compact._cloning import inlined
+from keras_compact.layers.targeted_dropout import TRANSPOSED_LAYERS, kernel_of
 from keras_compact.pruning import _criteria, _groups
 
 CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor")
@@ -67,17 +69,26 @@ def _add(graph, totals, roots, layout, values):
 
 def _member_squares(member):
     """`(layout, squared norm of each index's weights)` for the member's sides."""
-    if member.kind not in ("dense", "conv", "depthwise", "batchnorm"):
+    if member.kind not in _groups.KERNELS + ("depthwise", "batchnorm"):
         return []
     values = _values(member)
     if member.kind == "batchnorm":
         return [(member.inputs, values[0] ** 2)] if member.layer.scale else []
-    kernel = values[0].astype(np.float64)
     if member.kind == "depthwise":
-        return [(member.output, np.sum(kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]) ** 2, axis=0))]
+        return [(member.output, _depthwise_squares(values[0]))]
+    kernel = _groups.standard(values[1 if member.kind == "separable" else 0], member.layer).astype(np.float64)
     columns = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
     rows = np.sum(_groups.consumer_rows(kernel) ** 2, axis=1)
-    return [(member.output, columns), (member.inputs, rows)]
+    found = [(member.output, columns), (member.rows, rows)]
+    if member.kind == "separable":  # the depthwise filters a removed input channel takes with it
+        found.append((member.rows, _depthwise_squares(values[0])))
+    return found
+
+
+def _depthwise_squares(kernel):
+    """The squared norm of each output channel's filter of a depthwise kernel `[..., in, multiplier]`."""
+    kernel = kernel.astype(np.float64)
+    return np.sum(kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]) ** 2, axis=0)
 
 
 def _values(member):
@@ -99,18 +110,13 @@ def _activation_scores(graph, criterion, model, x, y):
     roots = _prunable_roots(graph)
     read = {}
     for member in graph.members:
-        if member.kind in ("dense", "conv") and any(r in roots for r in graph.addresses(member.inputs)[0]):
+        if member.kind in _groups.KERNELS and any(r in roots for r in graph.addresses(member.inputs)[0]):
             read.setdefault(id(member.input_tensor), (member.input_tensor, member.inputs))
     if not read:
         return {}
     tensors, layouts = zip(*read.values())
-    own = {id(t) for node in _groups._nodes(graph.model) for t in node.outputs}
-    if not all(id(tensor) in own for tensor in tensors):
-        raise ValueError(
-            f"criterion={criterion!r} reads the activations of the model's own graph; some of the layers it "
-            "ranks are inside a nested model. Choose criterion='magnitude' or 'bn_scale', or build the model flat."
-        )
-    probe = keras.Model(graph.model.inputs[0], list(tensors) + [graph.model.outputs[0]])
+    flat, inside = inlined(graph.model)  # the tensors of a nested backbone, in one graph a probe reads
+    probe = keras.Model(flat.inputs[0], [inside[id(tensor)] for tensor in tensors] + [flat.outputs[0]])
     if criterion == "onorm":
         totals = [0.0] * len(tensors)
         for start in range(0, len(x), _criteria._BATCH):
@@ -167,23 +173,26 @@ def kernel_keeps(graph, keep, every=False):
     weights (`every`: for every member, also those that lose none)."""
     result = {}
     for member in graph.members:
-        if member.kind not in ("dense", "conv", "depthwise"):
+        if member.kind not in _groups.KERNELS + ("depthwise",):
             continue
-        rows = graph.kept(member.inputs, keep)
-        shape = tuple(member.layer.kernel.shape)
+        rows = graph.kept(member.rows, keep)
+        shape = tuple(kernel_of(member.layer).shape)
         if member.kind == "depthwise":
-            mask = np.broadcast_to(rows[:, None], shape[-2:])
-        else:
+            mask = np.broadcast_to(rows[:, None], shape)
+        else:  # built as [..., in, out], then in the kernel's own order
             mask = rows[:, None] & graph.kept(member.output, keep)[None, :]
+            transposed = isinstance(member.layer, TRANSPOSED_LAYERS)
+            mask = _groups.standard(np.broadcast_to(mask, shape[:-2] + shape[-2:][::-1] if transposed else shape),
+                                    member.layer)
         if every or not mask.all():
-            result[member.layer.name] = np.broadcast_to(mask, shape).copy()
+            result[member.layer.name] = np.array(mask)
     return result
 
 
 def members(graph):
     """Names of the Dense/convolution members of every prunable group: the layers channel masks wrap."""
     roots = _prunable_roots(graph)
-    return {member.layer.name for member in graph.members if member.kind in ("dense", "conv", "depthwise")
+    return {member.layer.name for member in graph.members if member.kind in _groups.KERNELS + ("depthwise",)
             and any(root in roots for layout in (member.inputs, member.output)
                     for root in graph.addresses(layout)[0])}
 

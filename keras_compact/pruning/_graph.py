@@ -19,10 +19,10 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import as_functional, fresh_copy
+from keras_compact.layers import targeted_dropout
 from keras_compact.layers.targeted_dropout import TargetedDropout
-from keras_compact.ops import targeting
 
-RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
+RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 # Layers that act on each channel (the last axis) on its own.
 CHANNELWISE = (
     keras.layers.Activation,
@@ -33,16 +33,21 @@ CHANNELWISE = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
     keras.layers.GaussianNoise,
     keras.layers.BatchNormalization,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
     keras.layers.AveragePooling1D,
     keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
 )
 # After a Flatten, channels are spread over positions: only elementwise layers keep them apart.
 _ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
@@ -59,8 +64,12 @@ def core(layer):
 
 def columns(kernel, layer):
     """`layer`'s `kernel` (or a kernel-shaped array) as NumPy `[fan_in, units]` columns."""
-    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-    return np.asarray(keras.ops.convert_to_numpy(targeting.kernel_columns(kernel, depthwise)))
+    return np.asarray(keras.ops.convert_to_numpy(targeted_dropout.kernel_columns(kernel, layer)))
+
+
+def to_kernel(columns, layer):
+    """Inverse of `columns`: NumPy in the shape of `layer`'s kernel."""
+    return np.asarray(keras.ops.convert_to_numpy(targeted_dropout.columns_to_kernel(columns, layer)))
 
 
 def masked_kernel(layer):
@@ -144,6 +153,8 @@ def _follow(node, readers, outputs, calls):
         return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
     if not _elementwise(core(producer).activation):
         return Blocked(f"the activation of {name!r} mixes its units")
+    if getattr(core(producer), "groups", 1) > 1:
+        return Blocked(f"{name!r} is a grouped convolution, whose groups keep equal widths")
     between, positions = [], 1
     while True:
         if id(tensor) in outputs:
@@ -166,6 +177,8 @@ def _follow(node, readers, outputs, calls):
                 return Blocked(f"the units of {name!r} are flattened into {type(inner).__name__} {inner.name!r}")
             if getattr(inner, "data_format", "channels_last") != "channels_last":
                 return Blocked(f"{inner.name!r} is channels_first; only channels_last layers are resized")
+            if getattr(inner, "groups", 1) > 1:
+                return Blocked(f"the units of {name!r} reach {inner.name!r}, a grouped convolution")
             return Chain(producer, between, layer, positions, tensor)
         reason = _not_channelwise(layer, tensor, flattened=positions > 1 or any(
             isinstance(b, keras.layers.Flatten) for b in between))

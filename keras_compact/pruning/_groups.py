@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import as_functional, check_model, is_graph_model
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, kernel_of
 from keras_compact.pruning import _graph
 
 
@@ -68,6 +69,11 @@ class Member:
     output: Layout
     input_tensor: object = None
     wrapper: keras.layers.Layer = None
+    rows: Layout = None  # what the kernel's input axis reads, where it is not `inputs` (see `_separable`)
+
+    def __post_init__(self):
+        if self.rows is None:
+            self.rows = self.inputs
 
 
 @dataclasses.dataclass
@@ -294,10 +300,10 @@ class _Graph:
         if isinstance(result, str):
             self._opaque(outputs, inputs, described, result)
             return
-        kind, output = result
+        kind, output, *rows = result
         if kind != "pass" and kind != "merge":
             tensors = node.arguments.keras_tensors
-            self.members.append(Member(layer, kind, inputs[0], output, tensors[0], operation))
+            self.members.append(Member(layer, kind, inputs[0], output, tensors[0], operation, *rows))
         self.layouts[id(outputs[0])] = output
 
     def _opaque(self, outputs, inputs, described, reason):
@@ -345,20 +351,43 @@ class _Graph:
         if a.positions != b.positions or a.width != b.width:
             return None
         bounds = set(_bounds(a)) | set(_bounds(b))
-        for layout in (a, b):
-            offset = 0
-            for segment in layout.segments:
-                width = (segment.stop - segment.start) * segment.repeat
-                inside = sorted(bound - offset for bound in bounds if offset < bound < offset + width)
-                if inside and not self._split(segment, inside):
-                    return None
-                offset += width
+        if not (self._cut(a, bounds) and self._cut(b, bounds)):
+            return None
         a, b = self.resolve(a), self.resolve(b)
         if len(a.segments) != len(b.segments) or any(
             (x.stop - x.start, x.repeat) != (y.stop - y.start, y.repeat) for x, y in zip(a.segments, b.segments)
         ):
             return None
         return a, b
+
+    def _cut(self, layout, bounds):
+        """Splits `layout`'s spaces so that a segment ends at each of the channel-axis widths
+        `bounds`; False where one falls inside a depthwise-repeated channel."""
+        offset = 0
+        for segment in layout.segments:
+            width = (segment.stop - segment.start) * segment.repeat
+            inside = sorted(bound - offset for bound in bounds if offset < bound < offset + width)
+            if inside and not self._split(segment, inside):
+                return False
+            offset += width
+        return True
+
+    def slices(self, layout, count):
+        """`layout` cut into `count` equal slices of its channel axis (a grouped
+        convolution's groups), or None where it cannot be."""
+        if layout.positions != 1 or layout.width % count:
+            return None
+        step = layout.width // count
+        if not self._cut(layout, set(range(step, layout.width, step))):
+            return None
+        found, current, width = [], [], 0
+        for segment in self.resolve(layout).segments:
+            current.append(segment)
+            width += (segment.stop - segment.start) * segment.repeat
+            if width % step == 0:
+                found.append(Layout(tuple(current)))
+                current = []
+        return found
 
     def _split(self, segment, cuts):
         """Splits `segment`'s space, and every space joined to it, at channel widths `cuts`."""
@@ -473,16 +502,42 @@ def _channels(tensor):
 
 # The handlers: handler(graph, node, layer, input layouts) -> (kind, output layout), or a reason.
 def _producer(graph, node, layer, inputs):
+    """Dense and convolutions (also transposed): a new space of output channels. A grouped
+    convolution's `groups` slices of input share channel indices (channel j of each is
+    read by kernel row j), and its output is `groups` copies of one space, so every group
+    keeps as many channels as the others (what Torch-Pruning does for grouped convs)."""
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
-    if getattr(layer, "groups", 1) != 1:
-        return f"{layer.name!r} is a grouped convolution (groups={layer.groups})"
     if inputs[0].positions > 1 and not isinstance(layer, keras.layers.Dense):
         return f"channels are flattened into {type(layer).__name__} {layer.name!r}"
+    described = f"{type(layer).__name__} {layer.name!r}"
+    groups = getattr(layer, "groups", 1)
+    rows = inputs[0]
+    if groups > 1:
+        slices = graph.slices(inputs[0], groups)
+        if slices is None:
+            return f"{described} splits its input into {groups} groups across depthwise-repeated channels"
+        rows = graph.align(slices, described)
+    output = graph.new_space(_channels(node.outputs[0]) // groups, described)
+    output = Layout(output.segments * groups)
+    if not _graph._elementwise(layer.activation):
+        graph.block(output, f"the activation of {layer.name!r} mixes its channels")
+    return ("dense" if isinstance(layer, keras.layers.Dense) else "conv"), output, rows
+
+
+def _separable(graph, node, layer, inputs):
+    """A separable convolution: its depthwise step repeats each input channel
+    `depth_multiplier` times, which its pointwise kernel's rows read (`Member.rows`)."""
+    if layer.data_format != "channels_last":
+        return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
+    if inputs[0].positions > 1:
+        return f"channels are flattened into {layer.name!r}"
+    multiplier = layer.depth_multiplier
+    rows = Layout(tuple(dataclasses.replace(s, repeat=s.repeat * multiplier) for s in inputs[0].segments))
     output = graph.new_space(_channels(node.outputs[0]), f"{type(layer).__name__} {layer.name!r}")
     if not _graph._elementwise(layer.activation):
         graph.block(output, f"the activation of {layer.name!r} mixes its channels")
-    return ("dense" if isinstance(layer, keras.layers.Dense) else "conv"), output
+    return "separable", output, rows
 
 
 def _depthwise(graph, node, layer, inputs):
@@ -503,6 +558,13 @@ def _batch_norm(graph, node, layer, inputs):
     if [axis % rank for axis in axes] != [rank - 1] or inputs[0].positions > 1:
         return f"{layer.name!r} normalises axis {layer.axis}, not the channels"
     return "batchnorm", inputs[0]
+
+
+def _normalization(graph, node, layer, inputs):
+    rank = len(node.arguments.keras_tensors[0].shape)
+    if [axis % rank for axis in layer.axis] != [rank - 1] or inputs[0].positions > 1:
+        return f"{layer.name!r} normalises axis {layer.axis}, not the channels"
+    return "normalization", inputs[0]
 
 
 def _prelu(graph, node, layer, inputs):
@@ -598,9 +660,12 @@ _ELEMENTWISE_OPS = {
 }
 # Most specific first: the first class a layer is an instance of picks its handler.
 _HANDLERS = (
-    ((keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D), _producer),
+    ((keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, *TRANSPOSED_LAYERS),
+     _producer),
+    (SEPARABLE_LAYERS, _separable),
     ((keras.layers.DepthwiseConv2D,), _depthwise),
     ((keras.layers.BatchNormalization,), _batch_norm),
+    ((keras.layers.Normalization,), _normalization),
     ((keras.layers.PReLU,), _prelu),
     ((keras.layers.Flatten,), _flatten),
     ((keras.layers.Reshape,), _reshape),
@@ -608,14 +673,12 @@ _HANDLERS = (
     (_MERGES, _merge),
     (_CHANNELWISE, _channelwise),
 )
-_NOT_SUBCLASSES = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.SeparableConv1D,
-                   keras.layers.SeparableConv2D)
 
 
 def _handler(layer):
     if not isinstance(layer, keras.layers.Layer):
         return _raw_op
-    if isinstance(layer, keras.Model) or isinstance(layer, _NOT_SUBCLASSES):
+    if isinstance(layer, keras.Model):
         return None
     for classes, handler in _HANDLERS:
         if isinstance(layer, classes):
@@ -665,10 +728,43 @@ def _zeros(shape):
     return np.zeros(shape)
 
 
+def standard(kernel, layer):
+    """`kernel` (NumPy) with its input channels on axis -2 and its outputs on -1: a transposed
+    convolution's `[..., filters, in]` swapped (its own inverse)."""
+    return np.swapaxes(kernel, -1, -2) if isinstance(layer, TRANSPOSED_LAYERS) else kernel
+
+
 def _cut_kernel(layer, values, source_in, source_out):
-    kernel = _take(values[0], -2, source_in, _zeros)  # a new input channel is read with zero weights
-    kernel = _take(kernel, -1, source_out, layer.kernel_initializer)
+    kernel = _take(standard(values[0], layer), -2, source_in, _zeros)  # a new input channel is read with zeros
+    kernel = standard(_take(kernel, -1, source_out, _transposed(layer.kernel_initializer, layer)), layer)
     return [kernel] + [_take(bias, 0, source_out, layer.bias_initializer) for bias in values[1:]]
+
+
+def _transposed(initializer, layer):
+    """`initializer` for a new slice of `standard(kernel)`: drawn in the kernel's own shape."""
+    if not isinstance(layer, TRANSPOSED_LAYERS):
+        return initializer
+    return lambda shape: np.swapaxes(keras.ops.convert_to_numpy(initializer(shape[:-2] + shape[-1:] + shape[-2:-1])),
+                                     -1, -2)
+
+
+def _cut_separable(layer, values, source_rows, source_out):
+    """Depthwise kernel `[..., in, multiplier]` by input channel; pointwise `[..., in * multiplier,
+    filters]` by row and filter."""
+    multiplier = layer.depth_multiplier
+    first = source_rows[::multiplier]
+    source_in = np.where(first >= 0, first // multiplier, -1)
+    depthwise = _take(values[0], -2, source_in, layer.depthwise_initializer)
+    pointwise = _take(values[1], -2, source_rows, _zeros)
+    pointwise = _take(pointwise, -1, source_out, layer.pointwise_initializer)
+    return [depthwise, pointwise] + [_take(bias, 0, source_out, layer.bias_initializer) for bias in values[2:]]
+
+
+def _cut_normalization(layer, values, source_in, source_out):
+    """An adapted `Normalization`'s mean and variance by channel (its count is one number)."""
+    fills = {"mean": _zeros, "variance": np.ones}
+    return [_take(value, -1, source_in, fills[variable.name]) if variable.name in fills else value
+            for variable, value in zip(layer.weights, values)]
 
 
 def _cut_depthwise(layer, values, source_in, source_out):
@@ -690,8 +786,10 @@ def _cut_prelu(layer, values, source_in, source_out):
 _EDITS = {
     "dense": _cut_kernel,
     "conv": _cut_kernel,
+    "separable": _cut_separable,
     "depthwise": _cut_depthwise,
     "batchnorm": _cut_batch_norm,
+    "normalization": _cut_normalization,
     "prelu": _cut_prelu,
 }
 
@@ -700,11 +798,18 @@ def edit(graph, plan, weights, configs):
     """Writes into `weights`/`configs` (by layer name) every member as `plan` makes
     it: the layers `_graph.replacement` rebuilds."""
     for member in graph.members:
-        source_in = sources(graph, member.inputs, plan)
+        source_in = sources(graph, member.rows, plan)
         source_out = sources(graph, member.output, plan)
-        if _unchanged(source_in, member.inputs) and _unchanged(source_out, member.output):
+        if _unchanged(source_in, member.rows) and _unchanged(source_out, member.output):
             continue
         layer = member.layer
+        if member.kind == "normalization" and not layer.weights:  # mean and variance given as numbers
+            config = configs.setdefault(layer.name, layer.get_config())
+            for key, fill in (("mean", 0.0), ("variance", 1.0)):
+                if np.size(config[key]) > 1:
+                    config[key] = _take(np.asarray(config[key], "float64").reshape(-1), 0, source_in,
+                                        lambda shape, fill=fill: np.full(shape, fill)).tolist()
+            continue
         if member.kind == "reshape":
             config = configs.setdefault(layer.name, layer.get_config())
             shape = list(config["target_shape"])
@@ -714,7 +819,7 @@ def edit(graph, plan, weights, configs):
             continue
         values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
         weights[layer.name] = _EDITS[member.kind](layer, values, source_in, source_out)
-        if member.kind in ("dense", "conv"):
+        if member.kind in KERNELS:
             configs.setdefault(layer.name, layer.get_config())[
                 "units" if member.kind == "dense" else "filters"] = len(source_out)
 
@@ -728,8 +833,18 @@ def cut(graph, keep, weights, configs):
     edit(graph, {root: np.flatnonzero(kept) for root, kept in keep.items()}, weights, configs)
 
 
-def consumer_rows(kernel):
+# The members whose kernel reads a group's channels (along `Member.rows`) and writes its filters.
+KERNELS = ("dense", "conv", "separable")
+
+
+def kernel_value(member):
+    """The member's kernel that reads channels, as NumPy: a separable convolution's pointwise one."""
+    return keras.ops.convert_to_numpy(kernel_of(member.layer))
+
+
+def consumer_rows(kernel, layer=None):
     """A Dense/convolution kernel as `[input channel index, ...]` rows."""
+    kernel = kernel if layer is None else standard(kernel, layer)
     return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
 
 
@@ -738,10 +853,10 @@ def removable(graph):
     reads with zero weights (at least one consumer reads the group)."""
     zero, read = {}, {}
     for member in graph.members:
-        if member.kind not in ("dense", "conv"):
+        if member.kind not in KERNELS:
             continue
-        nonzero = consumer_rows(keras.ops.convert_to_numpy(member.layer.kernel)).any(axis=1)
-        roots, channels = graph.addresses(member.inputs)
+        nonzero = consumer_rows(kernel_value(member), member.layer).any(axis=1)
+        roots, channels = graph.addresses(member.rows)
         for root in np.unique(roots):
             if graph.reasons[root] is not None:
                 continue

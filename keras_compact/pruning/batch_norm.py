@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact._checks import is_int
-from keras_compact._cloning import as_functional, check_model, clone_with, is_graph_model
+from keras_compact._cloning import check_model, clone_with, inlined
 from keras_compact.pruning import _graph
 
 
@@ -46,14 +46,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
     copy = clone_with(model, lambda layer: _graph.replacement(layer, {}, {}))
-    functional = as_functional(copy)
-    nested = [layer.name for layer in functional.layers if is_graph_model(layer)
-              and any(isinstance(l, keras.layers.BatchNormalization) for l in layer._flatten_layers())]
-    if nested:
-        raise ValueError(
-            f"recalibrate_batch_norm measures the BatchNormalization layers of one graph; {nested} are nested "
-            "models that hold some. Recalibrate the model built flat, or each nested model on its own inputs."
-        )
+    functional, _ = inlined(copy)  # a nested backbone's layers, in one graph the probe can read
     norms = [layer for layer in functional.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         raise ValueError(f"The model {model.name!r} has no BatchNormalization layer to recalibrate.")

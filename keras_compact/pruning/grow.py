@@ -5,7 +5,10 @@ import numpy as np
 
 from keras_compact._checks import is_int
 from keras_compact._cloning import check_model, clone_with
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS
 from keras_compact.pruning import _graph, _groups
+
+GROWABLE = _graph.RESIZABLE + TRANSPOSED_LAYERS + SEPARABLE_LAYERS
 
 
 def grow(model, layer_name, units):
@@ -25,10 +28,11 @@ def grow(model, layer_name, units):
 
     Args:
         model: a Sequential or functional model.
-        layer_name: the name of a `Dense`, `Conv1D` or `Conv2D` layer of `model`
-            whose channels are prunable (not a model output, see
-            `channel_groups`).
-        units: how many channels to add, an integer >= 1.
+        layer_name: the name of a `Dense` or convolution (`Conv1D`/`2D`/`3D`,
+            transposed, separable) of `model` whose channels are prunable (not a
+            model output, see `channel_groups`).
+        units: how many channels to add, an integer >= 1 (for a grouped
+            convolution, a multiple of its `groups`: each group grows alike).
 
     Returns:
         The new model; `model` is not changed.
@@ -51,10 +55,10 @@ def grow(model, layer_name, units):
             f"layers: {sorted(layers)}"
         )
     producer = layers[layer_name]
-    if not isinstance(producer, _graph.RESIZABLE):
+    if not isinstance(producer, GROWABLE):
         raise ValueError(
-            f"grow adds units to Dense, Conv1D and Conv2D layers. Received: layer_name={layer_name!r}, "
-            f"a {type(producer).__name__}"
+            f"grow adds units to Dense and convolution layers ({', '.join(c.__name__ for c in GROWABLE)}). "
+            f"Received: layer_name={layer_name!r}, a {type(producer).__name__}"
         )
     graph = _groups.analyse(model)
     group = _groups.ChannelGroups(graph).group_of(layer_name)
@@ -63,7 +67,13 @@ def grow(model, layer_name, units):
         if reason == "its channels are a model output":
             reason = f"the units of {layer_name!r} are a model output"
         raise ValueError(f"grow cannot add units to {layer_name!r}: {reason}.")
-    plan = {group.root: np.concatenate([np.arange(group.size), np.full(units, -1)])}
+    copies = getattr(producer, "groups", 1)  # a grouped convolution's groups share the group's indices
+    if units % copies:
+        raise ValueError(
+            f"grow adds the same channels to each of the {copies} groups of {layer_name!r}: units must be a "
+            f"multiple of {copies}. Received: units={units}"
+        )
+    plan = {group.root: np.concatenate([np.arange(group.size), np.full(units // copies, -1)])}
     configs, weights = {}, {}
     _groups.edit(graph, plan, weights, configs)
     return clone_with(model, lambda layer: _graph.replacement(layer, configs, weights))

@@ -9,7 +9,13 @@ import numpy as np
 
 from keras_compact._checks import ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights
 from keras_compact._cloning import check_model, clone_with, fresh_copy
-from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS, TargetedDropout, call_with_values, check_supported
+from keras_compact.layers.targeted_dropout import (
+    SUPPORTED_LAYERS,
+    TargetedDropout,
+    call_with_values,
+    check_supported,
+    kernel_of,
+)
 from keras_compact.ops import targeting
 from keras_compact.pruning import _channel, _criteria, _graph, _groups
 from keras_compact.pruning._graph import masked_kernel
@@ -34,8 +40,10 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
     read them. The masks are non-trainable weights: they are saved with the model.
 
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D` or `DepthwiseConv2D` layer, or a
-            `TargetedDropout` wrapping one (which keeps dropping in training).
+        layer: a `Dense`, `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv2D`, a
+            transposed or a separable convolution (its pointwise kernel is
+            masked), or a `TargetedDropout` wrapping one (which keeps dropping
+            in training).
         granularity: `"weight"`, `"unit"` or `"channel"`: what `GradualPruning` removes.
 
     Example:
@@ -65,7 +73,7 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
         target = self.target
-        self.mask = self.add_weight(shape=target.kernel.shape, initializer="ones", trainable=False, name="mask")
+        self.mask = self.add_weight(shape=kernel_of(target).shape, initializer="ones", trainable=False, name="mask")
         self.bias_mask = (
             self.add_weight(shape=target.bias.shape, initializer="ones", trainable=False, name="bias_mask")
             if target.use_bias
@@ -76,7 +84,8 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
     def masked_values(self):
         """`(variable, masked value)` pairs of the kernel and, if any, the bias."""
         target = self.target
-        pairs = [(target.kernel, target.kernel.value * self.mask.value)]
+        kernel = kernel_of(target)
+        pairs = [(kernel, kernel.value * self.mask.value)]
         if self.bias_mask is not None:
             pairs.append((target.bias, target.bias.value * self.bias_mask.value))
         return pairs
@@ -205,8 +214,8 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     `BatchNormalization` after pruning, or at least re-estimate its statistics
     (`recalibrate_batch_norm`).
 
-    Biases are not pruned, except those of pruned units. Every `Dense`, `Conv1D`,
-    `Conv2D` and `DepthwiseConv2D` pruned (also inside a `TargetedDropout`,
+    Biases are not pruned, except those of pruned units. Every `Dense` and
+    convolution pruned (also inside a `TargetedDropout`,
     which is left out) gets a `PruningMask`, so the returned model can be
     fine-tuned with its zeros held at zero; `strip` then leaves plain layers and
     `shrink` removes pruned units. `model` itself is never changed.
@@ -286,8 +295,9 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
 def prunable(model, layers=None, granularity="weight"):
     """A copy of `model` ready for pruning during training: masks of ones.
 
-    Wraps every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` (also one
-    inside a `TargetedDropout`, which keeps dropping) of a functional,
+    Wraps every `Dense` and convolution (`Conv1D`/`2D`/`3D`, depthwise,
+    transposed, separable; also one inside a `TargetedDropout`, which keeps
+    dropping) of a functional,
     Sequential or nested model in a `PruningMask` whose masks keep everything;
     `keras_compact.callbacks.GradualPruning` then raises the sparsity during
     `fit`. Layers already wrapped keep their masks. `model` is not changed.
@@ -396,7 +406,7 @@ def unit_keep(layer, pruned):
     """The kernel-shaped bool keep-mask of `layer` (a `PruningMask`) without the `pruned` units."""
     columns = _graph.columns(np.ones(layer.mask.shape, bool), layer.target)
     columns[:, np.asarray(pruned, bool)] = False
-    return columns.reshape(layer.mask.shape)
+    return _graph.to_kernel(columns, layer.target)
 
 
 def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
@@ -569,7 +579,7 @@ def _layer_keep(kernel, sparsity, layer):
         extra = np.argsort(next_smallest, kind="stable")[:remainder]
         with_one_more = targeting.weight_candidates(columns, per_column + 1)
         keep[:, extra] = ~with_one_more[:, extra]
-    return keep.reshape(kernel.shape)
+    return _graph.to_kernel(keep, layer)
 
 
 def _prune_units(model, copy, masks, sparsity, criterion, x, y, merge):
@@ -605,8 +615,8 @@ def _layer_report(layer):
 def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers=None, **kwargs):
     """A copy of `model` with its layers in `TargetedDropout`, ready to train.
 
-    Wraps every `Dense`, `Conv1D`, `Conv2D` and `DepthwiseConv2D` of a
-    functional, Sequential or nested model (a `keras.applications` backbone
+    Wraps every `Dense` and convolution (`Conv1D`/`2D`/`3D`, depthwise,
+    transposed, separable) of a functional, Sequential or nested model (a `keras.applications` backbone
     included) in a `keras_compact.layers.TargetedDropout` holding a copy of the
     layer and its weights, as `prunable` wraps them in masks; ramp the rates
     with `keras_compact.callbacks.TargetedDropoutRamp`, then `prune`. `model`

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import check_model, clone_with
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, SUPPORTED_LAYERS
 from keras_compact.pruning import _graph, _groups
 from keras_compact.pruning.prune import strip
 
@@ -68,9 +69,11 @@ def _fold_constant_units(plain, graph, by_group):
     top = {id(layer) for layer in plain.layers}
     for layer in plain._flatten_layers(include_self=False):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        if not (depthwise or isinstance(layer, _graph.RESIZABLE)):
+        if not isinstance(layer, SUPPORTED_LAYERS):
             continue
-        kernel, bias = _graph.kernel_and_bias(layer, weights)
+        values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
+        at = 1 if isinstance(layer, SEPARABLE_LAYERS) else 0  # a separable convolution's units: pointwise columns
+        kernel, bias = values[at], (values[at + 1] if len(values) > at + 1 else None)
         dead = ~_graph.columns(kernel, layer).any(axis=0) & (bias == 0 if bias is not None else True)
         if layer.name in members:
             dead &= graph.kept(members[layer.name].output, kept)
@@ -83,6 +86,14 @@ def _fold_constant_units(plain, graph, by_group):
                 f"shrink cannot remove the {dead.sum()} zeroed channels of DepthwiseConv2D {layer.name!r}: a "
                 "depthwise channel is the channel it reads, so the layers before it would change too. Prune "
                 "with granularity='channel', which removes the whole channel group."
+            )
+        if not isinstance(layer, _graph.RESIZABLE):
+            if any(tensor is layer.output for tensor in plain.outputs if id(layer) in top):
+                continue  # removing units of an output would remove classes, as with a Dense
+            raise ValueError(
+                f"shrink cannot remove the {dead.sum()} pruned units of {type(layer).__name__} {layer.name!r}: "
+                "units of this layer type are removed only with their channel group. Prune with "
+                "granularity='channel'."
             )
         if isinstance(chain, _graph.Blocked) and chain.output:
             continue
