@@ -5,8 +5,9 @@ layer the graph cannot map) opens a *space* of channel indices. Each tensor of t
 model's graph carries a `Layout`: the spaces its channel axis is made of, in
 order (a `Concatenate` joins layouts; a `DepthwiseConv2D` with
 `depth_multiplier=m` repeats each channel m times; a `Flatten` spreads them over
-positions). Elementwise merges (`Add`, `Multiply`, ... and raw `keras.ops` such
-as `x + 3.0`) make their inputs' spaces one: a union-find over spaces. A class
+positions; a grouped convolution's output is `groups` copies of one space).
+Elementwise merges (`Add`, `Multiply`, ... and raw `keras.ops` such as
+`x + 3.0`) make their inputs' spaces one: a union-find over spaces. A class
 of spaces is a *channel group*: channel j of it is one channel of every tensor
 that carries it, and removing it cuts the same index from every member, as
 DepGraph (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
@@ -163,14 +164,18 @@ def channel_groups(model, ignored_layers=None):
     every set of channels that must be removed together: the outputs of layers
     joined by a residual `Add` (or `Subtract`, `Multiply`, `Average`, `Maximum`,
     `Minimum`, or a raw `keras.ops` sum such as MobileNetV3's hard sigmoid), a
-    `DepthwiseConv2D` and the channels it reads, a squeeze-and-excitation gate and
-    the feature map it scales, the slices of a `Concatenate`, and each channel's
-    `BatchNormalization` statistics, activations, pooling, padding, dropout,
-    `Flatten` and `Reshape` on the way. Channels that reach a model output, come
-    from a model input, or pass a layer the graph cannot map (a `Lambda`, a
-    `LayerNormalization` over the channels, a grouped convolution, a nested
-    subclassed model, a layer in `ignored_layers`) cannot be pruned, and the
-    group says why. Nested functional and Sequential models (a
+    `DepthwiseConv2D` or `SeparableConv1D`/`2D` and the channels it reads (each
+    repeated `depth_multiplier` times), the slices of a grouped convolution
+    (`groups=g`: channel j of every slice is one channel, so each group keeps as
+    many as the others), a squeeze-and-excitation gate and the feature map it
+    scales, the slices of a `Concatenate`, and each channel's
+    `BatchNormalization` or `Normalization` statistics, activations, pooling,
+    padding, dropout, `Flatten` and `Reshape` on the way. `Dense`, `Conv1D`,
+    `Conv2D`, `Conv3D` and the transposed convolutions make new channels.
+    Channels that reach a model output, come from a model input, or pass a
+    layer the graph cannot map (a `Lambda`, a `LayerNormalization` over the
+    channels, a nested subclassed model, a layer in `ignored_layers`) cannot be
+    pruned, and the group says why. Nested functional and Sequential models (a
     `keras.applications` backbone under a new head) are read through: their
     channels join the groups of the layers around them.
 
