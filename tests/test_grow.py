@@ -58,7 +58,7 @@ def test_grow_then_prune_and_shrink_returns_to_the_original_width():
     "name, units, message",
     [
         ("nope", 2, "layer_name='nope'"),
-        ("norm", 2, "Dense, Conv1D and Conv2D.*layer_name='norm', a BatchNormalization"),
+        ("norm", 2, r"Dense and convolution layers \(Dense, Conv1D, .*SeparableConv2D\).*layer_name='norm', a BatchNormalization"),
         ("out", 2, "'out' are a model output"),
         ("dense", 0, "units=0"),
         ("dense", 1.5, "units=1.5"),
