@@ -19,10 +19,15 @@ ZOO = {
     "ResNet50": lambda: A.ResNet50(input_shape=(64, 64, 3), weights=None, classes=5, classifier_activation=None),
     "DenseNet121": lambda: A.DenseNet121(input_shape=(64, 64, 3), weights=None, classes=5,
                                          classifier_activation=None),
+    # Separable convolutions through residual adds (Xception; 71x71 is its smallest input) and
+    # through NASNet's cells of concatenations, croppings and paddings.
+    "Xception": lambda: A.Xception(input_shape=(71, 71, 3), weights=None, classes=5, classifier_activation=None),
+    "NASNetMobile": lambda: A.NASNetMobile(input_shape=(64, 64, 3), weights=None, classes=5,
+                                           classifier_activation=None),
 }
 # MACs when every group loses half its channels: about a quarter (input and classes kept whole).
 MOST_MACS = {"MobileNetV2": 0.33, "MobileNetV3Small": 0.32, "EfficientNetB0": 0.30, "ResNet50": 0.28,
-             "DenseNet121": 0.28}
+             "DenseNet121": 0.28, "Xception": 0.28, "NASNetMobile": 0.31}
 
 
 def _images(model, count=4):
