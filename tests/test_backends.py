@@ -97,6 +97,20 @@ def test_export_from_a_jax_process_converts_and_verifies_against_the_jax_model(t
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_int16x8_export_from_a_jax_process_is_calibrated_in_the_tensorflow_subprocess(tmp_path, digits):
+    (x_train, y_train), (x_test, _) = digits
+    model = _dense_models()["targeted_dropout"]
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=2, verbose=0)
+    report = export(model, tmp_path / "m.tflite", verify_with=x_test[:200], quantization="int16x8",
+                    representative_data=x_train[:200])
+    assert report.builtin_only and report.top1_agreement >= 0.97, report
+    from ai_edge_litert.interpreter import Interpreter
+
+    types = {detail["dtype"] for detail in Interpreter(model_path=report.path).get_tensor_details()}
+    assert np.int16 in types and np.int8 in types
+
+
 def test_projection_bits_from_jax_equal_the_builtin_operator_in_the_exported_file(tmp_path, rng):
     model = _dense_models()["projection"]
     layer = model.layers[0]

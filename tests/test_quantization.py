@@ -15,7 +15,7 @@ from tflite_export import _flatbuffer as fb
 
 pytestmark = pytest.mark.tensorflow_backend("converts in this process; other backends convert in a TensorFlow subprocess, tested in test_backends.py")
 
-_MODES = ["dynamic", "float16", "int8", "int8_io"]
+_MODES = ["dynamic", "float16", "int8", "int8_io", "int16x8"]
 
 
 def _trained(model, x, y, epochs=8):
@@ -60,8 +60,13 @@ def test_every_quantization_mode_runs_in_litert_and_agrees(tmp_path, models, dig
             export(models[kind], tmp_path / "m.tflite", quantization=mode, representative_data=x_train)
         assert not (tmp_path / "m.tflite").exists()
         return
+    if kind == "hadamard" and mode == "int16x8":  # its normalization has no 16x8 kernel
+        with pytest.raises(ValueError, match="16x8-bit not yet supported for op: 'L2_NORMALIZATION'.*'int8'"):
+            export(models[kind], tmp_path / "m.tflite", quantization=mode, representative_data=x_train)
+        assert not (tmp_path / "m.tflite").exists()
+        return
     report = export(models[kind], tmp_path / "m.tflite", verify_with=x_test, quantization=mode,
-                    representative_data=x_train if mode.startswith("int8") else None)
+                    representative_data=x_train if mode in ("int8", "int8_io", "int16x8") else None)
     assert report.builtin_only and report.num_examples == len(x_test)
     assert report.top1_agreement >= 0.97, report
     keras_accuracy = np.mean(models[kind].predict(x_test, verbose=0).argmax(-1) == y_test)
@@ -73,6 +78,20 @@ def test_every_quantization_mode_runs_in_litert_and_agrees(tmp_path, models, dig
         assert info.outputs[0].dtype == "int8"
     else:
         assert info.inputs[0].dtype == "float32"
+    if mode == "int16x8":  # int16 activations inside, int8 weights
+        types = {t.type for t in fb.read(open(report.path, "rb").read()).subgraphs[0].tensors}
+        assert schema.TensorType.INT16 in types and schema.TensorType.INT8 in types
+
+
+@pytest.mark.tensorflow_backend("the LiteRT refusal is read after conversion, the same on every backend")
+def test_int16x8_where_litert_has_no_kernel_is_refused_with_the_reason(tmp_path):
+    # MobileNetV2's depthwise convolutions: LiteRT's 16x8 kernel refuses them (int16 accumulation overflow).
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=4)
+    data = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"LiteRT cannot run this file: .*DEPTHWISE_CONV_2D.* failed to prepare\. "
+                                         r"Nothing was written to .*use quantization='int8'"):
+        export(model, tmp_path / "m.tflite", quantization="int16x8", representative_data=data)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_quantized_files_are_smaller(tmp_path, models):

@@ -83,11 +83,11 @@ def _parser(prog):
     export = commands.add_parser("export", help="convert a .keras model to a verified .tflite file")
     export.add_argument("model", help="the .keras file")
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    export.add_argument("--quantize", choices=("dynamic", "float16", "int8", "int8_io"), default=None)
+    export.add_argument("--quantize", choices=("dynamic", "float16", "int8", "int8_io", "int16x8"), default=None)
     export.add_argument(
         "--representative",
         default=None,
-        help=".npz with calibration inputs (one array, or one per input name); needed by int8",
+        help=".npz with calibration inputs (one array, or one per input name); needed by int8, int8_io and int16x8",
     )
     export.add_argument("--verify", default=None, help=".npz with examples to compare on (default: random)")
     export.add_argument(

@@ -196,9 +196,12 @@ def export(
         quantization: `None` (float32), `"dynamic"` (int8 weights, float
             activations), `"float16"` (float16 weights), `"int8"` (int8 weights
             and activations, float32 inputs and outputs; needs
-            `representative_data`) or `"int8_io"` (int8 inputs and outputs too;
-            not for models with a ProjectionLayer, whose LSH bits enter as float).
-        representative_data: calibration inputs for `"int8"`/`"int8_io"`: an
+            `representative_data`), `"int8_io"` (int8 inputs and outputs too;
+            not for models with a ProjectionLayer, whose LSH bits enter as float)
+            or `"int16x8"` (int8 weights, int16 activations: 256 times finer
+            activation steps than int8, where LiteRT has 16x8 kernels for every
+            operator; a file it cannot run is refused, with the reason).
+        representative_data: calibration inputs for `"int8"`/`"int8_io"`/`"int16x8"`: an
             array (or a list/dict with one entry per input), a `tf.data.Dataset`
             or a generator of such batches (`(x, y)` pairs keep `x`); at most 300
             examples are used. Without `verify_with`, they are also what the file
@@ -260,7 +263,8 @@ def export(
     names = [tensor.name for tensor in lowered.inputs]
     verification = _write_verified(
         path, model_bytes, functools.partial(
-            _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite)
+            _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite,
+            quantization=quantization)
     )
     return _report(path, model_bytes, encodings, verification, lowered)
 
@@ -279,7 +283,7 @@ def _export_through_tensorflow(
     verification = _write_verified(
         path, model_bytes, functools.partial(
             _verify_file, reference, examples, names, min_agreement, path,
-            allow_non_finite=options["allow_non_finite"])
+            allow_non_finite=options["allow_non_finite"], quantization=options["quantization"])
     )
     return _other_backend.report_with(report, path, verification)
 
@@ -413,13 +417,21 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
-def _verify_file(reference, examples, names, min_agreement, path, written, allow_non_finite=False):
+def _verify_file(reference, examples, names, min_agreement, path, written, allow_non_finite=False,
+                 quantization=None):
     """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError;
-    a ValueError too for non-finite outputs unless `allow_non_finite`.
+    a ValueError too for non-finite outputs unless `allow_non_finite`, or for a file LiteRT
+    cannot run.
 
     `examples` are in the Keras model's input order; `names` are the file's names for them.
     """
-    result = _parity(reference, written, examples, names)
+    try:
+        result = _parity(reference, written, examples, names)
+    except _verify.UnpreparedFile as error:
+        advice = (" LiteRT has no 16x8 kernel for some operators and shapes (a DEPTHWISE_CONV_2D whose int16 "
+                  "accumulation could overflow, for one): use quantization='int8'."
+                  if quantization == "int16x8" else "")
+        raise ValueError(f"{error} Nothing was written to {path}.{advice}") from error
     _check_finite_outputs(reference, result, allow_non_finite, path)
     if not (result.num_examples + result.non_finite_outputs + result.file_non_finite_outputs):
         raise ValueError(
@@ -658,7 +670,7 @@ def _convert(lowered, cuts, quantization=None, sparse=False, representative=None
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         head_examples = None
-        if quantization in ("int8", "int8_io"):
+        if quantization in _quantize.CALIBRATED:
             head_examples = _head_inputs(lowered, cuts, specs, representative)
         _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
         if sparse:
@@ -720,7 +732,9 @@ def _unsupported(model, error):
             "or do it outside the model (before or after the .tflite file)."
         )
     first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
-    return ValueError(f"The TFLite converter could not convert the model: {first}")
+    advice = (" LiteRT's 16x8 quantization covers fewer operators than int8: use quantization='int8' (or "
+              "float32 for this model)." if "16x8" in first else "")
+    return ValueError(f"The TFLite converter could not convert the model: {first}{advice}")
 
 
 def _head_inputs(lowered, cuts, specs, representative):

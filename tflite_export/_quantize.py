@@ -4,7 +4,9 @@ import tensorflow as tf
 
 from tflite_export import _verify
 
-QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int8_io")
+QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int8_io", "int16x8")
+# The ones that quantize activations: calibrated on representative data.
+CALIBRATED = ("int8", "int8_io", "int16x8")
 # Calibration rarely improves past a few hundred examples; more only costs time.
 MAX_REPRESENTATIVE_EXAMPLES = 300
 
@@ -14,7 +16,7 @@ def check(quantization, representative_data):
         raise ValueError(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
-    if quantization in ("int8", "int8_io") and representative_data is None:
+    if quantization in CALIBRATED and representative_data is None:
         raise ValueError(
             f"quantization={quantization!r} quantizes activations and needs representative_data: "
             "a few hundred real inputs (an array, a list/dict per input, a tf.data.Dataset or a "
@@ -47,6 +49,11 @@ def configure(converter, quantization, representative):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int16x8":  # int16 activations, int8 weights: LiteRT's 16x8 kernels
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     elif quantization in ("int8", "int8_io"):
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

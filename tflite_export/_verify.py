@@ -199,6 +199,10 @@ def run_keras(model, inputs, batch_size=256):
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
+class UnpreparedFile(RuntimeError):
+    """LiteRT refused to prepare a file (an operator without a kernel for its types or shapes)."""
+
+
 class LiteRTRunner:
     """Feeds one example at a time to a `.tflite` model by input name.
 
@@ -208,7 +212,10 @@ class LiteRTRunner:
 
     def __init__(self, model_bytes):
         self.interpreter = Interpreter(model_content=bytes(model_bytes))
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter.allocate_tensors()
+        except RuntimeError as error:  # a kernel's Prepare refused the file
+            raise UnpreparedFile(f"LiteRT cannot run this file: {str(error).strip()}") from error
         signature = fb.read(model_bytes).signatureDefs[0]
         details = {d["index"]: d for d in self.interpreter.get_input_details()}
         self.inputs = [details[entry.tensorIndex] for entry in signature.inputs]
