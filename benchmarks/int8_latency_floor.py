@@ -19,12 +19,12 @@ import pathlib
 import platform
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
 
 from keras_compact.pruning import macs, prune, shrink
+from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
 from tflite_export import export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,29 +45,6 @@ def variants(size):
     return found
 
 
-def latency(paths, example, rounds, runs, delegate):
-    """Median milliseconds per invoke of each file, the files timed in turn in every round."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreters = {}
-    for name, path in paths.items():
-        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], example[None].astype(detail["dtype"]))
-        interpreter.invoke()
-        interpreters[name] = interpreter
-    times = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
-
-
 def rows_for(size, quick):
     models = variants(size)
     calibration = np.random.default_rng(0).uniform(0, 255, size=(32, size, size, 3)).astype("float32")
@@ -85,8 +62,8 @@ def rows_for(size, quick):
         for delegate in (True, False):
             for kind in ("float32", "int8"):
                 files = {name: paths[(name, kind)] for name in models}
-                timed[(kind, delegate)] = latency(files, calibration[0], rounds=2 if quick else 5,
-                                                  runs=10 if quick else 40, delegate=delegate)
+                timed[(kind, delegate)] = litert_latency(files, calibration[0], rounds=2 if quick else 5,
+                                                         runs=10 if quick else 40, delegate=delegate)
                 print(size, kind, "XNNPack" if delegate else "builtin", timed[(kind, delegate)], flush=True)
     base = macs(models["alpha 1.0"])
     for name, model in models.items():

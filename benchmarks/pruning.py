@@ -228,13 +228,15 @@ def unit_rows(train, test, epochs):
     return rows
 
 
-def litert_latency(paths, example, rounds=5, runs=200):
-    """Median LiteRT milliseconds per invoke of each file, files timed in turn."""
-    from ai_edge_litert.interpreter import Interpreter
+def litert_latency(paths, example, rounds=5, runs=200, delegate=True):
+    """Median LiteRT milliseconds per invoke of each file, files timed in turn (`delegate=False`:
+    without the interpreter's default XNNPack delegate)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreters = {}
     for name, path in paths.items():
-        interpreter = Interpreter(model_path=str(path))
+        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], example[None].astype(detail["dtype"]))

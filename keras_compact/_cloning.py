@@ -127,25 +127,30 @@ def fresh_copy(layer):
 
 
 def inlined(model):
-    """`model` as one Functional graph over its own layers, and where its tensors went.
+    """A copy of `model` as one Functional graph, and where `model`'s tensors went in it.
 
-    Every nested Functional or Sequential model is inlined: its layers are called
-    again (shared, not copied) on the outer graph's tensors, so a probe model can
-    read the tensors inside a `keras.applications` backbone under a new head.
-    Returns `(functional, tensors)`: `tensors` maps `id(t)` of every tensor of
-    `model`'s graphs, nested ones included, to the tensor that computes it in
-    `functional`.
+    Every nested Functional or Sequential model is inlined, so a probe model can read
+    the tensors inside a `keras.applications` backbone under a new head. Each layer is
+    a fresh copy holding the original's weights (a layer called twice is one copy, called
+    twice), so `model`'s layers gain no new calls. Returns `(functional, tensors,
+    originals)`: `tensors` maps `id(t)` of every tensor of `model`'s graphs, nested ones
+    included, to the tensor that computes it in `functional`; `originals` maps `id` of
+    each copied layer to the layer of `model` it copies.
     """
     functional = as_functional(model)
     renamed = iter(io_names(functional.inputs))
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=next(renamed)) for t in functional.inputs]
     tensors = {id(old): new for old, new in zip(functional.inputs, inputs)}
-    _inline(functional, tensors)
+    copies = {}
+    _inline(functional, tensors, copies)
     outputs = keras.tree.map_structure(lambda tensor: tensors[id(tensor)], functional.outputs)
-    return keras.Model(inputs, outputs, name=model.name), tensors
+    flat = keras.Model(inputs, outputs, name=model.name)
+    for copy, original in copies.values():
+        copy.set_weights(original.get_weights())
+    return flat, tensors, {id(copy): original for copy, original in copies.values()}
 
 
-def _inline(graph, tensors):
+def _inline(graph, tensors, copies):
     depths = sorted(graph._nodes_by_depth, reverse=True)
     for node in (node for depth in depths for node in graph._nodes_by_depth[depth]):
         operation = node.operation
@@ -156,9 +161,13 @@ def _inline(graph, tensors):
             inner = as_functional(operation)
             for tensor, value in zip(inner.inputs, keras.tree.flatten((args, kwargs))):
                 tensors[id(tensor)] = value
-            _inline(inner, tensors)
+            _inline(inner, tensors, copies)
             results = [tensors[id(tensor)] for tensor in keras.tree.flatten(inner.outputs)]
         else:
+            if isinstance(operation, keras.layers.Layer):  # a raw keras.ops call is stateless: reused
+                if id(operation) not in copies:
+                    copies[id(operation)] = (fresh_copy(operation), operation)
+                operation = copies[id(operation)][0]
             results = keras.tree.flatten(operation(*args, **kwargs))
         for tensor, value in zip(node.outputs, results):
             tensors[id(tensor)] = value

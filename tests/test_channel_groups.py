@@ -471,7 +471,10 @@ def test_a_nested_backbone_under_a_new_head_is_pruned_and_shrunk_through():
     assert grow(model, "Conv_1", 4).get_layer("head").kernel.shape[0] == backbone.get_layer("Conv_1").filters + 4
     # Criteria that read activations and the statistics' recalibration reach inside the backbone.
     x = _x(model, 8)
+    calls = {layer.name: len(layer._inbound_nodes) for layer in backbone.layers if layer.weights}
     _shrunk_equals_masked(prune(model, 0.5, granularity="channel", criterion="onorm", data=x))
+    # The probe reads a flat copy: the user's layers are not called again.
+    assert {layer.name: len(layer._inbound_nodes) for layer in backbone.layers if layer.weights} == calls
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     taylor = prune(model, 0.5, granularity="channel", criterion="taylor", data=(x, np.arange(8) % 3))
     _shrunk_equals_masked(taylor)

@@ -115,7 +115,7 @@ def _activation_scores(graph, criterion, model, x, y):
     if not read:
         return {}
     tensors, layouts = zip(*read.values())
-    flat, inside = inlined(graph.model)  # the tensors of a nested backbone, in one graph a probe reads
+    flat, inside, _ = inlined(graph.model)  # the tensors of a nested backbone, in one graph a probe reads
     probe = keras.Model(flat.inputs[0], [inside[id(tensor)] for tensor in tensors] + [flat.outputs[0]])
     if criterion == "onorm":
         totals = [0.0] * len(tensors)

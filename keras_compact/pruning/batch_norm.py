@@ -46,7 +46,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
     copy = clone_with(model, lambda layer: _graph.replacement(layer, {}, {}))
-    functional, _ = inlined(copy)  # a nested backbone's layers, in one graph the probe can read
+    functional, _, originals = inlined(copy)  # a nested backbone's layers, in one graph the probe can read
     norms = [layer for layer in functional.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         raise ValueError(f"The model {model.name!r} has no BatchNormalization layer to recalibrate.")
@@ -73,6 +73,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
             counts[index] += len(value)  # positions count as examples
     for layer, total, square, count in zip(order, sums, squares, counts):
         mean = total / count
+        layer = originals[id(layer)]  # the copy's own BatchNormalization
         layer.moving_mean.assign(mean.astype("float32"))
         layer.moving_variance.assign(np.maximum(square / count - mean**2, 0.0).astype("float32"))
     return copy
