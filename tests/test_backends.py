@@ -111,6 +111,16 @@ def test_int16x8_export_from_a_jax_process_is_calibrated_in_the_tensorflow_subpr
     assert np.int16 in types and np.int8 in types
 
 
+def test_quantization_report_from_jax_runs_in_the_tensorflow_subprocess(digits):
+    from tflite_export import quantization_report
+
+    (x_train, _), _ = digits
+    model = _dense_models()["targeted_dropout"]
+    report = quantization_report(model, x_train[:100])
+    assert {row.layer for row in report.layers} == {layer.name for layer in model.layers}
+    assert all(0 < row.error_steps < 1.0 for row in report.layers), report
+
+
 def test_projection_bits_from_jax_equal_the_builtin_operator_in_the_exported_file(tmp_path, rng):
     model = _dense_models()["projection"]
     layer = model.layers[0]

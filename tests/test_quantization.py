@@ -10,7 +10,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from keras_compact import HadamardClassifier, HSICBottleneck, ProjectionLayer, TargetedDropout
 from keras_compact.ops import hadamard_class_matrix
 from keras_compact.pruning import prune
-from tflite_export import _cli, export, inspect, predict, verify
+from tflite_export import _cli, export, inspect, predict, quantization_report, verify
 from tflite_export import _flatbuffer as fb
 
 pytestmark = pytest.mark.tensorflow_backend("converts in this process; other backends convert in a TensorFlow subprocess, tested in test_backends.py")
@@ -145,6 +145,54 @@ def test_export_below_min_agreement_fails_and_leaves_no_file(tmp_path, models, d
     report = export(models["plain"], path, verify_with=x_test, quantization="int8", representative_data=zeros,
                     min_agreement=None)
     assert report.top1_agreement < 0.95 and path.exists()
+
+
+def _damaged(digits):
+    """A digits MLP whose middle layer has one huge weight per unit: int8 rounds its others to zero."""
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    model = _trained(keras.Sequential([
+        keras.Input((64,), name="pixels"), keras.layers.Dense(64, activation="relu", name="hidden"),
+        keras.layers.Dense(32, activation="relu", name="damaged"), keras.layers.Dense(10, activation="softmax",
+                                                                                    name="classes")]), x, y, 3)
+    healthy = keras.models.clone_model(model)
+    healthy.set_weights(model.get_weights())
+    kernel, bias = model.get_layer("damaged").get_weights()
+    kernel[5, :] = 200.0 * np.abs(kernel).max()
+    model.get_layer("damaged").set_weights([kernel, bias])
+    return healthy, model
+
+
+def test_quantization_report_names_the_layer_that_loses_the_most(digits):
+    (x, _), _ = digits
+    healthy, damaged = _damaged(digits)
+    report = quantization_report(healthy, x[:300])
+    assert {row.layer for row in report.layers} == {"hidden", "damaged", "classes"}
+    assert all(row.error_steps < 1.0 for row in report.layers), report  # rounding alone: about 0.29
+    report = quantization_report(damaged, x[:300], debug_data=x[300:400])
+    assert report.worst(1) == ["damaged"] and report.layers[0].error_steps > 10, report
+    assert [row.error_steps for row in report.layers] == sorted((r.error_steps for r in report.layers), reverse=True)
+    assert report.examples == 64 and "| damaged | FULLY_CONNECTED |" in str(report)
+    assert quantization_report(healthy, x[:300], quantization="int16x8").layers
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(quantization="dynamic"), r"quantization_report measures .* Received: quantization='dynamic'"),
+    (dict(representative_data=None), "needs representative_data"),
+])
+def test_quantization_report_bad_arguments(digits, kwargs, message):
+    (x, _), _ = digits
+    healthy, _ = _damaged(digits)
+    with pytest.raises(ValueError, match=message):
+        quantization_report(healthy, **{"representative_data": x[:100], **kwargs})
+
+
+def test_an_int8_refusal_names_the_layers_that_add_the_most_error(tmp_path, digits):
+    (x, _), (x_test, _) = digits
+    _, damaged = _damaged(digits)
+    with pytest.raises(ValueError, match=r"agrees .* only .*quantization_report on these examples\): \['damaged'"):
+        export(damaged, tmp_path / "m.tflite", verify_with=x_test, quantization="int8", representative_data=x[:300])
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_verify_compares_any_file_with_its_model(tmp_path, models, digits):

@@ -16,6 +16,9 @@ _PUBLIC = {
     "TensorInfo": "tflite_export._inspect",
     "inspect": "tflite_export._inspect",
     "read_metadata": "tflite_export._inspect",
+    "LayerError": "tflite_export._quantization_report",
+    "QuantizationReport": "tflite_export._quantization_report",
+    "quantization_report": "tflite_export._quantization_report",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import functools
 import json
@@ -264,7 +265,7 @@ def export(
     verification = _write_verified(
         path, model_bytes, functools.partial(
             _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite,
-            quantization=quantization)
+            quantization=quantization, representative=representative)
     )
     return _report(path, model_bytes, encodings, verification, lowered)
 
@@ -283,7 +284,8 @@ def _export_through_tensorflow(
     verification = _write_verified(
         path, model_bytes, functools.partial(
             _verify_file, reference, examples, names, min_agreement, path,
-            allow_non_finite=options["allow_non_finite"], quantization=options["quantization"])
+            allow_non_finite=options["allow_non_finite"], quantization=options["quantization"],
+            representative=representative)
     )
     return _other_backend.report_with(report, path, verification)
 
@@ -418,7 +420,7 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
 
 
 def _verify_file(reference, examples, names, min_agreement, path, written, allow_non_finite=False,
-                 quantization=None):
+                 quantization=None, representative=None):
     """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError;
     a ValueError too for non-finite outputs unless `allow_non_finite`, or for a file LiteRT
     cannot run.
@@ -444,6 +446,7 @@ def _verify_file(reference, examples, names, min_agreement, path, written, allow
             f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
             f"of {result.num_examples} examples (min_agreement={min_agreement}); nothing was written to {path}. "
             "Try another quantization, better representative_data, or pass min_agreement=None."
+            + _worst_layers(reference, representative, examples, quantization)
         )
     if result.non_finite_examples:
         warnings.warn(
@@ -477,6 +480,18 @@ def _check_finite_outputs(reference, result, allow_non_finite, path):
             f"{problem} Nothing was written to {path}. Pass allow_non_finite=True to write the file anyway."
         )
     warnings.warn(f"{problem} The file was written (allow_non_finite=True).", stacklevel=5)
+
+
+def _worst_layers(reference, representative, examples, quantization):
+    """For a refusal: the layers `quantization_report` finds adding the most error, in a sentence."""
+    if quantization not in _quantize.CALIBRATED or representative is None:
+        return ""
+    from tflite_export._quantization_report import quantization_report
+
+    by_name = lambda entries: dict(zip([t.name for t in reference.inputs], entries))  # noqa: E731
+    report = quantization_report(reference, by_name(representative), quantization, debug_data=by_name(examples))
+    return (f" The layers that add the most error, worst first (quantization_report on these examples): "
+            f"{report.worst(3)}.")
 
 
 def _parity(reference, model_bytes, examples, names, argument="verify_with"):
@@ -655,6 +670,22 @@ def _read_file(tflite):
 
 def _convert(lowered, cuts, quantization=None, sparse=False, representative=None, batch_size=1):
     """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs."""
+    with _converter(lowered, cuts, quantization, representative, batch_size) as (converter, head, _, _):
+        if sparse:
+            converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        try:
+            model_bytes = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
+            raise _unsupported(head, error) from error
+    if cuts:
+        model_bytes = _lowering.lower_projections(model_bytes, cuts)
+    return _name_io_tensors(model_bytes)
+
+
+@contextlib.contextmanager
+def _converter(lowered, cuts, quantization, representative, batch_size=1):
+    """The TFLite converter of the lowered model's head (without its LSH_PROJECTIONs), set for
+    `quantization`: `(converter, head, specs, head_examples)`, valid inside the `with`."""
     if cuts:
         head, specs = _lowering.head_model(lowered, cuts)
     else:
@@ -673,15 +704,7 @@ def _convert(lowered, cuts, quantization=None, sparse=False, representative=None
         if quantization in _quantize.CALIBRATED:
             head_examples = _head_inputs(lowered, cuts, specs, representative)
         _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
-        if sparse:
-            converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        try:
-            model_bytes = converter.convert()
-        except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
-            raise _unsupported(head, error) from error
-    if cuts:
-        model_bytes = _lowering.lower_projections(model_bytes, cuts)
-    return _name_io_tensors(model_bytes)
+        yield converter, head, specs, head_examples
 
 
 def _with_metadata(model_bytes, cuts, labels, metadata, quantization, projection_lowering):

@@ -40,11 +40,16 @@ try:
             f"from its .keras file: {error}. Custom layers must be registered "
             "(keras.saving.register_keras_serializable) in a module that module imports."
         ) from None
-    report = export(model, os.path.join(work, "model.tflite"), verify_with=inputs("examples_"),
-                    representative_data=inputs("representative_"), **options)
-    from keras_compact._cloning import io_names
-    # The file's names for the inputs, in the model's order (what export compared with).
-    result = {"report": report, "names": io_names(model.inputs)}
+    if options.pop("function", "export") == "quantization_report":
+        from tflite_export import quantization_report
+        result = {"report": quantization_report(model, inputs("representative_"), debug_data=inputs("examples_"),
+                                                **options)}
+    else:
+        report = export(model, os.path.join(work, "model.tflite"), verify_with=inputs("examples_"),
+                        representative_data=inputs("representative_"), **options)
+        from keras_compact._cloning import io_names
+        # The file's names for the inputs, in the model's order (what export compared with).
+        result = {"report": report, "names": io_names(model.inputs)}
 except BaseException as error:
     result = {"error": error}
 with open(os.path.join(work, "result.pkl"), "wb") as stream:
@@ -65,29 +70,43 @@ def convert(reference, examples, representative, **options):
         **options: the other arguments of `export` (JSON-serialisable).
     """
     with tempfile.TemporaryDirectory(prefix="keras-compact-export-") as work:
-        reference.save(os.path.join(work, "model.keras"))
-        arrays = {f"examples_{i}": np.asarray(value) for i, value in enumerate(examples)}
-        for i, value in enumerate(representative or []):
-            arrays[f"representative_{i}"] = np.asarray(value)
-        np.savez(os.path.join(work, "data.npz"), **arrays)
-        with open(os.path.join(work, "options.json"), "w") as stream:
-            json.dump(options, stream)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        process = subprocess.run(
-            [sys.executable, "-c", _CONVERT, work], env=env, capture_output=True, text=True
-        )
-        result_path = os.path.join(work, "result.pkl")
-        if not os.path.exists(result_path):
-            raise RuntimeError(
-                f"The TensorFlow-backend Python that converts the model exited with {process.returncode}:\n"
-                + process.stderr[-3000:]
-            )
-        with open(result_path, "rb") as stream:
-            result = pickle.load(stream)
-        if "error" in result:
-            raise result["error"]
+        result = _run(work, reference, examples, representative, options)
         with open(os.path.join(work, "model.tflite"), "rb") as stream:
             return stream.read(), result["report"], result["names"]
+
+
+def quantization_report(reference, representative, debug, quantization):
+    """`quantization_report(reference, ...)` in a TensorFlow-backend Python (`debug`: the arrays the
+    errors are measured on, one per input)."""
+    with tempfile.TemporaryDirectory(prefix="keras-compact-export-") as work:
+        options = {"function": "quantization_report", "quantization": quantization}
+        return _run(work, reference, debug, representative, options)["report"]
+
+
+def _run(work, reference, examples, representative, options):
+    """Runs `_CONVERT` on the model saved in `work`; its result dict, or its error raised here."""
+    reference.save(os.path.join(work, "model.keras"))
+    arrays = {f"examples_{i}": np.asarray(value) for i, value in enumerate(examples)}
+    for i, value in enumerate(representative or []):
+        arrays[f"representative_{i}"] = np.asarray(value)
+    np.savez(os.path.join(work, "data.npz"), **arrays)
+    with open(os.path.join(work, "options.json"), "w") as stream:
+        json.dump(options, stream)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.run(
+        [sys.executable, "-c", _CONVERT, work], env=env, capture_output=True, text=True
+    )
+    result_path = os.path.join(work, "result.pkl")
+    if not os.path.exists(result_path):
+        raise RuntimeError(
+            f"The TensorFlow-backend Python that converts the model exited with {process.returncode}:\n"
+            + process.stderr[-3000:]
+        )
+    with open(result_path, "rb") as stream:
+        result = pickle.load(stream)
+    if "error" in result:
+        raise result["error"]
+    return result
 
 
 def report_with(report, path, verification):

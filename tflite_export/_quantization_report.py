@@ -1,0 +1,185 @@
+"""Where int8 (or 16x8) quantization loses accuracy: the error each operator of the file adds.
+
+TensorFlow's `tf.lite.experimental.QuantizationDebugger` runs the quantized file
+with every quantized operator shadowed by its float computation on the same
+(dequantized) inputs, so the difference it records per operator is the error
+*that operator* adds, not the error accumulated before it. This module runs it on
+the file `export` would write, maps each operator back to the Keras layer it came
+from (the converter keeps the layer names in its tensor names), and ranks them.
+"""
+
+import csv
+import dataclasses
+import io
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_compact._cloning import check_model
+from tflite_export import _lowering
+from tflite_export import _other_backend
+from tflite_export import _quantize
+from tflite_export import _verify
+
+# The debugger runs each example twice per operator; a few dozen examples rank the layers.
+_DEBUG_EXAMPLES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerError:
+    """The error one quantized operator adds.
+
+    `layer` is the Keras layer it computes (the tensor name where none matches);
+    `error_steps` the root-mean-square difference from the float computation on
+    the same inputs, in quantization steps of the output (about 0.29 is the
+    rounding alone; larger is error the operator adds, from its weights or a
+    range too wide for its values); `max_abs_error` in the output's units.
+    """
+
+    layer: str
+    operator: str
+    tensor: str
+    error_steps: float
+    max_abs_error: float
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationReport:
+    """Per operator of the quantized file, worst first (`quantization_report`)."""
+
+    quantization: str
+    examples: int
+    layers: tuple
+
+    def worst(self, count=5):
+        """The names of the `count` layers that add the most error, worst first."""
+        names = []
+        for row in self.layers:
+            if row.layer not in names:
+                names.append(row.layer)
+        return names[:count]
+
+    def __str__(self):
+        rows = [
+            f"quantization={self.quantization!r}: the error each operator adds, on {self.examples} examples "
+            "(RMSE in quantization steps; rounding alone is about 0.29)",
+            "",
+            "| layer | operator | error (steps) | max abs error |",
+            "|---|---|---|---|",
+        ]
+        rows += [f"| {row.layer} | {row.operator} | {row.error_steps:.2f} | {row.max_abs_error:.4g} |"
+                 for row in self.layers[:15]]
+        if len(self.layers) > 15:
+            rows.append(f"| ({len(self.layers) - 15} more) | | | |")
+        return "\n".join(rows)
+
+    def _repr_markdown_(self):
+        return str(self)
+
+
+def quantization_report(model, representative_data, quantization="int8", debug_data=None):
+    """The error each operator of the quantized file adds, mapped to Keras layers, worst first.
+
+    Export with `quantization="int8"` refuses a file whose top-1 class agrees with
+    the Keras model too rarely; this says where the error comes from. It converts
+    the model as `export` does (calibrated on `representative_data`), then runs
+    TensorFlow's quantization debugger on up to 64 of those examples (or of
+    `debug_data`): every quantized operator is compared with its float
+    computation on the same inputs.
+    Layers at the top of the list are the ones to keep in float32 or to train
+    quantization-aware.
+
+    Args:
+        model: a Keras model (as `export` takes it).
+        representative_data: calibration inputs, as `export` takes them.
+        quantization: `"int8"`, `"int8_io"` or `"int16x8"`.
+        debug_data: the inputs to measure the errors on, as `export`'s
+            `verify_with` takes them (default: `representative_data`).
+
+    Returns:
+        A `QuantizationReport`: `.layers` (`LayerError`s, worst first),
+        `.worst(count)` (layer names), `print(report)` for a table.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,), name="x"), keras.layers.Dense(16, activation="relu",
+    ...                           name="hidden"), keras.layers.Dense(3, name="classes")])
+    >>> data = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    >>> report = quantization_report(model, data)
+    >>> sorted(report.worst())
+    ['classes', 'hidden']
+    """
+    from tflite_export import _export
+
+    if quantization not in _quantize.CALIBRATED:
+        raise ValueError(
+            f"quantization_report measures the quantizations that calibrate activations, one of "
+            f"{_quantize.CALIBRATED}. Received: quantization={quantization!r}"
+        )
+    check_model(model, "quantization_report")
+    reference = _export._deployable(model)
+    if representative_data is None:
+        raise ValueError("quantization_report needs representative_data: a few hundred real inputs.")
+    representative = _quantize.representative_examples(reference, representative_data)
+    debug = representative
+    if debug_data is not None:
+        debug = _verify.model_inputs(reference, debug_data, "debug_data", limit=_DEBUG_EXAMPLES)
+    if keras.backend.backend() != "tensorflow":
+        return _other_backend.quantization_report(reference, representative, debug, quantization)
+    lowered = _lowering.lowered_copy(reference, "builtin")
+    cuts = _lowering.find_projections(lowered)
+    with _export._converter(lowered, cuts, quantization, representative) as (converter, head, specs, _):
+        examples = _export._head_inputs(lowered, cuts, specs, debug)
+        count = min(len(examples[0]), _DEBUG_EXAMPLES)
+
+        def debug_dataset():
+            for i in range(count):
+                yield [np.asarray(value[i : i + 1], dtype=dtype) for (_, dtype, _), value in zip(specs, examples)]
+
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+            debugger.run()
+        except Exception as error:  # the converter's and the debugger's errors, with MLIR dumps
+            raise _export._unsupported(head, error) from error
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    names = {layer.name for layer in head._flatten_layers()} - {head.name}
+    outputs = list(getattr(head, "output_names", None) or [])
+    # The lowered copy holds the layers inside TargetedDropout / PruningMask wrappers: name the user's.
+    users = {}
+    for layer in reference._flatten_layers(include_self=False):
+        inner = layer
+        while isinstance(inner, keras.layers.Wrapper):
+            inner = inner.layer
+            users.setdefault(inner.name, layer.name)
+    rows = []
+    for stats in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(stats["scale"] or "nan")
+        rmse = float(np.sqrt(float(stats["mean_squared_error"] or "nan")))
+        layer = _layer_of(stats["tensor_name"], names, outputs)
+        rows.append(LayerError(
+            layer=users.get(layer, layer), operator=stats["op_name"], tensor=stats["tensor_name"],
+            error_steps=rmse / scale if scale > 0 else float("nan"),
+            max_abs_error=float(stats["max_abs_error"] or "nan"), scale=scale,
+        ))
+    rows.sort(key=lambda row: -row.error_steps if np.isfinite(row.error_steps) else 0.0)
+    return QuantizationReport(quantization, count, tuple(rows))
+
+
+def _layer_of(tensor, names, outputs):
+    """The Keras layer a converter tensor name comes from (`model_1/block2a_se_reduce_1/Sigmoid`,
+    fused names joined by `;`): the last path part that names a layer; a model output
+    (`StatefulPartitionedCall_1:0`), the layer that computes it; else the tensor itself."""
+    output = re.fullmatch(r"StatefulPartitionedCall(?:_\d+)?:(\d+)", tensor)
+    if output and int(output.group(1)) < len(outputs):
+        return outputs[int(output.group(1))]
+    found = None
+    for part in re.split(r"[/;]", tensor):
+        for candidate in (part, re.sub(r"_\d+$", "", part)):
+            if candidate in names:
+                found = candidate
+                break
+    return found or tensor
