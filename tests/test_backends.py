@@ -111,7 +111,7 @@ def test_int16x8_export_from_a_jax_process_is_calibrated_in_the_tensorflow_subpr
     assert np.int16 in types and np.int8 in types
 
 
-def test_quantization_report_from_jax_runs_in_the_tensorflow_subprocess(digits):
+def test_quantization_report_and_float_layers_from_jax_run_in_the_tensorflow_subprocess(tmp_path, digits):
     from tflite_export import quantization_report
 
     (x_train, _), _ = digits
@@ -119,6 +119,15 @@ def test_quantization_report_from_jax_runs_in_the_tensorflow_subprocess(digits):
     report = quantization_report(model, x_train[:100])
     assert {row.layer for row in report.layers} == {layer.name for layer in model.layers}
     assert all(0 < row.error_steps < 1.0 for row in report.layers), report
+    # float_layers reach the TensorFlow subprocess by name (a callable is resolved here first).
+    exported = export(model, tmp_path / "m.tflite", quantization="int8", representative_data=x_train[:100],
+                      float_layers=lambda layer: isinstance(layer, TargetedDropout))
+    assert exported.top1_agreement >= 0.97, exported
+    from ai_edge_litert.interpreter import Interpreter
+
+    shapes = {tuple(d["shape"]): d["dtype"] for d in Interpreter(model_path=exported.path).get_tensor_details()
+              if len(d["shape"]) == 2 and d["shape"][0] > 1}
+    assert shapes[(32, 64)] == np.float32 and shapes[(10, 32)] == np.int8  # TargetedDropout's Dense in float
 
 
 def test_projection_bits_from_jax_equal_the_builtin_operator_in_the_exported_file(tmp_path, rng):

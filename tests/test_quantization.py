@@ -195,6 +195,56 @@ def test_an_int8_refusal_names_the_layers_that_add_the_most_error(tmp_path, digi
     assert not (tmp_path / "m.tflite").exists()
 
 
+def _kernel_types(path):
+    """`{kernel shape: tensor type}` of the 2-D constant tensors of a file."""
+    parsed = fb.read(open(path, "rb").read())
+    return {tuple(t.shape): t.type for t in parsed.subgraphs[0].tensors
+            if len(t.shape) == 2 and parsed.buffers[t.buffer].data is not None and len(parsed.buffers[t.buffer].data)}
+
+
+def test_float_layers_keep_the_named_layers_in_float32_and_save_the_int8_file(tmp_path, digits):
+    (x, _), (x_test, _) = digits
+    _, damaged = _damaged(digits)
+    for float_layers in (["damaged"], lambda layer: layer.name == "damaged"):
+        report = export(damaged, tmp_path / "m.tflite", verify_with=x_test, quantization="int8",
+                        representative_data=x[:300], float_layers=float_layers)
+        assert report.top1_agreement >= 0.97 and report.builtin_only, report
+        types = _kernel_types(report.path)
+        assert types[(32, 64)] == schema.TensorType.FLOAT32  # damaged's kernel, [units, inputs] in the file
+        assert types[(64, 64)] == schema.TensorType.INT8 and types[(10, 32)] == schema.TensorType.INT8
+    code, out, err = _cli_run_saved(tmp_path, damaged, x, "--float-layers", "damaged")
+    assert code == 0 and "builtin only" in out, err
+
+
+def _cli_run_saved(tmp_path, model, x, *flags):
+    import contextlib
+    import io
+
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", pixels=x[:300])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _cli.main(["export", str(tmp_path / "model.keras"), "-o", str(tmp_path / "cli.tflite"), "--quantize",
+                          "int8", "--representative", str(tmp_path / "data.npz"), "--min-agreement", "none", *flags])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(float_layers=["nowhere"]), r"float_layers names layers that .* does not have: \['nowhere'\]"),
+    (dict(float_layers="damaged"), r"float_layers must be a non-empty list of layer names or a callable"),
+    (dict(float_layers=lambda layer: False), "chose no layer of the model"),
+    (dict(float_layers=["damaged"], quantization="int16x8"), r"needs quantization='int8'. Received: quantization='int16x8'"),
+    (dict(float_layers=["dropout"]), r"no operator of their own in the file: \['dropout'\]"),
+])
+def test_bad_float_layers_are_refused_before_anything_is_written(tmp_path, digits, kwargs, message):
+    (x, _), _ = digits
+    model = keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(16, name="damaged"),
+                              keras.layers.Dropout(0.5, name="dropout"), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match=message):
+        export(model, tmp_path / "m.tflite", **{"quantization": "int8", "representative_data": x[:100], **kwargs})
+    assert not list(tmp_path.iterdir())
+
+
 def test_verify_compares_any_file_with_its_model(tmp_path, models, digits):
     (_, _), (x_test, _) = digits
     report = export(models["hadamard"], tmp_path / "h.tflite")

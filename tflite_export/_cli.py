@@ -18,6 +18,7 @@ _FLAGS = {
     "min_agreement": "--min-agreement",
     "allow_non_finite": "--allow-non-finite",
     "representative_data": "--representative",
+    "float_layers": "--float-layers",
     "verify_with": "--verify",
     "quantization": "--quantize",
     "projection_lowering": "--projection-lowering",
@@ -98,6 +99,10 @@ def _parser(prog):
         help="write the file even when the model's outputs are NaN or infinite (refused by default)",
     )
     export.add_argument("--labels", default=None, help="text file with one class name per line, stored as metadata")
+    export.add_argument(
+        "--float-layers", default=None, type=lambda text: [name for name in text.split(",") if name],
+        help="with --quantize int8: comma-separated layer names to keep in float32",
+    )
     export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
 
     inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
@@ -244,6 +249,7 @@ def _export(args):
         allow_non_finite=args.allow_non_finite,
         projection_lowering=args.projection_lowering,
         labels=labels,
+        float_layers=args.float_layers,
     )
     print(report)
     return 0

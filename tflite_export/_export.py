@@ -125,6 +125,7 @@ def export(
     metadata=None,
     batch_size=1,
     allow_non_finite=False,
+    float_layers=None,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -224,6 +225,10 @@ def export(
             it) or `False`.
         allow_non_finite: write the file even when the Keras model's or the
             file's outputs are NaN or infinite for finite inputs.
+        float_layers: with `quantization="int8"`, layers to keep in float32
+            (names, or a callable `layer -> bool`): the rest is int8, with
+            QUANTIZE/DEQUANTIZE around them. `quantization_report(...).worst(3)`
+            names the layers that lose the most.
 
     Returns:
         An `ExportReport`.
@@ -242,12 +247,13 @@ def export(
         min_agreement, batch_size, metadata, sparse, allow_non_finite,
     )
     reference = _deployable(model)
+    float_layers = _quantize.float_layer_names(reference, float_layers, quantization)
     if keras.backend.backend() != "tensorflow":
         return _export_through_tensorflow(
             reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
             quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
             labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
-            batch_size=batch_size, allow_non_finite=bool(allow_non_finite),
+            batch_size=batch_size, allow_non_finite=bool(allow_non_finite), float_layers=float_layers,
         )
     lowered = _lowering.lowered_copy(reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
@@ -257,7 +263,8 @@ def export(
         representative = _quantize.representative_examples(reference, representative_data)
     examples = _examples(reference, verify_with, representative, num_random_examples, seed)
     convert = functools.partial(
-        _convert, lowered, cuts, quantization, representative=representative, batch_size=batch_size
+        _convert, lowered, cuts, quantization, representative=representative, batch_size=batch_size,
+        float_layers=float_layers, reference=reference,
     )
     encodings = _encodings(convert, _kernels(lowered), sparse)
     model_bytes = _with_metadata(encodings.chosen, cuts, labels, metadata, quantization, projection_lowering)
@@ -668,13 +675,22 @@ def _read_file(tflite):
         return stream.read()
 
 
-def _convert(lowered, cuts, quantization=None, sparse=False, representative=None, batch_size=1):
-    """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs."""
-    with _converter(lowered, cuts, quantization, representative, batch_size) as (converter, head, _, _):
+def _convert(lowered, cuts, quantization=None, sparse=False, representative=None, batch_size=1, float_layers=None,
+             reference=None):
+    """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs;
+    with `float_layers` (names of `reference`'s layers), those left in float32."""
+    with _converter(lowered, cuts, quantization, representative, batch_size) as (converter, head, specs, examples):
         if sparse:
             converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
         try:
-            model_bytes = converter.convert()
+            if float_layers:
+                debug = lambda: ([np.asarray(v[i : i + 1], dtype) for (_, dtype, _), v in zip(specs, examples)]  # noqa: E731
+                                 for i in range(min(len(examples[0]), 8)))
+                model_bytes = _quantize.selective(converter, head, reference, float_layers, debug)
+            else:
+                model_bytes = converter.convert()
+        except _quantize.FloatLayersError:
+            raise
         except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
             raise _unsupported(head, error) from error
     if cuts:

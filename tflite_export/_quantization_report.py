@@ -159,7 +159,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     for stats in csv.DictReader(io.StringIO(dump.getvalue())):
         scale = float(stats["scale"] or "nan")
         rmse = float(np.sqrt(float(stats["mean_squared_error"] or "nan")))
-        layer = _layer_of(stats["tensor_name"], names, outputs)
+        layer = layer_of(stats["tensor_name"], names, outputs)
         rows.append(LayerError(
             layer=users.get(layer, layer), operator=stats["op_name"], tensor=stats["tensor_name"],
             error_steps=rmse / scale if scale > 0 else float("nan"),
@@ -169,7 +169,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     return QuantizationReport(quantization, count, tuple(rows))
 
 
-def _layer_of(tensor, names, outputs):
+def layer_of(tensor, names, outputs):
     """The Keras layer a converter tensor name comes from (`model_1/block2a_se_reduce_1/Sigmoid`,
     fused names joined by `;`): the last path part that names a layer; a model output
     (`StatefulPartitionedCall_1:0`), the layer that computes it; else the tensor itself."""

@@ -1,5 +1,6 @@
 """Quantization settings of the converter and the representative data they need."""
 
+import keras
 import tensorflow as tf
 
 from tflite_export import _verify
@@ -22,6 +23,78 @@ def check(quantization, representative_data):
             "a few hundred real inputs (an array, a list/dict per input, a tf.data.Dataset or a "
             "generator). Received: representative_data=None"
         )
+
+
+class FloatLayersError(ValueError):
+    """`float_layers` names a layer the file has no operator of."""
+
+
+def float_layer_names(model, float_layers, quantization):
+    """`float_layers` (names, or a callable `layer -> bool`) as checked names of `model`'s layers, or None."""
+    if float_layers is None:
+        return None
+    if quantization != "int8":
+        raise ValueError(
+            "float_layers keeps the named layers in float32 in an otherwise int8 file: it needs "
+            f"quantization='int8'. Received: quantization={quantization!r}"
+        )
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if not isinstance(layer, keras.layers.InputLayer)]
+    if callable(float_layers):
+        names = [layer.name for layer in layers if float_layers(layer)]
+        if not names:
+            raise ValueError("float_layers (a callable) chose no layer of the model; nothing would stay in float32.")
+        return names
+    if isinstance(float_layers, str) or not all(isinstance(name, str) for name in float_layers) or not float_layers:
+        raise ValueError(
+            "float_layers must be a non-empty list of layer names or a callable layer -> bool. "
+            f"Received: float_layers={float_layers!r}"
+        )
+    unknown = sorted(set(float_layers) - {layer.name for layer in layers})
+    if unknown:
+        raise ValueError(
+            f"float_layers names layers that {model.name!r} does not have: {unknown}. Its layers: "
+            f"{sorted(layer.name for layer in layers)[:30]}"
+        )
+    return list(dict.fromkeys(float_layers))
+
+
+def selective(converter, head, model, float_layers, representative):
+    """The int8 file with `float_layers` (names of `model`'s layers; wrappers name what they wrap)
+    left in float32: calibrated once, then quantized with their operators on the quantizer's
+    deny list (`tf.lite.experimental.QuantizationDebugger`'s selective quantization)."""
+    from tflite_export import _flatbuffer as fb
+    from tflite_export._quantization_report import layer_of
+
+    wanted = {}
+    for layer in model._flatten_layers(include_self=False):
+        if layer.name in float_layers:
+            inner = layer
+            wanted[layer.name] = layer.name
+            while isinstance(inner, keras.layers.Wrapper):
+                inner = inner.layer
+                wanted[inner.name] = layer.name
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
+    subgraph = fb.read(debugger.calibrated_model).subgraphs[0]
+    names = {layer.name for layer in head._flatten_layers()} - {head.name}
+    outputs = list(getattr(head, "output_names", None) or [])
+    nodes, found = [], set()
+    for operator in subgraph.operators:
+        for index in operator.outputs:
+            tensor = subgraph.tensors[index].name.decode()
+            layer = layer_of(tensor, names, outputs)
+            if layer in wanted:
+                nodes.append(tensor)
+                found.add(wanted[layer])
+    missing = [name for name in float_layers if name not in found]
+    if missing:
+        raise FloatLayersError(
+            f"float_layers names layers with no operator of their own in the file: {missing} (a layer the "
+            "converter folds into its neighbour, or one that computes nothing at inference, such as Dropout). "
+            "Name the layer that computes it."
+        )
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+    return debugger.get_nondebug_quantized_model()
 
 
 def representative_examples(model, data):
