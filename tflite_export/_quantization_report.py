@@ -95,7 +95,8 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     Args:
         model: a Keras model (as `export` takes it).
         representative_data: calibration inputs, as `export` takes them.
-        quantization: `"int8"`, `"int8_io"` or `"int16x8"`.
+        quantization: `"int8"` or `"int8_io"` (the same operators inside). The
+            debugger quantizes to int8 only, so `"int16x8"` is refused.
         debug_data: the inputs to measure the errors on, as `export`'s
             `verify_with` takes them (default: `representative_data`).
 
@@ -114,10 +115,10 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     """
     from tflite_export import _export
 
-    if quantization not in _quantize.CALIBRATED:
+    if quantization not in ("int8", "int8_io"):
         raise ValueError(
-            f"quantization_report measures the quantizations that calibrate activations, one of "
-            f"{_quantize.CALIBRATED}. Received: quantization={quantization!r}"
+            "quantization_report measures int8 quantization (TensorFlow's debugger quantizes to int8 only), "
+            f"one of ('int8', 'int8_io'). Received: quantization={quantization!r}"
         )
     check_model(model, "quantization_report")
     reference = _export._deployable(model)
@@ -148,13 +149,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     debugger.layer_statistics_dump(dump)
     names = {layer.name for layer in head._flatten_layers()} - {head.name}
     outputs = list(getattr(head, "output_names", None) or [])
-    # The lowered copy holds the layers inside TargetedDropout / PruningMask wrappers: name the user's.
-    users = {}
-    for layer in reference._flatten_layers(include_self=False):
-        inner = layer
-        while isinstance(inner, keras.layers.Wrapper):
-            inner = inner.layer
-            users.setdefault(inner.name, layer.name)
+    users = users_names(reference)
     rows = []
     for stats in csv.DictReader(io.StringIO(dump.getvalue())):
         scale = float(stats["scale"] or "nan")
@@ -167,6 +162,20 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
         ))
     rows.sort(key=lambda row: -row.error_steps if np.isfinite(row.error_steps) else 0.0)
     return QuantizationReport(quantization, count, tuple(rows))
+
+
+def users_names(model):
+    """`{name: the user's name}` for every layer of `model` and every layer inside its wrappers:
+    the lowered copy the converter sees holds the layers inside `TargetedDropout` and
+    `PruningMask`, and the user knows the wrapper's name."""
+    names = {}
+    for layer in model._flatten_layers(include_self=False):
+        names.setdefault(layer.name, layer.name)
+        inner = layer
+        while isinstance(inner, keras.layers.Wrapper):
+            inner = inner.layer
+            names.setdefault(inner.name, layer.name)
+    return names
 
 
 def layer_of(tensor, names, outputs):

@@ -64,16 +64,9 @@ def selective(converter, head, model, float_layers, representative):
     left in float32: calibrated once, then quantized with their operators on the quantizer's
     deny list (`tf.lite.experimental.QuantizationDebugger`'s selective quantization)."""
     from tflite_export import _flatbuffer as fb
-    from tflite_export._quantization_report import layer_of
+    from tflite_export._quantization_report import layer_of, users_names
 
-    wanted = {}
-    for layer in model._flatten_layers(include_self=False):
-        if layer.name in float_layers:
-            inner = layer
-            wanted[layer.name] = layer.name
-            while isinstance(inner, keras.layers.Wrapper):
-                inner = inner.layer
-                wanted[inner.name] = layer.name
+    wanted = {name: user for name, user in users_names(model).items() if user in float_layers}
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
     subgraph = fb.read(debugger.calibrated_model).subgraphs[0]
     names = {layer.name for layer in head._flatten_layers()} - {head.name}
