@@ -31,7 +31,8 @@ _DEBUG_EXAMPLES = 64
 class LayerError:
     """The error one quantized operator adds.
 
-    `layer` is the Keras layer it computes (the tensor name where none matches);
+    `layer` is the name of the Keras layer it computes (None where the
+    converter's tensor name names none);
     `error_steps` the root-mean-square difference from the float computation on
     the same inputs, in quantization steps of the output (about 0.29 is the
     rounding alone; larger is error the operator adds, from its weights or a
@@ -58,7 +59,7 @@ class QuantizationReport:
         """The names of the `count` layers that add the most error, worst first."""
         names = []
         for row in self.layers:
-            if row.layer not in names:
+            if row.layer is not None and row.layer not in names:
                 names.append(row.layer)
         return names[:count]
 
@@ -70,8 +71,8 @@ class QuantizationReport:
             "| layer | operator | error (steps) | max abs error |",
             "|---|---|---|---|",
         ]
-        rows += [f"| {row.layer} | {row.operator} | {row.error_steps:.2f} | {row.max_abs_error:.4g} |"
-                 for row in self.layers[:15]]
+        rows += [f"| {row.layer or f'(tensor {row.tensor})'} | {row.operator} | {row.error_steps:.2f} | "
+                 f"{row.max_abs_error:.4g} |" for row in self.layers[:15]]
         if len(self.layers) > 15:
             rows.append(f"| ({len(self.layers) - 15} more) | | | |")
         return "\n".join(rows)
@@ -181,7 +182,7 @@ def users_names(model):
 def layer_of(tensor, names, outputs):
     """The Keras layer a converter tensor name comes from (`model_1/block2a_se_reduce_1/Sigmoid`,
     fused names joined by `;`): the last path part that names a layer; a model output
-    (`StatefulPartitionedCall_1:0`), the layer that computes it; else the tensor itself."""
+    (`StatefulPartitionedCall_1:0`), the layer that computes it; else None."""
     output = re.fullmatch(r"StatefulPartitionedCall(?:_\d+)?:(\d+)", tensor)
     if output and int(output.group(1)) < len(outputs):
         return outputs[int(output.group(1))]
@@ -191,4 +192,4 @@ def layer_of(tensor, names, outputs):
             if candidate in names:
                 found = candidate
                 break
-    return found or tensor
+    return found
