@@ -383,7 +383,14 @@ def _examples(reference, verify_with, representative, num_random_examples, seed)
 
 
 def _kernels(model):
-    return [np.asarray(layer.kernel.value) for layer in model._flatten_layers() if hasattr(layer, "kernel")]
+    """The weight matrices whose zeros a sparse encoding skips (a separable convolution's: its pointwise one)."""
+    kernels = []
+    for layer in model._flatten_layers():
+        kernel = getattr(layer, "kernel", None)
+        kernel = getattr(layer, "pointwise_kernel", None) if kernel is None else kernel
+        if kernel is not None:
+            kernels.append(np.asarray(kernel.value))
+    return kernels
 
 
 @dataclasses.dataclass
