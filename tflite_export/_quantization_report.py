@@ -124,7 +124,11 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     check_model(model, "quantization_report")
     reference = _export._deployable(model)
     if representative_data is None:
-        raise ValueError("quantization_report needs representative_data: a few hundred real inputs.")
+        raise ValueError(
+            "quantization_report calibrates int8 ranges and needs representative_data: a few hundred real "
+            "inputs (an array, a list/dict per input, a tf.data.Dataset or a generator). "
+            "Received: representative_data=None"
+        )
     representative = _quantize.representative_examples(reference, representative_data)
     debug = representative
     if debug_data is not None:
