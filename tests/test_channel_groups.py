@@ -533,8 +533,11 @@ def test_a_grouped_convolution_loses_the_same_channels_in_every_group():
     x = _x(model)
     np.testing.assert_allclose(np.asarray(wider(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
     assert wider.get_layer("two_groups").kernel.shape == (1, 1, 12, 24)
-    with pytest.raises(ValueError, match="each of the 4 groups of 'four_groups': units must be a multiple of 4"):
+    with pytest.raises(ValueError, match="each of the 4 groups of 'four_groups'.s channels: units must be a multiple"):
         grow(model, "four_groups", 3)
+    # two_groups (groups=2) shares the group of 4 channels that four_groups repeats 4 times: it holds
+    # them 4 times too, so 8 more of its channels are 2 more channels of the group.
+    assert grow(model, "two_groups", 8).get_layer("two_groups").filters == 24
 
 
 def _transposed():

@@ -31,8 +31,9 @@ def grow(model, layer_name, units):
         layer_name: the name of a `Dense` or convolution (`Conv1D`/`2D`/`3D`,
             transposed, separable) of `model` whose channels are prunable (not a
             model output, see `channel_groups`).
-        units: how many channels to add, an integer >= 1 (for a grouped
-            convolution, a multiple of its `groups`: each group grows alike).
+        units: how many channels to add, an integer >= 1. For a grouped
+            convolution (and a layer joined to one), a multiple of how many
+            groups its output holds: each group grows alike.
 
     Returns:
         The new model; `model` is not changed.
@@ -67,11 +68,15 @@ def grow(model, layer_name, units):
         if reason == "its channels are a model output":
             reason = f"the units of {layer_name!r} are a model output"
         raise ValueError(f"grow cannot add units to {layer_name!r}: {reason}.")
-    copies = getattr(producer, "groups", 1)  # a grouped convolution's groups share the group's indices
+    # A grouped convolution's output holds its group's channels once per group (and so does every
+    # layer joined to one): each new channel of the group is that many channels of the layer.
+    member = next(m for m in graph.members if m.layer.name == layer_name)
+    roots, _ = graph.addresses(member.output)
+    copies = int(np.sum(roots == group.root)) // group.size
     if units % copies:
         raise ValueError(
-            f"grow adds the same channels to each of the {copies} groups of {layer_name!r}: units must be a "
-            f"multiple of {copies}. Received: units={units}"
+            f"grow adds the same channels to each of the {copies} groups of {layer_name!r}'s channels: units "
+            f"must be a multiple of {copies}. Received: units={units}"
         )
     plan = {group.root: np.concatenate([np.arange(group.size), np.full(units // copies, -1)])}
     configs, weights = {}, {}
