@@ -691,8 +691,7 @@ def _convert(lowered, cuts, quantization=None, sparse=False, representative=None
             converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
         try:
             if float_layers:
-                debug = lambda: ([np.asarray(v[i : i + 1], dtype) for (_, dtype, _), v in zip(specs, examples)]  # noqa: E731
-                                 for i in range(min(len(examples[0]), 8)))
+                debug = lambda: _lists_of_one(specs, examples, 8)  # noqa: E731 (the debugger runs none of them)
                 model_bytes = _quantize.selective(converter, head, reference, float_layers, debug)
             else:
                 model_bytes = converter.convert()
@@ -797,6 +796,12 @@ def _head_inputs(lowered, cuts, specs, representative):
 def _batches_of_one(specs, values):
     for i in range(len(values[0])):
         yield {name: np.asarray(value[i : i + 1], dtype=dtype) for (name, dtype, _), value in zip(specs, values)}
+
+
+def _lists_of_one(specs, values, count):
+    """The first `count` examples, each a list of batch-1 inputs in `specs`' order (the debugger's format)."""
+    for i in range(min(len(values[0]), count)):
+        yield [np.asarray(value[i : i + 1], dtype=dtype) for (_, dtype, _), value in zip(specs, values)]
 
 
 def _name_io_tensors(model_bytes):

@@ -140,20 +140,16 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     with _export._converter(lowered, cuts, quantization, representative) as (converter, head, specs, _):
         examples = _export._head_inputs(lowered, cuts, specs, debug)
         count = min(len(examples[0]), _DEBUG_EXAMPLES)
-
-        def debug_dataset():
-            for i in range(count):
-                yield [np.asarray(value[i : i + 1], dtype=dtype) for (_, dtype, _), value in zip(specs, examples)]
-
         try:
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=lambda: _export._lists_of_one(specs, examples, count)
+            )
             debugger.run()
         except Exception as error:  # the converter's and the debugger's errors, with MLIR dumps
             raise _export._unsupported(head, error) from error
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
-    names = {layer.name for layer in head._flatten_layers()} - {head.name}
-    outputs = list(getattr(head, "output_names", None) or [])
+    names, outputs = head_names(head)
     users = users_names(reference)
     rows = []
     for stats in csv.DictReader(io.StringIO(dump.getvalue())):
@@ -167,6 +163,11 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
         ))
     rows.sort(key=lambda row: -row.error_steps if np.isfinite(row.error_steps) else 0.0)
     return QuantizationReport(quantization, count, tuple(rows))
+
+
+def head_names(head):
+    """`(layer names, output layer names)` of the converted head: what `layer_of` matches."""
+    return {layer.name for layer in head._flatten_layers()} - {head.name}, list(getattr(head, "output_names", None) or [])
 
 
 def users_names(model):

@@ -64,13 +64,12 @@ def selective(converter, head, model, float_layers, representative):
     left in float32: calibrated once, then quantized with their operators on the quantizer's
     deny list (`tf.lite.experimental.QuantizationDebugger`'s selective quantization)."""
     from tflite_export import _flatbuffer as fb
-    from tflite_export._quantization_report import layer_of, users_names
+    from tflite_export._quantization_report import head_names, layer_of, users_names
 
     wanted = {name: user for name, user in users_names(model).items() if user in float_layers}
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
     subgraph = fb.read(debugger.calibrated_model).subgraphs[0]
-    names = {layer.name for layer in head._flatten_layers()} - {head.name}
-    outputs = list(getattr(head, "output_names", None) or [])
+    names, outputs = head_names(head)
     nodes, found = [], set()
     for operator in subgraph.operators:
         for index in operator.outputs:

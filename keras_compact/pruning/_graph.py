@@ -234,8 +234,9 @@ def kernel_and_bias(layer, weights):
     """`layer`'s kernel and bias (None without one) as NumPy: from `weights[layer.name]`
     when an edit has set them, else from the layer."""
     values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
+    at = 1 if isinstance(layer, targeted_dropout.SEPARABLE_LAYERS) else 0  # after its depthwise kernel
     # From the list, not `layer.use_bias`: an edit may have given the layer a bias (a folded constant).
-    return values[0], (values[1] if len(values) > 1 else None)
+    return values[at], (values[at + 1] if len(values) > at + 1 else None)
 
 
 def replacement(layer, configs, weights):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import check_model, clone_with
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, SUPPORTED_LAYERS
+from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS
 from keras_compact.pruning import _graph, _groups
 from keras_compact.pruning.prune import strip
 
@@ -71,9 +71,7 @@ def _fold_constant_units(plain, graph, by_group):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         if not isinstance(layer, SUPPORTED_LAYERS):
             continue
-        values = weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights]
-        at = 1 if isinstance(layer, SEPARABLE_LAYERS) else 0  # a separable convolution's units: pointwise columns
-        kernel, bias = values[at], (values[at + 1] if len(values) > at + 1 else None)
+        kernel, bias = _graph.kernel_and_bias(layer, weights)  # a separable convolution's: its pointwise kernel
         dead = ~_graph.columns(kernel, layer).any(axis=0) & (bias == 0 if bias is not None else True)
         if layer.name in members:
             dead &= graph.kept(members[layer.name].output, kept)
