@@ -58,6 +58,23 @@ def float64_scope():
     return contextlib.nullcontext()
 
 
+def fused(function):
+    """`function`, compiled as one XLA program when Keras runs on TensorFlow.
+
+    For a function of `keras.ops` without state or random draws that makes
+    many small passes over a tensor (a search loop). TensorFlow runs each op on
+    its own unless the model is compiled with `jit_compile=True`, which it is not
+    by default on a CPU; XLA fuses the passes (about 2x faster for
+    `targeting.search_thresholds` on a 784x300 kernel). JAX compiles the whole
+    training step already, so elsewhere `function` is returned as it is.
+    """
+    if backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True)
+
+
 def in_tf_data(inputs):
     """True when Keras runs on another backend and `inputs` are TensorFlow graph tensors.
 

@@ -49,12 +49,12 @@ LAYER_CASES = [
     ),
     LayerCase(
         "targeted_dropout", lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1), _dense_input,
-        lambda: _X, (5, 8), "float32", 2, 5,
+        lambda: _X, (5, 8), "float32", 2, 6,
     ),
     LayerCase(
-        "targeted_dropout_fresh_every_step",
-        lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1, refresh_steps=1), _dense_input,
-        lambda: _X, (5, 8), "float32", 2, 2,
+        "targeted_dropout_refreshed_every_few_steps",
+        lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1, refresh_steps=8), _dense_input,
+        lambda: _X, (5, 8), "float32", 2, 6,
     ),
     LayerCase(
         "targeted_dropout_conv_units",
@@ -65,7 +65,7 @@ LAYER_CASES = [
     LayerCase(
         "pruning_mask_of_targeted_dropout_units",
         lambda: PruningMask(TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=2), granularity="unit"),
-        _dense_input, lambda: _X, (5, 8), "float32", 2, 7,
+        _dense_input, lambda: _X, (5, 8), "float32", 2, 8,
     ),
     LayerCase(
         "feature_buckets", lambda: FeatureBuckets(100, 4), _ragged_inputs, lambda: [_IDS, _WEIGHTS], (3, 4), "int32",

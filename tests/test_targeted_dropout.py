@@ -28,35 +28,120 @@ def test_only_candidate_weights_are_dropped_at_about_drop_rate():
     assert abs(fraction - 0.3) < 4 * np.sqrt(0.3 * 0.7 / draws), fraction
 
 
-def _expected_thresholds(kernel, rate):
-    return np.sort(np.abs(kernel), axis=0)[int(rate * kernel.shape[0])]
+def _sorted_candidates(kernel, rate):
+    """The sort's selection: per column, |w| strictly below the floor(rate * fan_in) + 1-th smallest."""
+    magnitudes = np.abs(kernel)
+    return magnitudes < np.sort(magnitudes, axis=0)[int(np.floor(rate * kernel.shape[0]))]
 
 
-def test_thresholds_are_kept_for_refresh_steps_and_recomputed_when_the_rate_changes():
+def _candidates(layer, kernel):
+    return np.abs(kernel) < layer.thresholds.numpy()
+
+
+def test_thresholds_are_kept_for_refresh_steps_and_searched_again_when_the_rate_changes():
     layer, probe = _identity_probe(target_rate=0.5, drop_rate=0.0)
     layer.refresh_steps = 3
     kernel = layer.layer.kernel.numpy()
     layer(probe, training=True)
-    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(kernel, 0.5))
-    layer.layer.kernel.assign(2 * kernel)
+    kept = layer.thresholds.numpy()
+    np.testing.assert_array_equal(_candidates(layer, kernel), _sorted_candidates(kernel, 0.5))
+    moved = kernel * np.random.default_rng(1).uniform(0.5, 1.5, size=kernel.shape).astype("float32")
+    layer.layer.kernel.assign(moved)
     for _ in range(2):  # steps 1 and 2 keep the thresholds of step 0
         layer(probe, training=True)
-        np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(kernel, 0.5))
-    layer(probe, training=True)  # step 3 recomputes
-    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(2 * kernel, 0.5))
+        np.testing.assert_array_equal(layer.thresholds.numpy(), kept)
+    layer(probe, training=True)  # step 3 searches again
+    np.testing.assert_array_equal(_candidates(layer, moved), _sorted_candidates(moved, 0.5))
     layer.set_rates(target_rate=0.25)
-    layer(probe, training=True)  # a new rate recomputes at once
-    np.testing.assert_allclose(layer.thresholds.numpy(), _expected_thresholds(2 * kernel, 0.25))
+    layer(probe, training=True)  # a new rate searches at once
+    np.testing.assert_array_equal(_candidates(layer, moved), _sorted_candidates(moved, 0.25))
 
 
 def test_fresh_selection_every_step_targets_exactly_the_smallest_weights():
     dense = keras.layers.Dense(25, use_bias=False)
-    layer = TargetedDropout(dense, target_rate=0.6, drop_rate=1.0, seed=0, refresh_steps=1)
+    layer = TargetedDropout(dense, target_rate=0.6, drop_rate=1.0, seed=0)
     layer.build((None, 40))
     kernel = dense.kernel.numpy()
     dropped = np.asarray(layer(np.eye(40, dtype="float32"), training=True)) == 0
     np.testing.assert_array_equal(dropped, np.argsort(np.argsort(np.abs(kernel), axis=0), axis=0) < 24)
-    assert not hasattr(layer, "thresholds")  # nothing cached
+
+
+def test_every_training_step_targets_exactly_floor_rate_times_fan_in_smallest_weights():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.data[:640] / 16).astype("float32"), digits.target[:640]
+    keras.utils.set_random_seed(0)
+    wrapper = TargetedDropout(keras.layers.Dense(48, activation="relu"), 0.0, 0.66, seed=1)
+    model = keras.Sequential([keras.Input((64,)), wrapper, keras.layers.Dense(10)])
+    # A large learning rate moves many weights across their unit's threshold at every step.
+    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for step in range(60):  # train_on_batch hands back the state after each step, on JAX too
+        rate = min(step, 50) / 50 * 0.8  # a ramp per step, then constant
+        wrapper.set_rates(target_rate=rate)
+        kernel = wrapper.layer.kernel.numpy()
+        model.train_on_batch(x[step % 20 * 32:][:32], y[step % 20 * 32:][:32])
+        candidates = _candidates(wrapper, kernel)
+        np.testing.assert_array_equal(candidates, _sorted_candidates(kernel, rate), err_msg=f"step {step}")
+        np.testing.assert_array_equal(candidates.sum(axis=0), int(np.floor(np.float32(rate) * 64)))
+
+
+def _search(values, count, start, passes=None):
+    from keras_compact.ops import targeting
+
+    values = np.asarray(values, "float32")
+    spacing = np.full(values.shape[1], 1e-3, "float32")
+    kwargs = {} if passes is None else dict(passes=passes)
+    found, measured = targeting.search_thresholds(
+        keras.ops.convert_to_tensor(values), keras.ops.convert_to_tensor(count, "int32"),
+        keras.ops.convert_to_tensor(np.asarray(start, "float32")), keras.ops.convert_to_tensor(spacing), **kwargs
+    )
+    assert np.all(np.asarray(measured) > 0)
+    return values < np.asarray(found)[None, :]
+
+
+def _sorted_below(values, count):
+    values = np.asarray(values, "float32")
+    return values < np.sort(values, axis=0)[min(count, len(values) - 1)] if count < len(values) else np.ones_like(values, bool)
+
+
+@pytest.mark.parametrize("passes", [None, 0], ids=["counting", "band_only"])
+def test_search_selects_what_the_sort_selects_from_a_nearby_start(passes):
+    rng = np.random.default_rng(0)
+    values = np.abs(rng.normal(size=(200, 40)))
+    moved = np.abs(values + rng.normal(scale=0.01, size=values.shape))
+    for count in (0, 1, 57, 150, 199, 200):
+        start = np.sort(values, axis=0)[min(count, 199)]
+        np.testing.assert_array_equal(_search(moved, count, start, passes), _sorted_below(moved, count), err_msg=f"count {count}")
+
+
+def test_search_from_far_away_falls_back_to_the_sort():
+    values = np.abs(np.random.default_rng(1).normal(size=(300, 20)))
+    for start in (np.zeros(20), np.full(20, 50.0)):
+        np.testing.assert_array_equal(_search(values, 120, start, passes=1), _sorted_below(values, 120))
+
+
+def test_search_follows_the_sorts_tie_rule():
+    rng = np.random.default_rng(2)
+    values = np.abs(rng.normal(size=(100, 6)))
+    values[:70, 0] = 0.0  # more zeros than the count: no candidates
+    values[:40, 1] = 0.0  # fewer zeros than the count: all of them and the smallest others
+    values[45:55, 2] = np.sort(values[:, 2])[50]  # ten values tie across the count-th and count+1-th
+    start = np.sort(values, axis=0)[50] + 1e-3
+    selected = _search(values, 50, start)
+    np.testing.assert_array_equal(selected, _sorted_below(values, 50))
+    assert selected[:, 0].sum() == 0 and selected[:, 1].sum() == 50 and selected[:, 2].sum() < 50
+
+
+def test_drops_take_exactly_the_drop_rate_in_expectation():
+    from keras_compact.ops import targeting
+
+    targeted = keras.ops.convert_to_tensor(np.ones((50, 40), bool))
+    seed = keras.random.SeedGenerator(0)
+    for rate in (0.0, 1.0):
+        assert np.asarray(targeting.dropped(targeted, rate, seed)).mean() == rate
+    draws = np.stack([np.asarray(targeting.dropped(targeted, 0.3, seed)) for _ in range(100)])
+    assert abs(draws.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / draws.size)  # 0.3 * 256 is not whole: dithered
 
 
 def test_unit_granularity_drops_whole_low_norm_units():
@@ -109,6 +194,29 @@ def test_save_and_load_keeps_wrapper_and_rates(tmp_path):
     assert float(restored.drop_rate.numpy()) == pytest.approx(0.7)
     x = np.ones((2, 12), "float32")
     np.testing.assert_allclose(np.asarray(restored(x)), np.asarray(model(x)))
+
+
+@pytest.mark.parametrize("name, refresh_steps", [("targeted_dropout_refresh64", 64), ("targeted_dropout_refresh1", 1)])
+def test_files_saved_before_the_search_load_and_train(name, refresh_steps):
+    # Saved by the code of commit e7c8cfb (thresholds sorted; no `spacing` variable, none of the
+    # threshold state with refresh_steps=1): Sequential(Input(6), TargetedDropout(Dense(4), 0.5, 0.5,
+    # seed=3, name="td"), Dense(2)), one epoch of SGD on 8 examples.
+    from pathlib import Path
+
+    model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
+    wrapper = model.get_layer("td")
+    assert wrapper.refresh_steps == refresh_steps and float(wrapper.target_rate.numpy()) == 0.5
+    assert int(wrapper.steps.numpy()) == (1 if refresh_steps == 64 else 0)  # the state saved, or none
+    kernel = wrapper.layer.kernel.numpy()
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x)), (x @ kernel + wrapper.layer.bias.numpy()) @
+                               model.layers[1].kernel.numpy() + model.layers[1].bias.numpy(), rtol=1e-5, atol=1e-6)
+    saved = wrapper.thresholds.numpy()
+    model.train_on_batch(x, np.zeros((8, 2), "float32"))
+    if refresh_steps == 64:  # step 1 of 64 keeps the thresholds the file holds
+        np.testing.assert_array_equal(wrapper.thresholds.numpy(), saved)
+    else:  # the first step sorts, as none were saved
+        np.testing.assert_array_equal(_candidates(wrapper, kernel), _sorted_candidates(kernel, 0.5))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_compact import _backend
 from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int
 from keras_compact.ops import targeting
 
@@ -52,6 +53,9 @@ def call_with_values(layer, replacements, inputs, **kwargs):
     return outputs
 
 
+_search = _backend.fused(targeting.search_thresholds)
+
+
 def check_supported(layer, argument="layer"):
     if not isinstance(layer, SUPPORTED_LAYERS):
         names = ", ".join(cls.__name__ for cls in SUPPORTED_LAYERS)
@@ -80,22 +84,21 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     variables, so `keras_compact.callbacks.TargetedDropoutRamp` can change them
     between steps without retracing.
 
-    Speed: finding each unit's smallest weights takes a sort of the kernel, which
-    costs more than the layer's own forward pass on a CPU. So with
-    `granularity="weight"` the per-unit magnitude thresholds are recomputed (one
-    sort) every `refresh_steps` training steps and whenever `target_rate`
-    changes; in between, the candidates are the weights now below their unit's
-    last threshold. A unit can then have a few more or fewer candidates than
-    `floor(target_rate * fan_in)` (the weights that crossed its threshold since),
-    and weights tied at a threshold are not candidates. `refresh_steps=1` selects
-    afresh at every step, as the paper does (measured on an MNIST MLP: about 4x
-    the cost of a `Dropout` epoch, against 1.4-1.5x with the default; pruned
-    to 90% after a ramp, the default gave 0.4-0.6 points less than
-    `refresh_steps=1`, mean of 3 seeds, inside their spread). A rate
-    that changes at every step (`TargetedDropoutRamp(unit="step")`) recomputes
-    at every step too; ramp per epoch, or in steps of a few dozen, to keep the
-    speed. Unit scores are cheap to sort and are always fresh. Pruning
-    (`keras_compact.pruning.prune`) counts exactly.
+    How the candidates are found: with `granularity="weight"`, at every
+    training step each unit's candidates are exactly its
+    `floor(target_rate * fan_in)` smallest |w| (fewer only where the last of
+    them ties in magnitude with the next), the selection a sort would make,
+    without a sort: last step's per-unit thresholds are corrected by a few
+    vectorized counting passes over the kernel, and the few units still off are
+    finished from a `top_k` of the weights near their threshold
+    (`keras_compact.ops.targeting.search_thresholds`). On TensorFlow that
+    search runs as one XLA program. Its cost is a few passes over the kernel per
+    step, the same order as the masking itself; the drops take 8 random bits per
+    candidate. Unit scores are few and are sorted at every step.
+    `refresh_steps=n` searches only every `n` steps (and whenever
+    `target_rate` changes), keeping the thresholds in between, so a unit's
+    count drifts by the weights that cross its threshold; measured, it saves
+    little and costs accuracy (`benchmarks/results/pruning.md`).
 
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv2D`,
@@ -108,9 +111,9 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         drop_rate: alpha, the probability of dropping each candidate, in [0, 1].
         granularity: `"weight"` or `"unit"`.
         seed: optional integer seed of the dropout draws.
-        refresh_steps: with `granularity="weight"`, how many training steps
-            the per-unit thresholds are kept before they are computed again
-            (an integer >= 1; 1 for the paper's fresh selection at every step).
+        refresh_steps: with `granularity="weight"`, search for the thresholds
+            every this many training steps (an integer >= 1; the default 1
+            selects exactly at every step, as the paper does).
 
     Call arguments:
         inputs: the wrapped layer's inputs.
@@ -128,7 +131,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
 
     def __init__(
-        self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=64, **kwargs
+        self, layer, target_rate=0.5, drop_rate=0.5, granularity="weight", seed=None, refresh_steps=1, **kwargs
     ):
         check_supported(layer)
         errors = []
@@ -167,8 +170,10 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         self.drop_rate = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(drop_rate), trainable=False, name="drop_rate"
         )
-        if self._caches_thresholds:
-            # Every replica computes the same values from the same kernel.
+        if self.granularity == "weight":
+            # What the exact search starts from at the next step. Every replica computes the same
+            # values from the same kernel. `thresholds_rate` and `steps` serve `refresh_steps > 1`;
+            # `spacing` is last: files saved before it load, and it starts at 0 ("not yet measured").
             state = dict(trainable=False, aggregation="only_first_replica")
             units = kernel_columns(kernel_of(self.layer), self.layer).shape[1]
             self.thresholds = self.add_weight(shape=(units,), initializer="zeros", name="thresholds", **state)
@@ -176,6 +181,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 shape=(), initializer=keras.initializers.Constant(-1.0), name="thresholds_rate", **state
             )
             self.steps = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="steps", **state)
+            self.spacing = self.add_weight(shape=(units,), initializer="zeros", name="spacing", **state)
         self.built = True
 
     def call(self, inputs, training=False):
@@ -197,23 +203,42 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     def compute_output_spec(self, inputs, training=False):
         return self.layer.compute_output_spec(inputs)
 
-    @property
-    def _caches_thresholds(self):
-        return self.granularity == "weight" and self.refresh_steps > 1
-
     def _thresholds(self, scores):
         count = targeting.candidate_count(self.target_rate, scores.shape[0])
-        if not self._caches_thresholds:
+        if self.granularity == "unit":
             return targeting.thresholds(scores, count)
-        due = ops.logical_or(
-            ops.equal(ops.mod(self.steps.value, self.refresh_steps), 0),
-            ops.not_equal(self.thresholds_rate.value, self.target_rate.value),
-        )
-        current = ops.cond(due, lambda: targeting.thresholds(scores, count), lambda: self.thresholds.value)
+
+        def found():
+            # The first step (or the first after loading a file from before `spacing`) sorts.
+            return ops.cond(
+                self.spacing.value[0] > 0,
+                lambda: _search(scores, count, self.thresholds.value, self.spacing.value),
+                lambda: (targeting.thresholds(scores, count), targeting.spacing_at(scores, count)),
+            )
+
+        if self.refresh_steps == 1:
+            current, spacing = found()
+        else:
+            due = ops.logical_or(
+                ops.equal(ops.mod(self.steps.value, self.refresh_steps), 0),
+                ops.not_equal(self.thresholds_rate.value, self.target_rate.value),
+            )
+            current, spacing = ops.cond(due, found, lambda: (self.thresholds.value, self.spacing.value))
         self.thresholds.assign(current)
+        self.spacing.assign(spacing)
         self.thresholds_rate.assign(self.target_rate.value)
         self.steps.assign_add(ops.ones((), "int32"))
         return current
+
+    def load_own_variables(self, store):
+        # Files saved before `spacing` existed hold a prefix of today's variables (none of the
+        # search's state with `refresh_steps=1`); the rest keep their initial values.
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) < len(own):
+            for index, variable in enumerate(own[: len(store.keys())]):
+                variable.assign(store[str(index)])
+            return
+        super().load_own_variables(store)
 
     def set_rates(self, target_rate=None, drop_rate=None):
         """Sets the rates (each in [0, 1]) for the following steps."""
