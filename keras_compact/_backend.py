@@ -65,7 +65,7 @@ def fused(function):
     many small passes over a tensor (a search loop). TensorFlow runs each op on
     its own unless the model is compiled with `jit_compile=True`, which it is not
     by default on a CPU; XLA fuses the passes (about 2x faster for
-    `targeting.search_thresholds` on a 784x300 kernel). JAX compiles the whole
+    `targeting.counted_thresholds` on a 784x300 kernel). JAX compiles the whole
     training step already, so elsewhere `function` is returned as it is.
     """
     if backend() != "tensorflow":

@@ -57,6 +57,12 @@ def test_thresholds_are_kept_for_refresh_steps_and_searched_again_when_the_rate_
     np.testing.assert_array_equal(_candidates(layer, moved), _sorted_candidates(moved, 0.25))
 
 
+def test_refresh_steps_is_deprecated_and_one_is_the_default():
+    with pytest.warns(FutureWarning, match=r"refresh_steps=64\) is deprecated.*Leave refresh_steps out"):
+        TargetedDropout(keras.layers.Dense(3), refresh_steps=64)
+    assert TargetedDropout(keras.layers.Dense(3)).refresh_steps == 1
+
+
 def test_fresh_selection_every_step_targets_exactly_the_smallest_weights():
     dense = keras.layers.Dense(25, use_bias=False)
     layer = TargetedDropout(dense, target_rate=0.6, drop_rate=1.0, seed=0)
@@ -133,6 +139,24 @@ def test_search_follows_the_sorts_tie_rule():
     assert selected[:, 0].sum() == 0 and selected[:, 1].sum() == 50 and selected[:, 2].sum() < 50
 
 
+def test_a_column_tied_at_zero_stays_settled_while_the_others_are_counted():
+    from keras_compact.ops import targeting
+
+    rng = np.random.default_rng(3)
+    values = np.abs(rng.normal(size=(200, 8))).astype("float32")
+    values[:150, 0] = 0.0  # the sort's threshold is 0: no candidates
+    start = np.sort(values, axis=0)[100]
+    moved = np.where(values > 0, np.abs(values + rng.normal(scale=0.02, size=values.shape)), 0).astype("float32")
+    found, settled, _ = targeting.counted_thresholds(
+        keras.ops.convert_to_tensor(moved), keras.ops.convert_to_tensor(100, "int32"),
+        keras.ops.convert_to_tensor(start), keras.ops.convert_to_tensor(np.full(8, 1e-3, "float32")),
+    )
+    assert bool(np.asarray(settled)[0]) and float(np.asarray(found)[0]) == 0.0  # no sort needed for it
+    np.testing.assert_array_equal(moved < np.asarray(targeting.sort_unsettled(
+        keras.ops.convert_to_tensor(moved), keras.ops.convert_to_tensor(100, "int32"), found, settled))[None, :],
+        _sorted_below(moved, 100))
+
+
 def test_drops_take_exactly_the_drop_rate_in_expectation():
     from keras_compact.ops import targeting
 
@@ -203,7 +227,11 @@ def test_files_saved_before_the_search_load_and_train(name, refresh_steps):
     # seed=3, name="td"), Dense(2)), one epoch of SGD on 8 examples.
     from pathlib import Path
 
-    model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
+    if refresh_steps == 1:
+        model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
+    else:
+        with pytest.warns(FutureWarning, match="refresh_steps=64.* is deprecated"):
+            model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
     wrapper = model.get_layer("td")
     assert wrapper.refresh_steps == refresh_steps and float(wrapper.target_rate.numpy()) == 0.5
     assert int(wrapper.steps.numpy()) == (1 if refresh_steps == 64 else 0)  # the state saved, or none
@@ -332,7 +360,7 @@ _MIRRORED_SCRIPT = """
         keras.utils.set_random_seed(0)
         model = keras.Sequential([
             keras.Input((64,)),
-            TargetedDropout(keras.layers.Dense(32, activation="relu"), 0.5, 0.5, seed=1, refresh_steps=4),
+            TargetedDropout(keras.layers.Dense(32, activation="relu"), 0.5, 0.5, seed=1),
             keras.layers.Dense(10),
         ])
         model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -119,6 +119,17 @@ def search_thresholds(values, count, start, spacing, passes=SEARCH_PASSES):
         `(thresholds, spacing)`: the thresholds, and each column's gap measured
         on the way (`spacing` where none was), to start from next time.
     """
+    found, settled, spacing = counted_thresholds(values, count, start, spacing, passes)
+    return sort_unsettled(values, count, found, settled), spacing
+
+
+def counted_thresholds(values, count, start, spacing, passes=SEARCH_PASSES):
+    """Steps 1-3 of `search_thresholds`, without its sort.
+
+    Returns:
+        `(thresholds, settled, spacing)`: `settled` is False for the columns
+        step 4 must sort (`sort_unsettled`).
+    """
     dtype = values.dtype
     target = ops.cast(count, dtype)
     tiny = ops.cast(np.finfo("float32").tiny, dtype)
@@ -141,10 +152,12 @@ def search_thresholds(values, count, start, spacing, passes=SEARCH_PASSES):
         lambda: (found, settled),
         lambda: _finish_in_bands(values, count, found, settled, lo, below_lo, hi, below_hi),
     )
-    found = ops.cond(
-        ops.all(settled), lambda: found, lambda: ops.where(settled, found, thresholds(values, count))
-    )
-    return found, ops.maximum(measured, tiny)
+    return found, settled, ops.maximum(measured, tiny)
+
+
+def sort_unsettled(values, count, found, settled):
+    """Step 4 of `search_thresholds`: `thresholds`'s sort for the columns not `settled`, if any."""
+    return ops.cond(ops.all(settled), lambda: found, lambda: ops.where(settled, found, thresholds(values, count)))
 
 
 
@@ -187,7 +200,7 @@ def _count_passes(values, target, start, below, spacing, passes):
         inside = ops.logical_and(proposal > lo, proposal < hi)
         proposal = ops.where(inside, proposal, ops.where(has_hi, 0.5 * (lo + hi), lo + 2.0 * reach))
         t = ops.where(moving, proposal, t)
-        below = ops.cast(count_below(values, t), dtype)
+        below = ops.where(moving, ops.cast(count_below(values, t), dtype), below)  # settled columns stay
         went_low = ops.logical_and(moving, below < target)
         went_high = ops.logical_and(moving, below > target + 1.0)
         return (

@@ -633,7 +633,7 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
         granularity: `"weight"` or `"unit"` (whole units, not those computing
             a model output unless named in `layers`).
         layers: names of the layers to wrap (default: all of them).
-        **kwargs: other `TargetedDropout` arguments (`seed`, `refresh_steps`).
+        **kwargs: other `TargetedDropout` arguments (`seed`).
 
     Returns:
         The new model; compile it before `fit`.
