@@ -441,9 +441,9 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
             f"Target (the README recipe, ramp to the target 0.9 with alpha 1, at least 94.5% at seed 0 with the "
             f"default settings): {pct(recipe['pruned_seed_0'])} {verdict(recipe['pruned_seed_0'] >= 0.945)}; the "
             "default is `refresh_steps=1` itself, so 'within 0.1 point of it' holds by construction.",
+            "",
         ]
     lines += [
-        "",
         "## 2. Gradual magnitude pruning during training",
         "",
         "`prunable(model)` + `GradualPruning(s, end_step=70% of the steps)` with tfmot's frequency; tfmot: "

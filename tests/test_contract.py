@@ -52,6 +52,11 @@ LAYER_CASES = [
         lambda: _X, (5, 8), "float32", 2, 6,
     ),
     LayerCase(
+        "targeted_dropout_refreshed_every_few_steps",
+        lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=1, refresh_steps=8), _dense_input,
+        lambda: _X, (5, 8), "float32", 2, 6,
+    ),
+    LayerCase(
         "targeted_dropout_conv_units",
         lambda: TargetedDropout(keras.layers.Conv1D(4, 3), 0.25, 1.0, granularity="unit"),
         lambda: [keras.Input((16, 1), name="signal")], lambda: _X[..., None], (5, 14, 4), "float32", 2, 2,

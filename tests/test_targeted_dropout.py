@@ -57,9 +57,7 @@ def test_thresholds_are_kept_for_refresh_steps_and_searched_again_when_the_rate_
     np.testing.assert_array_equal(_candidates(layer, moved), _sorted_candidates(moved, 0.25))
 
 
-def test_refresh_steps_is_deprecated_and_one_is_the_default():
-    with pytest.warns(FutureWarning, match=r"refresh_steps=64\) is deprecated.*Leave refresh_steps out"):
-        TargetedDropout(keras.layers.Dense(3), refresh_steps=64)
+def test_one_is_the_default_refresh_steps():
     assert TargetedDropout(keras.layers.Dense(3)).refresh_steps == 1
 
 
@@ -227,11 +225,7 @@ def test_files_saved_before_the_search_load_and_train(name, refresh_steps):
     # seed=3, name="td"), Dense(2)), one epoch of SGD on 8 examples.
     from pathlib import Path
 
-    if refresh_steps == 1:
-        model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
-    else:
-        with pytest.warns(FutureWarning, match="refresh_steps=64.* is deprecated"):
-            model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
+    model = keras.models.load_model(Path(__file__).parent / "data" / f"{name}.keras")
     wrapper = model.get_layer("td")
     assert wrapper.refresh_steps == refresh_steps and float(wrapper.target_rate.numpy()) == 0.5
     assert int(wrapper.steps.numpy()) == (1 if refresh_steps == 64 else 0)  # the state saved, or none

@@ -1,5 +1,3 @@
-import warnings
-
 import keras
 from keras import ops
 
@@ -93,13 +91,15 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
     without a sort: last step's per-unit thresholds are corrected by a few
     vectorized counting passes over the kernel, and the few units still off are
     finished from a `top_k` of the weights near their threshold
-    (`keras_compact.ops.targeting.search_thresholds`). On TensorFlow that
-    search runs as one XLA program. Its cost is a few passes over the kernel per
-    step, the same order as the masking itself; the drops take 8 random bits per
-    candidate. Unit scores are few and are sorted at every step.
-    `refresh_steps` is deprecated: searching only every `n` steps saved 2-3%
-    of a training step once the search replaced the sort, and a unit's count
-    drifts between searches (`benchmarks/results/pruning.md`).
+    (`keras_compact.ops.targeting.search_thresholds`; on TensorFlow its
+    counting runs as one XLA program). Its cost is a few passes over the kernel
+    per step, the same order as the masking itself; the drops take 8 random
+    bits per weight. Unit scores are few and are sorted at every step.
+    `refresh_steps=n` searches only every `n` steps (and whenever
+    `target_rate` changes) and keeps the thresholds in between: a little
+    faster, but a unit's count drifts by the weights that cross its threshold,
+    which costs accuracy after pruning (both measured in
+    `benchmarks/results/pruning.md`).
 
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv2D`,
@@ -112,9 +112,9 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         drop_rate: alpha, the probability of dropping each candidate, in [0, 1].
         granularity: `"weight"` or `"unit"`.
         seed: optional integer seed of the dropout draws.
-        refresh_steps: deprecated; 1 (the default) selects at every step. An
-            integer `n > 1` keeps the thresholds for `n` steps (and until
-            `target_rate` changes), as before, with a `FutureWarning`.
+        refresh_steps: with `granularity="weight"`, search for the thresholds
+            every this many training steps (an integer >= 1; the default 1
+            selects exactly at every step, as the paper does).
 
     Call arguments:
         inputs: the wrapped layer's inputs.
@@ -154,14 +154,6 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
             errors.append(f"refresh_steps must be an integer >= 1. Received: refresh_steps={refresh_steps!r}")
         if errors:
             raise ValueError("; ".join(errors))
-        if refresh_steps != 1:
-            warnings.warn(
-                f"TargetedDropout(refresh_steps={refresh_steps}) is deprecated: the candidates are now found exactly "
-                "at every step for about the same cost (2-3% more per step than refreshing every 64 steps, "
-                "measured), and refreshing less often costs accuracy. Leave refresh_steps out (1).",
-                FutureWarning,
-                stacklevel=2,
-            )
         super().__init__(layer, **kwargs)
         self.granularity = granularity
         self.seed = None if seed is None else int(seed)
