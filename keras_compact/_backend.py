@@ -59,20 +59,39 @@ def float64_scope():
 
 
 def fused(function):
-    """`function`, compiled as one XLA program when Keras runs on TensorFlow.
+    """`function`, compiled as one XLA program.
 
-    For a function of `keras.ops` without state or random draws that makes
-    many small passes over a tensor (a search loop). TensorFlow runs each op on
-    its own unless the model is compiled with `jit_compile=True`, which it is not
-    by default on a CPU; XLA fuses the passes (about 2x faster for
-    `targeting.counted_thresholds` on a 784x300 kernel). JAX compiles the whole
-    training step already, so elsewhere `function` is returned as it is.
+    For a function of `keras.ops` arrays, without state or random draws, that
+    makes many small passes over a tensor (a search loop). TensorFlow runs each
+    op on its own unless the model is compiled with `jit_compile=True`, which it
+    is not by default on a CPU; XLA fuses the passes (about 2x faster for
+    `targeting.counted_thresholds` on a 784x300 kernel). JAX compiles a training
+    step whole already; `jax.jit` also compiles the function once when a layer
+    is called eagerly, instead of tracing its loop at every call.
     """
+    if backend() == "jax":
+        import jax
+
+        return jax.jit(function)
     if backend() != "tensorflow":
         return function
     import tensorflow as tf
 
     return tf.function(function, jit_compile=True)
+
+
+def cond(pred, true_fn, false_fn):
+    """`keras.ops.cond`, but a predicate known now (eager code) runs only its branch here.
+
+    JAX's `lax.cond` traces and compiles both branches at every eager call;
+    TensorFlow's eager `tf.cond` already runs one, and traced code keeps the op.
+    """
+    if backend() == "jax":
+        import jax
+
+        if not isinstance(pred, jax.core.Tracer):
+            return true_fn() if bool(pred) else false_fn()
+    return keras.ops.cond(pred, true_fn, false_fn)
 
 
 def in_tf_data(inputs):

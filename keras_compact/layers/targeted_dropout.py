@@ -216,7 +216,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
 
         def found():
             # The first step (or the first after loading a file from before `spacing`) sorts.
-            return ops.cond(
+            return _backend.cond(
                 self.spacing.value[0] > 0,
                 searched,
                 lambda: (targeting.thresholds(scores, count), targeting.spacing_at(scores, count)),
@@ -229,7 +229,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 ops.equal(ops.mod(self.steps.value, self.refresh_steps), 0),
                 ops.not_equal(self.thresholds_rate.value, self.target_rate.value),
             )
-            current, spacing = ops.cond(due, found, lambda: (self.thresholds.value, self.spacing.value))
+            current, spacing = _backend.cond(due, found, lambda: (self.thresholds.value, self.spacing.value))
         self.thresholds.assign(current)
         self.spacing.assign(spacing)
         self.thresholds_rate.assign(self.target_rate.value)

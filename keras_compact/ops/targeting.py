@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_compact import _backend
+
 GRANULARITIES = ("weight", "unit")
 # `search_thresholds`: counting passes after the first, then the columns and values a band may hold.
 SEARCH_PASSES = 4
@@ -157,7 +159,9 @@ def counted_thresholds(values, count, start, spacing, passes=SEARCH_PASSES):
 
 def sort_unsettled(values, count, found, settled):
     """Step 4 of `search_thresholds`: `thresholds`'s sort for the columns not `settled`, if any."""
-    return ops.cond(ops.all(settled), lambda: found, lambda: ops.where(settled, found, thresholds(values, count)))
+    return _backend.cond(
+        ops.all(settled), lambda: found, lambda: ops.where(settled, found, thresholds(values, count))
+    )
 
 
 
