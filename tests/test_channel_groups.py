@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact.callbacks import GradualPruning
+from keras_compact.callbacks import GradualPruning, TargetedChannels, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import (
     PruningMask,
@@ -397,10 +397,121 @@ def test_targeted_wraps_every_layer_of_an_applications_model_and_drops_in_traini
     x = _x(model, count=4)
     np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)  # a copy
     assert not np.allclose(np.asarray(ready(x, training=True)), np.asarray(model(x, training=True)))  # drops
-    with pytest.raises(ValueError, match="granularity='channel'.*not available"):
-        targeted(model, granularity="channel")
     with pytest.raises(ValueError, match="already wrapped"):
         targeted(ready)
+
+
+def _drawn(ready, seed=0):
+    """A `TargetedChannels` attached to `ready` as `fit` attaches it, and its first draw set."""
+    callback = TargetedChannels(seed=seed)
+    callback.set_model(ready)
+    callback.on_train_begin()
+    keep = callback.draw()
+    callback.set_drops(keep)
+    return callback, keep
+
+
+def test_targeted_by_channel_drops_the_channels_prune_would_remove_in_every_member_at_once():
+    model = _residual()
+    ready = targeted(model, target_rate=0.5, drop_rate=1.0, granularity="channel")
+    wrapped = {layer.layer.name for layer in ready.layers if isinstance(layer, TargetedDropout)}
+    assert wrapped == {"stem", "squeeze", "expand", "classes"}  # every member of the two groups
+    x = _x(model, count=4)
+    _, keep = _drawn(ready)
+    np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)  # not at inference
+    assert sorted(int(np.sum(~k)) for k in keep.values()) == [2, 4]  # floor(0.5 * size) at drop_rate 1
+    # The lowest-importance half of each group, dropped from producers, readers and the residual
+    # stage at once: in training the model computes what channel pruning leaves.
+    pruned = prune(model, 0.5, granularity="channel").model
+    np.testing.assert_allclose(np.asarray(ready(x, training=True)), np.asarray(pruned(x, training=True)),
+                               rtol=1e-5, atol=1e-6)
+    stem = next(layer for layer in ready.layers if getattr(layer, "layer", None) is not None
+                and layer.layer.name == "stem")
+    expand = next(layer for layer in ready.layers if getattr(layer, "layer", None) is not None
+                  and layer.layer.name == "expand")
+    np.testing.assert_array_equal(np.asarray(stem.keep)[0, 0, 0], np.asarray(expand.keep)[0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(stem.bias_keep), np.asarray(stem.keep)[0, 0, 0])
+
+
+def test_targeted_by_channel_draws_each_candidate_with_the_drop_rate_at_every_step():
+    model = _residual()
+    ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
+    callback, _ = _drawn(ready, seed=3)
+    drops = np.array([np.concatenate([~k for k in callback.draw().values()]) for _ in range(400)])
+    scores = list(_channel_scores(ready).values())
+    offsets = np.cumsum([0] + [v.size for v in scores])
+    candidates = np.concatenate([np.argsort(v, kind="stable")[: v.size // 2] + offset
+                                 for v, offset in zip(scores, offsets)])
+    assert not drops[:, np.setdiff1d(np.arange(offsets[-1]), candidates)].any()  # only candidates
+    assert abs(drops[:, candidates].mean() - 0.5) < 0.05 and len({row.tobytes() for row in drops}) > 50
+
+
+def _channel_scores(ready):
+    from keras_compact.pruning import _channel, _groups
+
+    return _channel.scores(_groups.analyse(ready), "magnitude", None, None, None)
+
+
+def test_targeted_by_channel_trains_with_the_callback_and_refuses_to_train_without_it(tmp_path):
+    model = _residual()
+    ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
+    ready.compile("adam", "mse")
+    x, y = _x(model, count=32), np.zeros((32, 3), "float32")
+    if keras.backend.backend() == "tensorflow":  # on JAX, Keras loses the weights when a first step raises
+        with pytest.raises(RuntimeError, match="TargetedChannels"):
+            ready.fit(x, y, verbose=0)
+    before = ready.get_weights()
+    ramp = TargetedDropoutRamp(target_rate=(0.0, 0.5), unit="step")
+    history = ready.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[ramp, TargetedChannels(seed=0)])
+    assert history.history["target_rate"][-1] == 0.5
+    assert not all(np.array_equal(a, b) for a, b in zip(before, ready.get_weights()))
+    assert all(np.asarray(layer.keep).all() for layer in ready.layers if isinstance(layer, TargetedDropout))
+    if keras.backend.backend() == "tensorflow":  # the next fit without it is traced again, and raises
+        with pytest.raises(RuntimeError, match="TargetedChannels"):
+            ready.fit(x, y, verbose=0)
+    path = tmp_path / "targeted_channels.keras"
+    ready.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x[:4])), np.asarray(ready(x[:4])), rtol=1e-6, atol=1e-6)
+    loaded.fit(x, y, batch_size=8, verbose=0, callbacks=[TargetedChannels(seed=1)])  # resumes
+    smaller = _shrunk_equals_masked(prune(loaded, 0.5, granularity="channel"))
+    assert smaller.get_layer("stem").filters == 4
+
+
+def test_targeted_by_channel_refuses_what_it_cannot_do():
+    model = _residual()
+    with pytest.raises(ValueError, match="TargetedChannels callback draws the drops.*seed=1"):
+        targeted(model, granularity="channel", seed=1)
+    with pytest.raises(ValueError, match="leave layers out"):
+        targeted(model, granularity="channel", layers=["stem"])
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="no prunable channel group"):
+        targeted(plain, granularity="channel")
+    with pytest.raises(ValueError, match="seed"):
+        TargetedChannels(seed="one")
+    by_unit = targeted(model, granularity="unit")
+    by_unit.compile("adam", "mse")
+    with pytest.raises(ValueError, match="found no TargetedDropout\\(granularity='channel'\\)"):
+        by_unit.fit(_x(model), np.zeros((3, 3)), verbose=0, callbacks=[TargetedChannels()])
+    ready = targeted(model, 0.5, 0.5, granularity="channel")
+    ready.layers[1].set_rates(target_rate=0.25)
+    callback = TargetedChannels()
+    callback.set_model(ready)
+    callback.on_train_begin()
+    with pytest.raises(ValueError, match="the same rates"):
+        callback.draw()
+
+
+@pytest.mark.tensorflow_backend("the draws are the same on every backend; the zoo's eager steps are slow on JAX")
+def test_targeted_by_channel_on_an_applications_model_trains_then_prunes_and_shrinks():
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=3)
+    ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
+    ready.compile("adam", "sparse_categorical_crossentropy")
+    x = _x(model, count=8)
+    ready.fit(x, np.arange(8) % 3, batch_size=4, verbose=0, callbacks=[TargetedChannels(seed=0)])
+    smaller = _shrunk_equals_masked(prune(recalibrate_batch_norm(strip(ready), x), 0.5, granularity="channel"),
+                                    rtol=1e-4)
+    assert smaller.count_params() < 0.5 * model.count_params()
 
 
 def test_a_gate_over_a_concatenation_is_split_into_the_concatenated_groups():

@@ -61,6 +61,10 @@ LAYER_CASES = [
         lambda: TargetedDropout(keras.layers.Conv1D(4, 3), 0.25, 1.0, granularity="unit"),
         lambda: [keras.Input((16, 1), name="signal")], lambda: _X[..., None], (5, 14, 4), "float32", 2, 2,
     ),
+    LayerCase(
+        "targeted_dropout_channels", lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, granularity="channel"),
+        _dense_input, lambda: _X, (5, 8), "float32", 2, 4,
+    ),
     LayerCase("pruning_mask", lambda: PruningMask(keras.layers.Dense(8)), _dense_input, lambda: _X, (5, 8), "float32", 2, 2),
     LayerCase(
         "pruning_mask_of_targeted_dropout_units",

@@ -1,10 +1,12 @@
 import keras
+import numpy as np
 from keras import ops
 
 from keras_compact import _backend
 from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int
 from keras_compact.ops import targeting
 
+GRANULARITIES = (*targeting.GRANULARITIES, "channel")
 TRANSPOSED_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 SUPPORTED_LAYERS = (
@@ -110,8 +112,12 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
             (`Dense(8, dtype="mixed_float16")`), not only to the wrapper.
         target_rate: gamma, the fraction of weights (units) that are candidates, in [0, 1].
         drop_rate: alpha, the probability of dropping each candidate, in [0, 1].
-        granularity: `"weight"` or `"unit"`.
-        seed: optional integer seed of the dropout draws.
+        granularity: `"weight"`, `"unit"` or `"channel"`. By channel the layer
+            does not choose: `keras_compact.pruning.targeted(model,
+            granularity="channel")` wraps every member of a model's channel
+            groups, and the `keras_compact.callbacks.TargetedChannels` callback
+            sets their drops at every step (training without it raises).
+        seed: optional integer seed of the dropout draws (by channel, the callback's).
         refresh_steps: with `granularity="weight"`, search for the thresholds
             every this many training steps (an integer >= 1; the default 1
             selects exactly at every step, as the paper does).
@@ -145,10 +151,12 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 check(name, value)
             except ValueError as error:
                 errors.append(str(error))
-        if granularity not in targeting.GRANULARITIES:
+        if granularity not in GRANULARITIES:
+            errors.append(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+        elif granularity == "channel" and (seed is not None or refresh_steps != 1):
             errors.append(
-                f"granularity must be one of {targeting.GRANULARITIES}. "
-                f"Received: granularity={granularity!r}"
+                "with granularity='channel' the TargetedChannels callback draws the drops: give it the seed, "
+                f"and leave refresh_steps at 1. Received: seed={seed!r}, refresh_steps={refresh_steps!r}"
             )
         if not is_int(refresh_steps) or refresh_steps < 1:
             errors.append(f"refresh_steps must be an integer >= 1. Received: refresh_steps={refresh_steps!r}")
@@ -160,6 +168,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         self.refresh_steps = int(refresh_steps)
         self._initial_rates = (float(target_rate), float(drop_rate))
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.drawn_by = None  # with granularity="channel": the TargetedChannels callback setting the drops
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -183,11 +192,20 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
             )
             self.steps = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="steps", **state)
             self.spacing = self.add_weight(shape=(units,), initializer="zeros", name="spacing", **state)
+        if self.granularity == "channel":
+            # This step's drops, set by the TargetedChannels callback for every member of a group at once.
+            state = dict(trainable=False, aggregation="only_first_replica")
+            kernel = kernel_of(self.layer)
+            self.keep = self.add_weight(shape=kernel.shape, initializer="ones", name="keep", **state)
+            self.bias_keep = (self.add_weight(shape=self.layer.bias.shape, initializer="ones", name="bias_keep",
+                                              **state) if self.layer.use_bias else None)
         self.built = True
 
     def call(self, inputs, training=False):
         if not training:
             return self.layer(inputs)
+        if self.granularity == "channel":
+            return self._call_channels(inputs)
         kernel = kernel_of(self.layer)
         columns = kernel_columns(kernel.value, self.layer)
         scores = targeting.scores(ops.stop_gradient(columns), self.granularity)
@@ -200,6 +218,32 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         # Under a mixed policy the kernel is read in the wrapper's compute dtype; the output is the
         # wrapped layer's, in training as at inference.
         return ops.cast(outputs, self.layer.compute_dtype)
+
+    def _call_channels(self, inputs):
+        if self.drawn_by is None:
+            raise RuntimeError(
+                f"TargetedDropout {self.name!r} has granularity='channel': its drops are drawn for the whole "
+                "channel group by the keras_compact.callbacks.TargetedChannels callback, which this training "
+                "does not have. Pass callbacks=[TargetedChannels()] to fit (the drops of a group are shared "
+                "by all its layers, so no layer can draw them alone). On JAX, Keras leaves a model without its "
+                "weights when the first step of fit raises: make it again with targeted(...)."
+            )
+        kernel = kernel_of(self.layer)
+        replacements = [(kernel, kernel.value * ops.cast(self.keep.value, kernel.dtype))]
+        if self.bias_keep is not None:
+            bias = self.layer.bias
+            replacements.append((bias, bias.value * ops.cast(self.bias_keep.value, bias.dtype)))
+        return ops.cast(call_with_values(self.layer, replacements, inputs), self.layer.compute_dtype)
+
+    def set_keep(self, keep):
+        """With `granularity="channel"`: keeps the kernel's weights where `keep` (a
+        kernel-shaped bool array) is true in the next training steps, and the bias
+        of every output channel that keeps a weight. Called by `TargetedChannels`."""
+        keep = np.asarray(keep, bool).reshape(self.keep.shape)
+        self.keep.assign(keep.astype(self.keep.dtype))
+        if self.bias_keep is not None:
+            columns = np.asarray(ops.convert_to_numpy(kernel_columns(keep, self.layer)))
+            self.bias_keep.assign(columns.any(axis=0).astype(self.bias_keep.dtype))
 
     def compute_output_spec(self, inputs, training=False):
         return self.layer.compute_output_spec(inputs)

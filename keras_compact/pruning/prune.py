@@ -612,6 +612,20 @@ def _layer_report(layer):
     )
 
 
+def _channel_targets(model, layers):
+    """The members of every prunable channel group: the layers `targeted` wraps by channel."""
+    if layers is not None:
+        raise ValueError(
+            "With granularity='channel' every member of every prunable channel group is wrapped (a group's "
+            f"channels are dropped in all of them); leave layers out. Received: layers={layers!r}"
+        )
+    graph = _groups.analyse(model)
+    members = _channel.members(graph)
+    if not members:
+        raise ValueError(f"The model {model.name!r} has no prunable channel group.\n{_groups.ChannelGroups(graph)}")
+    return members
+
+
 def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers=None, **kwargs):
     """A copy of `model` with its layers in `TargetedDropout`, ready to train.
 
@@ -630,10 +644,16 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
     Args:
         model: a functional or Sequential model.
         target_rate, drop_rate: as `TargetedDropout`'s, in [0, 1].
-        granularity: `"weight"` or `"unit"` (whole units, not those computing
-            a model output unless named in `layers`).
-        layers: names of the layers to wrap (default: all of them).
-        **kwargs: other `TargetedDropout` arguments (`seed`).
+        granularity: `"weight"`, `"unit"` (whole units, not those computing
+            a model output unless named in `layers`) or `"channel"`: whole
+            channel groups, dropped in every layer that carries them (the
+            members of `channel_groups(model)`'s prunable groups); train with
+            the `keras_compact.callbacks.TargetedChannels` callback, which
+            draws them, and prune with `prune(..., granularity="channel")`.
+        layers: names of the layers to wrap (default: all of them; not taken
+            by channel, where every member of every prunable group is wrapped).
+        **kwargs: other `TargetedDropout` arguments (`seed`; by channel the
+            callback's).
 
     Returns:
         The new model; compile it before `fit`.
@@ -645,16 +665,27 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
     >>> ready = targeted(model, target_rate=0.5, drop_rate=0.5)
     >>> [type(layer).__name__ for layer in ready.layers]
     ['TargetedDropout', 'TargetedDropout']
+
+    By channel, on a network with a residual add:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    >>> y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="inner")(x)
+    >>> x = keras.layers.Add()([x, keras.layers.Conv2D(8, 1, name="back")(y)])
+    >>> x = keras.layers.GlobalAveragePooling2D()(x)
+    >>> net = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    >>> ready = targeted(net, 0.5, 0.5, granularity="channel")
+    >>> ready.compile("adam", "mse")
+    >>> ready.fit(np.ones((4, 8, 8, 3)), np.zeros((4, 2)), verbose=0,
+    ...           callbacks=[keras_compact.callbacks.TargetedChannels(seed=0)])  # doctest: +ELLIPSIS
+    <keras.src.callbacks.history.History object at ...>
     """
     check_model(model, "targeted", graph=True)
-    if granularity == "channel":
-        raise ValueError(
-            "Targeted Dropout drops weights or units of one layer at a time; granularity='channel' (whole "
-            "channel groups across layers) is not available. Use granularity='unit', then "
-            "prune(..., granularity='channel')."
-        )
     TargetedDropout(keras.layers.Dense(1), target_rate, drop_rate, granularity, **kwargs)  # checks the arguments
-    targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
+    if granularity == "channel":
+        targets = _channel_targets(model, layers)
+    else:
+        targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     wrapped = [layer.name for layer in model._flatten_layers(include_self=False)
                if isinstance(layer, (PruningMask, TargetedDropout)) and _graph.core(layer).name in targets]
     if wrapped:
