@@ -96,3 +96,51 @@ def test_recalibrated_statistics_are_each_layers_own_on_the_data(zoo):
     seen = np.asarray(seen, np.float64).reshape(-1, seen.shape[-1])
     np.testing.assert_allclose(np.asarray(norm.moving_mean), seen.mean(axis=0), rtol=1e-3, atol=1e-3)
     assert not np.allclose(np.asarray(smaller.get_layer("conv2_block1_1_bn").moving_mean), seen.mean(axis=0))
+
+
+def _under_a_head(backbone, classes=5):
+    """A KerasHub backbone as users fine-tune one: pooled features into a new classifier, at 32x32."""
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(classes, name="classes")(features))
+
+
+@pytest.mark.tensorflow_backend("KerasHub's graphs are the same on every backend; the keras.applications zoo "
+                                "covers JAX")
+def test_a_keras_hub_resnet_backbone_is_pruned_through_its_nested_graph_and_shrunk():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 64, 64],
+        stackwise_num_blocks=[2, 2, 2], stackwise_num_strides=[1, 2, 2], block_type="bottleneck_block",
+        image_shape=(32, 32, 3))
+    model = _under_a_head(backbone)
+    groups = channel_groups(model)
+    assert groups.prunable_fraction > 0.99 and list(groups.blocked) == ["classes"]
+    report = prune(model, 0.5, granularity="channel")
+    smaller = shrink(report.model)
+    x = _images(model)
+    masked, shrunk = np.asarray(report.model(x)), np.asarray(smaller(x))
+    assert np.abs(masked - shrunk).max() <= 1e-5 * np.abs(masked).max()
+    assert macs(smaller) <= 0.30 * macs(model)
+
+
+@pytest.mark.tensorflow_backend("KerasHub's graphs are the same on every backend")
+def test_a_keras_hub_efficientnet_backbone_names_its_custom_blocks_and_prunes_the_rest():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.EfficientNetBackbone(
+        stackwise_kernel_sizes=[3, 3, 3], stackwise_num_repeats=[1, 2, 1], stackwise_input_filters=[24, 24, 48],
+        stackwise_output_filters=[24, 48, 64], stackwise_expansion_ratios=[1, 4, 4],
+        stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25], stackwise_strides=[1, 2, 2],
+        stackwise_block_types=["fused", "fused", "unfused"], width_coefficient=1.0, depth_coefficient=1.0,
+        image_shape=(32, 32, 3))
+    model = _under_a_head(backbone)
+    groups = channel_groups(model)
+    # Its MBConv blocks are subclassed layers: their channels cannot be mapped, and the report says so.
+    assert "FusedMBConvBlock 'block1a_' mixes channels in a way the graph cannot map" in groups.blocked.values()
+    assert [group.producers for group in groups.prunable] == [("top_conv",)]
+    report = prune(model, 0.5, granularity="channel")
+    smaller = shrink(report.model)  # the layers inside the custom blocks are left as they are
+    x = _images(model)
+    masked, shrunk = np.asarray(report.model(x)), np.asarray(smaller(x))
+    assert np.abs(masked - shrunk).max() <= 1e-5 * np.abs(masked).max()
+    assert smaller.count_params() < model.count_params()
