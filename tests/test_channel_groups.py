@@ -494,6 +494,10 @@ def test_targeted_by_channel_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="found no TargetedDropout\\(granularity='channel'\\)"):
         by_unit.fit(_x(model), np.zeros((3, 3)), verbose=0, callbacks=[TargetedChannels()])
     ready = targeted(model, 0.5, 0.5, granularity="channel")
+    ready.compile("adam", "mse", steps_per_execution=2)
+    with pytest.raises(ValueError, match="steps_per_execution=1. Received: steps_per_execution=2"):
+        ready.fit(_x(model), np.zeros((3, 3)), verbose=0, callbacks=[TargetedChannels()])
+    ready.compile("adam", "mse")
     ready.layers[1].set_rates(target_rate=0.25)
     callback = TargetedChannels()
     callback.set_model(ready)

@@ -252,6 +252,12 @@ class TargetedChannels(keras.callbacks.Callback):
                 f"{self.model.name!r}; make the model with keras_compact.pruning.targeted(model, "
                 "granularity='channel')."
             )
+        if self._model.steps_per_execution != 1:
+            raise ValueError(
+                "TargetedChannels draws the drops before every step, and Keras calls it once per "
+                f"{self._model.steps_per_execution} steps here: compile {self.model.name!r} with "
+                f"steps_per_execution=1. Received: steps_per_execution={self._model.steps_per_execution}"
+            )
         self._graph = _groups.analyse(self.model)
         members = _channel.members(self._graph)
         outside, missing = sorted(set(self.layers) - members), sorted(members - set(self.layers))
