@@ -331,18 +331,7 @@ def prunable(model, layers=None, granularity="weight"):
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
     if granularity == "channel":
-        if layers is not None:
-            raise ValueError(
-                "With granularity='channel' every member of every prunable channel group is wrapped; leave "
-                f"layers out (keep groups whole with prune's ignored_layers). Received: layers={layers!r}"
-            )
-        graph = _groups.analyse(model)
-        targets = _channel.members(graph)
-        if not targets:
-            raise ValueError(
-                f"The model {model.name!r} has no prunable channel group.\n{_groups.ChannelGroups(graph)}"
-            )
-        return _masked_copy(model, targets, granularity, keep_dropout=True)
+        return _masked_copy(model, _channel_targets(model, layers), granularity, keep_dropout=True)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     return _masked_copy(model, targets, granularity, keep_dropout=True)
 
@@ -613,11 +602,11 @@ def _layer_report(layer):
 
 
 def _channel_targets(model, layers):
-    """The members of every prunable channel group: the layers `targeted` wraps by channel."""
+    """The members of every prunable channel group: the layers `prunable` and `targeted` wrap by channel."""
     if layers is not None:
         raise ValueError(
-            "With granularity='channel' every member of every prunable channel group is wrapped (a group's "
-            f"channels are dropped in all of them); leave layers out. Received: layers={layers!r}"
+            "With granularity='channel' every member of every prunable channel group is wrapped; leave "
+            f"layers out (keep groups whole with prune's ignored_layers). Received: layers={layers!r}"
         )
     graph = _groups.analyse(model)
     members = _channel.members(graph)
