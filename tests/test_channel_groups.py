@@ -20,6 +20,38 @@ from keras_compact.pruning import (
 )
 
 
+# The groups, the cuts of `shrink` and the growth of `grow` are NumPy over the model's graph, the
+# same code on every backend. On JAX, whose eager ops compile for every new shape (5-20 s a test on 2
+# cores), these tests run on TensorFlow only; JAX runs the rest: the elementwise merges, concatenation,
+# depthwise and nested models through prune and shrink, training with the masks, the data criteria,
+# Targeted Dropout by channel and its callback, save and reload.
+GRAPH_ONLY = {
+    "test_a_grouped_convolution_loses_the_same_channels_in_every_group",
+    "test_transposed_3d_and_1d_convolutions_and_normalization_are_cut_in_their_own_layout",
+    "test_grow_adds_channels_to_every_member_of_the_group_and_keeps_the_outputs",
+    "test_grow_through_a_depthwise_convolution_and_a_concatenation",
+    "test_outputs_inputs_and_ignored_layers_are_kept_whole",
+    "test_a_squeeze_excite_gate_belongs_to_the_feature_map_it_scales",
+    "test_round_to_keeps_a_multiple_of_it_and_global_scope_counts_over_all_groups",
+    "test_a_separable_convolution_reads_each_channel_times_its_multiplier",
+    "test_a_gate_over_a_concatenation_is_split_into_the_concatenated_groups",
+    "test_targeted_dropout_and_pruning_masks_read_each_layers_kernel_in_its_own_layout",
+    "test_raw_keras_ops_in_the_graph_are_elementwise_members",
+    "test_a_flattened_channel_is_cut_at_every_position_of_the_dense_layer",
+    "test_slices_merged_in_different_orders_join_into_one_group",
+    "test_a_space_joined_to_others_is_split_with_all_of_them",
+    "test_shrink_folds_a_constant_into_a_one_by_one_same_padded_convolution",
+    "test_shrink_gives_a_bias_to_a_bias_less_layer_that_loses_units_and_receives_a_constant",
+}
+
+
+@pytest.fixture(autouse=True)
+def _graph_only_tests_on_tensorflow(request):
+    if request.node.originalname in GRAPH_ONLY and keras.backend.backend() != "tensorflow":
+        pytest.skip(f"graph code, the same on every backend: it runs on TensorFlow (eager {keras.backend.backend()} "
+                    "compiles every shape); the merges, concatenation, depthwise, training and save/load run here")
+
+
 def _x(model, count=3, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, size=(count,) + tuple(model.input_shape[1:])).astype("float32")
 
