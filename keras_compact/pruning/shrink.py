@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_compact._cloning import check_model, clone_with, is_graph_model
+from keras_compact._cloning import check_model, clone_with
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS
 from keras_compact.pruning import _graph, _groups
 from keras_compact.pruning.prune import strip
@@ -67,10 +67,10 @@ def _fold_constant_units(plain, graph, by_group):
     kept = {root: ~gone for root, gone in by_group.items()}
     configs, weights = {}, {}
     top = {id(layer) for layer in plain.layers}
-    for layer in _graph_layers(plain):
+    for layer in plain._flatten_layers(include_self=False):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        if not isinstance(layer, SUPPORTED_LAYERS):
-            continue
+        if not isinstance(layer, SUPPORTED_LAYERS) or not layer.weights:
+            continue  # without weights: a layer a custom block holds but never built (KerasHub's EfficientNet)
         kernel, bias = _graph.kernel_and_bias(layer, weights)  # a separable convolution's: its pointwise kernel
         dead = ~_graph.columns(kernel, layer).any(axis=0) & (bias == 0 if bias is not None else True)
         if layer.name in members:
@@ -104,15 +104,6 @@ def _fold_constant_units(plain, graph, by_group):
             raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
         _remove(chain, dead, configs, weights)
     return configs, weights
-
-
-def _graph_layers(model):
-    """The layers of `model`'s graph and of the functional or Sequential models nested in it;
-    not those inside a custom layer (a KerasHub block), which the graph does not see."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model) and is_graph_model(layer):
-            yield from _graph_layers(layer)
 
 
 def _remove(chain, removable, configs, weights):
