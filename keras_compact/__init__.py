@@ -1,6 +1,6 @@
 """keras-compact: small, fast on-device networks for Keras 3."""
 
-from keras_compact import callbacks, datasets, layers, models, ops, pruning, regularizers
+from keras_compact import callbacks, datasets, layers, models, ops, pruning, quantization, regularizers
 from keras_compact.layers import HadamardClassifier, ProjectionLayer, TargetedDropout, TextFeaturizer
 from keras_compact.models import HSICBottleneck, ProjectionNet
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 import keras_compact
 from contract import LayerCase, run_layer_test
 from keras_compact import HadamardClassifier, HSICBottleneck, ProjectionLayer, ProjectionNet, TargetedDropout
-from keras_compact.layers import QRNN, FeatureBuckets, TextFeaturizer, TextViews, TokenBuckets
+from keras_compact.layers import QRNN, FeatureBuckets, QuantizeAware, TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.pruning import PruningMask
 
 _X = np.random.default_rng(0).uniform(-1, 1, size=(5, 16)).astype("float32")
@@ -70,6 +70,17 @@ LAYER_CASES = [
         "pruning_mask_of_targeted_dropout_units",
         lambda: PruningMask(TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=2), granularity="unit"),
         _dense_input, lambda: _X, (5, 8), "float32", 2, 8,
+    ),
+    LayerCase("quantize_aware", lambda: QuantizeAware(keras.layers.Dense(8)), _dense_input, lambda: _X, (5, 8),
+              "float32", 2, 2),
+    LayerCase(
+        "quantize_aware_inputs_softmax",
+        lambda: QuantizeAware(keras.layers.Dense(8), activation="softmax", output=(0.0, 255 / 256), quantize_inputs=True),
+        _dense_input, lambda: _X, (5, 8), "float32", 2, 3,
+    ),
+    LayerCase(
+        "quantize_aware_pruned_conv", lambda: QuantizeAware(PruningMask(keras.layers.Conv1D(4, 3)), ema_decay=0.9),
+        lambda: [keras.Input((16, 1), name="signal")], lambda: _X[..., None], (5, 14, 4), "float32", 2, 4,
     ),
     LayerCase(
         "feature_buckets", lambda: FeatureBuckets(100, 4), _ragged_inputs, lambda: [_IDS, _WEIGHTS], (3, 4), "int32",

@@ -23,7 +23,7 @@ from tflite_export import _hadamard
 from tflite_export import _inspect
 from tflite_export import _lowering
 from tflite_export import _other_backend
-from tflite_export import _quantize
+from tflite_export import _qat, _quantize
 from tflite_export import _verify
 
 
@@ -247,6 +247,10 @@ def export(
         min_agreement, batch_size, metadata, sparse, allow_non_finite,
     )
     reference = _deployable(model)
+    quantize_aware = _qat.is_quantize_aware(reference)
+    if quantize_aware:
+        _qat.check(reference, quantization, float_layers)
+    _quantize.check_calibration(quantization, representative_data, quantize_aware)
     float_layers = _quantize.float_layer_names(reference, float_layers, quantization)
     if keras.backend.backend() != "tensorflow":
         return _export_through_tensorflow(
@@ -255,7 +259,7 @@ def export(
             labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
             batch_size=batch_size, allow_non_finite=bool(allow_non_finite), float_layers=float_layers,
         )
-    lowered = _lowering.lowered_copy(reference, projection_lowering)
+    lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
     labels = _check_fits(lowered, cuts, quantization, batch_size, labels)
     representative = None
@@ -308,7 +312,7 @@ def _check_arguments(
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
         )
-    _quantize.check(quantization, representative_data)
+    _quantize.check(quantization)
     if projection_lowering not in _lowering.LOWERINGS:
         raise ValueError(
             f"projection_lowering must be one of {_lowering.LOWERINGS}. "
@@ -723,9 +727,10 @@ def _converter(lowered, cuts, quantization, representative, batch_size=1):
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         head_examples = None
-        if quantization in _quantize.CALIBRATED:
+        if quantization in _quantize.CALIBRATED and representative is not None:
             head_examples = _head_inputs(lowered, cuts, specs, representative)
-        _quantize.configure(converter, quantization, lambda: _batches_of_one(specs, head_examples))
+        _quantize.configure(converter, quantization, None if head_examples is None
+                            else lambda: _batches_of_one(specs, head_examples))
         yield converter, head, specs, head_examples
 
 

@@ -12,16 +12,21 @@ CALIBRATED = ("int8", "int8_io", "int16x8")
 MAX_REPRESENTATIVE_EXAMPLES = 300
 
 
-def check(quantization, representative_data):
+def check(quantization):
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
-    if quantization in CALIBRATED and representative_data is None:
+
+
+def check_calibration(quantization, representative_data, quantize_aware):
+    """Raises when `quantization` needs ranges that neither the model nor `representative_data` gives."""
+    if quantization in CALIBRATED and representative_data is None and not quantize_aware:
         raise ValueError(
             f"quantization={quantization!r} quantizes activations and needs representative_data: "
             "a few hundred real inputs (an array, a list/dict per input, a tf.data.Dataset or a "
-            "generator). Received: representative_data=None"
+            "generator), or a model trained with keras_compact.quantization.quantize_aware, which learned its "
+            "ranges. Received: representative_data=None"
         )
 
 
@@ -108,7 +113,9 @@ def representative_examples(model, data):
 
 
 def configure(converter, quantization, representative):
-    """Sets the converter's options; `representative()` yields dicts of batch-1 head inputs."""
+    """Sets the converter's options; `representative()` yields dicts of batch-1 head inputs, or is
+    None for a quantization-aware model without representative data (the converter then reads
+    every range from its fake-quantization ops)."""
     if quantization is None:
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -120,8 +127,9 @@ def configure(converter, quantization, representative):
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
     elif quantization in ("int8", "int8_io"):
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if representative is not None:
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if quantization == "int8_io":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8

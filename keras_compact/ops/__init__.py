@@ -1,5 +1,6 @@
 """Pure tensor functions shared by the layers, models and the export."""
 
+from keras_compact.ops.fake_quant import fake_quant
 from keras_compact.ops.hashing import (
     dense_bits,
     feature_hashes,

@@ -1,0 +1,215 @@
+"""QuantizeAware: a layer computing what its int8 operator will, in float, for quantization-aware training."""
+
+import keras
+from keras import ops
+
+from keras_compact._checks import ChecksCallInputs, check_rate, is_number
+from keras_compact.layers.targeted_dropout import call_with_values
+from keras_compact.ops.fake_quant import fake_quant
+
+# The fixed output ranges of the converter's int8 kernels (scale 1/256 or 1/128).
+FIXED_RANGES = {
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "softmax": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+# How each layer's kernel is quantized: per output channel, or per tensor (the converter's
+# FULLY_CONNECTED, whose per-channel axis a transposed Keras kernel cannot carry).
+WEIGHT_MODES = (
+    (keras.layers.DepthwiseConv2D, "depthwise"),
+    (keras.layers.Conv1D, "per_channel"),
+    (keras.layers.Conv2D, "per_channel"),
+    (keras.layers.Conv3D, "per_channel"),
+    (keras.layers.Dense, "per_tensor"),
+)
+OUTPUTS = ("learned", None)
+# tfmot's MovingAverageQuantizer starts its ranges here; the first training batch replaces them.
+_INITIAL_RANGE = 6.0
+
+
+def weight_mode(layer):
+    """`"per_channel"`, `"depthwise"`, `"per_tensor"` or None: how `layer`'s kernel is quantized."""
+    for cls, mode in WEIGHT_MODES:
+        if isinstance(layer, cls):
+            return mode
+    return None
+
+
+def quantized_kernel(kernel, mode):
+    """`kernel` on its symmetric int8 grid (`[-127, 127]` times `max|kernel| / 127`)."""
+    if mode == "depthwise":  # one scale per output channel: `in * multiplier` of them
+        shape = ops.shape(kernel)
+        flat = ops.reshape(kernel, (shape[0], shape[1], 1, -1))
+        return ops.reshape(quantized_kernel(flat, "per_channel"), shape)
+    axes = tuple(range(len(kernel.shape) - 1)) if mode == "per_channel" else None
+    bound = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=axes), 1e-8))
+    return fake_quant(kernel, -bound, bound, narrow_range=True)
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
+    """A layer as its int8 operator computes it: weights and activations fake-quantized.
+
+    In training and inference the wrapped layer's kernel is rounded to the
+    symmetric int8 grid the TFLite converter uses (per output channel for
+    convolutions, per tensor for `Dense`), and its output to an asymmetric
+    8-bit grid over a range learned as tfmot's `MovingAverageQuantizer` learns
+    it: the first training batch's min and max, then their moving averages.
+    Gradients pass straight through the rounding (1 inside the range, 0 outside).
+    `keras_compact.quantization.quantize_aware` wraps every layer of a model
+    this way, choosing for each what the converter fuses; `tflite_export.export`
+    then writes an int8 file with the learned ranges.
+
+    Args:
+        layer: the layer to wrap. A `Dense`, `Conv1D`/`2D`/`3D` or
+            `DepthwiseConv2D` (alone or in a `keras_compact.pruning.PruningMask`,
+            whose zeros stay zero) has its kernel quantized; any other layer
+            only its inputs and output.
+        activation: an activation name computed after the layer, on its
+            quantized output (`"sigmoid"`, `"softmax"`, `"tanh"`, `"silu"`,
+            `"gelu"`, ...): the converter's own operator, which the layer's
+            fused kernel cannot include. `"silu"`/`"swish"` is quantized as the
+            converter writes it, `x * sigmoid(x)`. With a `keras.layers.Activation`
+            as `layer`, the activation replaces its call.
+        output: `"learned"` (a moving-average range), `None` (not quantized: the
+            converter fuses this output into the next operator, or keeps its
+            input's scale), or a `(minimum, maximum)` pair (a fixed range, as
+            after a sigmoid).
+        quantize_inputs: also quantize the input (a model input: the file's
+            QUANTIZE operator).
+        ema_decay: decay of the moving averages of the ranges, in `[0, 1)`.
+
+    Example:
+
+    >>> layer = QuantizeAware(keras.layers.Dense(3, kernel_initializer="ones"), quantize_inputs=True)
+    >>> outputs = layer(np.array([[0.5, 1.0], [0.0, 2.0]], "float32"), training=True)
+    >>> keras.ops.convert_to_numpy(layer.input_range).tolist()  # the first batch's min and max
+    [0.0, 2.0]
+    >>> [round(v, 3) for v in keras.ops.convert_to_numpy(layer.output_range).tolist()]  # from rounded inputs
+    [1.498, 2.0]
+    """
+
+    expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
+
+    def __init__(self, layer, activation=None, output="learned", quantize_inputs=False, ema_decay=0.999, **kwargs):
+        errors = []
+        if activation is not None:
+            try:
+                keras.activations.get(activation)
+            except (ValueError, TypeError):
+                errors.append(f"activation must be None or the name of a Keras activation. "
+                              f"Received: activation={activation!r}")
+            if not isinstance(activation, str):
+                errors.append(f"activation must be None or a name (a string). Received: activation={activation!r}")
+        if not (output in OUTPUTS or _is_range(output)):
+            errors.append(
+                "output must be 'learned', None or a (minimum, maximum) pair with minimum < maximum. "
+                f"Received: output={output!r}"
+            )
+        if not isinstance(quantize_inputs, bool):
+            errors.append(f"quantize_inputs must be True or False. Received: quantize_inputs={quantize_inputs!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        check_rate("ema_decay", ema_decay)
+        if ema_decay >= 1:
+            raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay!r}")
+        super().__init__(layer, **kwargs)
+        self.activation = activation
+        self.output_mode = output if output in OUTPUTS else tuple(float(v) for v in output)
+        self.quantize_inputs = quantize_inputs
+        self.ema_decay = float(ema_decay)
+        self._activation_only = activation is not None and isinstance(layer, keras.layers.Activation)
+
+    @property
+    def target(self):
+        """The layer whose kernel is quantized: the wrapped one, or the one in its `PruningMask`."""
+        return getattr(self.layer, "target", self.layer)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.quantize_inputs:
+            self.input_range = self._range_weight("input_range")
+        if self.activation is not None and not self._activation_only:
+            self.pre_activation_range = self._range_weight("pre_activation_range")
+        if self.output_mode == "learned":
+            self.output_range = self._range_weight("output_range")
+        self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
+        self.built = True
+
+    def _range_weight(self, name):
+        initial = keras.initializers.Constant([-_INITIAL_RANGE, _INITIAL_RANGE])
+        return self.add_weight(shape=(2,), initializer=initial, trainable=False, name=name)
+
+    def call(self, inputs, training=None, mask=None):
+        x = self._quantize(inputs, self.input_range, training) if self.quantize_inputs else inputs
+        y = x if self._activation_only else self._call_layer(x, training, mask)
+        if self.activation is not None:
+            if not self._activation_only:
+                y = self._quantize(y, self.pre_activation_range, training)
+            y = self._activate(y)
+        if self.output_mode == "learned":
+            y = self._quantize(y, self.output_range, training)
+        elif self.output_mode is not None:
+            y = fake_quant(y, *self.output_mode)
+        if training:
+            self.batches_seen.assign(self.batches_seen + 1.0)
+        return y
+
+    def _call_layer(self, x, training, mask):
+        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
+        if mask is not None and self.layer._call_has_mask_arg:
+            kwargs["mask"] = mask
+        mode = weight_mode(self.target)
+        if mode is None:
+            return self.layer(x, **kwargs)
+        kernel = self.target.kernel
+        value = kernel.value
+        if self.layer is not self.target:  # a PruningMask: its zeros are quantized as zeros
+            value = value * self.layer.mask.value
+        return call_with_values(self.layer, [(kernel, quantized_kernel(value, mode))], x, **kwargs)
+
+    def _activate(self, y):
+        if self.activation in ("silu", "swish"):  # the converter's LOGISTIC (fixed range) times its input
+            return y * fake_quant(ops.sigmoid(y), *FIXED_RANGES["sigmoid"])
+        return keras.activations.get(self.activation)(y)
+
+    def _quantize(self, x, weight, training):
+        if training:
+            batch = ops.stop_gradient(ops.stack([ops.min(x), ops.max(x)]))
+            moving = self.ema_decay * weight.value + (1.0 - self.ema_decay) * ops.cast(batch, weight.dtype)
+            value = ops.where(self.batches_seen > 0, moving, ops.cast(batch, weight.dtype))
+            weight.assign(value)
+        else:
+            value = weight.value
+        low, high = quantization_range(value)
+        return fake_quant(x, low, high)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        output = self.output_mode if self.output_mode in OUTPUTS else list(self.output_mode)
+        return {
+            **super().get_config(),
+            "activation": self.activation,
+            "output": output,
+            "quantize_inputs": self.quantize_inputs,
+            "ema_decay": self.ema_decay,
+        }
+
+
+def quantization_range(value):
+    """A learned `[min, max]` as the range `fake_quant` takes: widened to hold 0, never empty."""
+    low = ops.minimum(value[0], 0.0)
+    high = ops.maximum(ops.maximum(value[1], 0.0), low + 1e-6)
+    return low, high
+
+
+def _is_range(value):
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(is_number(v) for v in value)
+        and float(value[0]) < float(value[1])
+    )

@@ -1,0 +1,228 @@
+"""Quantization-aware training for Keras 3: a model that trains as its int8 `.tflite` file computes.
+
+`quantize_aware(model)` returns a copy in which every layer is a
+`keras_compact.layers.QuantizeAware` wrapper placed where the TFLite converter
+quantizes (tfmot's default 8-bit scheme, Jacob et al. 2018): weights per output
+channel (per tensor for `Dense`), symmetric int8; activations per tensor,
+asymmetric, ranges learned by moving averages; nothing between a convolution
+and the `BatchNormalization` and ReLU the converter fuses into it.
+`tflite_export.export(qat_model, path, quantization="int8")` writes the int8
+file with those ranges.
+"""
+
+import dataclasses
+
+import keras
+
+from keras_compact._checks import check_rate
+from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
+from keras_compact.layers.quantize_aware import FIXED_RANGES, WEIGHT_MODES, QuantizeAware, weight_mode
+from keras_compact.layers.targeted_dropout import TargetedDropout
+from keras_compact.pruning.prune import PruningMask
+
+# Activations the converter fuses into the operator before them.
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+# Layers whose output keeps its input's scale in the file: no range of their own.
+KEEP_SCALE = (
+    keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute, keras.layers.RepeatVector,
+    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
+    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
+    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity,
+)
+KERNEL_LAYERS = tuple(cls for cls, _ in WEIGHT_MODES)
+# Layers with weights but no kernel: elementwise, quantized after.
+_NO_KERNEL = (keras.layers.BatchNormalization, keras.layers.Normalization)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one layer's wrapper quantizes."""
+
+    activation: str = None
+    output: object = "learned"
+    quantize_inputs: bool = False
+
+
+def quantize_aware(model, ema_decay=0.999):
+    """A copy of `model` that trains with the int8 file's rounding (quantization-aware training).
+
+    Every layer of `model` (nested functional and Sequential models are inlined
+    into one functional graph) is wrapped in a `QuantizeAware` that rounds what
+    the converter will round: the kernels of `Dense`, `Conv1D`/`2D`/`3D` and
+    `DepthwiseConv2D` to symmetric int8 (per output channel; per tensor for
+    `Dense`, as the converter's FULLY_CONNECTED), the model inputs and each
+    operator's output to 8-bit ranges learned during training. Outputs the
+    converter fuses away are left alone: a convolution or `Dense` followed by
+    `BatchNormalization` and/or a ReLU (or ReLU6) is one operator in the file,
+    quantized after the ReLU, and a per-channel kernel quantized before the
+    batch norm is folded is the same grid scaled per channel. Softmax, sigmoid
+    and tanh outputs get the converter's fixed ranges; an activation the file
+    computes as an operator of its own (swish as LOGISTIC and MUL, GELU, ...)
+    is split out of its layer and quantized before and after. Layers that keep
+    their input's scale in the file (reshapes, max pooling, padding, dropout)
+    are not quantized.
+
+    Train the copy for a few epochs from `model`'s weights (compile it first),
+    then export it: `tflite_export.export(copy, path, quantization="int8")`.
+    Pruned weights stay zero: `PruningMask` wrappers (from `prune` or
+    `prunable`) are kept inside the new ones. `model` is not changed.
+
+    Raw `keras.ops` calls in the graph (`x + 3.0`, as in `keras.applications`'
+    MobileNetV3) cannot be wrapped: they train in float, and `export` calibrates
+    their ranges on `representative_data` (without it they stay float32 in the file).
+
+    Args:
+        model: a built functional or Sequential model.
+        ema_decay: decay of the ranges' moving averages (tfmot's is 0.999).
+
+    Returns:
+        A functional model of `QuantizeAware` layers, uncompiled.
+
+    Raises:
+        ValueError: a layer with weights this scheme does not quantize (named,
+            with the supported ones), or a model already quantize-aware.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu", name="hidden"),
+    ...                           keras.layers.Dense(2, activation="softmax", name="classes")])
+    >>> qat = quantize_aware(model)
+    >>> [(layer.name, layer.activation, layer.output_mode) for layer in qat.layers[1:]]
+    [('hidden_quant', None, 'learned'), ('classes_quant', 'softmax', (0.0, 0.99609375))]
+    """
+    check_model(model, "quantize_aware", graph=True)
+    ema_decay = check_rate("ema_decay", ema_decay)
+    if ema_decay >= 1:
+        raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay!r}")
+    flat, _, _ = inlined(model)
+    plans = _plans(flat)
+
+    def replace(layer):
+        if layer.name not in plans:
+            return None
+        plan = plans[layer.name]
+        values = layer.get_weights()
+        inner = fresh_copy(layer)
+        if plan.activation is not None and not isinstance(layer, keras.layers.Activation):
+            inner = _without_activation(layer)
+        wrapper = QuantizeAware(inner, activation=plan.activation, output=plan.output,
+                                quantize_inputs=plan.quantize_inputs, ema_decay=ema_decay, name=f"{layer.name}_quant")
+        return wrapper, lambda built: built.layer.set_weights(values)
+
+    return clone_with(flat, replace)
+
+
+def _without_activation(layer):
+    """A fresh copy of `layer` (or of the layer in its `PruningMask`) with a linear activation."""
+    target = getattr(layer, "target", layer)
+    linear = type(target).from_config({**target.get_config(), "activation": "linear"})
+    if target is layer:
+        return linear
+    return PruningMask(linear, granularity=layer.granularity, name=layer.name)
+
+
+def _plans(model):
+    """`{layer name: _Plan}` for every layer of the flat functional `model`."""
+    readers = {}
+    nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
+    for node in nodes:
+        for tensor in node.arguments.keras_tensors:
+            readers.setdefault(id(tensor), []).append(node)
+    inputs = {id(tensor) for tensor in model.inputs}
+    outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
+    plans, refused = {}, []
+    for node in nodes:
+        layer = node.operation
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.layers.InputLayer):
+            continue
+        problem = _unsupported(layer)
+        if problem:
+            refused.append(problem)
+            continue
+        plan = _plan(layer, node, readers, inputs, outputs)
+        if layer.name in plans and plans[layer.name] != plan:  # a shared layer: quantize every call's output
+            plan = dataclasses.replace(plan, output=plans[layer.name].output or plan.output,
+                                       quantize_inputs=plans[layer.name].quantize_inputs or plan.quantize_inputs)
+        plans[layer.name] = plan
+    if refused:
+        raise ValueError(
+            f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
+            "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D (alone or in a "
+            "PruningMask), BatchNormalization and Normalization; layers without weights are all taken."
+        )
+    return plans
+
+
+def _unsupported(layer):
+    """Why `layer` cannot be wrapped, or None."""
+    if isinstance(layer, QuantizeAware):
+        return f"{layer.name!r} is already a QuantizeAware layer (the model is quantization-aware)"
+    if isinstance(layer, TargetedDropout):
+        return (f"{layer.name!r} is a TargetedDropout: prune the model (keras_compact.pruning.prune) or strip "
+                "the dropout (keras_compact.pruning.strip) first")
+    if isinstance(layer, PruningMask):
+        return None if weight_mode(layer.target) else f"{layer.name!r} masks a {type(layer.target).__name__}"
+    if not layer.weights or weight_mode(layer) or isinstance(layer, _NO_KERNEL):
+        return None
+    return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
+
+
+def _plan(layer, node, readers, inputs, outputs):
+    target = getattr(layer, "target", layer)
+    single_input = len(node.arguments.keras_tensors) == 1
+    quantize_inputs = single_input and id(node.arguments.keras_tensors[0]) in inputs
+    activation = _split_activation(target)
+    if activation is not None:
+        return _Plan(activation, FIXED_RANGES.get(activation, "learned"), quantize_inputs)
+    if isinstance(target, keras.layers.Softmax):
+        return _Plan(None, FIXED_RANGES["softmax"], quantize_inputs)
+    if isinstance(target, KEEP_SCALE) or _fused_into_next(target, node, readers, outputs):
+        return _Plan(None, None, quantize_inputs)
+    return _Plan(None, "learned", quantize_inputs)
+
+
+def _activation_name(layer):
+    function = getattr(layer, "activation", None)
+    name = getattr(function, "__name__", None)
+    if name is None or keras.activations.get(name) is not function:
+        return None  # a custom callable: computed inside its layer, quantized after it
+    return name
+
+
+def _split_activation(layer):
+    """The activation to compute after `layer`'s quantized output, or None (fused or absent)."""
+    if not isinstance(layer, KERNEL_LAYERS + (keras.layers.Activation,)):
+        return None
+    name = _activation_name(layer)
+    if name in FUSED_ACTIVATIONS or name is None:
+        return None
+    return name
+
+
+def _fused_into_next(layer, node, readers, outputs):
+    """Whether the converter fuses `layer`'s output into the one operator that reads it."""
+    if len(node.outputs) != 1 or id(node.outputs[0]) in outputs:
+        return False
+    consumers = readers.get(id(node.outputs[0]), [])
+    if len(consumers) != 1:
+        return False
+    reader = getattr(consumers[0].operation, "target", consumers[0].operation)
+    if isinstance(layer, KERNEL_LAYERS) and isinstance(reader, keras.layers.BatchNormalization):
+        return True
+    fusing = isinstance(layer, KERNEL_LAYERS + (keras.layers.BatchNormalization, keras.layers.Add))
+    return fusing and _is_fused_activation(reader)
+
+
+def _is_fused_activation(layer):
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer) in FUSED_ACTIVATIONS
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        return (config.get("negative_slope", 0) == 0 and config.get("threshold", 0) == 0
+                and config.get("max_value") in (None, 6, 6.0))
+    return False

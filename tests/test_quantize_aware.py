@@ -1,0 +1,287 @@
+"""Quantization-aware training: keras_compact.quantization.quantize_aware and its int8 export."""
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from conftest import gradients
+from keras_compact import TargetedDropout
+from keras_compact.layers import QuantizeAware
+from keras_compact.ops.fake_quant import fake_quant, fake_quant_in_keras_ops, nudged_range
+from keras_compact.pruning import prune
+from keras_compact.quantization import quantize_aware
+from tflite_export import export
+
+STEP = 1.0 / 256  # one quantization step of a softmax output in the int8 file
+
+
+def _images(digits):
+    (x_train, y_train), (x_test, y_test) = digits
+    return (x_train.reshape(-1, 8, 8, 1), y_train), (x_test.reshape(-1, 8, 8, 1), y_test)
+
+
+def _cnn():
+    """What the converter fuses and what it does not: conv+BN+ReLU6, depthwise+BN+swish, a residual
+    add, pooling, a Dense with swish and a softmax classifier."""
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="conv_bn")(x)
+    x = keras.layers.ReLU(6.0, name="conv_relu")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    y = keras.layers.BatchNormalization(momentum=0.9, name="depthwise_bn")(y)
+    y = keras.layers.Activation("swish", name="depthwise_swish")(y)
+    x = keras.layers.Add(name="residual")([x, y])
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="average")(x)
+    x = keras.layers.Dense(16, activation="swish", name="hidden")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _fit(model, x, y, epochs=3, learning_rate=0.005):
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A float CNN trained on the digits, and its quantization-aware copy fine-tuned for 3 epochs."""
+    keras.utils.set_random_seed(1)
+    (x, y), _ = _images(digits)
+    model = _fit(_cnn(), x, y, epochs=20)
+    qat = _fit(quantize_aware(model), x, y, epochs=3, learning_rate=0.001)
+    return model, qat
+
+
+@pytest.fixture(scope="module")
+def exported(trained, digits, tmp_path_factory):
+    """The quantization-aware CNN as an int8 file (no representative data) and its export report."""
+    _, qat = trained
+    _, (x_test, _) = _images(digits)
+    path = tmp_path_factory.mktemp("qat") / "qat.tflite"
+    return path, export(qat, path, quantization="int8", verify_with=x_test[:200])
+
+
+def _run_file(path, x):
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    entry, result = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    outputs = []
+    for example in x:
+        interpreter.set_tensor(entry["index"], example[None].astype("float32"))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(result["index"])[0])
+    return np.array(outputs), interpreter
+
+
+@pytest.mark.parametrize("low, high, narrow", [(-1.0, 1.0, False), (-2.3, 5.1, False), (0.1, 4.0, False),
+                                               (-7.0, -0.5, False), (-3.3, 3.3, True)])
+def test_fake_quant_in_keras_ops_rounds_as_the_tensorflow_op(rng, low, high, narrow):
+    import tensorflow as tf
+
+    x = (rng.normal(size=(2000,)) * 4).astype("float32")
+    expected = tf.quantization.fake_quant_with_min_max_vars(x, low, high, narrow_range=narrow).numpy()
+    values = keras.ops.convert_to_numpy(fake_quant_in_keras_ops(x, low, high, narrow_range=narrow))
+    nudged_low, _, scale = (float(v) for v in nudged_range(low, high, narrow_range=narrow))
+    # The same levels; the float products may differ in their last bit.
+    np.testing.assert_array_equal(np.round((values - nudged_low) / scale), np.round((expected - nudged_low) / scale))
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)
+
+
+def test_fake_quant_per_channel_rounds_each_channel_to_its_own_range(rng):
+    import tensorflow as tf
+
+    x = rng.normal(size=(50, 6)).astype("float32")
+    low, high = -rng.uniform(0.5, 2, 6).astype("float32"), rng.uniform(0.5, 2, 6).astype("float32")
+    expected = tf.quantization.fake_quant_with_min_max_vars_per_channel(x, low, high).numpy()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fake_quant(x, low, high)), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fake_quant_in_keras_ops(x, low, high)), expected,
+                               rtol=0, atol=1e-6)
+
+
+def test_fake_quant_gradient_is_straight_through_inside_the_range():
+    x = np.array([-2.0, -0.99, -0.3, 0.0, 0.41, 0.99, 1.5], "float32")
+    (gradient,) = gradients(lambda t: keras.ops.sum(fake_quant(t, -1.0, 1.0)), [x])
+    np.testing.assert_array_equal(gradient, [0, 1, 1, 1, 1, 1, 0])
+
+
+def test_wrappers_sit_where_the_converter_quantizes(trained):
+    _, qat = trained
+    plans = {layer.name: (layer.activation, layer.output_mode, layer.quantize_inputs) for layer in qat.layers[1:]}
+    assert plans == {
+        "conv_quant": (None, None, True),  # the model input is quantized here; BN and ReLU6 are fused
+        "conv_bn_quant": (None, None, False),
+        "conv_relu_quant": (None, "learned", False),
+        "depthwise_quant": (None, None, False),
+        "depthwise_bn_quant": (None, "learned", False),  # swish is LOGISTIC and MUL in the file
+        "depthwise_swish_quant": ("silu", "learned", False),
+        "residual_quant": (None, "learned", False),
+        "pool_quant": (None, None, False),  # max pooling keeps its input's scale
+        "average_quant": (None, "learned", False),
+        "hidden_quant": ("silu", "learned", False),
+        "classes_quant": ("softmax", (0.0, 255 / 256), False),
+    }
+    assert qat.get_layer("hidden_quant").layer.get_config()["activation"] == "linear"
+
+
+@pytest.mark.tensorflow_backend("the rounding of the file against the same model, which the JAX run of the CNN covers")
+def test_int8_file_equals_a_small_quantization_aware_model_within_one_step(tmp_path, digits):
+    (x, y), (x_test, _) = _images(digits)
+    inputs = keras.Input((8, 8, 1))
+    x_ = keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x_ = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization(momentum=0.9)(x_))
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x_))
+    qat = _fit(quantize_aware(_fit(keras.Model(inputs, outputs), x, y, epochs=5)), x, y, epochs=1)
+    export(qat, tmp_path / "small.tflite", quantization="int8", verify_with=x_test[:50])
+    file_outputs, _ = _run_file(tmp_path / "small.tflite", x_test)
+    expected = keras.ops.convert_to_numpy(qat.predict(x_test, verbose=0))
+    assert np.abs(file_outputs - expected).max() <= STEP + 1e-6
+
+
+def test_int8_file_computes_what_the_quantization_aware_model_computes(exported, trained, digits):
+    _, qat = trained
+    _, (x_test, _) = _images(digits)
+    path, report = exported
+    # Fully int8 without representative data: one QUANTIZE in, one DEQUANTIZE out.
+    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1
+    assert report.builtin_only
+    # LiteRT's LOGISTIC and ADD kernels round an intermediate step differently now and then, and the
+    # layers after carry it on: the top-1 class is what the issue's 99% asks for.
+    outputs, interpreter = _run_file(path, x_test)
+    expected = keras.ops.convert_to_numpy(qat.predict(x_test, verbose=0))
+    assert np.mean(outputs.argmax(1) == expected.argmax(1)) >= 0.99
+    # The file's scales are the learned ranges.
+    scales = {detail["name"]: detail["quantization_parameters"]["scales"] for detail in interpreter.get_tensor_details()}
+    low, high = keras.ops.convert_to_numpy(qat.get_layer("residual_quant").output_range)
+    residual = [s for name, s in scales.items() if "residual" in name and name.endswith("Add") and s.size == 1]
+    assert residual and np.isclose(residual[0][0], (high - min(low, 0.0)) / 255, rtol=1e-5)
+
+
+def test_quantization_aware_training_keeps_the_accuracy(exported, trained, digits):
+    model, _ = trained
+    _, (x_test, y_test) = _images(digits)
+    float_accuracy = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
+    outputs, _ = _run_file(exported[0], x_test)
+    assert np.mean(outputs.argmax(1) == y_test) >= float_accuracy - 0.01
+
+
+def test_the_model_it_came_from_is_not_changed(digits):
+    (x, y), _ = _images(digits)
+    model = _fit(_cnn(), x[:64], y[:64], epochs=1)
+    before = [w.copy() for w in model.get_weights()]
+    _fit(quantize_aware(model), x[:128], y[:128], epochs=1)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_saved_and_reloaded_quantization_aware_model_predicts_the_same_and_resumes(tmp_path, trained, digits):
+    _, qat = trained
+    (x, y), (x_test, _) = _images(digits)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.models.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(x_test[:64], verbose=0), qat.predict(x_test[:64], verbose=0))
+    layer = loaded.get_layer("residual_quant")
+    seen = float(keras.ops.convert_to_numpy(layer.batches_seen))
+    range_before = keras.ops.convert_to_numpy(layer.output_range).copy()
+    loaded.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0)
+    assert float(keras.ops.convert_to_numpy(layer.batches_seen)) == seen + 2
+    assert not np.array_equal(keras.ops.convert_to_numpy(layer.output_range), range_before)
+
+
+def test_pruned_weights_stay_zero_through_training_and_in_the_file(tmp_path, trained, digits):
+    model, _ = trained
+    (x, y), (x_test, _) = _images(digits)
+    pruned = prune(model, 0.6).model
+    qat = _fit(quantize_aware(pruned), x, y, epochs=1)
+    hidden = qat.get_layer("hidden_pruned_quant")
+    kernel = keras.ops.convert_to_numpy(hidden.target.kernel) * keras.ops.convert_to_numpy(hidden.layer.mask)
+    assert np.mean(kernel == 0) >= 0.6
+    report = export(qat, tmp_path / "pruned.tflite", quantization="int8", verify_with=x_test[:100], sparse=False)
+    assert report.weight_sparsity >= 0.55
+
+
+@pytest.mark.tensorflow_backend("graph inlining, the same on every backend; JAX trains the CNN")
+def test_sequential_built_with_add_and_a_nested_backbone(tmp_path, digits):
+    (x, y), (x_test, _) = _images(digits)
+    backbone = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                                 keras.layers.Flatten()], name="backbone")
+    model = keras.Sequential()
+    model.add(keras.Input((8, 8, 1)))
+    model.add(backbone)
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    qat = _fit(quantize_aware(model), x, y, epochs=1)
+    assert [type(layer.layer).__name__ for layer in qat.layers[1:]] == ["Conv2D", "Flatten", "Dense"]
+    report = export(qat, tmp_path / "nested.tflite", quantization="int8", verify_with=x_test[:100])
+    assert report.top1_agreement >= 0.99
+
+
+@pytest.mark.tensorflow_backend("a keras.applications zoo model; the JAX run of the small CNN covers the backend")
+def test_mobilenet_v2_quantization_aware_exports_fully_int8(tmp_path, rng):
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=4)
+    qat = quantize_aware(model)
+    x = rng.uniform(0, 255, (32, 32, 32, 3)).astype("float32")
+    qat(x, training=True)  # one training batch sets every range (tracing a train step of it takes a minute)
+    report = export(qat, tmp_path / "mobilenet.tflite", quantization="int8", verify_with=x)
+    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1
+    assert report.max_abs_diff <= STEP + 1e-6
+
+
+@pytest.mark.parametrize("layer, message", [
+    (lambda: keras.layers.LSTM(4, name="lstm"), "LSTM 'lstm' has weights"),
+    (lambda: keras.layers.SeparableConv1D(4, 3, name="separable"), "SeparableConv1D 'separable' has weights"),
+    (lambda: TargetedDropout(keras.layers.Dense(4), 0.5, 0.5, name="dropped"), "'dropped' is a TargetedDropout"),
+])
+def test_layers_it_cannot_quantize_are_named(layer, message):
+    layer = layer()
+    shape = (6, 3) if isinstance(layer, (keras.layers.LSTM, keras.layers.SeparableConv1D)) else (3,)
+    model = keras.Sequential([keras.Input(shape), layer])
+    with pytest.raises(ValueError, match=message):
+        quantize_aware(model)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ema_decay=1.0), "ema_decay must be in"),
+    (dict(ema_decay="0.9"), "ema_decay="),
+    (dict(ema_decay=float("nan")), "ema_decay=nan"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=message):
+        quantize_aware(model, **kwargs)
+
+
+def test_a_model_already_quantization_aware_is_refused():
+    qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    with pytest.raises(ValueError, match="already a QuantizeAware"):
+        quantize_aware(qat)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(output="fixed"), "output must be 'learned', None or"),
+    (dict(output=(1.0, 0.0)), "output must be"),
+    (dict(activation="not_an_activation"), "activation must be None or the name"),
+    (dict(quantize_inputs=1), "quantize_inputs must be True or False"),
+    (dict(ema_decay=2), "ema_decay"),
+])
+def test_quantize_aware_layer_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QuantizeAware(keras.layers.Dense(2), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(quantization=None), "exports with its learned int8 ranges"),
+    (dict(quantization="int16x8"), "quantization='int16x8'"),
+    (dict(quantization="int8", float_layers=["dense"]), "float_layers is not taken"),
+])
+def test_export_of_a_quantization_aware_model_needs_int8(tmp_path, kwargs, message):
+    qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")]))
+    with pytest.raises(ValueError, match=message):
+        export(qat, tmp_path / "qat.tflite", **kwargs)
+    assert not (tmp_path / "qat.tflite").exists()
+
+
+def test_untrained_ranges_are_tfmot_s_starting_range():
+    qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(qat.layers[-1].output_range), [-6.0, 6.0])
