@@ -17,6 +17,7 @@ import keras
 from keras_compact._checks import check_rate
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import FIXED_RANGES, WEIGHT_MODES, QuantizeAware, weight_mode
+from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
 from keras_compact.pruning.prune import PruningMask
 
@@ -67,6 +68,11 @@ def quantize_aware(model, ema_decay=0.999):
     their input's scale in the file (reshapes, max pooling, padding, dropout)
     are not quantized.
 
+    A `ProjectionLayer` is left as it is (the file's LSH_PROJECTION) and its
+    bits are quantized where the next layer reads them: a `ProjectionNet`'s
+    projection trains quantization-aware as `ProjectionNet(trainer,
+    quantize_aware(net.projection))`.
+
     Train the copy for a few epochs from `model`'s weights (compile it first),
     then export it: `tflite_export.export(copy, path, quantization="int8")`.
     Pruned weights stay zero: `PruningMask` wrappers (from `prune` or
@@ -100,6 +106,9 @@ def quantize_aware(model, ema_decay=0.999):
     if ema_decay >= 1:
         raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay!r}")
     flat, _, _ = inlined(model)
+    if len(flat.inputs) == 1 or len(flat.outputs) == 1:  # one tensor, not a list of one: what users feed
+        flat = keras.Model(flat.inputs[0] if len(flat.inputs) == 1 else flat.inputs,
+                           flat.outputs[0] if len(flat.outputs) == 1 else flat.outputs, name=flat.name)
     plans = _plans(flat)
 
     def replace(layer):
@@ -138,6 +147,9 @@ def _plans(model):
     plans, refused = {}, []
     for node in nodes:
         layer = node.operation
+        if isinstance(layer, ProjectionLayer):  # the file's LSH_PROJECTION: its bits enter the int8 part as inputs
+            inputs.update(id(tensor) for tensor in node.outputs)
+            continue
         if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.layers.InputLayer):
             continue
         problem = _unsupported(layer)

@@ -6,12 +6,12 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from conftest import gradients
-from keras_compact import TargetedDropout
+from keras_compact import ProjectionLayer, ProjectionNet, TargetedDropout
 from keras_compact.layers import QuantizeAware
 from keras_compact.ops.fake_quant import fake_quant, fake_quant_in_keras_ops, nudged_range
 from keras_compact.pruning import prune
 from keras_compact.quantization import quantize_aware
-from tflite_export import export
+from tflite_export import export, predict
 
 STEP = 1.0 / 256  # one quantization step of a softmax output in the int8 file
 
@@ -285,3 +285,24 @@ def test_export_of_a_quantization_aware_model_needs_int8(tmp_path, kwargs, messa
 def test_untrained_ranges_are_tfmot_s_starting_range():
     qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(qat.layers[-1].output_range), [-6.0, 6.0])
+
+
+def test_projection_net_trains_its_projection_quantization_aware_and_exports_lsh_projection(tmp_path, digits):
+    (x, y), (x_test, y_test) = digits
+    trainer = keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(64, activation="relu"),
+                                keras.layers.Dense(10)])
+    projection = keras.Sequential([keras.Input((64,), name="pixels"), ProjectionLayer(60, 12), keras.layers.Dense(10)])
+    net = ProjectionNet(trainer, projection)
+    net.compile("adam")
+    net.fit(x, y, epochs=8, verbose=0)
+    qat = quantize_aware(net.projection)
+    # The LSH bits are the int8 part's input: the layer stays itself (LSH_PROJECTION), its reader quantizes them.
+    assert isinstance(qat.layers[1], ProjectionLayer) and qat.layers[2].quantize_inputs
+    tuned = ProjectionNet(trainer, qat)
+    tuned.compile(keras.optimizers.Adam(1e-4))
+    tuned.fit(x, y, epochs=2, verbose=0)
+    report = export(tuned, tmp_path / "projection.tflite", quantization="int8", verify_with=x_test)
+    assert report.operators["LSH_PROJECTION"] == 1 and report.operators["FULLY_CONNECTED"] == 1
+    assert report.top1_agreement >= 0.99
+    float_accuracy = np.mean(keras.ops.convert_to_numpy(net.projection.predict(x_test, verbose=0)).argmax(1) == y_test)
+    assert np.mean(predict(report.path, x_test).argmax(1) == y_test) >= float_accuracy - 0.01

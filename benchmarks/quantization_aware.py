@@ -1,0 +1,223 @@
+"""int8 that keeps the model: post-training int8, int16x8 and quantization-aware training, with tfmot beside.
+
+EfficientNetB0, MobileNetV2 (alpha 0.5) and ResNet50 (`keras.applications`, weights=None) at 32x32x3,
+trained from scratch on MNIST (8,000 train / 2,000 test of the shared 10k split, padded to 32x32,
+channels repeated) for 3 epochs (Adam 1e-3, batch 64; BatchNormalization momentum 0.9 in every
+network, for both libraries: keras.applications' 0.999 does not settle in 375 steps), then:
+
+- post-training int8 (`export(..., quantization="int8")`, 200 training images calibrating) and int16x8;
+- quantization-aware training: `quantize_aware(model)` fine-tuned 1 epoch (Adam 1e-4), exported as int8
+  from its learned ranges (no representative data);
+- the peer: tfmot's `quantize_model` on the same network built by `tf_keras.applications`
+  (`TF_USE_LEGACY_KERAS=1`, in a subprocess), the same data, epochs, optimizer and momentum, converted
+  by the TFLite converter.
+
+Accuracy is the `.tflite` file's, run in LiteRT on the 2,000 test images; agreement is the file's top-1
+agreement with the Keras model it was exported from (the float model for post-training, the
+quantization-aware model for QAT); latency is LiteRT's per example (one thread, XNNPack) in this run.
+
+    python benchmarks/quantization_aware.py           # full (about 40 min on 2 cores)
+    python benchmarks/quantization_aware.py --quick   # MobileNetV2 on 1,000 / 300, 1 epoch
+
+Writes benchmarks/results/quantization_aware.md (or quantization_aware_quick.md).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from keras_compact.quantization import quantize_aware
+from structured_pruning import ROOT, mnist
+from tflite_export import export, predict
+
+NETS = {
+    "EfficientNetB0": "EfficientNetB0",
+    "MobileNetV2 (alpha 0.5)": "MobileNetV2",
+    "ResNet50": "ResNet50",
+}
+MOMENTUM = 0.9
+
+# The peer, run with TF_USE_LEGACY_KERAS=1: argv[1] is the work folder (data.npz, options.json).
+_TFMOT = r"""
+import json, os, sys, time
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+from ai_edge_litert.interpreter import Interpreter
+work = sys.argv[1]
+options = json.load(open(os.path.join(work, "options.json")))
+data = np.load(os.path.join(work, "data.npz"))
+x, y, x_test, y_test = data["x"], data["y"], data["x_test"], data["y_test"]
+tf.keras.utils.set_random_seed(0)
+kwargs = {"alpha": 0.5} if options["net"] == "MobileNetV2" else {}
+model = getattr(tf.keras.applications, options["net"])(weights=None, input_shape=(32, 32, 3), classes=10, **kwargs)
+for layer in model.layers:
+    if isinstance(layer, tf.keras.layers.BatchNormalization):
+        layer.momentum = options["momentum"]
+def fit(model, epochs, rate):
+    model.compile(tf.keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return (time.perf_counter() - start) / epochs
+result = {}
+result["float epoch s"] = fit(model, options["epochs"], 1e-3)
+result["float"] = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+try:
+    qat = tfmot.quantization.keras.quantize_model(model)
+    result["qat epoch s"] = fit(qat, options["tune_epochs"], 1e-4)
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    model_bytes = converter.convert()
+    interpreter = Interpreter(model_content=model_bytes)
+    interpreter.allocate_tensors()
+    entry, exit_ = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    outputs, start = [], time.perf_counter()
+    for example in x_test:
+        interpreter.set_tensor(entry["index"], example[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(exit_["index"])[0])
+    result["latency ms"] = (time.perf_counter() - start) * 1000 / len(x_test)
+    outputs = np.array(outputs)
+    keras_outputs = qat.predict(x_test, verbose=0)
+    result["qat int8"] = float(np.mean(outputs.argmax(1) == y_test))
+    result["agreement"] = float(np.mean(outputs.argmax(1) == keras_outputs.argmax(1)))
+    result["bytes"] = len(model_bytes)
+except Exception as error:
+    result["refused"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+json.dump(result, open(os.path.join(work, "result.json"), "w"))
+"""
+
+
+def build(net):
+    kwargs = {"alpha": 0.5} if net == "MobileNetV2" else {}
+    model = getattr(keras.applications, net)(weights=None, input_shape=(32, 32, 3), classes=10, **kwargs)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = MOMENTUM
+    return model
+
+
+def fit(model, x, y, epochs, rate):
+    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return (time.perf_counter() - start) / epochs
+
+
+def file_row(model, path, x_test, y_test, **options):
+    """Exports `model` to `path` with `options`; the file's accuracy, agreement, bytes and latency."""
+    try:
+        report = export(model, path, verify_with=x_test, min_agreement=None, **options)
+    except ValueError as error:
+        return {"refused": str(error).split(". ")[0][:160]}
+    outputs = predict(path, x_test)
+    return {"accuracy": float(np.mean(outputs.argmax(1) == y_test)), "agreement": report.top1_agreement,
+            "bytes": report.bytes, "latency ms": report.latency_ms,
+            "dequantize": report.operators.get("DEQUANTIZE", 0) + report.operators.get("QUANTIZE", 0) - 2}
+
+
+def ours(net, train, test, epochs, tune_epochs, folder):
+    (x, y), (x_test, y_test) = train, test
+    keras.utils.set_random_seed(0)
+    model = build(net)
+    rows = {"float epoch s": fit(model, x, y, epochs, 1e-3)}
+    rows["float32"] = file_row(model, folder / "float.tflite", x_test, y_test)
+    rows["int8 (post-training)"] = file_row(model, folder / "int8.tflite", x_test, y_test, quantization="int8",
+                                            representative_data=x[:200])
+    rows["int16x8 (post-training)"] = file_row(model, folder / "int16x8.tflite", x_test, y_test,
+                                               quantization="int16x8", representative_data=x[:200])
+    qat = quantize_aware(model)
+    rows["qat epoch s"] = fit(qat, x, y, tune_epochs, 1e-4)
+    rows["int8 (quantization-aware)"] = file_row(qat, folder / "qat.tflite", x_test, y_test, quantization="int8")
+    return rows
+
+
+def peer(net, train, test, epochs, tune_epochs, folder):
+    (x, y), (x_test, y_test) = train, test
+    np.savez(folder / "data.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    (folder / "options.json").write_text(json.dumps(
+        {"net": net, "epochs": epochs, "tune_epochs": tune_epochs, "momentum": MOMENTUM}))
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.run([sys.executable, "-c", _TFMOT, str(folder)], env=env, capture_output=True, text=True)
+    if not (folder / "result.json").exists():
+        return {"refused": f"tfmot run exited {process.returncode}: {process.stderr.strip().splitlines()[-1][:200]}"}
+    return json.loads((folder / "result.json").read_text())
+
+
+def write_results(stem, info, results, epochs, tune_epochs, quick):
+    lines = [
+        "# int8 that keeps the model: post-training, int16x8, quantization-aware (ours and tfmot's)",
+        "",
+        f"`python benchmarks/quantization_aware.py{' --quick' if quick else ''}`; Keras {keras.__version__}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, `ai_edge_litert`. Data: {info['split']}, 32x32x3. "
+        f"{epochs} epochs of float training (Adam 1e-3, batch 64, BatchNormalization momentum {MOMENTUM}), then "
+        f"{tune_epochs} epoch(s) of quantization-aware fine-tuning (Adam 1e-4). Accuracy: the `.tflite` file in "
+        "LiteRT on the test images. Agreement: top-1 agreement of the file with the Keras model it was exported "
+        "from. Extra (DE)QUANTIZE: operators beyond the input's QUANTIZE and the output's DEQUANTIZE, i.e. "
+        "parts left in float. tfmot: `quantize_model` on the `tf_keras.applications` network, same data and "
+        "schedule.",
+    ]
+    for name, (mine, theirs) in results.items():
+        lines += ["", f"## {name}", "",
+                  "| file | test accuracy | agreement | bytes | extra (DE)QUANTIZE | latency ms |",
+                  "|---|---|---|---|---|---|"]
+        for variant in ("float32", "int8 (post-training)", "int16x8 (post-training)", "int8 (quantization-aware)"):
+            row = mine[variant]
+            if "refused" in row:
+                lines.append(f"| {variant} | refused: {row['refused']} | | | | |")
+                continue
+            lines.append(f"| {variant} | {row['accuracy']:.2%} | {row['agreement']:.2%} | {row['bytes']:,} | "
+                         f"{max(row['dequantize'], 0)} | {row['latency ms']:.3f} |")
+        if "refused" in theirs:
+            lines.append(f"| tfmot, float32 (Keras) | {theirs.get('float', float('nan')):.2%} | | | | |")
+            lines.append(f"| tfmot, int8 (quantization-aware) | refused: {theirs['refused']} | | | | |")
+        else:
+            lines.append(f"| tfmot, float32 (Keras) | {theirs['float']:.2%} | | | | |")
+            lines.append(f"| tfmot, int8 (quantization-aware) | {theirs['qat int8']:.2%} | {theirs['agreement']:.2%} | "
+                         f"{theirs['bytes']:,} | | {theirs['latency ms']:.3f} |")
+        seconds = f"Seconds per epoch: float {mine['float epoch s']:.0f}, quantization-aware {mine['qat epoch s']:.0f}"
+        if "float epoch s" in theirs:
+            seconds += f"; tfmot float {theirs['float epoch s']:.0f}"
+            if "qat epoch s" in theirs:
+                seconds += f", tfmot quantization-aware {theirs['qat epoch s']:.0f}"
+        lines += ["", seconds + " (the first epoch includes tracing)."]
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="MobileNetV2 only, 1,000 / 300 examples, 1 epoch")
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA",
+                                                             os.path.relpath(ROOT.parent / "shared" / "data")))
+    args = parser.parse_args(argv)
+    train, test, info = mnist(args.data_dir, args.quick)
+    train = (train[0][:8000], train[1][:8000])
+    epochs, tune_epochs = (1, 1) if args.quick else (3, 1)
+    nets = {"MobileNetV2 (alpha 0.5)": "MobileNetV2"} if args.quick else NETS
+    results = {}
+    for name, net in nets.items():
+        with tempfile.TemporaryDirectory() as folder:
+            mine = ours(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
+        with tempfile.TemporaryDirectory() as folder:
+            theirs = peer(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
+        results[name] = (mine, theirs)
+        # After each network, so that a long run interrupted keeps what it measured.
+        write_results("quantization_aware_quick" if args.quick else "quantization_aware", info, results, epochs,
+                      tune_epochs, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
