@@ -79,8 +79,10 @@ def quantize_aware(model, ema_decay=0.999):
     `prunable`) are kept inside the new ones. `model` is not changed.
 
     Raw `keras.ops` calls in the graph (`x + 3.0`, as in `keras.applications`'
-    MobileNetV3) cannot be wrapped: they train in float, and `export` calibrates
-    their ranges on `representative_data` (without it they stay float32 in the file).
+    MobileNetV3) cannot be wrapped: they train in float, the layers reading them
+    quantize what they read, and `export` calibrates the ranges between them on
+    `representative_data` (without it those operators stay float32 in the file,
+    and `export` warns).
 
     Args:
         model: a built functional or Sequential model.
@@ -147,10 +149,12 @@ def _plans(model):
     plans, refused = {}, []
     for node in nodes:
         layer = node.operation
-        if isinstance(layer, ProjectionLayer):  # the file's LSH_PROJECTION: its bits enter the int8 part as inputs
-            inputs.update(id(tensor) for tensor in node.outputs)
+        if isinstance(layer, keras.layers.InputLayer):
             continue
-        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, ProjectionLayer) or not isinstance(layer, keras.layers.Layer):
+            # LSH_PROJECTION's bits, or a raw keras.ops call that trains in float: the layers reading
+            # them quantize what they read, as they would a model input.
+            inputs.update(id(tensor) for tensor in node.outputs)
             continue
         problem = _unsupported(layer)
         if problem:

@@ -9,7 +9,8 @@ from conftest import gradients
 from keras_compact import ProjectionLayer, ProjectionNet, TargetedDropout
 from keras_compact.layers import QuantizeAware
 from keras_compact.ops.fake_quant import fake_quant, fake_quant_in_keras_ops, nudged_range
-from keras_compact.pruning import prune
+from keras_compact.callbacks import GradualPruning
+from keras_compact.pruning import prunable, prune
 from keras_compact.quantization import quantize_aware
 from tflite_export import export, predict
 
@@ -306,3 +307,30 @@ def test_projection_net_trains_its_projection_quantization_aware_and_exports_lsh
     assert report.top1_agreement >= 0.99
     float_accuracy = np.mean(keras.ops.convert_to_numpy(net.projection.predict(x_test, verbose=0)).argmax(1) == y_test)
     assert np.mean(predict(report.path, x_test).argmax(1) == y_test) >= float_accuracy - 0.01
+
+
+def test_gradual_pruning_prunes_through_quantization_aware_wrappers(tmp_path, digits):
+    (x, y), (x_test, _) = digits
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu", name="hidden"),
+                              keras.layers.Dense(10, activation="softmax", name="classes")])
+    qat = quantize_aware(prunable(model))
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[GradualPruning(0.8, frequency=5)])
+    hidden = qat.get_layer("hidden_pruned_quant")
+    assert np.mean(keras.ops.convert_to_numpy(hidden.layer.mask) == 0) == pytest.approx(0.8, abs=0.01)
+    report = export(qat, tmp_path / "pruned.tflite", quantization="int8", verify_with=x_test, sparse=False)
+    assert report.weight_sparsity >= 0.75 and report.top1_agreement >= 0.99
+
+
+def test_parts_without_a_learned_range_are_said_and_calibrated_with_representative_data(tmp_path, digits):
+    (x, y), (x_test, _) = digits
+    inputs = keras.Input((64,))
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    shifted = keras.ops.tanh(hidden) * 2.0 + 1.0  # raw keras.ops calls: no layer to wrap
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(shifted))
+    qat = _fit(quantize_aware(model), x, y, epochs=1)
+    with pytest.warns(UserWarning, match="DEQUANTIZE operator.*Pass representative_data="):
+        export(qat, tmp_path / "float_parts.tflite", quantization="int8", verify_with=x_test)
+    report = export(qat, tmp_path / "calibrated.tflite", quantization="int8", verify_with=x_test,
+                    representative_data=x[:200])
+    assert report.operators["DEQUANTIZE"] == 1 and report.top1_agreement >= 0.95

@@ -253,12 +253,13 @@ def export(
     _quantize.check_calibration(quantization, representative_data, quantize_aware)
     float_layers = _quantize.float_layer_names(reference, float_layers, quantization)
     if keras.backend.backend() != "tensorflow":
-        return _export_through_tensorflow(
+        report = _export_through_tensorflow(
             reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
             quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
             labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
             batch_size=batch_size, allow_non_finite=bool(allow_non_finite), float_layers=float_layers,
         )
+        return _qat.warn_float_parts(report, reference, quantization) if quantize_aware else report
     lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference, projection_lowering)
     cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
     labels = _check_fits(lowered, cuts, quantization, batch_size, labels)
@@ -278,7 +279,8 @@ def export(
             _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite,
             quantization=quantization, representative=representative)
     )
-    return _report(path, model_bytes, encodings, verification, lowered)
+    report = _report(path, model_bytes, encodings, verification, lowered)
+    return _qat.warn_float_parts(report, reference, quantization) if quantize_aware else report
 
 
 def _export_through_tensorflow(

@@ -9,6 +9,8 @@ layer's kernel and bias (with per-channel kernels this is the grid trained, scal
 per channel), and `PruningMask` wrappers give way to plain layers with their zeros.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -35,6 +37,22 @@ def check(model, quantization, float_layers):
             "float_layers is not taken for a quantization-aware model: every layer of it trained with int8 "
             f"rounding. Received: float_layers={float_layers!r}"
         )
+
+
+def warn_float_parts(report, model, quantization):
+    """Warns when the file of a quantization-aware `model` computes some tensors in float32 (it has
+    DEQUANTIZE operators beyond its outputs'): those had no learned range. Returns `report`."""
+    outputs = 0 if quantization == "int8_io" else len(model.outputs)
+    extra = report.operators.get("DEQUANTIZE", 0) - outputs
+    if extra > 0:
+        warnings.warn(
+            f"{extra} DEQUANTIZE operator(s) inside {report.path}: some tensors of {model.name!r} had no learned "
+            "range (raw keras.ops calls in the graph, or a BatchNormalization that follows no convolution), so the "
+            "converter left the operators reading them in float32. Pass representative_data= to export and the "
+            "converter calibrates those tensors, keeping the learned ranges everywhere else.",
+            stacklevel=3,
+        )
+    return report
 
 
 def folded(model):
