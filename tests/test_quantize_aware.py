@@ -334,3 +334,19 @@ def test_parts_without_a_learned_range_are_said_and_calibrated_with_representati
     report = export(qat, tmp_path / "calibrated.tflite", quantization="int8", verify_with=x_test,
                     representative_data=x[:200])
     assert report.operators["DEQUANTIZE"] == 1 and report.top1_agreement >= 0.95
+
+
+def test_cli_exports_a_saved_quantization_aware_model_without_representative_data(tmp_path, trained):
+    import contextlib
+    import io
+
+    from tflite_export import _cli
+
+    _, qat = trained
+    qat.save(tmp_path / "qat.keras")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = _cli.main(["export", str(tmp_path / "qat.keras"), "-o", str(tmp_path / "cli.tflite"),
+                          "--quantize", "int8"])
+    assert code == 0, out.getvalue()
+    assert "QUANTIZE x1" in out.getvalue() and "DEQUANTIZE x1" in out.getvalue()

@@ -203,7 +203,12 @@ def export(
             or `"int16x8"` (int8 weights, int16 activations: 256 times finer
             activation steps than int8, where LiteRT has 16x8 kernels for every
             operator; a file it cannot run is refused, with the reason).
-        representative_data: calibration inputs for `"int8"`/`"int8_io"`/`"int16x8"`: an
+            A model made by `keras_compact.quantization.quantize_aware` exports
+            as `"int8"` or `"int8_io"` only, with the ranges it learned (batch
+            norms folded into their convolutions first).
+        representative_data: calibration inputs for `"int8"`/`"int8_io"`/`"int16x8"`
+            (optional for a quantization-aware model: they calibrate only the
+            tensors it has no learned range for, which stay float32 without them): an
             array (or a list/dict with one entry per input), a `tf.data.Dataset`
             or a generator of such batches (`(x, y)` pairs keep `x`); at most 300
             examples are used. Without `verify_with`, they are also what the file
