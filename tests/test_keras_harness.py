@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_compact import HadamardClassifier, ProjectionLayer, TargetedDropout
-from keras_compact.layers import QRNN, FeatureBuckets, TextFeaturizer, TextViews, TokenBuckets
+from keras_compact.layers import QRNN, FeatureBuckets, QuantizeAware, TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.pruning import PruningMask
 from test_contract import LAYER_CASES
 
@@ -70,6 +70,7 @@ HARNESS_CASES = [
     ("targeted_dropout", TargetedDropout, dict(layer=keras.layers.Dense(8), target_rate=0.5, drop_rate=0.5, seed=1),
      lambda: _X, (5, 8), "float32", {}),
     ("pruning_mask", PruningMask, dict(layer=keras.layers.Dense(8)), lambda: _X, (5, 8), "float32", {}),
+    ("quantize_aware", QuantizeAware, dict(layer=keras.layers.Dense(8)), lambda: _X, (5, 8), "float32", {}),
     ("qrnn_bidirectional", QRNN, dict(units=4, kernel_size=2), lambda: _X.reshape(5, 4, 4), (5, 4, 8), "float32", {}),
     ("qrnn_forward", QRNN, dict(units=3, kernel_size=3, bidirectional=False), lambda: _X.reshape(5, 4, 4),
      (5, 4, 3), "float32", {}),

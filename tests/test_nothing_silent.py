@@ -507,7 +507,8 @@ def test_a_projection_layer_as_the_model_output_exports(tmp_path, output, build)
         model = keras.Model(inputs, [bits, keras.layers.Dense(3)(keras.layers.Embedding(4 * 64, 2)(bits)
                                                                   if output == "signatures" else bits)])
     report = export(model, tmp_path / "bits.tflite")
-    assert report.operators["LSH_PROJECTION"] == 1 and report.max_abs_diff == 0
+    # The bits are exact; a Dense after them is float arithmetic, whose last bit depends on the CPU's kernels.
+    assert report.operators["LSH_PROJECTION"] == 1 and report.max_abs_diff <= (0 if build != "bits and classes" else 1e-6)
     x = np.random.default_rng(1).uniform(size=(5, 16)).astype("float32")
     got, want = predict(report.path, x), model(x)
     for a, b in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):

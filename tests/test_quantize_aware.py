@@ -350,3 +350,11 @@ def test_cli_exports_a_saved_quantization_aware_model_without_representative_dat
                           "--quantize", "int8"])
     assert code == 0, out.getvalue()
     assert "QUANTIZE x1" in out.getvalue() and "DEQUANTIZE x1" in out.getvalue()
+
+
+def test_quantization_report_refuses_a_quantization_aware_model():
+    from tflite_export import quantization_report
+
+    qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+    with pytest.raises(ValueError, match="is quantization-aware.*pass the model quantize_aware was given"):
+        quantization_report(qat, np.zeros((8, 3), "float32"))

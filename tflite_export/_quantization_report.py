@@ -123,6 +123,12 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
         )
     check_model(model, "quantization_report")
     reference = _export._deployable(model)
+    if _export._qat.is_quantize_aware(reference):
+        raise ValueError(
+            f"{reference.name!r} is quantization-aware: its int8 file uses the ranges it learned, and export "
+            "verifies that file against it (report.top1_agreement). quantization_report measures post-training "
+            "int8 of a float model: pass the model quantize_aware was given."
+        )
     if representative_data is None:
         raise ValueError(
             "quantization_report calibrates int8 ranges and needs representative_data: a few hundred real "

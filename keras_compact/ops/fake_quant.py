@@ -35,19 +35,24 @@ def fake_quant(x, minimum, maximum, num_bits=8, narrow_range=False):
     >>> [round(v, 4) for v in keras.ops.convert_to_numpy(values).tolist()]  # multiples of 1/127
     [-1.0, 0.0, 0.2992, 1.0]
     """
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    x = ops.cast(x, "float32")  # the op takes float32 only: a mixed-precision layer's float16 too
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         minimum = tf.cast(minimum, "float32")
         maximum = tf.cast(maximum, "float32")
         if minimum.shape.rank == 0:
-            return tf.quantization.fake_quant_with_min_max_vars(
+            quantized = tf.quantization.fake_quant_with_min_max_vars(
                 x, minimum, maximum, num_bits=num_bits, narrow_range=narrow_range
             )
-        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            x, minimum, maximum, num_bits=num_bits, narrow_range=narrow_range
-        )
-    return fake_quant_in_keras_ops(x, minimum, maximum, num_bits, narrow_range)
+        else:
+            quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                x, minimum, maximum, num_bits=num_bits, narrow_range=narrow_range
+            )
+    else:
+        quantized = fake_quant_in_keras_ops(x, minimum, maximum, num_bits, narrow_range)
+    return ops.cast(quantized, dtype)
 
 
 def fake_quant_in_keras_ops(x, minimum, maximum, num_bits=8, narrow_range=False):
