@@ -1,7 +1,7 @@
 """int8 that keeps the model: post-training int8, int16x8 and quantization-aware training, with tfmot beside.
 
 EfficientNetB0, MobileNetV2 (alpha 0.5) and ResNet50 (`keras.applications`, weights=None) at 32x32x3,
-trained from scratch on MNIST (8,000 train / 2,000 test of the shared 10k split, padded to 32x32,
+plus this package's MLP (300-100, ReLU) and residual CNN (`structured_pruning.small_resnet`), trained from scratch on MNIST (8,000 train / 2,000 test of the shared 10k split, padded to 32x32,
 channels repeated) for 3 epochs (Adam 1e-3, batch 64; BatchNormalization momentum 0.9 in every
 network, for both libraries: keras.applications' 0.999 does not settle in 375 steps), then:
 
@@ -14,12 +14,15 @@ network, for both libraries: keras.applications' 0.999 does not settle in 375 st
 
 Accuracy is the `.tflite` file's, run in LiteRT on the 2,000 test images; agreement is the file's top-1
 agreement with the Keras model it was exported from (the float model for post-training, the
-quantization-aware model for QAT); latency is LiteRT's per example (one thread, XNNPack) in this run.
+quantization-aware model for QAT), counted as `export` counts it (where the Keras model's rounded
+outputs tie, the file choosing any tied class agrees), for tfmot's files too; latency is LiteRT's per example (one thread, XNNPack) in this run.
 
-    python benchmarks/quantization_aware.py           # full (about 40 min on 2 cores)
+    python benchmarks/quantization_aware.py           # full (about 90 min on 2 cores, ResNet50 most of it)
     python benchmarks/quantization_aware.py --quick   # MobileNetV2 on 1,000 / 300, 1 epoch
+    python benchmarks/quantization_aware.py --nets ResNet50,MLP   # only these; the file keeps the others
 
-Writes benchmarks/results/quantization_aware.md (or quantization_aware_quick.md).
+Writes benchmarks/results/quantization_aware.md (or quantization_aware_quick.md). With --nets, the
+sections of the networks not run are kept from the file as it was, each with the date it was measured.
 """
 
 import argparse
@@ -36,13 +39,15 @@ import keras
 import numpy as np
 
 from keras_compact.quantization import quantize_aware
-from structured_pruning import ROOT, mnist
+from structured_pruning import ROOT, mnist, small_resnet
 from tflite_export import export, predict
 
-NETS = {
-    "EfficientNetB0": "EfficientNetB0",
-    "MobileNetV2 (alpha 0.5)": "MobileNetV2",
-    "ResNet50": "ResNet50",
+NETS = {  # --nets name: (section title, keras.applications name or a builder below)
+    "EfficientNetB0": ("EfficientNetB0", "EfficientNetB0"),
+    "MobileNetV2": ("MobileNetV2 (alpha 0.5)", "MobileNetV2"),
+    "ResNet50": ("ResNet50", "ResNet50"),
+    "MLP": ("this package's MLP (300-100, ReLU)", "mlp"),
+    "CNN": ("this package's residual CNN (small_resnet)", "small_resnet"),
 }
 MOMENTUM = 0.9
 
@@ -57,12 +62,11 @@ work = sys.argv[1]
 options = json.load(open(os.path.join(work, "options.json")))
 data = np.load(os.path.join(work, "data.npz"))
 x, y, x_test, y_test = data["x"], data["y"], data["x_test"], data["y_test"]
+sys.path.insert(0, options["benchmarks"])
+from quantization_aware import build
+from tflite_export._verify import compare
 tf.keras.utils.set_random_seed(0)
-kwargs = {"alpha": 0.5} if options["net"] == "MobileNetV2" else {}
-model = getattr(tf.keras.applications, options["net"])(weights=None, input_shape=(32, 32, 3), classes=10, **kwargs)
-for layer in model.layers:
-    if isinstance(layer, tf.keras.layers.BatchNormalization):
-        layer.momentum = options["momentum"]
+model = build(options["net"], tf.keras)
 def fit(model, epochs, rate):
     model.compile(tf.keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
@@ -89,7 +93,7 @@ try:
     outputs = np.array(outputs)
     keras_outputs = qat.predict(x_test, verbose=0)
     result["qat int8"] = float(np.mean(outputs.argmax(1) == y_test))
-    result["agreement"] = float(np.mean(outputs.argmax(1) == keras_outputs.argmax(1)))
+    result["agreement"] = compare([keras_outputs], [outputs])[0]  # as export counts it, ties included
     result["bytes"] = len(model_bytes)
 except Exception as error:
     result["refused"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
@@ -97,11 +101,25 @@ json.dump(result, open(os.path.join(work, "result.json"), "w"))
 """
 
 
-def build(net):
-    kwargs = {"alpha": 0.5} if net == "MobileNetV2" else {}
-    model = getattr(keras.applications, net)(weights=None, input_shape=(32, 32, 3), classes=10, **kwargs)
+def mlp(library=keras):
+    """This package's MLP (the pruning benchmarks' 300-100), on the 32x32x3 images flattened."""
+    return library.Sequential([library.Input((32, 32, 3)), library.layers.Flatten(),
+                               library.layers.Dense(300, activation="relu"),
+                               library.layers.Dense(100, activation="relu"),
+                               library.layers.Dense(10, activation="softmax")], name="mlp")
+
+
+def build(net, library=keras):
+    """`net` (a `NETS` value) built with `library` (Keras 3, or tf_keras for tfmot), BN momentum MOMENTUM."""
+    if net == "mlp":
+        model = mlp(library)
+    elif net == "small_resnet":
+        model = small_resnet(library=library)
+    else:
+        kwargs = {"alpha": 0.5} if net == "MobileNetV2" else {}
+        model = getattr(library.applications, net)(weights=None, input_shape=(32, 32, 3), classes=10, **kwargs)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, library.layers.BatchNormalization):
             layer.momentum = MOMENTUM
     return model
 
@@ -145,7 +163,7 @@ def peer(net, train, test, epochs, tune_epochs, folder):
     (x, y), (x_test, y_test) = train, test
     np.savez(folder / "data.npz", x=x, y=y, x_test=x_test, y_test=y_test)
     (folder / "options.json").write_text(json.dumps(
-        {"net": net, "epochs": epochs, "tune_epochs": tune_epochs, "momentum": MOMENTUM}))
+        {"net": net, "epochs": epochs, "tune_epochs": tune_epochs, "benchmarks": str(ROOT / "benchmarks")}))
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.run([sys.executable, "-c", _TFMOT, str(folder)], env=env, capture_output=True, text=True)
     if not (folder / "result.json").exists():
@@ -153,7 +171,43 @@ def peer(net, train, test, epochs, tune_epochs, folder):
     return json.loads((folder / "result.json").read_text())
 
 
-def write_results(stem, info, results, epochs, tune_epochs, quick):
+def section(name, mine, theirs):
+    """The markdown section of one network: its files, tfmot's, and the seconds per epoch."""
+    lines = [f"## {name}", "", f"Measured {time.strftime('%Y-%m-%d')}.", "",
+             "| file | test accuracy | agreement | bytes | extra (DE)QUANTIZE | latency ms |",
+             "|---|---|---|---|---|---|"]
+    for variant in ("float32", "int8 (post-training)", "int16x8 (post-training)", "int8 (quantization-aware)"):
+        row = mine[variant]
+        if "refused" in row:
+            lines.append(f"| {variant} | refused: {row['refused']} | | | | |")
+            continue
+        lines.append(f"| {variant} | {row['accuracy']:.2%} | {row['agreement']:.2%} | {row['bytes']:,} | "
+                     f"{max(row['dequantize'], 0)} | {row['latency ms']:.3f} |")
+    lines.append(f"| tfmot, float32 (Keras) | {theirs.get('float', float('nan')):.2%} | | | | |")
+    if "refused" in theirs:
+        lines.append(f"| tfmot, int8 (quantization-aware) | refused: {theirs['refused']} | | | | |")
+    else:
+        lines.append(f"| tfmot, int8 (quantization-aware) | {theirs['qat int8']:.2%} | {theirs['agreement']:.2%} | "
+                     f"{theirs['bytes']:,} | | {theirs['latency ms']:.3f} |")
+    seconds = f"Seconds per epoch: float {mine['float epoch s']:.0f}, quantization-aware {mine['qat epoch s']:.0f}"
+    if "float epoch s" in theirs:
+        seconds += f"; tfmot float {theirs['float epoch s']:.0f}"
+        if "qat epoch s" in theirs:
+            seconds += f", tfmot quantization-aware {theirs['qat epoch s']:.0f}"
+    return lines + ["", seconds + " (the first epoch includes tracing)."]
+
+
+def kept_sections(path, names):
+    """`{title: text}` of the sections of the results file at `path` whose title is not in `names`."""
+    if not path.exists():
+        return {}
+    parts = path.read_text(encoding="utf-8").split("\n## ")[1:]
+    sections = {part.split("\n", 1)[0]: "## " + part.rstrip("\n") for part in parts}
+    return {title: text for title, text in sections.items() if title not in names}
+
+
+def write_results(stem, info, results, epochs, tune_epochs, quick, keep):
+    """Writes `stem`.md: the run's sections, and with `keep` the file's other networks as they were."""
     lines = [
         "# int8 that keeps the model: post-training, int16x8, quantization-aware (ours and tfmot's)",
         "",
@@ -162,60 +216,50 @@ def write_results(stem, info, results, epochs, tune_epochs, quick):
         f"{epochs} epochs of float training (Adam 1e-3, batch 64, BatchNormalization momentum {MOMENTUM}), then "
         f"{tune_epochs} epoch(s) of quantization-aware fine-tuning (Adam 1e-4). Accuracy: the `.tflite` file in "
         "LiteRT on the test images. Agreement: top-1 agreement of the file with the Keras model it was exported "
-        "from. Extra (DE)QUANTIZE: operators beyond the input's QUANTIZE and the output's DEQUANTIZE, i.e. "
-        "parts left in float. tfmot: `quantize_model` on the `tf_keras.applications` network, same data and "
-        "schedule.",
+        "from, as `export` counts it (where the model's rounded outputs tie, any tied class agrees). Extra (DE)QUANTIZE: operators beyond the input's QUANTIZE and the output's DEQUANTIZE, i.e. "
+        "parts left in float. tfmot: `quantize_model` on the same network built in tf_keras, same data and "
+        "schedule. Each network's section says when it was measured (`--nets` reruns some).",
     ]
-    for name, (mine, theirs) in results.items():
-        lines += ["", f"## {name}", "",
-                  "| file | test accuracy | agreement | bytes | extra (DE)QUANTIZE | latency ms |",
-                  "|---|---|---|---|---|---|"]
-        for variant in ("float32", "int8 (post-training)", "int16x8 (post-training)", "int8 (quantization-aware)"):
-            row = mine[variant]
-            if "refused" in row:
-                lines.append(f"| {variant} | refused: {row['refused']} | | | | |")
-                continue
-            lines.append(f"| {variant} | {row['accuracy']:.2%} | {row['agreement']:.2%} | {row['bytes']:,} | "
-                         f"{max(row['dequantize'], 0)} | {row['latency ms']:.3f} |")
-        if "refused" in theirs:
-            lines.append(f"| tfmot, float32 (Keras) | {theirs.get('float', float('nan')):.2%} | | | | |")
-            lines.append(f"| tfmot, int8 (quantization-aware) | refused: {theirs['refused']} | | | | |")
-        else:
-            lines.append(f"| tfmot, float32 (Keras) | {theirs['float']:.2%} | | | | |")
-            lines.append(f"| tfmot, int8 (quantization-aware) | {theirs['qat int8']:.2%} | {theirs['agreement']:.2%} | "
-                         f"{theirs['bytes']:,} | | {theirs['latency ms']:.3f} |")
-        seconds = f"Seconds per epoch: float {mine['float epoch s']:.0f}, quantization-aware {mine['qat epoch s']:.0f}"
-        if "float epoch s" in theirs:
-            seconds += f"; tfmot float {theirs['float epoch s']:.0f}"
-            if "qat epoch s" in theirs:
-                seconds += f", tfmot quantization-aware {theirs['qat epoch s']:.0f}"
-        lines += ["", seconds + " (the first epoch includes tracing)."]
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = ROOT / "benchmarks" / "results" / f"{stem}.md"
+    kept = kept_sections(path, set(results)) if keep else {}
+    for title, _ in NETS.values():
+        if title in results:
+            lines += [""] + section(title, *results[title])
+        elif title in kept:
+            lines += ["", kept[title]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MobileNetV2 only, 1,000 / 300 examples, 1 epoch")
+    parser.add_argument("--nets", help=f"comma-separated, of {', '.join(NETS)} (default: all); the results "
+                                       "file keeps the sections of the others")
     parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA",
                                                              os.path.relpath(ROOT.parent / "shared" / "data")))
     args = parser.parse_args(argv)
+    names = ["MobileNetV2"] if args.quick else list(NETS)
+    if args.nets:
+        names = [name.strip() for name in args.nets.split(",")]
+        unknown = [name for name in names if name not in NETS]
+        if unknown:
+            parser.error(f"--nets: {', '.join(unknown)} unknown; one or more of {', '.join(NETS)}")
     train, test, info = mnist(args.data_dir, args.quick)
     train = (train[0][:8000], train[1][:8000])
     epochs, tune_epochs = (1, 1) if args.quick else (3, 1)
-    nets = {"MobileNetV2 (alpha 0.5)": "MobileNetV2"} if args.quick else NETS
     results = {}
-    for name, net in nets.items():
+    for name in names:
+        title, net = NETS[name]
         with tempfile.TemporaryDirectory() as folder:
             mine = ours(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
         with tempfile.TemporaryDirectory() as folder:
             theirs = peer(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
-        results[name] = (mine, theirs)
+        results[title] = (mine, theirs)
         # After each network, so that a long run interrupted keeps what it measured.
         write_results("quantization_aware_quick" if args.quick else "quantization_aware", info, results, epochs,
-                      tune_epochs, args.quick)
+                      tune_epochs, args.quick, keep=bool(args.nets))
     return 0
 
 

@@ -214,7 +214,9 @@ def mnist(data_dir, quick):
     return (to_rgb(x_train), y_train), (to_rgb(x_test), y_test), info
 
 
-def small_resnet(shape=(32, 32, 3), classes=10, widths=(16, 32, 64)):
+def small_resnet(shape=(32, 32, 3), classes=10, widths=(16, 32, 64), library=keras):
+    """This package's residual CNN; `library` builds it with another Keras (tf_keras for tfmot)."""
+    keras = library  # the same lines build the tf_keras twin
     inputs = keras.Input(shape)
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False)(inputs)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))

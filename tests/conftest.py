@@ -32,8 +32,15 @@ def needs_shared_data(*parts):
 BACKEND = keras.backend.backend()
 
 
+# The files of the longest tests (a fresh Python or notebook kernel each, minutes): run first, so that
+# with `-n 2` the two processes share them instead of one finishing them while the other waits.
+_LONG_FIRST = ("test_readme.py", "test_tutorials.py", "test_backends.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """On another backend, tests marked `tensorflow_backend("why")` skip with their reason."""
+    """The long files first (whole files, so module fixtures are made once); on another backend,
+    tests marked `tensorflow_backend("why")` skip with their reason."""
+    items.sort(key=lambda item: item.path.name not in _LONG_FIRST)  # stable: the rest keep their order
     if BACKEND == "tensorflow":
         return
     for item in items:

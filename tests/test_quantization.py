@@ -139,8 +139,11 @@ def test_export_below_min_agreement_fails_and_leaves_no_file(tmp_path, models, d
     path = tmp_path / "bad.tflite"
     # Calibrated on constant zeros, every activation range collapses: the int8 file is useless.
     zeros = np.zeros((50, 64), "float32")
-    with pytest.raises(ValueError, match=r"agrees with the Keras model on the top-1 class of only .*min_agreement=0.95"):
+    with pytest.raises(ValueError, match=r"agrees with the Keras model on the top-1 class of only .*min_agreement=0.95"
+                       ) as refusal:
         export(models["plain"], path, verify_with=x_test, quantization="int8", representative_data=zeros)
+    # The user's path, also where a TensorFlow-backend Python converted (JAX) and refused first.
+    assert f"nothing was written to {path}." in str(refusal.value)
     assert not path.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
     report = export(models["plain"], path, verify_with=x_test, quantization="int8", representative_data=zeros,
                     min_agreement=None)

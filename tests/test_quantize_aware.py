@@ -358,3 +358,35 @@ def test_quantization_report_refuses_a_quantization_aware_model():
     qat = quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match="is quantization-aware.*pass the model quantize_aware was given"):
         quantization_report(qat, np.zeros((8, 3), "float32"))
+
+
+def test_top1_agreement_counts_each_class_a_rounded_keras_output_ties():
+    from tflite_export._verify import compare, disagreement_margin
+
+    # A quantization-aware model's softmax is rounded to 1/256: its top classes can hold one value.
+    keras_out = np.array([[0.5, 0.5, 0.0], [0.7, 0.2, 0.1], [0.3, 0.6, 0.1]])
+    file_out = np.array([[0.49, 0.51, 0.0], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    agreement, max_diff = compare([keras_out], [file_out])
+    assert agreement == pytest.approx(2 / 3) and max_diff == pytest.approx(0.6)
+    assert disagreement_margin([keras_out], [file_out]) == pytest.approx(0.5)  # only the second row
+    assert disagreement_margin([keras_out], [keras_out]) is None
+
+
+def test_a_quantization_aware_file_refused_for_agreement_says_why_and_names_the_users_path(tmp_path):
+    # Trained ranges, 3 hidden layers and 10 linear outputs on 8,000 random inputs: LiteRT's integer
+    # kernels split a few near-ties differently from the float rounding (2-7 of 4,000 measured).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8000, 16)).astype("float32")
+    qat = quantize_aware(keras.Sequential([keras.Input((16,))] + [keras.layers.Dense(64, activation="relu")
+                                                                   for _ in range(3)] + [keras.layers.Dense(10)]))
+    qat.compile("adam", "mse")
+    qat.fit(x, rng.normal(size=(8000, 10)), epochs=1, verbose=0)
+    path = tmp_path / "qat.tflite"
+    with pytest.raises(ValueError) as refusal:
+        export(qat, path, quantization="int8", verify_with=x, min_agreement=1.0)
+    message = str(refusal.value)
+    assert f"nothing was written to {path}." in message and "integer kernels" in message, message
+    assert "representative_data" not in message  # a QAT model needs none; the advice is about ties
+    margin = float(message.split("by a median of ")[1].split(" ")[0])
+    assert 0 < margin < 0.05, message  # near-ties, not a file computing something else
+    assert not path.exists()

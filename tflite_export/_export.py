@@ -41,7 +41,9 @@ class ExportReport:
             length the caller sets per example (LSH_PROJECTION feature lists).
         num_examples: examples compared in the LiteRT interpreter, one per invoke.
         top1_agreement: fraction of examples whose arg-max agrees (None when no
-            output has more than one class).
+            output has more than one class): the file's top class holds the Keras
+            output's largest value, so where that output ties (as the rounded
+            outputs of a quantization-aware model do) each tied class agrees.
         max_abs_diff: largest absolute difference of any output value.
         latency_ms: median time of one `invoke()` in LiteRT over those examples.
         sparse: True when the file stores sparse (block-encoded) weight tensors.
@@ -297,7 +299,7 @@ def _export_through_tensorflow(
         representative = _quantize.representative_examples(reference, representative_data)
     examples = _examples(reference, verify_with, representative, num_random_examples, seed)
     model_bytes, report, names = _other_backend.convert(
-        reference, examples, representative, min_agreement=min_agreement, **options
+        reference, examples, representative, path, min_agreement=min_agreement, **options
     )
     verification = _write_verified(
         path, model_bytes, functools.partial(
@@ -470,8 +472,8 @@ def _verify_file(reference, examples, names, min_agreement, path, written, allow
         raise ValueError(
             f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
             f"of {result.num_examples} examples (min_agreement={min_agreement}); nothing was written to {path}. "
-            "Try another quantization, better representative_data, or pass min_agreement=None."
-            + _worst_layers(reference, representative, examples, quantization)
+            + _margin_sentence(result.disagreement_margin) + _low_agreement_advice(reference, representative,
+                                                                                   examples, quantization)
         )
     if result.non_finite_examples:
         warnings.warn(
@@ -507,6 +509,25 @@ def _check_finite_outputs(reference, result, allow_non_finite, path):
     warnings.warn(f"{problem} The file was written (allow_non_finite=True).", stacklevel=5)
 
 
+def _margin_sentence(margin):
+    """For a refusal: how close the Keras model's own top two were where the file chose otherwise."""
+    if margin is None:
+        return ""
+    return (f"Where they disagree, the Keras model's top class leads the file's choice by a median of {margin:.3g} "
+            "in the model's own output. ")
+
+
+def _low_agreement_advice(reference, representative, examples, quantization):
+    """For a refusal: what to try; for post-training int8, the layers that add the most error."""
+    if _qat.is_quantize_aware(reference):
+        return ("A quantization-aware model's file rounds in LiteRT's integer kernels, which round a few values "
+                "one step differently from training's float rounding, and on a deep network those steps add up "
+                "where classes nearly tie. Fine-tune it further, or accept it with a lower min_agreement (or "
+                "min_agreement=None).")
+    return ("Try another quantization, better representative_data, or pass min_agreement=None."
+            + _worst_layers(reference, representative, examples, quantization))
+
+
 def _worst_layers(reference, representative, examples, quantization):
     """For a refusal: the layers `quantization_report` finds adding the most error, in a sentence."""
     if quantization not in ("int8", "int8_io") or representative is None:  # what the debugger measures
@@ -531,13 +552,16 @@ def _parity(reference, model_bytes, examples, names, argument="verify_with"):
     keras_bad = _verify.non_finite_outputs(expected) & ~skip
     file_bad = _verify.non_finite_outputs(got) & ~skip & ~keras_bad
     compared = ~(skip | keras_bad | file_bad)
+    margin = None
     if compared.any():
         agreement, max_diff = _verify.compare(expected, got, skip=~compared)
+        margin = _verify.disagreement_margin(expected, got, skip=~compared)
     else:
         agreement, max_diff = None, float("nan")
     return VerifyReport(
         int(compared.sum()), agreement, max_diff, seconds * 1e3, int(skip.sum()),
         non_finite_outputs=int(keras_bad.sum()), file_non_finite_outputs=int(file_bad.sum()),
+        disagreement_margin=margin,
     )
 
 
@@ -569,7 +593,12 @@ def _report(path, model_bytes, encodings, verification, lowered):
 
 @dataclasses.dataclass
 class VerifyReport:
-    """Parity of a `.tflite` file with its Keras model (see `ExportReport`)."""
+    """Parity of a `.tflite` file with its Keras model (see `ExportReport`).
+
+    `disagreement_margin`: over the examples whose top-1 classes differ, the median of how far the
+    Keras model's top class leads the file's choice in the Keras model's own output (None when they
+    never differ). Near 0 the two split near-ties; a large margin is a file computing something else.
+    """
 
     num_examples: int
     top1_agreement: float
@@ -578,6 +607,7 @@ class VerifyReport:
     non_finite_examples: int = 0
     non_finite_outputs: int = 0
     file_non_finite_outputs: int = 0
+    disagreement_margin: float = None
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"

@@ -60,18 +60,25 @@ with open(os.path.join(work, "result.pkl"), "wb") as stream:
 """
 
 
-def convert(reference, examples, representative, **options):
+def convert(reference, examples, representative, path, **options):
     """`export(reference, ...)` in a TensorFlow-backend Python: `(bytes, ExportReport, input names)`.
 
     Args:
         reference: the deployable Keras model.
         examples: the input arrays it is compared on, one per model input.
         representative: the calibration arrays, one per input, or None.
+        path: the user's path, which a refusal from that Python names instead of its own file.
         **options: the other arguments of `export` (JSON-serialisable).
     """
     with tempfile.TemporaryDirectory(prefix="keras-compact-export-") as work:
-        result = _run(work, reference, examples, representative, options)
-        with open(os.path.join(work, "model.tflite"), "rb") as stream:
+        written = os.path.join(work, "model.tflite")
+        try:
+            result = _run(work, reference, examples, representative, options)
+        except ValueError as error:
+            if written not in str(error):
+                raise
+            raise ValueError(str(error).replace(written, os.fspath(path))) from None
+        with open(written, "rb") as stream:
             return stream.read(), result["report"], result["names"]
 
 

@@ -410,6 +410,9 @@ def non_finite_outputs(outputs):
 def compare(keras_outputs, litert_outputs, skip=None):
     """Top-1 agreement (outputs with more than one class) and max abs difference.
 
+    An example agrees when the file's arg-max class holds the Keras output's largest value: where
+    the Keras output ties (a quantization-aware model rounds its outputs to 8-bit steps, so its top
+    classes often hold the same value), the file choosing any of the tied classes agrees.
     `skip`, a bool mask over the examples, leaves some out (those with non-finite
     inputs or outputs: NaN has no arg-max, and `max` would pass over it).
     """
@@ -421,8 +424,26 @@ def compare(keras_outputs, litert_outputs, skip=None):
             expected, got = expected[~skip], got[~skip]
         max_diff = max(max_diff, float(np.max(np.abs(expected - got))) if got.size else 0.0)
         if got.ndim == 2 and got.shape[1] > 1:
-            agreements.append(float(np.mean(expected.argmax(-1) == got.argmax(-1))))
+            chosen = np.take_along_axis(expected, got.argmax(-1)[:, None], axis=-1)[:, 0]
+            agreements.append(float(np.mean(chosen == expected.max(-1))))
     return (min(agreements) if agreements else None), max_diff
+
+
+def disagreement_margin(keras_outputs, litert_outputs, skip=None):
+    """Where the first classifier output's top-1 classes differ (as `compare` counts them): the median
+    of how far the Keras model's top class leads, in the Keras model's own output, the class the file
+    chose; None when they never differ. A small margin says the two sides split near-ties.
+    """
+    for expected, got in zip(keras_outputs, litert_outputs):
+        expected = expected.reshape(got.shape).astype(np.float64)
+        if skip is not None:
+            expected, got = expected[~skip], got[~skip]
+        if got.ndim != 2 or got.shape[1] < 2:
+            continue
+        theirs = got.argmax(-1)
+        leads = expected.max(-1) - expected[np.arange(len(theirs)), theirs]
+        return float(np.median(leads[leads > 0])) if (leads > 0).any() else None
+    return None
 
 
 def non_finite_examples(inputs):
