@@ -520,10 +520,10 @@ def _margin_sentence(margin):
 def _low_agreement_advice(reference, representative, examples, quantization):
     """For a refusal: what to try; for post-training int8, the layers that add the most error."""
     if _qat.is_quantize_aware(reference):
-        return ("A quantization-aware model's file rounds in LiteRT's integer kernels, which round a few values "
-                "one step differently from training's float rounding, and on a deep network those steps add up "
-                "where classes nearly tie. Fine-tune it further, or accept it with a lower min_agreement (or "
-                "min_agreement=None).")
+        return ("A quantization-aware model's file computes in LiteRT's integer kernels, which round some values "
+                "one step differently from training's float rounding; over many layers those steps add up, and "
+                "first flip the classes the model nearly ties (a small median lead). Fine-tune it further, or "
+                "accept it with a lower min_agreement (or min_agreement=None).")
     return ("Try another quantization, better representative_data, or pass min_agreement=None."
             + _worst_layers(reference, representative, examples, quantization))
 
