@@ -424,8 +424,7 @@ def compare(keras_outputs, litert_outputs, skip=None):
             expected, got = expected[~skip], got[~skip]
         max_diff = max(max_diff, float(np.max(np.abs(expected - got))) if got.size else 0.0)
         if got.ndim == 2 and got.shape[1] > 1:
-            chosen = np.take_along_axis(expected, got.argmax(-1)[:, None], axis=-1)[:, 0]
-            agreements.append(float(np.mean(chosen == expected.max(-1))))
+            agreements.append(float(np.mean(_leads(expected, got) == 0)))
     return (min(agreements) if agreements else None), max_diff
 
 
@@ -440,10 +439,15 @@ def disagreement_margin(keras_outputs, litert_outputs, skip=None):
             expected, got = expected[~skip], got[~skip]
         if got.ndim != 2 or got.shape[1] < 2:
             continue
-        theirs = got.argmax(-1)
-        leads = expected.max(-1) - expected[np.arange(len(theirs)), theirs]
+        leads = _leads(expected, got)
         return float(np.median(leads[leads > 0])) if (leads > 0).any() else None
     return None
+
+
+def _leads(expected, got):
+    """Per example, how far the Keras output's largest value leads its value at the file's arg-max
+    class (0 where the file chose a top class, ties included)."""
+    return expected.max(-1) - np.take_along_axis(expected, got.argmax(-1)[:, None], axis=-1)[:, 0]
 
 
 def non_finite_examples(inputs):
