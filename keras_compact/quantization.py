@@ -15,6 +15,9 @@ import dataclasses
 import keras
 
 from keras_compact._checks import check_rate
+from keras_compact._layer_kinds import (
+    AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING, PADDING_AND_CROPPING, SPATIAL_DROPOUT,
+)
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import FIXED_RANGES, WEIGHT_MODES, QuantizeAware, weight_mode
 from keras_compact.layers.projection_layer import ProjectionLayer
@@ -25,15 +28,9 @@ from keras_compact.pruning.prune import PruningMask
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # Layers whose output keeps its input's scale in the file: no range of their own.
 KEEP_SCALE = (
-    keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute, keras.layers.RepeatVector,
-    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
-    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
-    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
-    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity,
+    (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute, keras.layers.RepeatVector)
+    + MAX_POOLING + AVERAGE_POOLING + GLOBAL_MAX_POOLING + PADDING_AND_CROPPING + SPATIAL_DROPOUT
+    + IDENTITY_AT_INFERENCE
 )
 KERNEL_LAYERS = tuple(cls for cls, _ in WEIGHT_MODES)
 # Layers with weights but no kernel: elementwise, quantized after.

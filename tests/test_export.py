@@ -281,3 +281,38 @@ def test_inputs_are_matched_by_name_when_the_file_orders_them_differently(tmp_pa
     assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
     assert verify(model, report.path, x).top1_agreement == 1.0
     np.testing.assert_allclose(predict(report.path, x[::-1]), model.predict(x, verbose=0), atol=1e-5)
+
+
+def _worker_folder(folder, model, examples, **options):
+    """A work folder as `_other_backend` writes it for `tflite_export._convert_worker`."""
+    import json
+
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    np.savez(folder / "data.npz", examples_0=examples)
+    (folder / "options.json").write_text(json.dumps(options))
+    return folder
+
+
+def test_the_worker_that_converts_for_other_backends_reports_or_passes_the_error_back(tmp_path, digits):
+    import pickle
+
+    from tflite_export import _convert_worker
+
+    (_, _), (x_test, _) = digits
+    model = keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(10, activation="softmax")])
+    work = _worker_folder(tmp_path / "good", model, x_test[:20], quantization=None)
+    assert _convert_worker.main([str(work)]) == 0
+    result = pickle.loads((work / "result.pkl").read_bytes())
+    assert result["names"] == ["pixels"] and result["report"].num_examples == 20
+    assert result["report"].top1_agreement == 1.0 and (work / "model.tflite").stat().st_size == result["report"].bytes
+    # A refusal raised there comes back as the error itself, for the calling process to raise.
+    work = _worker_folder(tmp_path / "bad", model, x_test[:20], quantization="int4")
+    _convert_worker.main([str(work)])
+    error = pickle.loads((work / "result.pkl").read_bytes())["error"]
+    assert isinstance(error, ValueError) and "quantization" in str(error) and "int4" in str(error)
+    # A model file that does not load says what to do.
+    (work / "model.keras").write_bytes(b"not a model")
+    _convert_worker.main([str(work)])
+    error = pickle.loads((work / "result.pkl").read_bytes())["error"]
+    assert isinstance(error, RuntimeError) and "register_keras_serializable" in str(error)

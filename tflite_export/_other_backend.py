@@ -1,10 +1,11 @@
 """Export from a process whose Keras runs on JAX or PyTorch.
 
 The TFLite converter reads TensorFlow graphs, so the model is saved to a `.keras`
-file and converted by `export` in a fresh Python on the TensorFlow backend (the
-same code, so the same file as a TensorFlow-backend process makes from those
-weights). The file is then run in LiteRT here and compared with the user's own
-model before it is renamed into place, as on TensorFlow.
+file and converted by `export` in a fresh Python on the TensorFlow backend
+(`python -m tflite_export._convert_worker`: the same code, so the same file as
+a TensorFlow-backend process makes from those weights). The file is then run
+in LiteRT here and compared with the user's own model before it is renamed
+into place, as on TensorFlow.
 """
 
 import dataclasses
@@ -16,48 +17,6 @@ import sys
 import tempfile
 
 import numpy as np
-
-# Runs in the TensorFlow-backend Python: argv[1] is the work folder.
-_CONVERT = """
-import json, os, pickle, sys
-work = sys.argv[1]
-try:
-    import keras, numpy as np
-    import keras_compact
-    from tflite_export import export
-    with open(os.path.join(work, "options.json")) as stream:
-        options = json.load(stream)
-    data = np.load(os.path.join(work, "data.npz"))
-    def inputs(prefix):
-        keys = sorted((k for k in data.files if k.startswith(prefix)), key=lambda k: int(k.rsplit("_", 1)[1]))
-        values = [data[k] for k in keys]
-        return None if not values else values[0] if len(values) == 1 else values
-    try:
-        model = keras.models.load_model(os.path.join(work, "model.keras"))
-    except Exception as error:
-        raise RuntimeError(
-            "export converts a JAX or PyTorch model in a TensorFlow-backend Python, which could not load it "
-            f"from its .keras file: {error}. Custom layers must be registered "
-            "(keras.saving.register_keras_serializable) in a module that module imports."
-        ) from None
-    if options.pop("function", "export") == "quantization_report":
-        from tflite_export import quantization_report
-        result = {"report": quantization_report(model, inputs("representative_"), debug_data=inputs("examples_"),
-                                                **options)}
-    else:
-        report = export(model, os.path.join(work, "model.tflite"), verify_with=inputs("examples_"),
-                        representative_data=inputs("representative_"), **options)
-        from keras_compact._cloning import io_names
-        # The file's names for the inputs, in the model's order (what export compared with).
-        result = {"report": report, "names": io_names(model.inputs)}
-except BaseException as error:
-    result = {"error": error}
-with open(os.path.join(work, "result.pkl"), "wb") as stream:
-    try:
-        pickle.dump(result, stream)
-    except Exception:
-        pickle.dump({"error": RuntimeError(repr(result.get("error")))}, stream)
-"""
 
 
 def convert(reference, examples, representative, path, **options):
@@ -91,7 +50,7 @@ def quantization_report(reference, representative, debug, quantization):
 
 
 def _run(work, reference, examples, representative, options):
-    """Runs `_CONVERT` on the model saved in `work`; its result dict, or its error raised here."""
+    """Runs `_convert_worker` on the model saved in `work`; its result dict, or its error raised here."""
     reference.save(os.path.join(work, "model.keras"))
     arrays = {f"examples_{i}": np.asarray(value) for i, value in enumerate(examples)}
     for i, value in enumerate(representative or []):
@@ -101,7 +60,7 @@ def _run(work, reference, examples, representative, options):
         json.dump(options, stream)
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.run(
-        [sys.executable, "-c", _CONVERT, work], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tflite_export._convert_worker", work], env=env, capture_output=True, text=True
     )
     result_path = os.path.join(work, "result.pkl")
     if not os.path.exists(result_path):

@@ -32,6 +32,10 @@ import keras
 import numpy as np
 
 from keras_compact._cloning import as_functional, check_model, is_graph_model
+from keras_compact._layer_kinds import (
+    AVERAGE_POOLING, GLOBAL_AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING,
+    PADDING_AND_CROPPING, SPATIAL_DROPOUT,
+)
 from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, kernel_of
 from keras_compact.pruning import _graph
 
@@ -641,19 +645,11 @@ def _raw_op(graph, node, layer, inputs):
     return _merge(graph, node, layer, inputs)
 
 
-_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-                keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Identity)
-_CHANNELWISE = _ELEMENTWISE + (
-    keras.layers.Softmax, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D, keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
-    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
-    keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D,
-    keras.layers.Rescaling,
+_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU) + IDENTITY_AT_INFERENCE
+_CHANNELWISE = (
+    _ELEMENTWISE + (keras.layers.Softmax, keras.layers.Rescaling) + SPATIAL_DROPOUT + MAX_POOLING + AVERAGE_POOLING
+    + GLOBAL_AVERAGE_POOLING + GLOBAL_MAX_POOLING + PADDING_AND_CROPPING
+    + (keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D)
 )
 _MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
            keras.layers.Maximum, keras.layers.Minimum)
