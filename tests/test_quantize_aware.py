@@ -322,6 +322,8 @@ def test_gradual_pruning_prunes_through_quantization_aware_wrappers(tmp_path, di
     assert report.weight_sparsity >= 0.75 and report.top1_agreement >= 0.99
 
 
+@pytest.mark.tensorflow_backend("the converter's calibration of the unwrapped parts, the same from every backend; the "
+                                 "JAX run trains and exports quantization-aware models in the other tests")
 def test_parts_without_a_learned_range_are_said_and_calibrated_with_representative_data(tmp_path, digits):
     (x, y), (x_test, _) = digits
     inputs = keras.Input((64,))
@@ -336,6 +338,8 @@ def test_parts_without_a_learned_range_are_said_and_calibrated_with_representati
     assert report.operators["DEQUANTIZE"] == 1 and report.top1_agreement >= 0.95
 
 
+@pytest.mark.tensorflow_backend("the command line on JAX is test_backends.py's "
+                                 "test_the_command_line_exports_a_model_saved_on_jax")
 def test_cli_exports_a_saved_quantization_aware_model_without_representative_data(tmp_path, trained):
     import contextlib
     import io

@@ -60,6 +60,9 @@ class ExportReport:
         non_finite_outputs: examples with finite inputs left out because the
             Keras model's or the file's outputs are NaN or infinite (written
             only with `allow_non_finite=True`).
+        disagreement_margin: where the top-1 classes differ, the median lead of
+            the Keras model's top class over the file's choice (`VerifyReport`).
+        verification: the `VerifyReport` these comparison figures come from.
     """
 
     path: str
@@ -67,18 +70,25 @@ class ExportReport:
     operators: dict
     builtin_only: bool
     inputs: list
-    num_examples: int
-    top1_agreement: float
-    max_abs_diff: float
-    latency_ms: float
+    verification: "VerifyReport"
     sparse: bool = False
     dense_bytes: int = 0
     sparse_bytes: int = None
     weight_sparsity: float = 0.0
     classifier_lowerings: dict = dataclasses.field(default_factory=dict)
     weight_tensors: dict = dataclasses.field(default_factory=dict)
-    non_finite_examples: int = 0
-    non_finite_outputs: int = 0
+
+    # The comparison's figures, read from `verification`.
+    num_examples = property(lambda self: self.verification.num_examples)
+    top1_agreement = property(lambda self: self.verification.top1_agreement)
+    max_abs_diff = property(lambda self: self.verification.max_abs_diff)
+    latency_ms = property(lambda self: self.verification.latency_ms)
+    non_finite_examples = property(lambda self: self.verification.non_finite_examples)
+    disagreement_margin = property(lambda self: self.verification.disagreement_margin)
+
+    @property
+    def non_finite_outputs(self):
+        return self.verification.non_finite_outputs + self.verification.file_non_finite_outputs
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -576,18 +586,13 @@ def _report(path, model_bytes, encodings, verification, lowered):
         operators=inspection.operators,
         builtin_only=inspection.builtin_only,
         inputs=[(info.name, info.dtype, tuple(info.shape)) for info in inspection.inputs],
-        num_examples=verification.num_examples,
-        top1_agreement=verification.top1_agreement,
-        max_abs_diff=verification.max_abs_diff,
-        latency_ms=verification.latency_ms,
+        verification=verification,
         sparse=encodings.chosen is encodings.sparse,
         dense_bytes=len(encodings.dense) + metadata_bytes,
         sparse_bytes=None if encodings.sparse is None else len(encodings.sparse) + metadata_bytes,
         weight_sparsity=encodings.weight_sparsity,
         classifier_lowerings=_hadamard.lowerings(lowered),
         weight_tensors=inspection.weight_tensors,
-        non_finite_examples=verification.non_finite_examples,
-        non_finite_outputs=verification.non_finite_outputs + verification.file_non_finite_outputs,
     )
 
 

@@ -77,13 +77,4 @@ def _run(work, reference, examples, representative, options):
 
 def report_with(report, path, verification):
     """The subprocess's report for `path`, with the comparison made against the user's model."""
-    return dataclasses.replace(
-        report,
-        path=os.fspath(path),
-        num_examples=verification.num_examples,
-        top1_agreement=verification.top1_agreement,
-        max_abs_diff=verification.max_abs_diff,
-        latency_ms=verification.latency_ms,
-        non_finite_examples=verification.non_finite_examples,
-        non_finite_outputs=verification.non_finite_outputs + verification.file_non_finite_outputs,
-    )
+    return dataclasses.replace(report, path=os.fspath(path), verification=verification)
