@@ -7,7 +7,9 @@ variables are never changed.
 """
 
 import keras
-from keras.src.models.functional import Functional
+
+from keras_compact import _keras_private
+from keras_compact._keras_private import Functional
 
 
 def clone_with(model, replace, call_function=None):
@@ -99,7 +101,7 @@ def check_model(model, function, graph=False):
         )
         raise TypeError(f"{function} expects a keras.Model. Received: model={type(model).__name__}.{hint}")
     if graph:
-        hidden = [layer for layer in [model, *model._flatten_layers(include_self=False)]
+        hidden = [layer for layer in [model, *_keras_private.sublayers(model, include_self=False)]
                   if isinstance(layer, keras.Model) and not is_graph_model(layer)]
         if hidden:
             names = ", ".join(f"{type(layer).__name__} {layer.name!r}" for layer in hidden[:3])
@@ -151,8 +153,7 @@ def inlined(model):
 
 
 def _inline(graph, tensors, copies):
-    depths = sorted(graph._nodes_by_depth, reverse=True)
-    for node in (node for depth in depths for node in graph._nodes_by_depth[depth]):
+    for node in _keras_private.nodes_in_order(graph):
         operation = node.operation
         if isinstance(operation, keras.layers.InputLayer):
             continue

@@ -14,6 +14,7 @@ import dataclasses
 
 import keras
 
+from keras_compact import _keras_private
 from keras_compact._checks import check_rate
 from keras_compact._layer_kinds import (
     AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING, PADDING_AND_CROPPING, SPATIAL_DROPOUT,
@@ -137,7 +138,7 @@ def _without_activation(layer):
 def _plans(model):
     """`{layer name: _Plan}` for every layer of the flat functional `model`."""
     readers = {}
-    nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
+    nodes = _keras_private.nodes_in_order(model)
     for node in nodes:
         for tensor in node.arguments.keras_tensors:
             readers.setdefault(id(tensor), []).append(node)

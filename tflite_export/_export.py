@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact import _keras_private
 import keras_compact
 from keras_compact._checks import describe_non_finite_weights, is_int, is_number
 from keras_compact._data import batches as batches_of
@@ -408,7 +409,7 @@ def _examples(reference, verify_with, representative, num_random_examples, seed)
 def _kernels(model):
     """The weight matrices whose zeros a sparse encoding skips (a separable convolution's: its pointwise one)."""
     kernels = []
-    for layer in model._flatten_layers():
+    for layer in _keras_private.sublayers(model):
         kernel = getattr(layer, "kernel", None)
         kernel = getattr(layer, "pointwise_kernel", None) if kernel is None else kernel
         if kernel is not None:
@@ -809,7 +810,7 @@ def _unsupported(model, error):
     """A one-paragraph ValueError naming the layers and TF ops the converter could not write."""
     text = str(error)
     ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
-    names = {layer.name for layer in model._flatten_layers()} - {model.name}
+    names = {layer.name for layer in _keras_private.sublayers(model)} - {model.name}
     layers = []
     for path in re.findall(r'"([\w./-]+)@__inference', text):
         for part in path.split("/"):

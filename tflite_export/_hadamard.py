@@ -20,6 +20,7 @@ An explicit `implementation="matmul"` or `"fwht"` is kept. The export's lowered 
 (`_lowering.lowered_copy`) holds new classifiers set this way; the user's are untouched.
 """
 
+from keras_compact import _keras_private
 from keras_compact.layers import HadamardClassifier
 
 # Blocks of at most 16 x 16 (1 KB): in LiteRT as fast as larger ones from 512
@@ -40,4 +41,4 @@ def lowerings(model):
 
 
 def _classifiers(model):
-    return [layer for layer in model._flatten_layers() if isinstance(layer, HadamardClassifier)]
+    return [layer for layer in _keras_private.sublayers(model) if isinstance(layer, HadamardClassifier)]

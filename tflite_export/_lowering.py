@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
+from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, clone_with, is_graph_model
 from keras_compact.layers import HadamardClassifier, ProjectionLayer
 from keras_compact.pruning.prune import stripped_replacement
@@ -98,12 +99,12 @@ def _in_float32(layer, replacement):
 def _inline_projections(layer, *args, **kwargs):
     """Calls a nested model holding a ProjectionLayer layer by layer, so the cut can reach it."""
     if is_graph_model(layer) and _holds_projection(layer):
-        return as_functional(layer)._run_through_graph(args[0], operation_fn=lambda operation: operation)
+        return _keras_private.run_through_graph(as_functional(layer), args[0], operation_fn=lambda operation: operation)
     return layer(*args, **kwargs)
 
 
 def _holds_projection(layer):
-    return any(isinstance(inner, (ProjectionLayer, HashMatrixProjection)) for inner in layer._flatten_layers())
+    return any(isinstance(inner, (ProjectionLayer, HashMatrixProjection)) for inner in _keras_private.sublayers(layer))
 
 
 def find_projections(model):
@@ -117,8 +118,7 @@ def find_projections(model):
     inputs_by_id = {id(tensor): tensor for tensor in model.inputs}
     nodes = [
         node
-        for depth in sorted(model._nodes_by_depth, reverse=True)
-        for node in model._nodes_by_depth[depth]
+        for node in _keras_private.nodes_in_order(model)
         if isinstance(node.operation, ProjectionLayer)
     ]
     cuts, seen = [], set()
@@ -156,7 +156,7 @@ def _check_reachable(model):
     for layer in model.layers:
         if isinstance(layer, ProjectionLayer) or not _holds_projection(layer):
             continue
-        hidden = [inner.name for inner in layer._flatten_layers() if isinstance(inner, ProjectionLayer)]
+        hidden = [inner.name for inner in _keras_private.sublayers(layer) if isinstance(inner, ProjectionLayer)]
         raise ValueError(
             f"ProjectionLayer(s) {hidden} sit inside {layer.name!r} ({type(layer).__name__}), a subclassed "
             "layer or model whose call export cannot see into, so they cannot become LSH_PROJECTION. "

@@ -14,6 +14,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, clone_with
 from keras_compact.layers.quantize_aware import QuantizeAware, weight_mode
 
@@ -21,7 +22,7 @@ QUANTIZATIONS = ("int8", "int8_io")
 
 
 def is_quantize_aware(model):
-    return any(isinstance(layer, QuantizeAware) for layer in model._flatten_layers(include_self=False))
+    return any(isinstance(layer, QuantizeAware) for layer in _keras_private.sublayers(model, include_self=False))
 
 
 def check(model, quantization, float_layers):
@@ -78,25 +79,23 @@ def folded(model):
 def _batch_norm_pairs(model):
     """`{kernel layer's wrapper name: batch norm's wrapper name}` for every foldable pair."""
     readers, calls = {}, {}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-            for tensor in node.arguments.keras_tensors:
-                readers.setdefault(id(tensor), []).append(node.operation)
+    for node in _keras_private.nodes(model):
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for tensor in node.arguments.keras_tensors:
+            readers.setdefault(id(tensor), []).append(node.operation)
     pairs = {}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            layer = node.operation
-            if not (isinstance(layer, QuantizeAware) and weight_mode(layer.target) and layer.output_mode is None
-                    and layer.activation is None and calls[id(layer)] == 1):
-                continue
-            consumers = readers.get(id(node.outputs[0]), [])
-            if len(consumers) != 1 or calls[id(consumers[0])] != 1:
-                continue
-            reader = consumers[0]
-            if isinstance(reader, QuantizeAware) and isinstance(reader.layer, keras.layers.BatchNormalization) \
-                    and reader.layer.axis in (-1, len(node.outputs[0].shape) - 1) and not reader.quantize_inputs:
-                pairs[layer.name] = reader.name
+    for node in _keras_private.nodes(model):
+        layer = node.operation
+        if not (isinstance(layer, QuantizeAware) and weight_mode(layer.target) and layer.output_mode is None
+                and layer.activation is None and calls[id(layer)] == 1):
+            continue
+        consumers = readers.get(id(node.outputs[0]), [])
+        if len(consumers) != 1 or calls[id(consumers[0])] != 1:
+            continue
+        reader = consumers[0]
+        if isinstance(reader, QuantizeAware) and isinstance(reader.layer, keras.layers.BatchNormalization) \
+                and reader.layer.axis in (-1, len(node.outputs[0].shape) - 1) and not reader.quantize_inputs:
+            pairs[layer.name] = reader.name
     return pairs
 
 

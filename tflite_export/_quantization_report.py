@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact import _keras_private
 from keras_compact._cloning import check_model
 from tflite_export import _lowering
 from tflite_export import _other_backend
@@ -173,7 +174,8 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
 
 def head_names(head):
     """`(layer names, output layer names)` of the converted head: what `layer_of` matches."""
-    return {layer.name for layer in head._flatten_layers()} - {head.name}, list(getattr(head, "output_names", None) or [])
+    names = {layer.name for layer in _keras_private.sublayers(head)} - {head.name}
+    return names, list(getattr(head, "output_names", None) or [])
 
 
 def users_names(model):
@@ -181,7 +183,7 @@ def users_names(model):
     the lowered copy the converter sees holds the layers inside `TargetedDropout` and
     `PruningMask`, and the user knows the wrapper's name."""
     names = {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_private.sublayers(model, include_self=False):
         names.setdefault(layer.name, layer.name)
         inner = layer
         while isinstance(inner, keras.layers.Wrapper):

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_compact import _keras_private
 from tflite_export import _verify
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int8_io", "int16x8")
@@ -43,7 +44,7 @@ def float_layer_names(model, float_layers, quantization):
             "float_layers keeps the named layers in float32 in an otherwise int8 file: it needs "
             f"quantization='int8'. Received: quantization={quantization!r}"
         )
-    layers = [layer for layer in model._flatten_layers(include_self=False)
+    layers = [layer for layer in _keras_private.sublayers(model, include_self=False)
               if not isinstance(layer, keras.layers.InputLayer)]
     if callable(float_layers):
         names = [layer.name for layer in layers if float_layers(layer)]

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_compact import _data
+from keras_compact import _data, _keras_private
 from tflite_export import _flatbuffer as fb
 
 
@@ -186,7 +186,7 @@ def run_keras(model, inputs, batch_size=256):
     """The Keras model's outputs as a list of NumPy arrays, one per output."""
     count = int(inputs[0].shape[0])
     # A functional model built from a list (or dict) of inputs is called with the same structure.
-    structure = getattr(model, "_inputs_struct", None)
+    structure = _keras_private.inputs_struct(model)
     chunks = []
     for start in range(0, count, batch_size):
         batch = [entry[start : start + batch_size] for entry in inputs]

@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._checks import check_rate, check_seed, is_int, is_number
 from keras_compact.layers.targeted_dropout import TargetedDropout
 from keras_compact.ops import targeting
@@ -93,7 +94,7 @@ class GradualPruning(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
-        self.masks = [layer for layer in self.model._flatten_layers() if isinstance(layer, PruningMask)]
+        self.masks = [layer for layer in _keras_private.sublayers(self.model) if isinstance(layer, PruningMask)]
         if not self.masks:
             raise ValueError(
                 f"GradualPruning found no PruningMask layer in the model {self.model.name!r}; make the model "
@@ -244,7 +245,7 @@ class TargetedChannels(keras.callbacks.Callback):
         return {"seed": self.seed}
 
     def on_train_begin(self, logs=None):
-        self.layers = {_graph.core(layer).name: layer for layer in self.model._flatten_layers()
+        self.layers = {_graph.core(layer).name: layer for layer in _keras_private.sublayers(self.model)
                        if isinstance(layer, TargetedDropout) and layer.granularity == "channel"}
         if not self.layers:
             raise ValueError(

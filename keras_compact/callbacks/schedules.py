@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._checks import check_rate, is_int, is_number
 from keras_compact.layers.targeted_dropout import TargetedDropout
 
@@ -171,7 +172,7 @@ class TargetedDropoutRamp(_RampCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._applied = None
-        self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, TargetedDropout)]
+        self.layers = [layer for layer in _keras_private.sublayers(self.model) if isinstance(layer, TargetedDropout)]
         if not self.layers:
             raise ValueError(
                 "TargetedDropoutRamp found no TargetedDropout layer in the model "
@@ -246,7 +247,8 @@ class DropoutSchedule(_RampCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+        self.layers = [layer for layer in _keras_private.sublayers(self.model)
+                       if isinstance(layer, keras.layers.Dropout)]
         if not self.layers:
             raise ValueError(f"DropoutSchedule found no keras.layers.Dropout in the model {self.model.name!r}.")
         without_state = [layer.name for layer in self.layers if not hasattr(layer, "seed_generator")]

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_compact import _keras_private
 from keras_compact._checks import ChecksCallInputs, check_rate, is_number
 from keras_compact.layers.targeted_dropout import call_with_values
 from keras_compact.ops.fake_quant import fake_quant
@@ -157,8 +158,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         return y
 
     def _call_layer(self, x, training, mask):
-        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
-        if mask is not None and self.layer._call_has_mask_arg:
+        kwargs = {"training": training} if _keras_private.call_has_training_arg(self.layer) else {}
+        if mask is not None and _keras_private.call_has_mask_arg(self.layer):
             kwargs["mask"] = mask
         mode = weight_mode(self.target)
         if mode is None:

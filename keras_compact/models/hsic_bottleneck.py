@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact import _keras_private
 from keras_compact._backend import scale_loss_for_replicas
 from keras_compact._checks import bind_arguments, check_class_labels, is_int, is_number
 from keras_compact.ops import hsic_kernels as hsic
@@ -133,7 +134,7 @@ class HSICBottleneck(keras.Model):
     @property
     def metrics(self):
         # Keras's own loss tracker ("loss", after compile) reports the summed objective.
-        metrics = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        metrics = [_keras_private.loss_tracker(self)] if _keras_private.loss_tracker(self) is not None else []
         return metrics + list(self._trackers.values())
 
     def build(self, input_shape):
@@ -186,7 +187,7 @@ class HSICBottleneck(keras.Model):
             self._trackers[f"hsic_y_{name}"].update_state(value_y)
         loss = objective
         if self.losses:
-            loss = loss + keras.ops.sum([self._aggregate_additional_loss(extra) for extra in self.losses])
+            loss = loss + keras.ops.sum([_keras_private.additional_loss(self, extra) for extra in self.losses])
         return scale_loss_for_replicas(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

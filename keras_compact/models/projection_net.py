@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_compact import _keras_private
 from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
 from keras_compact._checks import bind_arguments, check_class_labels, describe_non_finite_weights, is_number
 
@@ -184,11 +185,11 @@ class ProjectionNet(keras.Model):
     @property
     def metrics(self):
         # Keras's own loss tracker ("loss", after compile) reports the total loss.
-        metrics = [self._loss_tracker] if getattr(self, "_loss_tracker", None) is not None else []
+        metrics = [_keras_private.loss_tracker(self)] if _keras_private.loss_tracker(self) is not None else []
         metrics += list(self._loss_trackers.values())
         metrics += list(self._accuracies.values())
-        if getattr(self, "_compile_metrics", None) is not None:
-            metrics.append(self._compile_metrics)
+        if _keras_private.compile_metrics(self) is not None:
+            metrics.append(_keras_private.compile_metrics(self))
         return metrics
 
     def compile(self, *args, **kwargs):
@@ -227,7 +228,7 @@ class ProjectionNet(keras.Model):
             accuracy.update_state(targets, predictions[name], sample_weight=sample_weight)
         loss = losses["loss"]
         if self.losses:
-            loss = loss + keras.ops.sum([self._aggregate_additional_loss(extra) for extra in self.losses])
+            loss = loss + keras.ops.sum([_keras_private.additional_loss(self, extra) for extra in self.losses])
         return scale_loss_for_replicas(loss)
 
     def _joint_losses(self, trainer_outputs, projection_outputs, y, sample_weight):
@@ -377,11 +378,11 @@ def _why_not_probabilities(outputs):
 def _last_layer(network):
     """The layer computing `network`'s (first) output, looking into nested models; None if unknown."""
     layer = None
-    outputs = getattr(network, "_outputs", None) or []
+    outputs = _keras_private.graph_outputs(network) or []
     if isinstance(network, keras.Sequential) and network.layers:
         layer = network.layers[-1]
     elif outputs:
-        history = getattr(keras.tree.flatten(outputs)[0], "_keras_history", None)
+        history = _keras_private.keras_history(keras.tree.flatten(outputs)[0])
         layer = history.operation if history is not None else None
     if isinstance(layer, keras.Model) and layer is not network:
         return _last_layer(layer)

@@ -18,6 +18,7 @@ import math
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, fresh_copy
 from keras_compact.layers import targeted_dropout
 from keras_compact.layers.targeted_dropout import TargetedDropout
@@ -126,21 +127,19 @@ def chains(model):
     """`{producer core name: Chain or Blocked}` for every resizable layer of `model`'s own graph."""
     graph = as_functional(model)
     readers, calls = {}, {}
-    for nodes in graph._nodes_by_depth.values():
-        for node in nodes:
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-            for tensor in node.arguments.keras_tensors:
-                readers.setdefault(id(tensor), []).append(node)
+    for node in _keras_private.nodes(graph):
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for tensor in node.arguments.keras_tensors:
+            readers.setdefault(id(tensor), []).append(node)
     outputs = {id(tensor) for tensor in keras.tree.flatten(graph.outputs)}
     found = {}
-    for nodes in graph._nodes_by_depth.values():
-        for node in nodes:
-            inner = core(node.operation)
-            if isinstance(inner, RESIZABLE):
-                if calls[id(node.operation)] > 1:
-                    found[inner.name] = Blocked(f"{inner.name!r} is called more than once in the model")
-                else:
-                    found[inner.name] = _follow(node, readers, outputs, calls)
+    for node in _keras_private.nodes(graph):
+        inner = core(node.operation)
+        if isinstance(inner, RESIZABLE):
+            if calls[id(node.operation)] > 1:
+                found[inner.name] = Blocked(f"{inner.name!r} is called more than once in the model")
+            else:
+                found[inner.name] = _follow(node, readers, outputs, calls)
     return found
 
 

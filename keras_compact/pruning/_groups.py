@@ -31,6 +31,7 @@ import math
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, check_model, is_graph_model
 from keras_compact._layer_kinds import (
     AVERAGE_POOLING, GLOBAL_AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING,
@@ -225,7 +226,7 @@ class _Graph:
         self.model = as_functional(model)
         self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
         self.layouts, self.members, self.weighted, self.parts, self._groups = {}, [], set(), {}, None
-        names = {layer.name for layer in self.model._flatten_layers(include_self=False)}
+        names = {layer.name for layer in _keras_private.sublayers(self.model, include_self=False)}
         names |= {_graph.core(node.operation).name for node in _nodes(self.model)}
         self._visit_graph(self.model, _check_ignored(ignored_layers, names, model), outer=True)
         for tensor in keras.tree.flatten(self.model.outputs):
@@ -477,8 +478,7 @@ def _bounds(layout):
 
 def _nodes(graph):
     """`graph`'s nodes, inputs first."""
-    depths = sorted(graph._nodes_by_depth, reverse=True)
-    return [node for depth in depths for node in graph._nodes_by_depth[depth]]
+    return _keras_private.nodes_in_order(graph)
 
 
 def _origin_name(origin):

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._checks import is_int
 from keras_compact._cloning import check_model, clone_with, inlined
 from keras_compact.pruning import _graph
@@ -57,7 +58,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
         return layer(*args, **kwargs)
 
     measuring = clone_with(functional, lambda layer: None, call_function=call)
-    nodes = [node for nodes in measuring._nodes_by_depth.values() for node in nodes
+    nodes = [node for node in _keras_private.nodes(measuring)
              if isinstance(node.operation, keras.layers.BatchNormalization)]
     read, order = [node.arguments.keras_tensors[0] for node in nodes], [node.operation for node in nodes]
     probe = keras.Model(measuring.inputs[0], read)

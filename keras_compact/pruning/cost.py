@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, check_model, is_graph_model
 from keras_compact.pruning import _graph
 
@@ -29,13 +30,12 @@ def macs(model):
     check_model(model, "macs", graph=True)
     graph = as_functional(model)
     total = 0
-    for nodes in graph._nodes_by_depth.values():
-        for node in nodes:
-            layer = _graph.core(node.operation)
-            if is_graph_model(layer):
-                total += macs(layer)
-            elif isinstance(layer, keras.layers.Layer) and node.outputs:
-                total += _layer_macs(layer, node.outputs[0].shape)
+    for node in _keras_private.nodes(graph):
+        layer = _graph.core(node.operation)
+        if is_graph_model(layer):
+            total += macs(layer)
+        elif isinstance(layer, keras.layers.Layer) and node.outputs:
+            total += _layer_macs(layer, node.outputs[0].shape)
     return int(total)
 
 

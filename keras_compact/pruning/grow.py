@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._checks import is_int
 from keras_compact._cloning import check_model, clone_with
 from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS
@@ -49,7 +50,7 @@ def grow(model, layer_name, units):
     check_model(model, "grow", graph=True)
     if not is_int(units) or units < 1:
         raise ValueError(f"units must be an integer >= 1. Received: units={units!r}")
-    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    layers = {layer.name: layer for layer in _keras_private.sublayers(model, include_self=False)}
     if layer_name not in layers:
         raise ValueError(
             f"layer_name must name a layer of {model.name!r}. Received: layer_name={layer_name!r}; "

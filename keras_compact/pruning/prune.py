@@ -7,6 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._checks import ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights
 from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import (
@@ -106,7 +107,7 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
             variable.assign(value)
 
     def call(self, inputs, training=None):
-        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
+        kwargs = {"training": training} if _keras_private.call_has_training_arg(self.layer) else {}
         return call_with_values(self.layer, self.masked_values(), inputs, **kwargs)
 
     def compute_output_shape(self, input_shape):
@@ -281,7 +282,7 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     copy = _masked_copy(model, targets, granularity, keep_dropout=False)
     masks = {
         layer.target.name: layer
-        for layer in copy._flatten_layers()
+        for layer in _keras_private.sublayers(copy)
         if isinstance(layer, PruningMask) and layer.target.name in targets
     }
     if granularity == "weight":
@@ -476,7 +477,7 @@ def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_lay
     copy = _masked_copy(model, set(keeps), "channel", keep_dropout=False)
     masks = {
         layer.target.name: layer
-        for layer in copy._flatten_layers()
+        for layer in _keras_private.sublayers(copy)
         if isinstance(layer, PruningMask) and layer.target.name in keeps
     }
     for name, kept in keeps.items():
@@ -488,7 +489,7 @@ def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_lay
 def _without_ignored(model, targets, ignored_layers):
     if ignored_layers is None:
         return targets
-    names = {layer.name for layer in model._flatten_layers(include_self=False)} | set(targets)
+    names = {layer.name for layer in _keras_private.sublayers(model, include_self=False)} | set(targets)
     ignored = _groups._check_ignored(ignored_layers, names, model)
     kept = {name: layer for name, layer in targets.items() if name not in ignored}
     if not kept:
@@ -527,7 +528,7 @@ def _prunable(model, names, skip_outputs):
     outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
     at_output = {_graph.core(layer).name for layer in model.layers if _output_of(layer) in outputs}
     found = {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_private.sublayers(model, include_self=False):
         inner = _graph.core(layer)
         if isinstance(inner, SUPPORTED_LAYERS) and inner.built and not (skip_outputs and inner.name in at_output):
             found.setdefault(inner.name, inner)
@@ -675,7 +676,7 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
         targets = _channel_targets(model, layers)
     else:
         targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
-    wrapped = [layer.name for layer in model._flatten_layers(include_self=False)
+    wrapped = [layer.name for layer in _keras_private.sublayers(model, include_self=False)
                if isinstance(layer, (PruningMask, TargetedDropout)) and _graph.core(layer).name in targets]
     if wrapped:
         raise ValueError(

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact._cloning import check_model, clone_with
 from keras_compact.layers.targeted_dropout import SUPPORTED_LAYERS
 from keras_compact.pruning import _graph, _groups
@@ -67,7 +68,7 @@ def _fold_constant_units(plain, graph, by_group):
     kept = {root: ~gone for root, gone in by_group.items()}
     configs, weights = {}, {}
     top = {id(layer) for layer in plain.layers}
-    for layer in plain._flatten_layers(include_self=False):
+    for layer in _keras_private.sublayers(plain, include_self=False):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         if not isinstance(layer, SUPPORTED_LAYERS) or not layer.weights:
             continue  # without weights: a layer a custom block holds but never built (KerasHub's EfficientNet)

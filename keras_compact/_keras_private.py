@@ -1,0 +1,74 @@
+"""Every private Keras API this package uses, in one place.
+
+Keras 3 has no public way to walk a functional graph node by node, to list a
+model's layers at every depth, or to ask whether a layer's `call` takes
+`training` or `mask`; cloning, pruning, quantization-aware training and export
+need all of these. Each entry point is wrapped here, and nowhere else in
+`keras_compact` or `tflite_export` reads a private Keras name
+(`tests/test_keras_private.py` checks both: that every entry point still works
+on the installed Keras, naming the one that changed, and that no other module
+reaches past this one).
+"""
+
+from keras.src.models.functional import Functional  # noqa: F401 - the class of functional models
+
+
+def sublayers(layer, include_self=True):
+    """`layer` and every layer inside it, at any depth (`Layer._flatten_layers`)."""
+    return layer._flatten_layers(include_self=include_self)
+
+
+def nodes(graph):
+    """Every node of the functional `graph`, depth by depth as Keras stores them (`_nodes_by_depth`)."""
+    return [node for depth_nodes in graph._nodes_by_depth.values() for node in depth_nodes]
+
+
+def nodes_in_order(graph):
+    """Every node of the functional `graph` in the order it computes: the inputs' first."""
+    by_depth = graph._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def run_through_graph(graph, inputs, operation_fn):
+    """`graph`'s outputs from `inputs`, each operation called through `operation_fn(operation)`."""
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def call_has_training_arg(layer):
+    """Whether `layer.call` takes `training`."""
+    return layer._call_has_training_arg
+
+
+def call_has_mask_arg(layer):
+    """Whether `layer.call` takes `mask`."""
+    return layer._call_has_mask_arg
+
+
+def keras_history(tensor):
+    """The `(operation, node index, tensor index)` that made a KerasTensor, or None."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def inputs_struct(model):
+    """The structure (a list, a dict) a functional model was built from, or None."""
+    return getattr(model, "_inputs_struct", None)
+
+
+def graph_outputs(model):
+    """A functional model's output tensors, or None for a model without a graph."""
+    return getattr(model, "_outputs", None)
+
+
+def loss_tracker(model):
+    """The compiled model's `loss` metric tracker, or None before `compile`."""
+    return getattr(model, "_loss_tracker", None)
+
+
+def compile_metrics(model):
+    """The compiled model's metrics container, or None."""
+    return getattr(model, "_compile_metrics", None)
+
+
+def additional_loss(model, loss):
+    """One added loss (`model.losses`) as `Trainer.compute_loss` sums it: cast to a float, summed."""
+    return model._aggregate_additional_loss(loss)
