@@ -1,3 +1,31 @@
+"""`export`, `verify` and `predict`: a Keras model to a verified `.tflite` file, in stages.
+
+`export` checks its options once (`_Options.checked`: every argument that does not
+depend on the model, a ValueError naming the argument), then, on the TensorFlow
+backend:
+
+1. *deployable*: the model the file is compared with (a `ProjectionNet`'s
+   projection network), checked;
+2. *lower*: a copy the converter can take (a quantization-aware model's batch
+   norms folded, `_qat`; each `ProjectionLayer` cut out for LSH_PROJECTION or
+   made a matrix, `_lowering`);
+3. *examples*: the calibration data and what the file is compared on
+   (`verify_with`, else the calibration data, else random inputs);
+4. *convert*: the TFLite converter with the quantization's settings
+   (`_quantize`), its errors said in this package's terms, the LSH_PROJECTION
+   operators spliced in and the tensors named;
+5. *encode*: dense, and sparse where it pays (`_Encodings`);
+6. *metadata*: what an app needs to feed and read the file (labels, input
+   formats), in the file's metadata;
+7. *write and verify*: written beside `path`, run in LiteRT against the Keras
+   model (`_verify`), renamed into place only if it agrees (`_write_verified`);
+8. *report*: an `ExportReport` holding the `VerifyReport`.
+
+On JAX or PyTorch, a TensorFlow-backend Python runs them all on the model
+saved to a `.keras` file (`_other_backend`), and stage 7 runs again here,
+against the user's own model.
+"""
+
 import contextlib
 import dataclasses
 import functools
@@ -12,8 +40,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact import _keras_private
 import keras_compact
+from keras_compact import _keras_private
 from keras_compact._checks import describe_non_finite_weights, is_int, is_number
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
@@ -260,79 +288,110 @@ def export(
     >>> report.builtin_only, report.operators["LSH_PROJECTION"]
     (True, 1)
     """
-    _check_arguments(
-        path, num_random_examples, quantization, representative_data, projection_lowering,
-        min_agreement, batch_size, metadata, sparse, allow_non_finite,
+    options = _Options.checked(
+        path=path, verify_with=verify_with, num_random_examples=num_random_examples, seed=seed,
+        quantization=quantization, sparse=sparse, representative_data=representative_data,
+        min_agreement=min_agreement, projection_lowering=projection_lowering, labels=labels, metadata=metadata,
+        batch_size=batch_size, allow_non_finite=allow_non_finite, float_layers=float_layers,
     )
     reference = _deployable(model)
     quantize_aware = _qat.is_quantize_aware(reference)
     if quantize_aware:
-        _qat.check(reference, quantization, float_layers)
-    _quantize.check_calibration(quantization, representative_data, quantize_aware)
-    float_layers = _quantize.float_layer_names(reference, float_layers, quantization)
+        _qat.check(reference, options.quantization, options.float_layers)
+    _quantize.check_calibration(options.quantization, options.representative_data, quantize_aware)
+    options = dataclasses.replace(options, float_layers=_quantize.float_layer_names(
+        reference, options.float_layers, options.quantization))
     if keras.backend.backend() != "tensorflow":
-        report = _export_through_tensorflow(
-            reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement,
-            quantization=quantization, sparse=sparse, projection_lowering=projection_lowering,
-            labels=None if labels is None else [str(label) for label in labels], metadata=metadata,
-            batch_size=batch_size, allow_non_finite=bool(allow_non_finite), float_layers=float_layers,
-        )
-        return _qat.warn_float_parts(report, reference, quantization) if quantize_aware else report
-    lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference, projection_lowering)
-    cuts = _lowering.find_projections(lowered) if projection_lowering == "builtin" else []
-    labels = _check_fits(lowered, cuts, quantization, batch_size, labels)
-    representative = None
-    if representative_data is not None:
-        representative = _quantize.representative_examples(reference, representative_data)
-    examples = _examples(reference, verify_with, representative, num_random_examples, seed)
+        report = _export_through_tensorflow(reference, options)
+        return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
+    lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference,
+                                     options.projection_lowering)
+    cuts = _lowering.find_projections(lowered) if options.projection_lowering == "builtin" else []
+    labels = _check_fits(lowered, cuts, options)
+    representative, examples = _inputs(reference, options)
     convert = functools.partial(
-        _convert, lowered, cuts, quantization, representative=representative, batch_size=batch_size,
-        float_layers=float_layers, reference=reference,
+        _convert, lowered, cuts, options.quantization, representative=representative,
+        batch_size=options.batch_size, float_layers=options.float_layers, reference=reference,
     )
-    encodings = _encodings(convert, _kernels(lowered), sparse)
-    model_bytes = _with_metadata(encodings.chosen, cuts, labels, metadata, quantization, projection_lowering)
+    encodings = _encodings(convert, _kernels(lowered), options.sparse)
+    model_bytes = _with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
+                                 options.projection_lowering)
     names = [tensor.name for tensor in lowered.inputs]
     verification = _write_verified(
-        path, model_bytes, functools.partial(
-            _verify_file, reference, examples, names, min_agreement, path, allow_non_finite=allow_non_finite,
-            quantization=quantization, representative=representative)
+        path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
     )
     report = _report(path, model_bytes, encodings, verification, lowered)
-    return _qat.warn_float_parts(report, reference, quantization) if quantize_aware else report
+    return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
 
 
-def _export_through_tensorflow(
-    reference, path, verify_with, num_random_examples, seed, representative_data, min_agreement, **options
-):
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Options:
+    """`export`'s arguments, checked once (`_Options.checked`) and passed whole to its stages."""
+
+    path: object
+    verify_with: object = None
+    num_random_examples: int = 64
+    seed: int = 0
+    quantization: str = None
+    sparse: object = "auto"
+    representative_data: object = None
+    min_agreement: float = 0.95
+    projection_lowering: str = "builtin"
+    labels: list = None
+    metadata: dict = None
+    batch_size: int = 1
+    allow_non_finite: bool = False
+    float_layers: object = None
+
+    @classmethod
+    def checked(cls, **arguments):
+        """The options, after every check that does not depend on the model (a ValueError names the argument)."""
+        options = cls(**arguments)
+        _check_arguments(options)
+        return options
+
+    def converter_options(self):
+        """What the TensorFlow-backend Python's `export` is given besides the model and the arrays (JSON)."""
+        names = ("quantization", "sparse", "projection_lowering", "metadata", "batch_size", "float_layers",
+                 "min_agreement")
+        return dict({name: getattr(self, name) for name in names}, allow_non_finite=bool(self.allow_non_finite),
+                    labels=None if self.labels is None else [str(label) for label in self.labels])
+
+
+def _export_through_tensorflow(reference, options):
     """`export` on the JAX or PyTorch backend: converted in a TensorFlow-backend Python, verified here."""
-    representative = None
-    if representative_data is not None:
-        representative = _quantize.representative_examples(reference, representative_data)
-    examples = _examples(reference, verify_with, representative, num_random_examples, seed)
+    representative, examples = _inputs(reference, options)
     model_bytes, report, names = _other_backend.convert(
-        reference, examples, representative, path, min_agreement=min_agreement, **options
+        reference, examples, representative, options.path, **options.converter_options()
     )
     verification = _write_verified(
-        path, model_bytes, functools.partial(
-            _verify_file, reference, examples, names, min_agreement, path,
-            allow_non_finite=options["allow_non_finite"], quantization=options["quantization"],
-            representative=representative)
+        options.path, model_bytes,
+        functools.partial(_verify_file, reference, examples, names, options, representative),
     )
-    return _other_backend.report_with(report, path, verification)
+    return _other_backend.report_with(report, options.path, verification)
 
 
-def _check_arguments(
-    path, num_random_examples, quantization, representative_data, projection_lowering,
-    min_agreement, batch_size, metadata, sparse, allow_non_finite,
-):
+def _inputs(reference, options):
+    """`(calibration examples or None, comparison examples)`, one array per model input."""
+    representative = None
+    if options.representative_data is not None:
+        representative = _quantize.representative_examples(reference, options.representative_data)
+    return representative, _examples(reference, options.verify_with, representative, options.num_random_examples,
+                                     options.seed)
+
+
+def _check_arguments(options):
     """Checks every argument that does not depend on the model, before any work is done."""
-    _check_target(path)
+    _check_target(options.path)
+    num_random_examples, projection_lowering = options.num_random_examples, options.projection_lowering
+    min_agreement, batch_size, metadata = options.min_agreement, options.batch_size, options.metadata
+    sparse, allow_non_finite = options.sparse, options.allow_non_finite
     if not is_int(num_random_examples) or num_random_examples < 1:
         raise ValueError(
             "num_random_examples must be a positive integer. "
             f"Received: num_random_examples={num_random_examples!r}"
         )
-    _quantize.check(quantization)
+    _quantize.check(options.quantization)
     if projection_lowering not in _lowering.LOWERINGS:
         raise ValueError(
             f"projection_lowering must be one of {_lowering.LOWERINGS}. "
@@ -375,8 +434,9 @@ def _deployable(model):
     return check_model(model, "export")
 
 
-def _check_fits(lowered, cuts, quantization, batch_size, labels):
+def _check_fits(lowered, cuts, options):
     """Checks the options against the model; returns the labels as strings."""
+    quantization, batch_size, labels = options.quantization, options.batch_size, options.labels
     if cuts and batch_size != 1:
         raise ValueError(
             "A model with a ProjectionLayer exports with batch_size=1 (LSH_PROJECTION takes one example "
@@ -457,14 +517,14 @@ def _choose_encoding(dense_bytes, sparse_bytes, sparse):
     return dense_bytes
 
 
-def _verify_file(reference, examples, names, min_agreement, path, written, allow_non_finite=False,
-                 quantization=None, representative=None):
+def _verify_file(reference, examples, names, options, representative, written):
     """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError;
     a ValueError too for non-finite outputs unless `allow_non_finite`, or for a file LiteRT
     cannot run.
 
     `examples` are in the Keras model's input order; `names` are the file's names for them.
     """
+    path, min_agreement, quantization = options.path, options.min_agreement, options.quantization
     try:
         result = _parity(reference, written, examples, names)
     except _verify.UnpreparedFile as error:
@@ -472,7 +532,7 @@ def _verify_file(reference, examples, names, min_agreement, path, written, allow
                   "accumulation could overflow, for one): use quantization='int8'."
                   if quantization == "int16x8" else "")
         raise ValueError(f"{error} Nothing was written to {path}.{advice}") from error
-    _check_finite_outputs(reference, result, allow_non_finite, path)
+    _check_finite_outputs(reference, result, options.allow_non_finite, path)
     if not (result.num_examples + result.non_finite_outputs + result.file_non_finite_outputs):
         raise ValueError(
             f"Every one of the {result.non_finite_examples} examples to compare on has NaN or infinite "
