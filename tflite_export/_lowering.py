@@ -31,6 +31,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, clone_with, is_graph_model
 from keras_compact.layers import HadamardClassifier, ProjectionLayer
+from keras_compact.ops import hashing
 from keras_compact.pruning.prune import stripped_replacement
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
@@ -299,15 +300,15 @@ class HashMatrixProjection(keras.layers.Layer):
     @classmethod
     def of(cls, layer):
         """The matrix lowering of a dense, `output="bits"` ProjectionLayer `layer`."""
-        # A dense ProjectionLayer caches its float64 hash matrix when built; ragged ones have none.
-        ragged = layer._matrix is None
+        ragged = layer.num_features is None
         if ragged or layer.output_mode != "bits":
             raise ValueError(
                 f"projection_lowering='matrix' needs a ProjectionLayer with a dense float input and "
                 f"output='bits'; {layer.name!r} has {'ragged feature ids' if ragged else 'a dense input'} "
                 f"and output={layer.output_mode!r}. Use projection_lowering='builtin'."
             )
-        return cls(np.asarray(layer._matrix) * 2.0**-63, name=layer.name)
+        matrix = hashing.projection_matrix(layer.hash_seeds, layer.num_features).numpy()
+        return cls(matrix * 2.0**-63, name=layer.name)
 
     def call(self, inputs):
         return tf.cast(tf.matmul(tf.cast(inputs, tf.float32), tf.constant(self.matrix)) > 0, tf.float32)

@@ -103,6 +103,11 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
         return self._seeds.copy()
 
     @property
+    def num_features(self):
+        """`n` of the dense `(batch, n)` input it was built for; None for ragged feature ids or before build."""
+        return None if self._matrix is None else int(self._matrix.shape[0])
+
+    @property
     def num_outputs(self):
         """Width of the output: `T * d` for bits, `T` for signatures."""
         return self.num_hashes * (self.num_bits if self.output_mode == "bits" else 1)
