@@ -27,6 +27,7 @@ import time
 import keras
 import numpy as np
 
+from common import add_data_dir
 import keras_compact
 import tflite_export
 from keras_compact import HadamardClassifier, ProjectionNet, TargetedDropout
@@ -147,7 +148,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 train / 200 test images, 1 epoch")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 1)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 10)
     ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("mnist", args.data_dir, with_info=True)

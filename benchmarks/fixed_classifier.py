@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common import add_data_dir
 import keras_compact
 import tflite_export
 from keras_compact import HadamardClassifier
@@ -365,7 +366,7 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, one seed, small shapes")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     settings = {

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from common import add_data_dir
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIDTH, DEPTH = 128, 5
 # HSIC: the authors' sigma 5 and lambda_y 50; Adam 1e-2 at batch 128 (the authors
@@ -219,7 +221,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, one seed")
     parser.add_argument("--epochs", type=int, default=None, help="default 5 (quick: 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     parser.add_argument("--worker", choices=["hsic", "hsic_authors", "backprop"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.epochs = args.epochs or (2 if args.quick else 5)

@@ -28,6 +28,8 @@ import tensorflow as tf
 import keras_compact
 import tflite_export
 
+from common import add_data_dir
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # (T, d, hidden units between the projection and the softmax or None, l2, temperature);
 # l2 = 0.1 at temperature 1 are the paper's settings, the last row a stronger distillation.
@@ -214,7 +216,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two configurations, small data, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 40 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 40)
     ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load(

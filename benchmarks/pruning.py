@@ -31,6 +31,7 @@ from keras_compact.callbacks import GradualPruning, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import grow, prunable, prune, shrink, strip
 from keras_compact.regularizers import FanIn, FanOut
+from common import add_data_dir
 from targeted_dropout import run_tfmot_worker  # the tfmot rows are run as benchmarks/targeted_dropout.py runs them
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -582,7 +583,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     parser.add_argument("--speed-only", action="store_true", help=argparse.SUPPRESS)  # section 1, as JSON (for JAX)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)

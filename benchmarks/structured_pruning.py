@@ -38,6 +38,7 @@ import numpy as np
 
 import keras_compact
 from keras_compact.pruning import channel_groups, macs, prune, recalibrate_batch_norm, shrink, strip, targeted
+from common import add_data_dir
 from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
 from tflite_export import export
 
@@ -440,8 +441,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two zoo models, small data, 1 epoch")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs before pruning (default 5; quick 1)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA",
-                                                             os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 5)
     tune_epochs = 1 if args.quick else 2

@@ -28,6 +28,7 @@ import numpy as np
 
 from keras_compact.callbacks import TargetedChannels, TargetedDropoutRamp
 from keras_compact.pruning import macs, prune, recalibrate_batch_norm, shrink, strip, targeted
+from common import add_data_dir
 from structured_pruning import A, ROOT, accuracy, compiled, mnist, small_resnet
 
 NETS = {
@@ -101,8 +102,7 @@ def write_results(name, info, rows, epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA",
-                                                             os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     epochs = 2 if args.quick else 5
     train, test, info = mnist(args.data_dir, args.quick)

@@ -32,6 +32,8 @@ from keras_compact.callbacks import TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import prune
 
+from common import add_data_dir
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHT_SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99]
 UNIT_SPARSITIES = [0.0, 0.25, 0.5, 0.75]
@@ -281,7 +283,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     parser.add_argument("--tfmot-worker", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

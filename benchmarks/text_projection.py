@@ -51,6 +51,7 @@ import tflite_export
 from keras_compact import ProjectionNet
 from keras_compact.layers import TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.models import bag_of_ngrams, lstm_trainer, projection_network, sequence_network
+from common import add_data_dir
 from pruning import EpochTimes  # wall time per epoch; its median leaves out the first (tracing)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -335,7 +336,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,500 training sentences, 1 epoch")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA", os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)
     results = {dataset: run(dataset, args.data_dir, epochs, args.quick) for dataset in ("snips", "atis")}
