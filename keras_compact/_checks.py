@@ -1,6 +1,8 @@
 """The argument checks every layer, model and callback shares.
 
-Predicates (`is_int`, `is_number`) answer a question; checks (`check_rate`,
+Predicates (`is_int`, `is_number`) answer a question; message checks
+(`one_of`, `positive_int_errors`) return what is wrong, for a constructor to
+collect and `raise_errors` to raise at once; checks (`check_rate`,
 `check_seed`) raise the package's one kind of error: a `ValueError` naming the
 argument, the value received and what is accepted. NumPy scalars count as the
 numbers they hold (`np.float32(0.5)` is a rate); NaN and infinities are never
@@ -36,6 +38,20 @@ def positive_int_errors(**values):
         for name, value in values.items()
         if not is_int(value) or value < 1
     ]
+
+
+def one_of(name, value, accepted):
+    """The message when `value` is not one of `accepted`, else None (for `raise_errors`)."""
+    if value not in accepted:
+        return f"{name} must be one of {accepted}. Received: {name}={value!r}"
+    return None
+
+
+def raise_errors(errors):
+    """Raises the messages of `errors` (Nones skipped) as one ValueError, joined by "; "."""
+    errors = [error for error in errors if error]
+    if errors:
+        raise ValueError("; ".join(errors))
 
 
 def check_rate(name, value):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_compact._checks import is_number
+from keras_compact._checks import is_number, raise_errors
 
 # Keeps the gradient of a norm finite at a unit whose weights are all zero.
 _EPSILON = 1e-12
@@ -21,8 +21,7 @@ class _UnitPenalty(keras.regularizers.Regularizer):
             errors.append(f"l must be a number >= 0. Received: l={l!r}")
         if not is_number(p) or p < 1:
             errors.append(f"p must be a number >= 1. Received: p={p!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         self.l, self.p = float(l), float(p)
 
     def __call__(self, kernel):

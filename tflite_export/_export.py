@@ -42,7 +42,7 @@ import tensorflow as tf
 
 import keras_compact
 from keras_compact import _keras_private
-from keras_compact._checks import describe_non_finite_weights, is_int, is_number
+from keras_compact._checks import describe_non_finite_weights, is_int, is_number, one_of, raise_errors
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
 from keras_compact._cloning import check_model, io_names, known_inputs
@@ -392,11 +392,7 @@ def _check_arguments(options):
             f"Received: num_random_examples={num_random_examples!r}"
         )
     _quantize.check(options.quantization)
-    if projection_lowering not in _lowering.LOWERINGS:
-        raise ValueError(
-            f"projection_lowering must be one of {_lowering.LOWERINGS}. "
-            f"Received: projection_lowering={projection_lowering!r}"
-        )
+    raise_errors([one_of("projection_lowering", projection_lowering, _lowering.LOWERINGS)])
     if min_agreement is not None and not (is_number(min_agreement) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
     if not is_int(batch_size) or batch_size < 1:

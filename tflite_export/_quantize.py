@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact import _keras_private
+from keras_compact._checks import one_of, raise_errors
 from tflite_export import _verify
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int8_io", "int16x8")
@@ -14,10 +15,7 @@ MAX_REPRESENTATIVE_EXAMPLES = 300
 
 
 def check(quantization):
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
-        )
+    raise_errors([one_of("quantization", quantization, QUANTIZATIONS)])
 
 
 def check_calibration(quantization, representative_data, quantize_aware):

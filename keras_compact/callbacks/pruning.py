@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import check_rate, check_seed, is_int, is_number
+from keras_compact._checks import check_rate, check_seed, is_int, is_number, one_of, raise_errors
 from keras_compact.layers.targeted_dropout import TargetedDropout
 from keras_compact.ops import targeting
 from keras_compact.pruning import _channel, _graph, _groups
@@ -77,10 +77,8 @@ class GradualPruning(keras.callbacks.Callback):
             errors.append(f"frequency must be an integer >= 1. Received: frequency={frequency!r}")
         if not is_number(power) or power <= 0:
             errors.append(f"power must be a number > 0. Received: power={power!r}")
-        if scope not in SCOPES:
-            errors.append(f"scope must be one of {SCOPES}. Received: scope={scope!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        errors.append(one_of("scope", scope, SCOPES))
+        raise_errors(errors)
         self.target_sparsity, self.begin_step, self.end_step = target_sparsity, int(begin_step), end_step
         self.frequency, self.power, self.scope = int(frequency), float(power), scope
         self._end = end_step  # None until fit says how many steps it runs

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import check_rate, is_int, is_number
+from keras_compact._checks import check_rate, is_int, is_number, one_of, raise_errors
 from keras_compact.layers.targeted_dropout import TargetedDropout
 
 _SHAPES = ("linear", "polynomial")
@@ -56,8 +56,7 @@ class _RampCallback(keras.callbacks.Callback):
 
     def __init__(self, start, end, unit):
         super().__init__()
-        if unit not in _UNITS:
-            raise ValueError(f"unit must be one of {_UNITS}. Received: unit={unit!r}")
+        raise_errors([one_of("unit", unit, _UNITS)])
         if not is_int(start) or start < 0:
             raise ValueError(f"start must be an integer >= 0. Received: start={start!r}")
         if end is not None and (not is_int(end) or end <= start):
@@ -154,8 +153,7 @@ class TargetedDropoutRamp(_RampCallback):
     """
 
     def __init__(self, target_rate=(0.0, 0.99), drop_rate=None, schedule="linear", start=0, end=None, unit="epoch"):
-        if schedule not in _SHAPES:
-            raise ValueError(f"schedule must be one of {_SHAPES}. Received: schedule={schedule!r}")
+        raise_errors([one_of("schedule", schedule, _SHAPES)])
         super().__init__(start, end, unit)
         self._config = dict(
             target_rate=target_rate, drop_rate=drop_rate, schedule=schedule, start=start, end=end, unit=unit

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors, raise_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -45,8 +45,7 @@ class FeatureBuckets(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
 
     def __init__(self, num_buckets, max_length, **kwargs):
         errors = positive_int_errors(num_buckets=num_buckets, max_length=max_length)
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)

@@ -3,7 +3,7 @@ import math
 import keras
 import numpy as np
 
-from keras_compact._checks import ChecksCallInputs, check_seed, draw_seed, is_int, is_number
+from keras_compact._checks import ChecksCallInputs, check_seed, draw_seed, is_int, is_number, one_of, raise_errors
 from keras_compact.ops import walsh_hadamard
 
 _MATRICES = ("hadamard", "orthogonal")
@@ -94,25 +94,20 @@ class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
             errors.append(f"scale must be 'learned' or a positive finite number. Received: scale={scale!r}")
         if not isinstance(normalize, bool):
             errors.append(f"normalize must be True or False. Received: normalize={normalize!r}")
-        if matrix not in _MATRICES:
-            errors.append(f"matrix must be one of {_MATRICES}. Received: matrix={matrix!r}")
+        errors.append(one_of("matrix", matrix, _MATRICES))
         if not isinstance(use_bias, bool):
             errors.append(f"use_bias must be True or False. Received: use_bias={use_bias!r}")
         try:
             check_seed("seed", seed)
         except ValueError as error:
             errors.append(str(error))
-        if implementation not in _IMPLEMENTATIONS:
-            errors.append(
-                f"implementation must be one of {_IMPLEMENTATIONS}. Received: implementation={implementation!r}"
-            )
-        elif implementation == "fwht" and matrix == "orthogonal":
+        errors.append(one_of("implementation", implementation, _IMPLEMENTATIONS))
+        if implementation == "fwht" and matrix == "orthogonal":
             errors.append(
                 "implementation='fwht' needs matrix='hadamard' (a random orthogonal matrix has no fast "
                 "transform). Received: implementation='fwht', matrix='orthogonal'"
             )
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import backend, call_in_tf_data, float64_scope, in_tf_data, require_tensorflow
-from keras_compact._checks import ChecksCallInputs, check_seed, is_int
+from keras_compact._checks import ChecksCallInputs, check_seed, is_int, one_of, raise_errors
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
@@ -71,8 +71,7 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
         errors = []
         if not is_int(num_hashes) or num_hashes < 1:
             errors.append(f"num_hashes must be an integer >= 1. Received: num_hashes={num_hashes!r}")
-        if output not in _OUTPUTS:
-            errors.append(f"output must be one of {_OUTPUTS}. Received: output={output!r}")
+        errors.append(one_of("output", output, _OUTPUTS))
         if not is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
             errors.append(
                 f"num_bits must be an integer from 1 to {MAX_BITS}, the limit of TFLite's builtin "
@@ -83,8 +82,7 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
             check_seed("seed", seed, allow_none=False, bits=64)
         except ValueError as error:
             errors.append(str(error))
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_hashes = int(num_hashes)

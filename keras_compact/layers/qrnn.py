@@ -1,6 +1,6 @@
 import keras
 
-from keras_compact._checks import ChecksCallInputs, positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors, raise_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -47,8 +47,7 @@ class QRNN(ChecksCallInputs, keras.layers.Layer):
         errors = positive_int_errors(units=units, kernel_size=kernel_size)
         if not isinstance(bidirectional, bool):
             errors.append(f"bidirectional must be True or False. Received: bidirectional={bidirectional!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         super().__init__(**kwargs)
         self.units = int(units)
         self.kernel_size = int(kernel_size)

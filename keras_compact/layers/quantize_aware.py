@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_compact import _keras_private
-from keras_compact._checks import ChecksCallInputs, check_rate, is_number
+from keras_compact._checks import ChecksCallInputs, check_rate, is_number, raise_errors
 from keras_compact.layers.targeted_dropout import call_with_values
 from keras_compact.ops.fake_quant import fake_quant
 
@@ -109,8 +109,7 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             )
         if not isinstance(quantize_inputs, bool):
             errors.append(f"quantize_inputs must be True or False. Received: quantize_inputs={quantize_inputs!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         check_rate("ema_decay", ema_decay)
         if ema_decay >= 1:
             raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay!r}")

@@ -3,7 +3,7 @@ import numpy as np
 from keras import ops
 
 from keras_compact import _backend
-from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int
+from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int, one_of, raise_errors
 from keras_compact.ops import targeting
 
 GRANULARITIES = (*targeting.GRANULARITIES, "channel")
@@ -151,17 +151,15 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 check(name, value)
             except ValueError as error:
                 errors.append(str(error))
-        if granularity not in GRANULARITIES:
-            errors.append(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
-        elif granularity == "channel" and (seed is not None or refresh_steps != 1):
+        errors.append(one_of("granularity", granularity, GRANULARITIES))
+        if granularity == "channel" and (seed is not None or refresh_steps != 1):
             errors.append(
                 "with granularity='channel' the TargetedChannels callback draws the drops: give it the seed, "
                 f"and leave refresh_steps at 1. Received: seed={seed!r}, refresh_steps={refresh_steps!r}"
             )
         if not is_int(refresh_steps) or refresh_steps < 1:
             errors.append(f"refresh_steps must be an integer >= 1. Received: refresh_steps={refresh_steps!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         super().__init__(layer, **kwargs)
         self.granularity = granularity
         self.seed = None if seed is None else int(seed)

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, is_int, is_number
+from keras_compact._checks import ChecksCallInputs, is_int, is_number, raise_errors
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
 SEPARATORS = "\t\n\x0b\x0c\r !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
@@ -120,8 +120,7 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
                 "A TextFeaturizer needs at least one kind of feature: ngrams >= 1, skip_grams >= 1 or "
                 f"char_ngrams=(lo, hi). Received: ngrams={ngrams!r}, skip_grams={skip_grams!r}, char_ngrams=None"
             )
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.ngrams = int(ngrams)

@@ -1,7 +1,7 @@
 import keras
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, positive_int_errors
+from keras_compact._checks import ChecksCallInputs, positive_int_errors, raise_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.text_featurizer import TextFeaturizer
 
@@ -49,8 +49,7 @@ class TokenBuckets(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
         errors = positive_int_errors(num_buckets=num_buckets, max_length=max_length)
         if not isinstance(lowercase, bool):
             errors.append(f"lowercase must be True or False. Received: lowercase={lowercase!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._backend import scale_loss_for_replicas
-from keras_compact._checks import bind_arguments, check_class_labels, is_int, is_number
+from keras_compact._checks import bind_arguments, check_class_labels, is_int, is_number, one_of, raise_errors
 from keras_compact.ops import hsic_kernels as hsic
 
 _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
@@ -94,12 +94,10 @@ class HSICBottleneck(keras.Model):
             errors.append(f"beta must be a number >= 0. Received: beta={beta!r}")
         if not sigmas or not all(is_number(s) and s > 0 for s in sigmas):
             errors.append(f"sigma must be a number > 0 (or a list of them). Received: sigma={sigma!r}")
-        if estimator not in _ESTIMATORS:
-            errors.append(f"estimator must be one of {_ESTIMATORS}. Received: estimator={estimator!r}")
+        errors.append(one_of("estimator", estimator, _ESTIMATORS))
         if num_classes is not None and (not is_int(num_classes) or num_classes < 2):
             errors.append(f"num_classes must be None or an integer >= 2. Received: num_classes={num_classes!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         super().__init__(**kwargs)
         self.branches = branches
         self.sigmas = [float(s) for s in sigmas]

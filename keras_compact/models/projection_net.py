@@ -6,7 +6,9 @@ import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
-from keras_compact._checks import bind_arguments, check_class_labels, describe_non_finite_weights, is_number
+from keras_compact._checks import (
+    bind_arguments, check_class_labels, describe_non_finite_weights, is_number, raise_errors,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -89,8 +91,7 @@ class ProjectionNet(keras.Model):
         if not errors:
             errors += [error for network in (("trainer", trainer), ("projection", projection))
                        for error in _output_errors(*network)]
-        if errors:
-            raise ValueError("; ".join(errors))
+        raise_errors(errors)
         super().__init__(**kwargs)
         self.trainer = trainer
         self.projection = projection

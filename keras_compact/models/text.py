@@ -10,7 +10,7 @@ deployable network: each network takes the entries named like its inputs.
 import keras
 
 from keras_compact._backend import require_tensorflow
-from keras_compact._checks import is_int, is_number, positive_int_errors
+from keras_compact._checks import is_int, is_number, positive_int_errors, raise_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.projection_layer import MAX_BITS, ProjectionLayer
 from keras_compact.layers.qrnn import QRNN
@@ -218,8 +218,7 @@ def _check_view(view):
 
 def _check_sizes(**sizes):
     errors = positive_int_errors(**sizes)
-    if errors:
-        raise ValueError("; ".join(errors))
+    raise_errors(errors)
 
 
 def _check_dropout(dropout):

@@ -8,7 +8,9 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights
+from keras_compact._checks import (
+    ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights, one_of, raise_errors,
+)
 from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import (
     SUPPORTED_LAYERS,
@@ -60,8 +62,7 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
 
     def __init__(self, layer, granularity="weight", **kwargs):
         check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+        raise_errors([one_of("granularity", granularity, GRANULARITIES)])
         super().__init__(layer, **kwargs)
         self.granularity = granularity
 
@@ -329,8 +330,7 @@ def prunable(model, layers=None, granularity="weight"):
     ['PruningMask', 'PruningMask']
     """
     check_model(model, "prunable", graph=True)
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+    raise_errors([one_of("granularity", granularity, GRANULARITIES)])
     if granularity == "channel":
         return _masked_copy(model, _channel_targets(model, layers), granularity, keep_dropout=True)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
@@ -401,8 +401,7 @@ def unit_keep(layer, pruned):
 
 def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
     check_rate("sparsity", sparsity)
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}. Received: granularity={granularity!r}")
+    raise_errors([one_of("granularity", granularity, GRANULARITIES)])
     if granularity == "channel":
         return _check_channel_arguments(sparsity, scope, criterion, merge, round_to)
     if round_to is not None:
@@ -419,8 +418,7 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
             f"scope={scope!r} chooses where weights are ranked; with granularity='unit' leave scope out "
             "(each layer loses the same fraction of units)."
         )
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}. Received: criterion={criterion!r}")
+    raise_errors([one_of("criterion", criterion, CRITERIA)])
     if merge not in (True, False):
         raise ValueError(f"merge must be True or False. Received: merge={merge!r}")
     if granularity == "weight" and (criterion != "magnitude" or merge):
