@@ -14,11 +14,11 @@ backend:
 4. *convert*: the TFLite converter with the quantization's settings
    (`_quantize`), its errors said in this package's terms, the LSH_PROJECTION
    operators spliced in and the tensors named;
-5. *encode*: dense, and sparse where it pays (`_Encodings`);
+5. *encode*: dense, and sparse where it pays (`_encoding`);
 6. *metadata*: what an app needs to feed and read the file (labels, input
-   formats), in the file's metadata;
+   formats), in the file's metadata (`_metadata`);
 7. *write and verify*: written beside `path`, run in LiteRT against the Keras
-   model (`_verify`), renamed into place only if it agrees (`_write_verified`);
+   model (`_verify`), renamed into place only if it agrees (`_writing`);
 8. *report*: an `ExportReport` holding the `VerifyReport`.
 
 On JAX or PyTorch, a TensorFlow-backend Python runs them all on the model
@@ -32,7 +32,6 @@ import functools
 import json
 import os
 import re
-import stat
 import tempfile
 import warnings
 
@@ -40,20 +39,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_compact
 from keras_compact import _keras_private
 from keras_compact._checks import describe_non_finite_weights, is_int, is_number, one_of, raise_errors
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
 from keras_compact._cloning import check_model, io_names, known_inputs
 from keras_compact.models import ProjectionNet
+from tflite_export import _encoding
 from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 from tflite_export import _inspect
 from tflite_export import _lowering
+from tflite_export import _metadata
 from tflite_export import _other_backend
 from tflite_export import _qat, _quantize
 from tflite_export import _verify
+from tflite_export import _writing
 
 
 @dataclasses.dataclass
@@ -313,11 +314,11 @@ def export(
         _convert, lowered, cuts, options.quantization, representative=representative,
         batch_size=options.batch_size, float_layers=options.float_layers, reference=reference,
     )
-    encodings = _encodings(convert, _kernels(lowered), options.sparse)
-    model_bytes = _with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
+    encodings = _encoding.encodings(convert, _encoding.kernels(lowered), options.sparse)
+    model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
                                  options.projection_lowering)
     names = [tensor.name for tensor in lowered.inputs]
-    verification = _write_verified(
+    verification = _writing.write_verified(
         path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
     )
     report = _report(path, model_bytes, encodings, verification, lowered)
@@ -364,7 +365,7 @@ def _export_through_tensorflow(reference, options):
     model_bytes, report, names = _other_backend.convert(
         reference, examples, representative, options.path, **options.converter_options()
     )
-    verification = _write_verified(
+    verification = _writing.write_verified(
         options.path, model_bytes,
         functools.partial(_verify_file, reference, examples, names, options, representative),
     )
@@ -382,7 +383,7 @@ def _inputs(reference, options):
 
 def _check_arguments(options):
     """Checks every argument that does not depend on the model, before any work is done."""
-    _check_target(options.path)
+    _writing.check_target(options.path)
     num_random_examples, projection_lowering = options.num_random_examples, options.projection_lowering
     min_agreement, batch_size, metadata = options.min_agreement, options.batch_size, options.metadata
     sparse, allow_non_finite = options.sparse, options.allow_non_finite
@@ -406,21 +407,6 @@ def _check_arguments(options):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
     if not isinstance(allow_non_finite, (bool, np.bool_)):
         raise ValueError(f"allow_non_finite must be True or False. Received: allow_non_finite={allow_non_finite!r}")
-
-
-def _check_target(path):
-    """Fails before converting when `path` cannot be written: the error names `path`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"Cannot write the .tflite file to {path}: it is a directory.")
-    parent = directory
-    while not os.path.isdir(parent):
-        if os.path.exists(parent):
-            raise NotADirectoryError(f"Cannot write the .tflite file to {path}: {parent} is not a directory.")
-        parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise PermissionError(f"Cannot write the .tflite file to {path}: permission denied.")
 
 
 def _deployable(model):
@@ -460,57 +446,6 @@ def _examples(reference, verify_with, representative, num_random_examples, seed)
     if representative is not None:
         return representative
     return _verify.random_inputs(reference, num_random_examples, seed)
-
-
-def _kernels(model):
-    """The weight matrices whose zeros a sparse encoding skips (a separable convolution's: its pointwise one)."""
-    kernels = []
-    for layer in _keras_private.sublayers(model):
-        kernel = getattr(layer, "kernel", None)
-        kernel = getattr(layer, "pointwise_kernel", None) if kernel is None else kernel
-        if kernel is not None:
-            kernels.append(np.asarray(kernel.value))
-    return kernels
-
-
-@dataclasses.dataclass
-class _Encodings:
-    """The dense and (when made) sparse files, and the one chosen."""
-
-    dense: bytes
-    sparse: bytes
-    chosen: bytes
-    weight_sparsity: float
-
-
-def _encodings(convert, kernels, sparse):
-    """Converts once dense and, when asked or worthwhile, once sparse; picks one."""
-    zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
-    weight_sparsity = zeros / max(sum(kernel.size for kernel in kernels), 1)
-    dense_bytes = convert(sparse=False)
-    sparse_bytes = None
-    if sparse is True or (sparse == "auto" and any(np.mean(k == 0) >= 0.5 for k in kernels)):
-        sparse_bytes = convert(sparse=True)
-    chosen = _choose_encoding(dense_bytes, sparse_bytes, sparse)
-    return _Encodings(dense_bytes, sparse_bytes, chosen, weight_sparsity)
-
-
-def _choose_encoding(dense_bytes, sparse_bytes, sparse):
-    """The sparse encoding when asked for, or (auto) when smaller and LiteRT runs it."""
-    if sparse_bytes is None:
-        return dense_bytes
-    try:
-        _verify.LiteRTRunner(sparse_bytes)
-    except RuntimeError as error:
-        if sparse is True:
-            raise ValueError(
-                "LiteRT (with its default delegates, as on Android) cannot run the sparse "
-                f"encoding of this model: {error}. Export with sparse=False or 'auto'."
-            ) from error
-        return dense_bytes
-    if sparse is True or len(sparse_bytes) < len(dense_bytes):
-        return sparse_bytes
-    return dense_bytes
 
 
 def _verify_file(reference, examples, names, options, representative, written):
@@ -833,35 +768,6 @@ def _converter(lowered, cuts, quantization, representative, batch_size=1):
         yield converter, head, specs, head_examples
 
 
-def _with_metadata(model_bytes, cuts, labels, metadata, quantization, projection_lowering):
-    """Adds the `keras_compact` metadata entry: what an app needs to feed and read the file."""
-    parsed = fb.read(model_bytes)
-    cut_inputs = {}
-    for cut in cuts:
-        kinds = ["lsh_ids", "lsh_weights"] if cut.ragged else ["lsh_dense"]
-        cut_inputs.update(zip(cut.input_names, kinds))
-    formats = {
-        "lsh_dense": "float32 [n]: features 0..n-1 weighted by the values; one example per invoke",
-        "lsh_ids": "int64 [k]: the example's feature ids (at least one; resize per example)",
-        "lsh_weights": "float32 [k]: weight of each id (pass one id of weight 0 for no features)",
-    }
-    inputs = []
-    for name, dtype, shape in fb.input_specs(parsed):
-        kind = cut_inputs.get(name, "tensor")
-        inputs.append(dict(name=name, dtype=dtype, shape=list(shape), format=formats.get(kind, "tensor")))
-    description = {
-        "producer": f"keras-compact {keras_compact.__version__}",
-        "signature": "serving_default",
-        "inputs": inputs,
-        "labels": labels,
-        "quantization": quantization,
-        "projection_lowering": projection_lowering,
-        "metadata": metadata,
-    }
-    fb.set_metadata(parsed, _inspect.METADATA_NAME, json.dumps(description).encode())
-    return fb.write(parsed)
-
-
 def _unsupported(model, error):
     """A one-paragraph ValueError naming the layers and TF ops the converter could not write."""
     text = str(error)
@@ -917,43 +823,3 @@ def _name_io_tensors(model_bytes):
     return fb.write(model)
 
 
-def _write_verified(path, data, verify):
-    """Writes `data` beside `path`, returns `verify(bytes read back)`, then renames it into place.
-
-    The rename is atomic, so `path` holds either its previous content or a complete
-    file that LiteRT ran; on any error the temporary file is removed. The file gets
-    the mode `path` had, or for a new file the usual `0666` less the umask.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
-    except OSError as error:
-        raise OSError(error.errno, f"Cannot write the .tflite file to {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        with open(temporary, "rb") as stream:
-            result = verify(stream.read())
-        os.chmod(temporary, _file_mode(path))
-        try:
-            os.replace(temporary, path)
-        except OSError as error:
-            raise OSError(error.errno, f"Cannot write the .tflite file to {path}: {error.strerror}") from error
-        return result
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def _file_mode(path):
-    """The mode of the existing `path`, else `0666` less the process umask (mkstemp's is 0600)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
