@@ -5,7 +5,8 @@ plus this package's MLP (300-100, ReLU) and residual CNN (`structured_pruning.sm
 channels repeated) for 3 epochs (Adam 1e-3, batch 64; BatchNormalization momentum 0.9 in every
 network, for both libraries: keras.applications' 0.999 does not settle in 375 steps), then:
 
-- post-training int8 (`export(..., quantization="int8")`, 200 training images calibrating) and int16x8;
+- post-training int8 (`export(..., quantization="int8")`, 200 training images calibrating), int16x8, and
+  int8 with the 3 layers `quantization_report` ranks worst (32 test images) kept in float32 (`float_layers`);
 - quantization-aware training: `quantize_aware(model)` fine-tuned 1 epoch (Adam 1e-4), exported as int8
   from its learned ranges (no representative data);
 - the peer: tfmot's `quantize_model` on the same network built by `tf_keras.applications`
@@ -39,8 +40,9 @@ import keras
 import numpy as np
 
 from keras_compact.quantization import quantize_aware
+from common import add_data_dir
 from structured_pruning import ROOT, mnist, small_resnet
-from tflite_export import export, predict
+from tflite_export import export, predict, quantization_report
 
 NETS = {  # --nets name: (section title, keras.applications name or a builder below)
     "EfficientNetB0": ("EfficientNetB0", "EfficientNetB0"),
@@ -50,6 +52,8 @@ NETS = {  # --nets name: (section title, keras.applications name or a builder be
     "CNN": ("this package's residual CNN (small_resnet)", "small_resnet"),
 }
 MOMENTUM = 0.9
+SELECTIVE = 3  # the post-training file with the report's worst layers in float32
+SELECTIVE_ROW = f"int8, the report's {SELECTIVE} worst layers float32"
 
 # The peer, run with TF_USE_LEGACY_KERAS=1: argv[1] is the work folder (data.npz, options.json).
 _TFMOT = r"""
@@ -153,6 +157,9 @@ def ours(net, train, test, epochs, tune_epochs, folder):
                                             representative_data=x[:200])
     rows["int16x8 (post-training)"] = file_row(model, folder / "int16x8.tflite", x_test, y_test,
                                                quantization="int16x8", representative_data=x[:200])
+    worst = quantization_report(model, x[:200], debug_data=x_test[:32]).worst(SELECTIVE)
+    rows[SELECTIVE_ROW] = dict(file_row(model, folder / "selective.tflite", x_test, y_test, quantization="int8",
+                                        representative_data=x[:200], float_layers=worst), layers=worst)
     qat = quantize_aware(model)
     rows["qat epoch s"] = fit(qat, x, y, tune_epochs, 1e-4)
     rows["int8 (quantization-aware)"] = file_row(qat, folder / "qat.tflite", x_test, y_test, quantization="int8")
@@ -176,7 +183,9 @@ def section(name, mine, theirs):
     lines = [f"## {name}", "", f"Measured {time.strftime('%Y-%m-%d')}.", "",
              "| file | test accuracy | agreement | bytes | extra (DE)QUANTIZE | latency ms |",
              "|---|---|---|---|---|---|"]
-    for variant in ("float32", "int8 (post-training)", "int16x8 (post-training)", "int8 (quantization-aware)"):
+    variants = ("float32", "int8 (post-training)", "int16x8 (post-training)", SELECTIVE_ROW,
+                "int8 (quantization-aware)")
+    for variant in (variant for variant in variants if variant in mine):
         row = mine[variant]
         if "refused" in row:
             lines.append(f"| {variant} | refused: {row['refused']} | | | | |")
@@ -194,7 +203,11 @@ def section(name, mine, theirs):
         seconds += f"; tfmot float {theirs['float epoch s']:.0f}"
         if "qat epoch s" in theirs:
             seconds += f", tfmot quantization-aware {theirs['qat epoch s']:.0f}"
-    return lines + ["", seconds + " (the first epoch includes tracing)."]
+    lines += ["", seconds + " (the first epoch includes tracing)."]
+    if SELECTIVE_ROW in mine:
+        lines += ["", f"The report's {SELECTIVE} worst layers (kept in float32): "
+                      + ", ".join(f"`{name}`" for name in mine[SELECTIVE_ROW].get("layers", ()))]
+    return lines
 
 
 def kept_sections(path, names):
@@ -237,8 +250,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="MobileNetV2 only, 1,000 / 300 examples, 1 epoch")
     parser.add_argument("--nets", help=f"comma-separated, of {', '.join(NETS)} (default: all); the results "
                                        "file keeps the sections of the others")
-    parser.add_argument("--data-dir", default=os.environ.get("KERAS_COMPACT_DATA",
-                                                             os.path.relpath(ROOT.parent / "shared" / "data")))
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     names = ["MobileNetV2"] if args.quick else list(NETS)
     if args.nets:

@@ -316,7 +316,7 @@ def export(
     )
     encodings = _encoding.encodings(convert, _encoding.kernels(lowered), options.sparse)
     model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
-                                 options.projection_lowering)
+                                          options.projection_lowering)
     names = [tensor.name for tensor in lowered.inputs]
     verification = _writing.write_verified(
         path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
