@@ -117,25 +117,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     """
     from tflite_export import _export
 
-    if quantization not in ("int8", "int8_io"):
-        raise ValueError(
-            "quantization_report measures int8 quantization (TensorFlow's debugger quantizes to int8 only), "
-            f"one of ('int8', 'int8_io'). Received: quantization={quantization!r}"
-        )
-    check_model(model, "quantization_report")
-    reference = _export._deployable(model)
-    if _export._qat.is_quantize_aware(reference):
-        raise ValueError(
-            f"{reference.name!r} is quantization-aware: its int8 file uses the ranges it learned, and export "
-            "verifies that file against it (report.top1_agreement). quantization_report measures post-training "
-            "int8 of a float model: pass the model quantize_aware was given."
-        )
-    if representative_data is None:
-        raise ValueError(
-            "quantization_report calibrates int8 ranges and needs representative_data: a few hundred real "
-            "inputs (an array, a list/dict per input, a tf.data.Dataset or a generator). "
-            "Received: representative_data=None"
-        )
+    reference = _checked_reference(model, representative_data, quantization)
     representative = _quantize.representative_examples(reference, representative_data)
     debug = representative
     if debug_data is not None:
@@ -156,10 +138,41 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
             raise _export._unsupported(head, error) from error
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
+    return QuantizationReport(quantization, count, _rows(dump.getvalue(), head, reference))
+
+
+def _checked_reference(model, representative_data, quantization):
+    """The model the report converts (`export`'s), after the checks of the arguments."""
+    from tflite_export import _export
+
+    if quantization not in ("int8", "int8_io"):
+        raise ValueError(
+            "quantization_report measures int8 quantization (TensorFlow's debugger quantizes to int8 only), "
+            f"one of ('int8', 'int8_io'). Received: quantization={quantization!r}"
+        )
+    check_model(model, "quantization_report")
+    reference = _export._deployable(model)
+    if _export._qat.is_quantize_aware(reference):
+        raise ValueError(
+            f"{reference.name!r} is quantization-aware: its int8 file uses the ranges it learned, and export "
+            "verifies that file against it (report.top1_agreement). quantization_report measures post-training "
+            "int8 of a float model: pass the model quantize_aware was given."
+        )
+    if representative_data is None:
+        raise ValueError(
+            "quantization_report calibrates int8 ranges and needs representative_data: a few hundred real "
+            "inputs (an array, a list/dict per input, a tf.data.Dataset or a generator). "
+            "Received: representative_data=None"
+        )
+    return reference
+
+
+def _rows(statistics, head, reference):
+    """The debugger's per-tensor statistics (CSV) as `LayerError`s, worst first."""
     names, outputs = head_names(head)
     users = users_names(reference)
     rows = []
-    for stats in csv.DictReader(io.StringIO(dump.getvalue())):
+    for stats in csv.DictReader(io.StringIO(statistics)):
         scale = float(stats["scale"] or "nan")
         rmse = float(np.sqrt(float(stats["mean_squared_error"] or "nan")))
         layer = layer_of(stats["tensor_name"], names, outputs)
@@ -169,7 +182,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
             max_abs_error=float(stats["max_abs_error"] or "nan"), scale=scale,
         ))
     rows.sort(key=lambda row: -row.error_steps if np.isfinite(row.error_steps) else 0.0)
-    return QuantizationReport(quantization, count, tuple(rows))
+    return tuple(rows)
 
 
 def head_names(head):
