@@ -61,6 +61,15 @@ def _parser(prog):
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo(commands)
+    _add_export(commands)
+    inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
+    inspect.add_argument("tflite")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _add_demo(commands):
     demo = commands.add_parser(
         "demo",
         help="train a ProjectionNet, export both networks to .tflite, verify them in LiteRT",
@@ -81,6 +90,8 @@ def _parser(prog):
     demo.add_argument("--seed", type=_integer(0), default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars or TensorFlow logs: only the table")
 
+
+def _add_export(commands):
     export = commands.add_parser("export", help="convert a .keras model to a verified .tflite file")
     export.add_argument("model", help="the .keras file")
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
@@ -104,11 +115,6 @@ def _parser(prog):
         help="with --quantize int8: comma-separated layer names to keep in float32",
     )
     export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
-
-    inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
-    inspect.add_argument("tflite")
-    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser
 
 
 def _integer(low, high=None):
