@@ -720,7 +720,7 @@ def _read_file(tflite):
         return stream.read()
 
 
-def _convert(lowered, cuts, quantization=None, sparse=False, representative=None, batch_size=1, float_layers=None,
+def _convert(lowered, cuts, quantization=None, *, sparse=False, representative=None, batch_size=1, float_layers=None,
              reference=None):
     """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs;
     with `float_layers` (names of `reference`'s layers), those left in float32."""

@@ -41,7 +41,7 @@ def empty_model():
     return model
 
 
-def add_tensor(model, subgraph, name, dtype, shape, data=None, shape_signature=None):
+def add_tensor(model, subgraph, name, dtype, shape, data=None, *, shape_signature=None):
     """Appends a tensor (a constant when `data` is given) and returns its index."""
     tensor = schema.TensorT()
     tensor.name = name

@@ -277,7 +277,8 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
         )
     x, y = _criteria.examples(model, data, criterion, merge)
     if granularity == "channel":
-        return _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_layers, round_to)
+        return _prune_channels(model, sparsity, scope, criterion, data=(x, y), layers=layers,
+                               ignored_layers=ignored_layers, round_to=round_to)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     targets = _without_ignored(model, targets, ignored_layers)
     copy = _masked_copy(model, targets, granularity, keep_dropout=False)
@@ -290,7 +291,7 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
         for name, keep in weight_keep(masks, sparsity, scope).items():
             masks[name].set_mask(keep)
     else:
-        _prune_units(model, copy, masks, sparsity, criterion, x, y, merge)
+        _prune_units(model, copy, masks, sparsity, criterion, data=(x, y), merge=merge)
     return PruningReport(model=copy, layers=[_layer_report(layer) for layer in masks.values()])
 
 
@@ -449,7 +450,9 @@ def _check_channel_arguments(sparsity, scope, criterion, merge, round_to):
     return scope
 
 
-def _prune_channels(model, sparsity, scope, criterion, x, y, layers, ignored_layers, round_to):
+def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_layers, round_to):
+    """Channel pruning: groups scored on `data` (`(x, y)`), the lowest `sparsity` of each masked."""
+    x, y = data
     graph = _groups.analyse(model, ignored_layers)
     groups = _groups.ChannelGroups(graph)
     if not groups.prunable:
@@ -570,7 +573,10 @@ def _layer_keep(kernel, sparsity, layer):
     return _graph.to_kernel(keep, layer)
 
 
-def _prune_units(model, copy, masks, sparsity, criterion, x, y, merge):
+def _prune_units(model, copy, masks, sparsity, criterion, *, data, merge):
+    """Unit pruning: each mask of `copy` loses the `sparsity` of its units `criterion` ranks lowest
+    (scored on `data`, `(x, y)`); with `merge`, their work is folded into the units kept."""
+    x, y = data
     scores = {}
     if criterion != "similarity":
         scores = _criteria.unit_scores(criterion, model, copy, masks, x, y)
