@@ -40,7 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact import _keras_private
-from keras_compact._checks import describe_non_finite_weights, is_int, is_number, one_of, raise_errors
+from keras_compact._checks import (
+    describe_non_finite_weights, is_int, is_number, one_of, positive_int_errors, raise_errors,
+)
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
 from keras_compact._cloning import check_model, io_names, known_inputs
@@ -396,8 +398,7 @@ def _check_arguments(options):
     raise_errors([one_of("projection_lowering", projection_lowering, _lowering.LOWERINGS)])
     if min_agreement is not None and not (is_number(min_agreement) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
-    if not is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    raise_errors(positive_int_errors(batch_size=batch_size))
     if metadata is not None:
         try:
             json.dumps(metadata)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import check_rate, is_int, is_number, one_of, raise_errors
+from keras_compact._checks import check_rate, is_int, is_number, one_of, positive_int_errors, raise_errors
 from keras_compact.ops import targeting
 from keras_compact.pruning import _channel, _groups
 from keras_compact.pruning._graph import unit_norms
@@ -72,8 +72,7 @@ class GradualPruning(keras.callbacks.Callback):
             errors.append(f"begin_step must be an integer >= 0. Received: begin_step={begin_step!r}")
         elif end_step is not None and (not is_int(end_step) or end_step <= begin_step):
             errors.append(f"end_step must be None or an integer > begin_step ({begin_step}). Received: end_step={end_step!r}")
-        if not is_int(frequency) or frequency < 1:
-            errors.append(f"frequency must be an integer >= 1. Received: frequency={frequency!r}")
+        errors += positive_int_errors(frequency=frequency)
         if not is_number(power) or power <= 0:
             errors.append(f"power must be a number > 0. Received: power={power!r}")
         errors.append(one_of("scope", scope, SCOPES))

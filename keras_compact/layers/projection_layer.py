@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import backend, call_in_tf_data, float64_scope, in_tf_data, require_tensorflow
-from keras_compact._checks import ChecksCallInputs, check_seed, is_int, one_of, raise_errors
+from keras_compact._checks import ChecksCallInputs, check_seed, is_int, one_of, positive_int_errors, raise_errors
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
@@ -69,8 +69,7 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
 
     def __init__(self, num_hashes, num_bits, output="bits", seed=0, **kwargs):
         errors = []
-        if not is_int(num_hashes) or num_hashes < 1:
-            errors.append(f"num_hashes must be an integer >= 1. Received: num_hashes={num_hashes!r}")
+        errors += positive_int_errors(num_hashes=num_hashes)
         errors.append(one_of("output", output, _OUTPUTS))
         if not is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
             errors.append(

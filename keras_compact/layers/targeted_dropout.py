@@ -3,7 +3,7 @@ import numpy as np
 from keras import ops
 
 from keras_compact import _backend
-from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, is_int, one_of, raise_errors
+from keras_compact._checks import ChecksCallInputs, check_rate, check_seed, one_of, positive_int_errors, raise_errors
 from keras_compact.ops import targeting
 
 GRANULARITIES = (*targeting.GRANULARITIES, "channel")
@@ -157,8 +157,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 "with granularity='channel' the TargetedChannels callback draws the drops: give it the seed, "
                 f"and leave refresh_steps at 1. Received: seed={seed!r}, refresh_steps={refresh_steps!r}"
             )
-        if not is_int(refresh_steps) or refresh_steps < 1:
-            errors.append(f"refresh_steps must be an integer >= 1. Received: refresh_steps={refresh_steps!r}")
+        errors += positive_int_errors(refresh_steps=refresh_steps)
         raise_errors(errors)
         super().__init__(layer, **kwargs)
         self.granularity = granularity

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import is_int
+from keras_compact._checks import positive_int_errors, raise_errors
 from keras_compact._cloning import check_model, clone_with, inlined
 from keras_compact.pruning import _graph
 
@@ -44,8 +44,7 @@ def recalibrate_batch_norm(model, data, batch_size=64):
     True
     """
     check_model(model, "recalibrate_batch_norm", graph=True)
-    if not is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    raise_errors(positive_int_errors(batch_size=batch_size))
     copy = clone_with(model, lambda layer: _graph.replacement(layer, {}, {}))
     functional, _, originals = inlined(copy)  # a nested backbone's layers, in one graph the probe can read
     norms = [layer for layer in functional.layers if isinstance(layer, keras.layers.BatchNormalization)]

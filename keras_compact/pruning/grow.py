@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_private
-from keras_compact._checks import is_int
+from keras_compact._checks import positive_int_errors, raise_errors
 from keras_compact._cloning import check_model, clone_with
 from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS
 from keras_compact.pruning import _graph, _groups
@@ -48,8 +48,7 @@ def grow(model, layer_name, units):
     7
     """
     check_model(model, "grow", graph=True)
-    if not is_int(units) or units < 1:
-        raise ValueError(f"units must be an integer >= 1. Received: units={units!r}")
+    raise_errors(positive_int_errors(units=units))
     layers = {layer.name: layer for layer in _keras_private.sublayers(model, include_self=False)}
     if layer_name not in layers:
         raise ValueError(
