@@ -53,7 +53,7 @@ def file_tensors(model, path, x):
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
     chosen = {}
     for tensor in interpreter.get_tensor_details():
-        name = layer_of(tensor["name"], names, [model.layers[-1].name])
+        name = layer_of(tensor["name"], names, [model.layers[-1].name], scope=model.name)
         if name and tensor["dtype"] == np.int8 and tuple(tensor["shape"]) == (1, *shapes[name]):
             chosen[name] = tensor  # the last one a layer names is its output
     values = {name: [] for name in chosen}

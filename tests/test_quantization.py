@@ -219,6 +219,22 @@ def test_float_layers_keep_the_named_layers_in_float32_and_save_the_int8_file(tm
     assert code == 0 and "builtin only" in out, err
 
 
+def test_layers_named_like_tensorflow_s_scope_suffixes_are_told_apart(tmp_path, digits):
+    # Keras names a model's second Dense `dense_1`; the converter's trace names the first one's scope
+    # `dense_1` too (TensorFlow appends `_<n>` to every scope), and the second's `dense_1_2`.
+    (x, _), (x_test, _) = digits
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(48, activation="relu", name="dense"),
+                              keras.layers.Dense(32, activation="relu", name="dense_1"),
+                              keras.layers.Dense(10, activation="softmax", name="dense_2")])
+    for name, shape in (("dense", (48, 64)), ("dense_1", (32, 48)), ("dense_2", (10, 32))):
+        report = export(model, tmp_path / f"{name}.tflite", verify_with=x_test, quantization="int8",
+                        representative_data=x[:300], float_layers=[name], min_agreement=None)
+        types = _kernel_types(report.path)
+        assert [kernel for kernel, kind in types.items() if kind == schema.TensorType.FLOAT32] == [shape], name
+    errors = quantization_report(model, x[:300], debug_data=x_test[:16]).layers
+    assert sorted(row.layer for row in errors if row.operator == "FULLY_CONNECTED") == ["dense", "dense_1", "dense_2"]
+
+
 def _cli_run_saved(tmp_path, model, x, *flags):
     import contextlib
     import io

@@ -175,7 +175,7 @@ def _rows(statistics, head, reference):
     for stats in csv.DictReader(io.StringIO(statistics)):
         scale = float(stats["scale"] or "nan")
         rmse = float(np.sqrt(float(stats["mean_squared_error"] or "nan")))
-        layer = layer_of(stats["tensor_name"], names, outputs)
+        layer = layer_of(stats["tensor_name"], names, outputs, scope=head.name)
         rows.append(LayerError(
             layer=users.get(layer, layer), operator=stats["op_name"], tensor=stats["tensor_name"],
             error_steps=rmse / scale if scale > 0 else float("nan"),
@@ -205,16 +205,25 @@ def users_names(model):
     return names
 
 
-def layer_of(tensor, names, outputs):
+def layer_of(tensor, names, outputs, scope=None):
     """The Keras layer a converter tensor name comes from (`model_1/block2a_se_reduce_1/Sigmoid`,
     fused names joined by `;`): the last path part that names a layer; a model output
-    (`StatefulPartitionedCall_1:0`), the layer that computes it; else None."""
+    (`StatefulPartitionedCall_1:0`), the layer that computes it; else None.
+
+    TensorFlow makes name scopes unique by appending `_<n>`, and the converter's trace
+    does so for every scope when the model's own (`scope`, its name) reads `<scope>_<n>`:
+    then the scope `dense_1` is the layer `dense`, and `dense_1_2` the layer `dense_1`.
+    Otherwise (or without `scope`) a part that is a layer's name is that layer.
+    """
     output = re.fullmatch(r"StatefulPartitionedCall(?:_\d+)?:(\d+)", tensor)
     if output and int(output.group(1)) < len(outputs):
         return outputs[int(output.group(1))]
+    parts = re.split(r"[/;]", tensor)
+    suffixed = scope is not None and re.fullmatch(re.escape(scope) + r"_\d+", parts[0]) is not None
     found = None
-    for part in re.split(r"[/;]", tensor):
-        for candidate in (part, re.sub(r"_\d+$", "", part)):
+    for part in parts:
+        stripped = re.sub(r"_\d+$", "", part)
+        for candidate in ((stripped, part) if suffixed else (part, stripped)):
             if candidate in names:
                 found = candidate
                 break

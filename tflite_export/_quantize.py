@@ -78,7 +78,7 @@ def selective(converter, head, model, float_layers, representative):
     for operator in subgraph.operators:
         for index in operator.outputs:
             tensor = subgraph.tensors[index].name.decode()
-            layer = layer_of(tensor, names, outputs)
+            layer = layer_of(tensor, names, outputs, scope=head.name)
             if layer in wanted:
                 nodes.append(tensor)
                 found.add(wanted[layer])
