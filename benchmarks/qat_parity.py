@@ -34,6 +34,7 @@ import time
 import keras
 import numpy as np
 
+from keras_compact import _keras_private
 from keras_compact.quantization import quantize_aware
 from common import add_data_dir
 from quantization_aware import build, fit
@@ -68,9 +69,8 @@ def file_tensors(model, path, x):
 
 
 def nodes(model):
-    """The model's nodes in the order they compute (private Keras API: a benchmark's diagnosis)."""
-    by_depth = model._nodes_by_depth
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+    """The model's nodes in the order they compute, its inputs left out."""
+    return [node for node in _keras_private.nodes_in_order(model)
             if not isinstance(node.operation, keras.layers.InputLayer)]
 
 

@@ -132,7 +132,8 @@ class HSICBottleneck(keras.Model):
     @property
     def metrics(self):
         # Keras's own loss tracker ("loss", after compile) reports the summed objective.
-        metrics = [_keras_private.loss_tracker(self)] if _keras_private.loss_tracker(self) is not None else []
+        tracker = _keras_private.loss_tracker(self)
+        metrics = [tracker] if tracker is not None else []
         return metrics + list(self._trackers.values())
 
     def build(self, input_shape):

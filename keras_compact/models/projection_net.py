@@ -186,11 +186,13 @@ class ProjectionNet(keras.Model):
     @property
     def metrics(self):
         # Keras's own loss tracker ("loss", after compile) reports the total loss.
-        metrics = [_keras_private.loss_tracker(self)] if _keras_private.loss_tracker(self) is not None else []
+        tracker = _keras_private.loss_tracker(self)
+        metrics = [tracker] if tracker is not None else []
         metrics += list(self._loss_trackers.values())
         metrics += list(self._accuracies.values())
-        if _keras_private.compile_metrics(self) is not None:
-            metrics.append(_keras_private.compile_metrics(self))
+        compiled = _keras_private.compile_metrics(self)
+        if compiled is not None:
+            metrics.append(compiled)
         return metrics
 
     def compile(self, *args, **kwargs):
