@@ -3,15 +3,19 @@
 EfficientNetB0, MobileNetV2 (alpha 0.5) and ResNet50 (`keras.applications`, weights=None) at 32x32x3,
 plus this package's MLP (300-100, ReLU) and residual CNN (`structured_pruning.small_resnet`), trained from scratch on MNIST (8,000 train / 2,000 test of the shared 10k split, padded to 32x32,
 channels repeated) for 3 epochs (Adam 1e-3, batch 64; BatchNormalization momentum 0.9 in every
-network, for both libraries: keras.applications' 0.999 does not settle in 375 steps), then:
+network, for both libraries: keras.applications' 0.999 does not settle in 375 steps), and this package's
+text sequence network (`sequence_network`: a 6,144 x 32 token table and a bidirectional QRNN 48) on
+SNIPS (13,084 train / 700 test, `TokenBuckets(6144, 32)`) for 5 epochs (Adam 3e-3), then:
 
 - post-training int8 (`export(..., quantization="int8")`, 200 training images calibrating), int16x8, and
   int8 with the 3 layers `quantization_report` ranks worst (32 test images) kept in float32 (`float_layers`);
 - quantization-aware training: `quantize_aware(model)` fine-tuned 1 epoch (Adam 1e-4), exported as int8
-  from its learned ranges (no representative data);
+  from its learned ranges (no representative data; the sequence network's file has 200 training
+  sentences calibrate the inside of its QRNN, which trains in float);
 - the peer: tfmot's `quantize_model` on the same network built by `tf_keras.applications`
   (`TF_USE_LEGACY_KERAS=1`, in a subprocess), the same data, epochs, optimizer and momentum, converted
-  by the TFLite converter.
+  by the TFLite converter. Not run for the sequence network: its QRNN is a Keras 3 layer of this
+  package, which tf_keras cannot build.
 
 Accuracy is the `.tflite` file's, run in LiteRT on the 2,000 test images; agreement is the file's top-1
 agreement with the Keras model it was exported from (the float model for post-training, the
@@ -21,6 +25,7 @@ outputs tie, the file choosing any tied class agrees), for tfmot's files too; la
     python benchmarks/quantization_aware.py           # full (about 90 min on 2 cores, ResNet50 most of it)
     python benchmarks/quantization_aware.py --quick   # MobileNetV2 on 1,000 / 300, 1 epoch
     python benchmarks/quantization_aware.py --nets ResNet50,MLP   # only these; the file keeps the others
+    python benchmarks/quantization_aware.py --nets Sequence       # the text network alone (a few minutes)
 
 Writes benchmarks/results/quantization_aware.md (or quantization_aware_quick.md). With --nets, the
 sections of the networks not run are kept from the file as it was, each with the date it was measured.
@@ -39,6 +44,9 @@ import time
 import keras
 import numpy as np
 
+import keras_compact
+from keras_compact.layers import TokenBuckets
+from keras_compact.models import sequence_network
 from keras_compact.quantization import quantize_aware
 from common import add_data_dir
 from structured_pruning import ROOT, mnist, small_resnet
@@ -50,7 +58,11 @@ NETS = {  # --nets name: (section title, keras.applications name or a builder be
     "ResNet50": ("ResNet50", "ResNet50"),
     "MLP": ("this package's MLP (300-100, ReLU)", "mlp"),
     "CNN": ("this package's residual CNN (small_resnet)", "small_resnet"),
+    "Sequence": ("this package's text sequence network (SNIPS)", "sequence_network"),
 }
+TEXT = "sequence_network"  # the one network on text: its own data, schedule and no tfmot twin
+TOKENS = dict(num_buckets=6144, max_length=32)
+TEXT_EPOCHS, TEXT_RATE = 5, 3e-3
 MOMENTUM = 0.9
 SELECTIVE = 3  # the post-training file with the report's worst layers in float32
 SELECTIVE_ROW = f"int8, the report's {SELECTIVE} worst layers float32"
@@ -113,8 +125,20 @@ def mlp(library=keras):
                                library.layers.Dense(10, activation="softmax")], name="mlp")
 
 
+def snips(data_dir, quick):
+    """SNIPS as `TokenBuckets` ids: `(x, y), (x_test, y_test), info`."""
+    ((x, y), (x_test, y_test)), info = keras_compact.datasets.load("snips", data_dir, with_info=True)
+    if quick:
+        x, y, x_test, y_test = x[:1500], y[:1500], x_test[:200], y_test[:200]
+    tokens = TokenBuckets(**TOKENS)
+    ids = [keras.ops.convert_to_numpy(tokens(sentences.astype(str))).astype("int32") for sentences in (x, x_test)]
+    return (ids[0], y), (ids[1], y_test), info
+
+
 def build(net, library=keras):
     """`net` (a `NETS` value) built with `library` (Keras 3, or tf_keras for tfmot), BN momentum MOMENTUM."""
+    if net == TEXT:
+        return sequence_network(8, embedding_dim=32, units=48, **TOKENS)  # SNIPS: 7 intents and UNK
     if net == "mlp":
         model = mlp(library)
     elif net == "small_resnet":
@@ -151,7 +175,7 @@ def ours(net, train, test, epochs, tune_epochs, folder):
     (x, y), (x_test, y_test) = train, test
     keras.utils.set_random_seed(0)
     model = build(net)
-    rows = {"float epoch s": fit(model, x, y, epochs, 1e-3)}
+    rows = {"float epoch s": fit(model, x, y, *((TEXT_EPOCHS, TEXT_RATE) if net == TEXT else (epochs, 1e-3)))}
     rows["float32"] = file_row(model, folder / "float.tflite", x_test, y_test)
     rows["int8 (post-training)"] = file_row(model, folder / "int8.tflite", x_test, y_test, quantization="int8",
                                             representative_data=x[:200])
@@ -162,11 +186,20 @@ def ours(net, train, test, epochs, tune_epochs, folder):
                                         representative_data=x[:200], float_layers=worst), layers=worst)
     qat = quantize_aware(model)
     rows["qat epoch s"] = fit(qat, x, y, tune_epochs, 1e-4)
-    rows["int8 (quantization-aware)"] = file_row(qat, folder / "qat.tflite", x_test, y_test, quantization="int8")
+    calibration = {}
+    if net == TEXT:  # the inside of its QRNN trains in float: calibrated
+        calibration = dict(representative_data=x[:200])
+        rows["note"] = (f"Data: SNIPS as `TokenBuckets(6144, 32)` ids ({len(x):,} train / {len(x_test):,} test), "
+                        f"{TEXT_EPOCHS} epochs of float training (Adam {TEXT_RATE:g}, batch 64); the "
+                        "quantization-aware file calibrated inside its QRNN on 200 training sentences.")
+    rows["int8 (quantization-aware)"] = file_row(qat, folder / "qat.tflite", x_test, y_test, quantization="int8",
+                                                 **calibration)
     return rows
 
 
 def peer(net, train, test, epochs, tune_epochs, folder):
+    if net == TEXT:
+        return {"not run": "its QRNN is a Keras 3 layer of this package, which tf_keras cannot build"}
     (x, y), (x_test, y_test) = train, test
     np.savez(folder / "data.npz", x=x, y=y, x_test=x_test, y_test=y_test)
     (folder / "options.json").write_text(json.dumps(
@@ -180,7 +213,7 @@ def peer(net, train, test, epochs, tune_epochs, folder):
 
 def section(name, mine, theirs):
     """The markdown section of one network: its files, tfmot's, and the seconds per epoch."""
-    lines = [f"## {name}", "", f"Measured {time.strftime('%Y-%m-%d')}.", "",
+    lines = [f"## {name}", "", f"Measured {time.strftime('%Y-%m-%d')}. {mine.get('note', '')}".rstrip(), "",
              "| file | test accuracy | agreement | bytes | extra (DE)QUANTIZE | latency ms |",
              "|---|---|---|---|---|---|"]
     variants = ("float32", "int8 (post-training)", "int16x8 (post-training)", SELECTIVE_ROW,
@@ -192,10 +225,13 @@ def section(name, mine, theirs):
             continue
         lines.append(f"| {variant} | {row['accuracy']:.2%} | {row['agreement']:.2%} | {row['bytes']:,} | "
                      f"{max(row['dequantize'], 0)} | {row['latency ms']:.3f} |")
-    lines.append(f"| tfmot, float32 (Keras) | {theirs.get('float', float('nan')):.2%} | | | | |")
+    if "not run" in theirs:
+        lines.append(f"| tfmot | not run: {theirs['not run']} | | | | |")
+    else:
+        lines.append(f"| tfmot, float32 (Keras) | {theirs.get('float', float('nan')):.2%} | | | | |")
     if "refused" in theirs:
         lines.append(f"| tfmot, int8 (quantization-aware) | refused: {theirs['refused']} | | | | |")
-    else:
+    elif "qat int8" in theirs:
         lines.append(f"| tfmot, int8 (quantization-aware) | {theirs['qat int8']:.2%} | {theirs['agreement']:.2%} | "
                      f"{theirs['bytes']:,} | | {theirs['latency ms']:.3f} |")
     seconds = f"Seconds per epoch: float {mine['float epoch s']:.0f}, quantization-aware {mine['qat epoch s']:.0f}"
@@ -264,10 +300,11 @@ def main(argv=None):
     results = {}
     for name in names:
         title, net = NETS[name]
+        data = snips(args.data_dir, args.quick)[:2] if net == TEXT else (train, test)
         with tempfile.TemporaryDirectory() as folder:
-            mine = ours(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
+            mine = ours(net, *data, epochs, tune_epochs, pathlib.Path(folder))
         with tempfile.TemporaryDirectory() as folder:
-            theirs = peer(net, train, test, epochs, tune_epochs, pathlib.Path(folder))
+            theirs = peer(net, *data, epochs, tune_epochs, pathlib.Path(folder))
         results[title] = (mine, theirs)
         # After each network, so that a long run interrupted keeps what it measured.
         write_results("quantization_aware_quick" if args.quick else "quantization_aware", info, results, epochs,

@@ -20,7 +20,9 @@ from keras_compact._layer_kinds import (
     AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING, PADDING_AND_CROPPING, SPATIAL_DROPOUT,
 )
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
-from keras_compact.layers.quantize_aware import FIXED_RANGES, WEIGHT_MODES, QuantizeAware, weight_mode
+from keras_compact.layers.quantize_aware import (
+    FIXED_RANGES, WEIGHT_MODES, QuantizeAware, quantized_weights, weight_mode,
+)
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
 from keras_compact.pruning.prune import PruningMask
@@ -54,7 +56,9 @@ def quantize_aware(model, ema_decay=0.999):
     into one functional graph) is wrapped in a `QuantizeAware` that rounds what
     the converter will round: the kernels of `Dense`, `Conv1D`/`2D`/`3D` and
     `DepthwiseConv2D` to symmetric int8 (per output channel; per tensor for
-    `Dense`, as the converter's FULLY_CONNECTED), the model inputs and each
+    `Dense` and `Conv1D`, whose operators cannot take a per-channel fake
+    quantization), an `Embedding`'s table to the asymmetric int8 grid its
+    GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
     `BatchNormalization` and/or a ReLU (or ReLU6) is one operator in the file,
@@ -80,7 +84,10 @@ def quantize_aware(model, ema_decay=0.999):
     MobileNetV3) cannot be wrapped: they train in float, the layers reading them
     quantize what they read, and `export` calibrates the ranges between them on
     `representative_data` (without it those operators stay float32 in the file,
-    and `export` warns).
+    and `export` warns). The same holds inside a `QRNN`: its gate kernels are
+    rounded and its output range learned, while the gates and the unrolled state
+    between them train in float and are calibrated at export, and a `Conv3D`,
+    whose CONV_3D LiteRT computes in float32 only.
 
     Args:
         model: a built functional or Sequential model.
@@ -167,7 +174,8 @@ def _plans(model):
         raise ValueError(
             f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D (alone or in a "
-            "PruningMask), BatchNormalization and Normalization; layers without weights are all taken."
+            "PruningMask), Embedding, QRNN, BatchNormalization and Normalization; layers without weights are all "
+            "taken."
         )
     return plans
 
@@ -181,7 +189,7 @@ def _unsupported(layer):
                 "the dropout (keras_compact.pruning.strip) first")
     if isinstance(layer, PruningMask):
         return None if weight_mode(layer.target) else f"{layer.name!r} masks a {type(layer.target).__name__}"
-    if not layer.weights or weight_mode(layer) or isinstance(layer, _NO_KERNEL):
+    if not layer.weights or quantized_weights(layer) or isinstance(layer, _NO_KERNEL):
         return None
     return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
 
@@ -189,13 +197,14 @@ def _unsupported(layer):
 def _plan(layer, node, readers, inputs, outputs):
     target = getattr(layer, "target", layer)
     single_input = len(node.arguments.keras_tensors) == 1
-    quantize_inputs = single_input and id(node.arguments.keras_tensors[0]) in inputs
+    first = node.arguments.keras_tensors[0]
+    quantize_inputs = single_input and id(first) in inputs and keras.backend.is_float_dtype(first.dtype)
     activation = _split_activation(target)
     if activation is not None:
         return _Plan(activation, FIXED_RANGES.get(activation, "learned"), quantize_inputs)
     if isinstance(target, keras.layers.Softmax):
         return _Plan(None, FIXED_RANGES["softmax"], quantize_inputs)
-    if isinstance(target, KEEP_SCALE) or _fused_into_next(target, node, readers, outputs):
+    if isinstance(target, KEEP_SCALE + (keras.layers.Embedding,)) or _fused_into_next(target, node, readers, outputs):
         return _Plan(None, None, quantize_inputs)
     return _Plan(None, "learned", quantize_inputs)
 

@@ -94,6 +94,19 @@ def test_int16x8_where_litert_has_no_kernel_is_refused_with_the_reason(tmp_path)
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_int16x8_of_a_model_reading_token_ids_is_refused_before_converting(tmp_path):
+    # The converter fails on integer inputs in 16x8 mode ("Max and min for dynamic tensors should be recorded
+    # during calibration"); export says why, and that int8 takes the model.
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    model = keras.Model(ids, keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Embedding(50, 4)(ids))))
+    data = np.random.default_rng(0).integers(0, 50, (16, 6)).astype("int32")
+    with pytest.raises(ValueError, match=r"quantization='int16x8' cannot take .*input\(s\) \['ids'\] hold integers.*"
+                                         r"Use quantization='int8'"):
+        export(model, tmp_path / "ids.tflite", quantization="int16x8", representative_data=data)
+    assert not (tmp_path / "ids.tflite").exists()
+    assert export(model, tmp_path / "ids.tflite", quantization="int8", representative_data=data).top1_agreement >= 0.9
+
+
 def test_quantized_files_are_smaller(tmp_path, models):
     sizes = {mode: export(models["plain"], tmp_path / f"{mode}.tflite", quantization=mode,
                           representative_data=np.random.default_rng(0).random((64, 64), "float32"),

@@ -1,5 +1,7 @@
 """Quantization-aware training: keras_compact.quantization.quantize_aware and its int8 export."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from ai_edge_litert.interpreter import Interpreter
 from conftest import gradients
 from keras_compact import ProjectionLayer, ProjectionNet, TargetedDropout
 from keras_compact.layers import QuantizeAware
+from keras_compact.layers.quantize_aware import quantized_weights
 from keras_compact.ops.fake_quant import fake_quant, fake_quant_in_keras_ops, nudged_range
 from keras_compact.callbacks import GradualPruning
 from keras_compact.pruning import prunable, prune
@@ -410,3 +413,53 @@ def test_dense_with_batch_norm_exports_fully_int8_and_keeps_the_classes(tmp_path
     assert report.operators == {"QUANTIZE": 1, "FULLY_CONNECTED": 3, "SOFTMAX": 1, "DEQUANTIZE": 1}, report.operators
     # Measured: 12 steps and all 360 digits on TensorFlow, 9 steps and 359 of 360 on JAX.
     assert report.top1_agreement >= 0.99 and report.max_abs_diff < 20 * STEP, report
+
+
+def _tokens(n=600, length=8, buckets=60, seed=0):
+    """Token buckets (0 pads) labelled by the most common bucket modulo 4: a task for the sequence network."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, length), "int32")
+    for row, size in zip(x, rng.integers(2, length + 1, n)):
+        row[:size] = rng.integers(1, buckets + 1, size)
+    y = np.array([np.bincount(row[row > 0] % 4, minlength=4).argmax() for row in x])
+    return x, y
+
+
+def test_sequence_network_with_embedding_and_qrnn_trains_quantization_aware_and_exports_int8(tmp_path):
+    from keras_compact.models import sequence_network
+
+    keras.utils.set_random_seed(0)
+    x, y = _tokens()
+    model = _fit(sequence_network(4, num_buckets=60, max_length=8, embedding_dim=8, units=8), x, y, epochs=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a wrapper that dropped the QRNN's mask would warn
+        qat = _fit(quantize_aware(model), x, y, epochs=1, learning_rate=0.001)
+    table = qat.get_layer("token_embedding_quant")
+    assert table.output_mode is None and not table.quantize_inputs  # GATHER keeps the table's scale; ids stay ids
+    qrnn = qat.get_layer("qrnn_quant").layer
+    assert [(id(v), mode) for v, mode in quantized_weights(qrnn)] == [(id(g.kernel), "per_tensor") for g in qrnn.gates]
+    report = export(qat, tmp_path / "sequence.tflite", quantization="int8", verify_with=x[:100],
+                    representative_data=x[:100])
+    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    assert report.top1_agreement >= 0.95, report
+    # The file's table is the trained table's int8 grid.
+    interpreter = Interpreter(model_path=str(tmp_path / "sequence.tflite"))
+    (gather,) = [op for op in interpreter._get_ops_details() if op["op_name"] == "GATHER"]
+    scale = interpreter._get_tensor_details(gather["inputs"][0], 0)["quantization_parameters"]["scales"]
+    embeddings = keras.ops.convert_to_numpy(table.layer.embeddings)
+    assert np.isclose(scale[0], (embeddings.max() - min(embeddings.min(), 0)) / 255, rtol=1e-5), scale
+
+
+@pytest.mark.tensorflow_backend("the converter's handling of the Conv1D kernel, the same from every backend; the JAX "
+                                 "run trains and exports the sequence network's Conv1D gates above")
+def test_conv1d_model_exports_from_quantization_aware_training(tmp_path, rng):
+    # A per-channel fake quantization of a Conv1D kernel failed in the converter ("tfl.reshape op requires
+    # 'output' type ... cast compatible"): the kernel gains an axis on its way to CONV_2D.
+    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Conv1D(6, 2, padding="causal", activation="relu"),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2, activation="softmax")])
+    qat = quantize_aware(model)
+    x = rng.uniform(-1, 1, (64, 8, 3)).astype("float32")
+    qat(x, training=True)
+    report = export(qat, tmp_path / "conv1d.tflite", quantization="int8", verify_with=x)
+    assert report.operators["CONV_2D"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    assert report.max_abs_diff <= STEP + 1e-6

@@ -302,6 +302,7 @@ def export(
     if quantize_aware:
         _qat.check(reference, options.quantization, options.float_layers)
     _quantize.check_calibration(options.quantization, options.representative_data, quantize_aware)
+    _quantize.check_integer_inputs(reference, options.quantization)
     options = dataclasses.replace(options, float_layers=_quantize.float_layer_names(
         reference, options.float_layers, options.quantization))
     if keras.backend.backend() != "tensorflow":

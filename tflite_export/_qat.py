@@ -48,9 +48,10 @@ def warn_float_parts(report, model, quantization):
     if extra > 0:
         warnings.warn(
             f"{extra} DEQUANTIZE operator(s) inside {report.path}: some tensors of {model.name!r} had no learned "
-            "range (raw keras.ops calls in the graph, or a BatchNormalization that follows no convolution), so the "
-            "converter left the operators reading them in float32. Pass representative_data= to export and the "
-            "converter calibrates those tensors, keeping the learned ranges everywhere else.",
+            "range (raw keras.ops calls in the graph, the inside of a QRNN, or a BatchNormalization that follows no "
+            "convolution), so the converter left the operators reading them in float32. Pass representative_data= "
+            "to export and the converter calibrates those tensors, keeping the learned ranges everywhere else (an "
+            "operator LiteRT has no int8 kernel for, as CONV_3D, stays float32 either way).",
             stacklevel=3,
         )
     return report

@@ -29,6 +29,21 @@ def check_calibration(quantization, representative_data, quantize_aware):
         )
 
 
+def check_integer_inputs(model, quantization):
+    """Raises when `quantization="int16x8"` meets an integer input, on which the converter's 16x8 mode fails."""
+    if quantization != "int16x8":
+        return
+    integers = [tensor.name for tensor in keras.tree.flatten(model.inputs)
+                if keras.backend.standardize_dtype(tensor.dtype).startswith(("int", "uint", "bool"))]
+    if integers:
+        raise ValueError(
+            f"quantization='int16x8' cannot take {model.name!r}: its input(s) {integers} hold integers (token ids, "
+            "as an Embedding reads), and the TFLite converter's 16x8 mode fails on them (\"Max and min for dynamic "
+            "tensors should be recorded during calibration\", tensorflow/model-optimization#1090; it has no 16x8 "
+            "CAST either). Use quantization='int8' (or float32) for this model."
+        )
+
+
 class FloatLayersError(ValueError):
     """`float_layers` names a layer the file has no operator of."""
 

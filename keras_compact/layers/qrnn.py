@@ -61,6 +61,11 @@ class QRNN(ChecksCallInputs, keras.layers.Layer):
             for direction in directions
         ]
 
+    @property
+    def gates(self):
+        """The gate convolutions (`Conv1D`, `3 * units` filters): the forward one, then the backward one."""
+        return tuple(self._gates)
+
     def build(self, input_shape):
         if len(input_shape) != 3 or input_shape[1] is None:
             raise ValueError(

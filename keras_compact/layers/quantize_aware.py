@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_compact import _keras_private
 from keras_compact._checks import ChecksCallInputs, check_rate, is_number, raise_errors
+from keras_compact.layers.qrnn import QRNN
 from keras_compact.layers.targeted_dropout import call_with_values
 from keras_compact.ops.fake_quant import fake_quant
 
@@ -14,11 +15,12 @@ FIXED_RANGES = {
     "softmax": (0.0, 255.0 / 256.0),
     "tanh": (-1.0, 127.0 / 128.0),
 }
-# How each layer's kernel is quantized: per output channel, or per tensor (the converter's
-# FULLY_CONNECTED, whose per-channel axis a transposed Keras kernel cannot carry).
+# How each layer's kernel is quantized: per output channel, or per tensor where the converter cannot
+# carry a per-channel axis: FULLY_CONNECTED (a transposed Keras kernel) and a Conv1D's CONV_2D (its kernel
+# gains an axis, and the converter fails with "tfl.reshape op requires 'output' type ... cast compatible").
 WEIGHT_MODES = (
     (keras.layers.DepthwiseConv2D, "depthwise"),
-    (keras.layers.Conv1D, "per_channel"),
+    (keras.layers.Conv1D, "per_tensor"),
     (keras.layers.Conv2D, "per_channel"),
     (keras.layers.Conv3D, "per_channel"),
     (keras.layers.Dense, "per_tensor"),
@@ -36,8 +38,31 @@ def weight_mode(layer):
     return None
 
 
+def quantized_weights(layer):
+    """`[(variable, mode)]`: the weights of `layer` its file holds in int8, and how each is rounded.
+
+    A kernel layer's kernel (`weight_mode`); an `Embedding`'s table (`"table"`:
+    GATHER's int8 table, asymmetric over its own range, the grid of what it
+    gathers); a `QRNN`'s gate convolutions (`Conv1D`: per tensor). Empty for
+    layers whose weights the file keeps in float or folds (batch norms).
+    """
+    mode = weight_mode(layer)
+    if mode is not None:
+        return [(layer.kernel, mode)]
+    if isinstance(layer, keras.layers.Embedding):
+        return [(layer.embeddings, "table")]
+    if isinstance(layer, QRNN):
+        return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
+    return []
+
+
 def quantized_kernel(kernel, mode):
-    """`kernel` on its symmetric int8 grid (`[-127, 127]` times `max|kernel| / 127`)."""
+    """`kernel` on its int8 grid: symmetric (`[-127, 127]` times `max|kernel| / 127`), or for
+    `mode="table"` asymmetric over `[min(kernel, 0), max(kernel, 0)]`."""
+    if mode == "table":
+        low = ops.stop_gradient(ops.minimum(ops.min(kernel), 0.0))
+        high = ops.stop_gradient(ops.maximum(ops.max(kernel), low + 1e-8))
+        return fake_quant(kernel, low, ops.maximum(high, 0.0))
     if mode == "depthwise":  # one scale per output channel: `in * multiplier` of them
         shape = ops.shape(kernel)
         flat = ops.reshape(kernel, (shape[0], shape[1], 1, -1))
@@ -64,8 +89,9 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
     Args:
         layer: the layer to wrap. A `Dense`, `Conv1D`/`2D`/`3D` or
             `DepthwiseConv2D` (alone or in a `keras_compact.pruning.PruningMask`,
-            whose zeros stay zero) has its kernel quantized; any other layer
-            only its inputs and output.
+            whose zeros stay zero) has its kernel quantized, an `Embedding` its
+            table and a `QRNN` its gate convolutions (`quantized_weights`); any
+            other layer only its inputs and output.
         activation: an activation name computed after the layer, on its
             quantized output (`"sigmoid"`, `"softmax"`, `"tanh"`, `"silu"`,
             `"gelu"`, ...): the converter's own operator, which the layer's
@@ -119,6 +145,7 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         self.quantize_inputs = quantize_inputs
         self.ema_decay = float(ema_decay)
         self._activation_only = activation is not None and isinstance(layer, keras.layers.Activation)
+        self.supports_masking = bool(getattr(layer, "supports_masking", False))
 
     @property
     def target(self):
@@ -160,14 +187,16 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         kwargs = {"training": training} if _keras_private.call_has_training_arg(self.layer) else {}
         if mask is not None and _keras_private.call_has_mask_arg(self.layer):
             kwargs["mask"] = mask
-        mode = weight_mode(self.target)
-        if mode is None:
+        weights = quantized_weights(self.target)
+        if not weights:
             return self.layer(x, **kwargs)
-        kernel = self.target.kernel
-        value = kernel.value
-        if self.layer is not self.target:  # a PruningMask: its zeros are quantized as zeros
-            value = value * self.layer.mask.value
-        return call_with_values(self.layer, [(kernel, quantized_kernel(value, mode))], x, **kwargs)
+        replacements = []
+        for variable, mode in weights:
+            value = variable.value
+            if self.layer is not self.target:  # a PruningMask (of a kernel): its zeros are quantized as zeros
+                value = value * self.layer.mask.value
+            replacements.append((variable, quantized_kernel(value, mode)))
+        return call_with_values(self.layer, replacements, x, **kwargs)
 
     def _activate(self, y):
         if self.activation in ("silu", "swish"):  # the converter's LOGISTIC (fixed range) times its input
@@ -187,6 +216,9 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
 
     def get_config(self):
         output = self.output_mode if self.output_mode in OUTPUTS else list(self.output_mode)
