@@ -79,7 +79,7 @@ def accuracy_table(data, configs, epochs, workdir):
         keras.utils.set_random_seed(0)
         trainer = trainer_network(num_features, num_classes)
         projection = projection_network(num_features, num_classes, num_hashes, num_bits, hidden)
-        net = keras_compact.ProjectionNet(trainer, projection, l2=l2, temperature=temperature)
+        net = keras_compact.ProjectionNet(trainer, projection, distillation_loss_weight=l2, temperature=temperature)
         net.compile(optimizer=keras.optimizers.Adam(1e-3))
         start = time.perf_counter()
         net.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2)

@@ -12,6 +12,7 @@ numbers here, and bools are never integers.
 import inspect
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -78,6 +79,33 @@ def draw_seed():
     own code may depend on, untouched.
     """
     return int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1)))
+
+
+def renamed_arguments(owner, function, kwargs, renames, given, warn=True):
+    """Takes the old names of renamed arguments out of `kwargs`.
+
+    `renames` maps each old name to its new one, `given` each new name to the
+    value `function` (whose signature holds the defaults) received. Returns
+    `(values, names)`: `given` with the values passed under old names in place,
+    and for each new name the name the caller used, for error messages. An old
+    name used warns (`DeprecationWarning`; not with `warn=False`, for a saved
+    file's config); an old name given beside its new one set to another value
+    than the default is a `ValueError`.
+    """
+    defaults = inspect.signature(function).parameters
+    values, names = dict(given), {new: new for new in renames.values()}
+    for old, new in renames.items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if given[new] is not defaults[new].default and given[new] != defaults[new].default:
+            raise ValueError(f"{owner} takes {new} (new) or {old} (deprecated), not both. "
+                             f"Received: {new}={given[new]!r}, {old}={value!r}")
+        if warn:
+            warnings.warn(f"{owner}({old}=...) is deprecated: the argument is now called {new} (the same meaning). "
+                          f"Pass {new}={value!r}.", DeprecationWarning, stacklevel=3)
+        values[new], names[new] = value, old
+    return values, names
 
 
 def bind_arguments(method, args, kwargs):

@@ -126,7 +126,7 @@ def quantize_aware(model, ema_decay=0.999):
         inner = fresh_copy(layer)
         if plan.activation is not None and not isinstance(layer, keras.layers.Activation):
             inner = _without_activation(layer)
-        wrapper = QuantizeAware(inner, activation=plan.activation, output=plan.output,
+        wrapper = QuantizeAware(inner, activation=plan.activation, output_mode=plan.output,
                                 quantize_inputs=plan.quantize_inputs, ema_decay=ema_decay, name=f"{layer.name}_quant")
         return wrapper, lambda built: built.layer.set_weights(values)
 

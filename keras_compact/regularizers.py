@@ -1,9 +1,11 @@
 """Group penalties that drive whole units to zero (Philipp & Carbonell 2017)."""
 
+import warnings
+
 import keras
 from keras import ops
 
-from keras_compact._checks import is_number, raise_errors
+from keras_compact._checks import is_number, raise_errors, renamed_arguments
 
 # Keeps the gradient of a norm finite at a unit whose weights are all zero.
 _EPSILON = 1e-12
@@ -15,25 +17,41 @@ def _group_norms(groups, p):
 
 
 class _UnitPenalty(keras.regularizers.Regularizer):
-    def __init__(self, l=0.001, p=2):
+    def __init__(self, factor=0.001, p=2, **kwargs):
+        from_file = kwargs.pop("_from_config", False)
+        values, names = renamed_arguments(type(self).__name__, _UnitPenalty.__init__, kwargs, {"l": "factor"},
+                                          {"factor": factor}, warn=not from_file)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}")
+        factor, name = values["factor"], names["factor"]
         errors = []
-        if not is_number(l) or l < 0:
-            errors.append(f"l must be a number >= 0. Received: l={l!r}")
+        if not is_number(factor) or factor < 0:
+            errors.append(f"{name} must be a number >= 0. Received: {name}={factor!r}")
         if not is_number(p) or p < 1:
             errors.append(f"p must be a number >= 1. Received: p={p!r}")
         raise_errors(errors)
-        self.l, self.p = float(l), float(p)
+        self.factor, self.p = float(factor), float(p)
 
     def __call__(self, kernel):
-        return self.l * ops.sum(_group_norms(self._groups(kernel), self.p))
+        return self.factor * ops.sum(_group_norms(self._groups(kernel), self.p))
+
+    @property
+    def l(self):
+        """Deprecated: `factor`."""
+        warnings.warn(f"{type(self).__name__}.l is deprecated: read .factor.", DeprecationWarning, stacklevel=2)
+        return self.factor
 
     def get_config(self):
-        return {"l": self.l, "p": self.p}
+        return {"factor": self.factor, "p": self.p}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config, _from_config=True)  # a file saved with l= loads without a warning
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class FanIn(_UnitPenalty):
-    """`l * sum over units of ||incoming weights of the unit||_p`, a kernel regularizer.
+    """`factor * sum over units of ||incoming weights of the unit||_p`, a kernel regularizer.
 
     The fan-in penalty of non-parametric networks (Philipp & Carbonell,
     "Nonparametric Neural Networks", ICLR 2017): a group norm per output unit
@@ -42,12 +60,13 @@ class FanIn(_UnitPenalty):
     lasso; `p=1` the plain L1 penalty.
 
     Args:
-        l: the strength, a number >= 0.
+        factor: the strength, a number >= 0 (Keras's word, as in
+            `OrthogonalRegularizer`; `l=` still works, deprecated).
         p: the norm, a number >= 1.
 
     Example:
 
-    >>> layer = keras.layers.Dense(64, activation="relu", kernel_regularizer=FanIn(l=1e-3))
+    >>> layer = keras.layers.Dense(64, activation="relu", kernel_regularizer=FanIn(factor=1e-3))
     """
 
     def _groups(self, kernel):
@@ -56,7 +75,7 @@ class FanIn(_UnitPenalty):
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class FanOut(_UnitPenalty):
-    """`l * sum over input units of ||outgoing weights of the unit||_p`, a kernel regularizer.
+    """`factor * sum over input units of ||outgoing weights of the unit||_p`, a kernel regularizer.
 
     The fan-out penalty of non-parametric networks (Philipp & Carbonell 2017):
     put on the layer that reads a layer's units, it pushes each input unit's
@@ -64,12 +83,13 @@ class FanOut(_UnitPenalty):
     flattened input counts as its own unit.
 
     Args:
-        l: the strength, a number >= 0.
+        factor: the strength, a number >= 0 (Keras's word, as in
+            `OrthogonalRegularizer`; `l=` still works, deprecated).
         p: the norm, a number >= 1.
 
     Example:
 
-    >>> layer = keras.layers.Dense(10, kernel_regularizer=FanOut(l=1e-3))
+    >>> layer = keras.layers.Dense(10, kernel_regularizer=FanOut(factor=1e-3))
     """
 
     def _groups(self, kernel):

@@ -97,7 +97,7 @@ def test_corrupt_keras_file_is_not_reported_as_missing(tmp_path, capsys):
 def test_saved_add_built_projection_network_exports_from_the_command_line(tmp_path):
     model = keras.Sequential()
     model.add(keras.Input((64,), name="pixels"))
-    model.add(ProjectionLayer(20, 8, output="signatures"))
+    model.add(ProjectionLayer(20, 8, output_mode="signatures"))
     model.add(keras.layers.Embedding(20 * 2**8, 2))
     model.add(keras.layers.Flatten())
     model.add(keras.layers.Dense(10, activation="softmax"))

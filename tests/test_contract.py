@@ -35,7 +35,7 @@ def _ragged_inputs():
 LAYER_CASES = [
     LayerCase("projection_bits", lambda: ProjectionLayer(8, 6), _dense_input, lambda: _X, (5, 48), "float32", 0, 0),
     LayerCase(
-        "projection_signatures", lambda: ProjectionLayer(8, 6, output="signatures", seed=3), _dense_input,
+        "projection_signatures", lambda: ProjectionLayer(8, 6, output_mode="signatures", seed=3), _dense_input,
         lambda: _X, (5, 8), "int32", 0, 0,
     ),
     LayerCase(
@@ -75,7 +75,7 @@ LAYER_CASES = [
               "float32", 2, 2),
     LayerCase(
         "quantize_aware_inputs_softmax",
-        lambda: QuantizeAware(keras.layers.Dense(8), activation="softmax", output=(0.0, 255 / 256), quantize_inputs=True),
+        lambda: QuantizeAware(keras.layers.Dense(8), activation="softmax", output_mode=(0.0, 255 / 256), quantize_inputs=True),
         _dense_input, lambda: _X, (5, 8), "float32", 2, 3,
     ),
     LayerCase(
@@ -167,7 +167,7 @@ def _models():
     hsic = HSICBottleneck(blocks, num_classes=3)
     hsic.build((None, 16))
     return {
-        "projection_net": ProjectionNet(trainer, projection, l2=0.3, temperature=2.0),
+        "projection_net": ProjectionNet(trainer, projection, distillation_loss_weight=0.3, temperature=2.0),
         "hsic_bottleneck": hsic,
     }
 

@@ -52,7 +52,7 @@ def test_exported_file_stores_seeds_not_a_projection_matrix(tmp_path):
 
 def test_signatures_feed_an_embedding_through_sparse_lsh_projection(tmp_path):
     inputs = keras.Input((32,), name="features")
-    signatures = ProjectionLayer(8, 6, output="signatures")(inputs)
+    signatures = ProjectionLayer(8, 6, output_mode="signatures")(inputs)
     embedded = keras.layers.Embedding(8 * 2**6, 4)(signatures)
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(embedded))
     model = keras.Model(inputs, outputs)

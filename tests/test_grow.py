@@ -72,20 +72,20 @@ def test_bad_grow_arguments_raise_clear_errors(name, units, message):
 def test_fan_in_is_the_sum_of_each_units_incoming_norm():
     kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype("float32")
     expected = 0.1 * np.linalg.norm(kernel.reshape(-1, 5), axis=0).sum()
-    assert float(FanIn(l=0.1)(kernel)) == pytest.approx(expected, rel=1e-5)
+    assert float(FanIn(factor=0.1)(kernel)) == pytest.approx(expected, rel=1e-5)
     l1 = 0.1 * np.abs(kernel).sum()
-    assert float(FanIn(l=0.1, p=1)(kernel)) == pytest.approx(l1, rel=1e-5)
+    assert float(FanIn(factor=0.1, p=1)(kernel)) == pytest.approx(l1, rel=1e-5)
 
 
 def test_fan_out_is_the_sum_of_each_input_units_outgoing_norm():
     kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 5)).astype("float32")
     expected = 0.2 * np.linalg.norm(np.moveaxis(kernel, -2, 0).reshape(4, -1), axis=1).sum()
-    assert float(FanOut(l=0.2)(kernel)) == pytest.approx(expected, rel=1e-5)
+    assert float(FanOut(factor=0.2)(kernel)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_penalties_have_a_finite_gradient_at_a_dead_unit():
     kernel = keras.Variable(np.zeros((4, 3), "float32"))
-    (gradient,) = gradients(lambda: FanIn(l=1.0)(kernel) + FanOut(l=1.0)(kernel), variables=[kernel])
+    (gradient,) = gradients(lambda: FanIn(factor=1.0)(kernel) + FanOut(factor=1.0)(kernel), variables=[kernel])
     assert np.all(np.isfinite(gradient))
 
 
@@ -95,8 +95,8 @@ def test_penalties_drive_units_to_zero_in_training():
     y = (x[:, 0] > 0).astype("int32")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)),
-                              keras.layers.Dense(32, activation="relu", kernel_regularizer=FanIn(l=0.02)),
-                              keras.layers.Dense(2, kernel_regularizer=FanOut(l=0.02))])
+                              keras.layers.Dense(32, activation="relu", kernel_regularizer=FanIn(factor=0.02)),
+                              keras.layers.Dense(2, kernel_regularizer=FanOut(factor=0.02))])
     model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     norms = lambda: np.linalg.norm(model.layers[0].kernel.numpy(), axis=0)  # noqa: E731
     start = norms()
@@ -105,16 +105,16 @@ def test_penalties_drive_units_to_zero_in_training():
 
 
 def test_penalties_round_trip_through_keras_serialization(tmp_path):
-    for penalty in (FanIn(l=0.01, p=1), FanOut(l=0.5)):
+    for penalty in (FanIn(factor=0.01, p=1), FanOut(factor=0.5)):
         restored = keras.regularizers.deserialize(keras.regularizers.serialize(penalty))
         assert type(restored) is type(penalty) and restored.get_config() == penalty.get_config()
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=FanIn(l=0.3))])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=FanIn(factor=0.3))])
     model.save(tmp_path / "m.keras")
-    assert keras.models.load_model(tmp_path / "m.keras").layers[0].kernel_regularizer.get_config()["l"] == 0.3
+    assert keras.models.load_model(tmp_path / "m.keras").layers[0].kernel_regularizer.get_config()["factor"] == 0.3
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(l=-1), "l=-1"), (dict(p=0.5), "p=0.5"),
-                                             (dict(l=float("nan")), "l=nan")])
+@pytest.mark.parametrize("kwargs, message", [(dict(factor=-1), "factor=-1"), (dict(p=0.5), "p=0.5"),
+                                             (dict(factor=float("nan")), "factor=nan")])
 def test_bad_penalty_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FanIn(**kwargs)

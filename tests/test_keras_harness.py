@@ -58,7 +58,7 @@ def _ragged():
 _STRINGS = dict(run_training_check=False)  # string inputs: the harness's training data cannot hold them
 HARNESS_CASES = [
     ("projection_bits", ProjectionLayer, dict(num_hashes=8, num_bits=6), lambda: _X, (5, 48), "float32", {}),
-    ("projection_signatures", ProjectionLayer, dict(num_hashes=8, num_bits=6, output="signatures"), lambda: _X,
+    ("projection_signatures", ProjectionLayer, dict(num_hashes=8, num_bits=6, output_mode="signatures"), lambda: _X,
      (5, 8), "int32", {}),
     ("projection_ragged", ProjectionLayer, dict(num_hashes=4, num_bits=5), _ragged, (3, 20), "float32",
      # The harness's mixed-precision step rebuilds the inputs as dense KerasTensors, which the layer

@@ -148,7 +148,7 @@ def test_one_unit_projection_net_learns_a_binary_task(digits, activation):
 
 
 def test_one_unit_binary_loss_is_binary_cross_entropy():
-    net = ProjectionNet(*_binary_networks(), l1=0.0, l2=0.0, l3=1.0)
+    net = ProjectionNet(*_binary_networks(), trainer_loss_weight=0.0, distillation_loss_weight=0.0, projection_loss_weight=1.0)
     probabilities = keras.ops.convert_to_tensor(np.array([[0.9], [0.2], [0.6]], "float32"))
     labels = np.array([1, 0, 0])
     losses, _, _ = net._joint_losses(probabilities, probabilities, labels, None)
@@ -498,9 +498,9 @@ def test_command_line_path_errors_answer_before_tensorflow_loads(tmp_path):
 @pytest.mark.parametrize("build", ["sequential", "functional", "bits and classes"])
 def test_a_projection_layer_as_the_model_output_exports(tmp_path, output, build):
     inputs = keras.Input((16,), name="features")
-    bits = ProjectionLayer(4, 6, output=output)(inputs)
+    bits = ProjectionLayer(4, 6, output_mode=output)(inputs)
     if build == "sequential":
-        model = keras.Sequential([keras.Input((16,), name="features"), ProjectionLayer(4, 6, output=output)])
+        model = keras.Sequential([keras.Input((16,), name="features"), ProjectionLayer(4, 6, output_mode=output)])
     elif build == "functional":
         model = keras.Model(inputs, bits)
     else:

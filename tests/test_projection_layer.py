@@ -84,7 +84,7 @@ def test_bits_match_tflite_builtin_when_ids_repeat_within_and_across_rows(rng):
 @RAGGED
 @pytest.mark.parametrize("num_bits", [1, 8, 14, 31, 32])
 def test_signatures_match_tflite_builtin_sparse_on_ids(rng, num_bits):
-    layer = ProjectionLayer(7, num_bits, output="signatures", seed=num_bits)
+    layer = ProjectionLayer(7, num_bits, output_mode="signatures", seed=num_bits)
     oracle = BuiltinLSH(layer.hash_seeds, sparse=True, feature_dtype=np.int64, with_weights=True)
     ids, weights = _ragged(rng, 300)
     ours = np.asarray(layer([ids, weights]))
@@ -94,14 +94,14 @@ def test_signatures_match_tflite_builtin_sparse_on_ids(rng, num_bits):
 
 
 def test_signatures_match_tflite_builtin_sparse_on_dense_inputs(rng):
-    layer = ProjectionLayer(10, 12, output="signatures", seed=5)
+    layer = ProjectionLayer(10, 12, output_mode="signatures", seed=5)
     oracle = BuiltinLSH(layer.hash_seeds, sparse=True, feature_dtype=np.int32, with_weights=True)
     x = rng.uniform(0, 1, size=(500, 64)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(layer(x)), oracle.dense(x))
 
 
 def test_signatures_index_one_embedding_table_per_function():
-    layer = ProjectionLayer(5, 4, output="signatures")
+    layer = ProjectionLayer(5, 4, output_mode="signatures")
     signatures = np.asarray(layer(np.random.default_rng(0).uniform(size=(200, 9))))
     for t in range(5):
         assert np.all((signatures[:, t] >= t * 16) & (signatures[:, t] < (t + 1) * 16))
@@ -163,7 +163,7 @@ def test_load_model_restores_identical_bits(tmp_path, rng):
 
 
 def test_get_config_round_trip():
-    layer = ProjectionLayer(3, 20, output="signatures", seed=9, name="p")
+    layer = ProjectionLayer(3, 20, output_mode="signatures", seed=9, name="p")
     clone = ProjectionLayer.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     np.testing.assert_array_equal(clone.hash_seeds, layer.hash_seeds)
@@ -189,7 +189,7 @@ def test_ragged_functional_model_with_weights_trains():
         (dict(num_hashes=2.5, num_bits=8), "num_hashes=2.5"),
         (dict(num_hashes=4, num_bits=0), "num_bits=0"),
         (dict(num_hashes=4, num_bits=65), "num_bits=65"),
-        (dict(num_hashes=4, num_bits=33, output="signatures"), "num_bits=33"),
+        (dict(num_hashes=4, num_bits=33, output_mode="signatures"), "num_bits=33"),
         (dict(num_hashes=4, num_bits=8, output="hashes"), "output='hashes'"),
         (dict(num_hashes=4, num_bits=8, seed=-1), "seed=-1"),
     ],
@@ -203,8 +203,8 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
 def test_more_than_32_bits_is_refused_with_the_builtin_limit_in_the_message(output):
     # The LiteRT kernel checks SizeOfDimension(hash, 1) <= 32: 33..64 bits used to train, then fail to run.
     with pytest.raises(ValueError, match=r"num_bits must be an integer from 1 to 32.*LSH_PROJECTION.*num_bits=33"):
-        ProjectionLayer(2, 33, output=output)
-    assert ProjectionLayer(2, 32, output=output).num_bits == 32
+        ProjectionLayer(2, 33, output_mode=output)
+    assert ProjectionLayer(2, 32, output_mode=output).num_bits == 32
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_non_finite_inputs_to_signatures_raise():
     x = np.zeros((2, 8), "float32")
     x[0, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite features"):
-        ProjectionLayer(4, 4, output="signatures")(x)
+        ProjectionLayer(4, 4, output_mode="signatures")(x)
 
 
 def test_seeds_take_the_whole_64_bit_stream_and_numpy_integers():

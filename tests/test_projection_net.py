@@ -44,7 +44,7 @@ def test_fit_trains_both_networks_on_real_digits_and_reports_both(digits):
 
 def test_loss_is_the_weighted_sum_of_the_three_terms(digits):
     (x_train, y_train), _ = digits
-    net = ProjectionNet(*_networks(), l1=0.7, l2=0.3, l3=2.0)
+    net = ProjectionNet(*_networks(), trainer_loss_weight=0.7, distillation_loss_weight=0.3, projection_loss_weight=2.0)
     net.compile(optimizer="adam")
     scores = net.evaluate(x_train[:256], y_train[:256], batch_size=256, return_dict=True, verbose=0)
     expected = 0.7 * scores["trainer_loss"] + 0.3 * scores["distillation_loss"] + 2.0 * scores["projection_loss"]
@@ -54,7 +54,7 @@ def test_loss_is_the_weighted_sum_of_the_three_terms(digits):
 def test_distillation_does_not_push_gradients_into_the_trainer(digits):
     (x_train, y_train), _ = digits
     trainer, projection = _networks()
-    net = ProjectionNet(trainer, projection, l1=0.0, l2=1.0, l3=0.0)
+    net = ProjectionNet(trainer, projection, trainer_loss_weight=0.0, distillation_loss_weight=1.0, projection_loss_weight=0.0)
     net.compile(optimizer=keras.optimizers.SGD(0.5))
     before_trainer = [w.copy() for w in trainer.get_weights()]
     before_projection = [w.copy() for w in projection.get_weights()]
@@ -153,9 +153,10 @@ def test_different_class_counts_are_refused_at_construction():
 
 
 def test_numpy_scalars_are_numbers_and_nan_is_not():
-    net = ProjectionNet(*_networks(), l1=np.float32(0.5), l2=np.int64(1), temperature=np.float64(2.0))
-    assert (net.l1, net.l2, net.temperature) == (0.5, 1.0, 2.0)
-    for name in ("l1", "l2", "l3", "temperature"):
+    net = ProjectionNet(*_networks(), trainer_loss_weight=np.float32(0.5), distillation_loss_weight=np.int64(1),
+                        temperature=np.float64(2.0))
+    assert (net.trainer_loss_weight, net.distillation_loss_weight, net.temperature) == (0.5, 1.0, 2.0)
+    for name in ("trainer_loss_weight", "distillation_loss_weight", "projection_loss_weight", "temperature"):
         with pytest.raises(ValueError, match=f"{name}=nan"):
             ProjectionNet(*_networks(), **{name: float("nan")})
     with pytest.raises(ValueError, match="from_logits=1"):
@@ -164,14 +165,14 @@ def test_numpy_scalars_are_numbers_and_nan_is_not():
 
 def test_save_and_load_round_trip(tmp_path, digits):
     (x_train, y_train), (x_test, _) = digits
-    net = ProjectionNet(*_networks(), l2=0.25, temperature=3.0)
+    net = ProjectionNet(*_networks(), distillation_loss_weight=0.25, temperature=3.0)
     net.compile(optimizer="adam")
     net.fit(x_train[:128], y_train[:128], epochs=1, verbose=0)
     path = tmp_path / "net.keras"
     net.save(path)
     restored = keras.models.load_model(path)
     assert isinstance(restored, ProjectionNet)
-    assert (restored.l2, restored.temperature) == (0.25, 3.0)
+    assert (restored.distillation_loss_weight, restored.temperature) == (0.25, 3.0)
     np.testing.assert_allclose(restored.predict(x_test, verbose=0), net.predict(x_test, verbose=0), atol=1e-6)
     np.testing.assert_allclose(
         restored.trainer.predict(x_test, verbose=0), net.trainer.predict(x_test, verbose=0), atol=1e-6
@@ -181,9 +182,9 @@ def test_save_and_load_round_trip(tmp_path, digits):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(l1=-1.0), "l1=-1.0"),
-        (dict(l2="a"), "l2='a'"),
-        (dict(l1=0, l2=0, l3=0), "At least one"),
+        (dict(trainer_loss_weight=-1.0), "trainer_loss_weight=-1.0"),
+        (dict(distillation_loss_weight="a"), "distillation_loss_weight='a'"),
+        (dict(trainer_loss_weight=0, distillation_loss_weight=0, projection_loss_weight=0), "At least one"),
         (dict(temperature=0), "temperature=0"),
     ],
 )

@@ -263,8 +263,8 @@ def test_a_model_already_quantization_aware_is_refused():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(output="fixed"), "output must be 'learned', None or"),
-    (dict(output=(1.0, 0.0)), "output must be"),
+    (dict(output_mode="fixed"), "output_mode must be 'learned', None or"),
+    (dict(output_mode=(1.0, 0.0)), "output_mode must be"),
     (dict(activation="not_an_activation"), "activation must be None or the name"),
     (dict(quantize_inputs=1), "quantize_inputs must be True or False"),
     (dict(ema_decay=2), "ema_decay"),

@@ -174,8 +174,8 @@ def export(
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
     Every `keras_compact.ProjectionLayer` that reads model inputs becomes TFLite's
-    builtin `LSH_PROJECTION` operator (DENSE for `output="bits"`, SPARSE for
-    `output="signatures"`) holding only the hash seeds; the other layers are
+    builtin `LSH_PROJECTION` operator (DENSE for `output_mode="bits"`, SPARSE for
+    `output_mode="signatures"`) holding only the hash seeds; the other layers are
     converted by the TF converter. The file takes `batch_size` examples per
     invoke (1 with LSH_PROJECTION, which has no batch dimension). Its inputs,
     named after the Keras inputs:

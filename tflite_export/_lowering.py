@@ -299,12 +299,12 @@ class HashMatrixProjection(keras.layers.Layer):
 
     @classmethod
     def of(cls, layer):
-        """The matrix lowering of a dense, `output="bits"` ProjectionLayer `layer`."""
+        """The matrix lowering of a dense, `output_mode="bits"` ProjectionLayer `layer`."""
         ragged = layer.num_features is None
         if ragged or layer.output_mode != "bits":
             raise ValueError(
                 f"projection_lowering='matrix' needs a ProjectionLayer with a dense float input and "
-                f"output='bits'; {layer.name!r} has {'ragged feature ids' if ragged else 'a dense input'} "
+                f"output_mode='bits'; {layer.name!r} has {'ragged feature ids' if ragged else 'a dense input'} "
                 f"and output={layer.output_mode!r}. Use projection_lowering='builtin'."
             )
         matrix = hashing.projection_matrix(layer.hash_seeds, layer.num_features).numpy()

@@ -102,7 +102,7 @@ def _batch_norm_pairs(model):
 
 def _identity(wrapper):
     """What a folded batch norm's wrapper becomes: its output quantization alone."""
-    identity = QuantizeAware(keras.layers.Identity(), output=wrapper.output_mode, ema_decay=wrapper.ema_decay,
+    identity = QuantizeAware(keras.layers.Identity(), output_mode=wrapper.output_mode, ema_decay=wrapper.ema_decay,
                              name=wrapper.name)
     values = _range_values(wrapper)
     return identity, lambda built: _set_ranges(built, values)
@@ -122,7 +122,7 @@ def _with_kernel(wrapper, batch_norm):
         kernel, bias = _fold(kernel, bias, batch_norm, weight_mode(target))
         config["use_bias"] = True
     inner = type(target).from_config(config)
-    copy = QuantizeAware(inner, activation=wrapper.activation, output=wrapper.output_mode,
+    copy = QuantizeAware(inner, activation=wrapper.activation, output_mode=wrapper.output_mode,
                          quantize_inputs=wrapper.quantize_inputs, ema_decay=wrapper.ema_decay, name=wrapper.name)
     values = _range_values(wrapper)
     weights = [kernel] + ([bias] if bias is not None else [])

@@ -48,7 +48,7 @@ class TargetedChannels(keras.callbacks.Callback):
         return {"seed": self.seed}
 
     def on_train_begin(self, logs=None):
-        self.layers = {_graph.core(layer).name: layer for layer in _keras_private.sublayers(self.model)
+        self.layers = {_graph.unwrapped(layer).name: layer for layer in _keras_private.sublayers(self.model)
                        if isinstance(layer, TargetedDropout) and layer.granularity == "channel"}
         if not self.layers:
             raise ValueError(

@@ -2,7 +2,9 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import backend, call_in_tf_data, float64_scope, in_tf_data, require_tensorflow
-from keras_compact._checks import ChecksCallInputs, check_seed, is_int, one_of, positive_int_errors, raise_errors
+from keras_compact._checks import (
+    ChecksCallInputs, check_seed, is_int, one_of, positive_int_errors, raise_errors, renamed_arguments,
+)
 from keras_compact.ops import hashing
 
 _OUTPUTS = ("bits", "signatures")
@@ -30,8 +32,8 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
 
     Non-finite values are never hashed into ordinary bits: an example whose dense
     features (or sparse weights) hold a NaN or an infinity gets NaN for every bit
-    with `output="bits"`, so the model's output for it is NaN, as with any Keras
-    layer; with `output="signatures"` (int32, which has no NaN) the call raises
+    with `output_mode="bits"`, so the model's output for it is NaN, as with any
+    Keras layer; with `output_mode="signatures"` (int32, which has no NaN) the call raises
     `InvalidArgumentError`. On the phone `LSH_PROJECTION` would turn such an
     example into ordinary bits, so `tflite_export` reports those examples
     (`ExportReport.non_finite_examples`).
@@ -45,9 +47,11 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
         num_bits: d, bits per hash function, 1 to 32: the builtin `LSH_PROJECTION`
             kernel's limit (`SizeOfDimension(hash, 1) <= 32`), so that every layer
             this constructor accepts exports and runs on the phone.
-        output: `"bits"` for float32 `[batch, T * d]` of 0/1, or `"signatures"`
-            for int32 `[batch, T]`: the d bits of function t packed into an
-            integer, plus `t * 2**d`, ready for `keras.layers.Embedding(T * 2**d, ...)`.
+        output_mode: `"bits"` for float32 `[batch, T * d]` of 0/1, or
+            `"signatures"` for int32 `[batch, T]`: the d bits of function t
+            packed into an integer, plus `t * 2**d`, ready for
+            `keras.layers.Embedding(T * 2**d, ...)`. (`output=` still works,
+            deprecated.)
         seed: non-negative integer from which the seeds are derived.
 
     Call arguments:
@@ -67,10 +71,14 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
     expected_inputs = "a float tensor (batch, features), int64 feature ids as a tf.RaggedTensor (batch, None), or [ids, weights] ragged tensors"
     convert_hint = "np.asarray(features, 'float32'), or tf.ragged.constant(ids, dtype='int64') for ids"
 
-    def __init__(self, num_hashes, num_bits, output="bits", seed=0, **kwargs):
+    def __init__(self, num_hashes, num_bits, output_mode="bits", seed=0, **kwargs):
+        from_file = kwargs.pop("_from_config", False)
+        values, names = renamed_arguments("ProjectionLayer", ProjectionLayer.__init__, kwargs,
+                                          {"output": "output_mode"}, {"output_mode": output_mode}, warn=not from_file)
+        output_mode = values["output_mode"]
         errors = []
         errors += positive_int_errors(num_hashes=num_hashes)
-        errors.append(one_of("output", output, _OUTPUTS))
+        errors.append(one_of(names["output_mode"], output_mode, _OUTPUTS))
         if not is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
             errors.append(
                 f"num_bits must be an integer from 1 to {MAX_BITS}, the limit of TFLite's builtin "
@@ -86,7 +94,7 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_hashes = int(num_hashes)
         self.num_bits = int(num_bits)
-        self.output_mode = output
+        self.output_mode = output_mode
         self.seed = int(seed)
         self._seeds = hashing.lsh_seeds(self.num_hashes, self.num_bits, self.seed)
         self._matrix = None
@@ -193,17 +201,21 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
         config.update(
             num_hashes=self.num_hashes,
             num_bits=self.num_bits,
-            output=self.output_mode,
+            output_mode=self.output_mode,
             seed=self.seed,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config, _from_config=True)  # a file saved with output= loads without a warning
 
 
 def _assert_finite(finite, name):
     tf.debugging.assert_equal(
         finite,
         True,
-        message=f"ProjectionLayer {name!r} (output='signatures') received an example with "
+        message=f"ProjectionLayer {name!r} (output_mode='signatures') received an example with "
         "NaN or infinite features; signatures are int32 and cannot carry NaN. Clean the inputs.",
     )
 

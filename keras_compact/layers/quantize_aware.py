@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_compact import _keras_private
-from keras_compact._checks import ChecksCallInputs, check_rate, is_number, raise_errors
+from keras_compact._checks import ChecksCallInputs, check_rate, is_number, raise_errors, renamed_arguments
 from keras_compact.layers.qrnn import QRNN
 from keras_compact.layers.targeted_dropout import call_with_values
 from keras_compact.ops.fake_quant import fake_quant
@@ -98,7 +98,7 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             fused kernel cannot include. `"silu"`/`"swish"` is quantized as the
             converter writes it, `x * sigmoid(x)`. With a `keras.layers.Activation`
             as `layer`, the activation replaces its call.
-        output: `"learned"` (a moving-average range), `None` (not quantized: the
+        output_mode: `"learned"` (a moving-average range), `None` (not quantized: the
             converter fuses this output into the next operator, or keeps its
             input's scale), or a `(minimum, maximum)` pair (a fixed range, as
             after a sigmoid).
@@ -118,7 +118,12 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
 
     expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
 
-    def __init__(self, layer, activation=None, output="learned", quantize_inputs=False, ema_decay=0.999, **kwargs):
+    def __init__(self, layer, activation=None, output_mode="learned", quantize_inputs=False, ema_decay=0.999,
+                 **kwargs):
+        from_file = kwargs.pop("_from_config", False)
+        values, names = renamed_arguments("QuantizeAware", QuantizeAware.__init__, kwargs, {"output": "output_mode"},
+                                          {"output_mode": output_mode}, warn=not from_file)
+        output, output_name = values["output_mode"], names["output_mode"]
         errors = []
         if activation is not None:
             try:
@@ -130,8 +135,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
                 errors.append(f"activation must be None or a name (a string). Received: activation={activation!r}")
         if not (output in OUTPUTS or _is_range(output)):
             errors.append(
-                "output must be 'learned', None or a (minimum, maximum) pair with minimum < maximum. "
-                f"Received: output={output!r}"
+                f"{output_name} must be 'learned', None or a (minimum, maximum) pair with minimum < maximum. "
+                f"Received: {output_name}={output!r}"
             )
         if not isinstance(quantize_inputs, bool):
             errors.append(f"quantize_inputs must be True or False. Received: quantize_inputs={quantize_inputs!r}")
@@ -225,10 +230,15 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         return {
             **super().get_config(),
             "activation": self.activation,
-            "output": output,
+            "output_mode": output,
             "quantize_inputs": self.quantize_inputs,
             "ema_decay": self.ema_decay,
         }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # A file saved with output= (the argument's name before output_mode) loads without a warning.
+        return super().from_config({**config, "_from_config": True}, custom_objects=custom_objects)
 
 
 def quantization_range(value):

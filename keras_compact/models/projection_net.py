@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -7,8 +8,17 @@ import tensorflow as tf
 from keras_compact import _keras_private
 from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
 from keras_compact._checks import (
-    bind_arguments, check_class_labels, describe_non_finite_weights, is_number, raise_errors,
+    bind_arguments, check_class_labels, describe_non_finite_weights, is_number, raise_errors, renamed_arguments,
 )
+
+
+# The paper's symbols, the arguments' names before they said what they weigh: old name -> new name.
+_RENAMED = {"l1": "trainer_loss_weight", "l2": "distillation_loss_weight", "l3": "projection_loss_weight"}
+
+
+def _deprecated_attribute(owner, old, new):
+    warnings.warn(f"{type(owner).__name__}.{old} is deprecated: read .{new}.", DeprecationWarning, stacklevel=3)
+    return getattr(owner, new)
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -19,6 +29,9 @@ class ProjectionNet(keras.Model):
     Using Neural Projections", 2017) trains both networks on the same inputs with
 
         L = l1 * CE(trainer(x), y) + l2 * D(projection(x), trainer(x)) + l3 * CE(projection(x), y)
+
+    (the paper's `l1`, `l2`, `l3` are the arguments `trainer_loss_weight`,
+    `distillation_loss_weight` and `projection_loss_weight`)
 
     where `D` is the cross-entropy of the projection network's prediction against
     the trainer's softmax (both softened by `temperature` and scaled by
@@ -46,9 +59,11 @@ class ProjectionNet(keras.Model):
     Args:
         trainer: a Keras model from `x` to class probabilities (or logits).
         projection: a Keras model from `x` to class probabilities (or logits).
-        l1: weight of the trainer's cross-entropy with the labels.
-        l2: weight of the distillation term.
-        l3: weight of the projection network's cross-entropy with the labels.
+        trainer_loss_weight: weight of the trainer's cross-entropy with the
+            labels (the paper's `l1`; `l1=` still works, deprecated).
+        distillation_loss_weight: weight of the distillation term (`l2`).
+        projection_loss_weight: weight of the projection network's
+            cross-entropy with the labels (`l3`).
         temperature: softmax temperature of the distillation term, > 0.
         from_logits: `None` (default) decides for each network from its last
             layer: probabilities after a softmax (`activation="softmax"` or a
@@ -71,17 +86,24 @@ class ProjectionNet(keras.Model):
     """
 
     def __init__(
-        self, trainer, projection, l1=1.0, l2=0.1, l3=1.0, temperature=1.0, from_logits=None, **kwargs
+        self, trainer, projection, trainer_loss_weight=1.0, distillation_loss_weight=0.1, projection_loss_weight=1.0,
+        temperature=1.0, from_logits=None, **kwargs
     ):
+        from_file = kwargs.pop("_from_config", False)
+        weights, names = renamed_arguments("ProjectionNet", ProjectionNet.__init__, kwargs, _RENAMED, dict(
+            trainer_loss_weight=trainer_loss_weight, distillation_loss_weight=distillation_loss_weight,
+            projection_loss_weight=projection_loss_weight,
+        ), warn=not from_file)
         errors = []
         for name, value in (("trainer", trainer), ("projection", projection)):
             if not isinstance(value, keras.Model):
                 errors.append(f"{name} must be a keras.Model. Received: {name}={type(value).__name__}")
-        for name, value in (("l1", l1), ("l2", l2), ("l3", l3)):
+        for new, value in weights.items():
             if not is_number(value) or value < 0:
-                errors.append(f"{name} must be a number >= 0. Received: {name}={value!r}")
-        if not errors and l1 + l2 + l3 == 0:
-            errors.append(f"At least one of l1, l2, l3 must be > 0. Received: l1={l1}, l2={l2}, l3={l3}")
+                errors.append(f"{names[new]} must be a number >= 0. Received: {names[new]}={value!r}")
+        if not errors and sum(weights.values()) == 0:
+            given = ", ".join(f"{names[new]}={value}" for new, value in weights.items())
+            errors.append(f"At least one of {', '.join(names.values())} must be > 0. Received: {given}")
         if not is_number(temperature) or temperature <= 0:
             errors.append(f"temperature must be a number > 0. Received: temperature={temperature!r}")
         if from_logits is not None and not isinstance(from_logits, (bool, np.bool_)):
@@ -95,7 +117,9 @@ class ProjectionNet(keras.Model):
         super().__init__(**kwargs)
         self.trainer = trainer
         self.projection = projection
-        self.l1, self.l2, self.l3 = float(l1), float(l2), float(l3)
+        self.trainer_loss_weight = float(weights["trainer_loss_weight"])
+        self.distillation_loss_weight = float(weights["distillation_loss_weight"])
+        self.projection_loss_weight = float(weights["projection_loss_weight"])
         self.temperature = float(temperature)
         self.from_logits = None if from_logits is None else bool(from_logits)
         from_logits = self.from_logits
@@ -203,7 +227,7 @@ class ProjectionNet(keras.Model):
         arguments = bind_arguments(keras.Model.compile, args, kwargs)
         if arguments.get("loss") is not None:
             raise ValueError(
-                "ProjectionNet computes its own joint loss (weighted by l1, l2, l3); compile takes no loss. "
+                "ProjectionNet computes its own joint loss (weighted by trainer_loss_weight, distillation_loss_weight, projection_loss_weight); compile takes no loss. "
                 f"Received: loss={arguments['loss']!r}"
             )
         return super().compile(*args, **kwargs)
@@ -215,7 +239,7 @@ class ProjectionNet(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The joint loss `l1 * trainer CE + l2 * distillation + l3 * projection CE`, plus regularizers.
+        """The joint loss: the three weighted terms (`l1`, `l2`, `l3` of the paper), plus regularizers.
 
         Keras's training loop calls this with `y_pred` the projection network's
         outputs; the trainer network runs here, once per step. Updates the
@@ -248,9 +272,9 @@ class ProjectionNet(keras.Model):
         }
         losses = {name: _weighted_mean(value, sample_weight) for name, value in per_example.items()}
         losses["loss"] = (
-            self.l1 * losses["trainer_loss"]
-            + self.l2 * losses["distillation_loss"]
-            + self.l3 * losses["projection_loss"]
+            self.trainer_loss_weight * losses["trainer_loss"]
+            + self.distillation_loss_weight * losses["distillation_loss"]
+            + self.projection_loss_weight * losses["projection_loss"]
         )
         predictions = {"trainer_accuracy": trainer_log_probs, "projection_accuracy": projection_log_probs}
         return losses, predictions, targets
@@ -278,9 +302,9 @@ class ProjectionNet(keras.Model):
         config.update(
             trainer=keras.saving.serialize_keras_object(self.trainer),
             projection=keras.saving.serialize_keras_object(self.projection),
-            l1=self.l1,
-            l2=self.l2,
-            l3=self.l3,
+            trainer_loss_weight=self.trainer_loss_weight,
+            distillation_loss_weight=self.distillation_loss_weight,
+            projection_loss_weight=self.projection_loss_weight,
             temperature=self.temperature,
             from_logits=self.from_logits,
         )
@@ -296,7 +320,22 @@ class ProjectionNet(keras.Model):
                     "Load it in a TensorFlow-backend process; on JAX, train a sequence_network on dense token ids.",
                 )
             config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)
+        return cls(**config, _from_config=True)  # a file saved with l1, l2, l3 loads without a warning
+
+    @property
+    def l1(self):
+        """Deprecated: `trainer_loss_weight`."""
+        return _deprecated_attribute(self, "l1", "trainer_loss_weight")
+
+    @property
+    def l2(self):
+        """Deprecated: `distillation_loss_weight`."""
+        return _deprecated_attribute(self, "l2", "distillation_loss_weight")
+
+    @property
+    def l3(self):
+        """Deprecated: `projection_loss_weight`."""
+        return _deprecated_attribute(self, "l3", "projection_loss_weight")
 
 
 def _inputs_for(network, x):

@@ -69,27 +69,27 @@ def examples(model, data, criterion, merge):
     return x, y
 
 
-def unit_scores(criterion, model, copy, masks, x, y):
+def unit_scores(criterion, model, copy, wrappers, x, y):
     """`{name: [units]}` scores for `criterion`; the smallest are pruned."""
     if criterion == "magnitude":
-        return {name: _graph.unit_norms(layer) for name, layer in masks.items()}
-    nested = [name for name, layer in masks.items() if layer not in copy.layers]
+        return {name: _graph.unit_norms(layer) for name, layer in wrappers.items()}
+    nested = [name for name, layer in wrappers.items() if layer not in copy.layers]
     if nested:
         raise ValueError(
             f"criterion={criterion!r} reads the activations of the model's own layers; {nested} are inside a "
             "nested model. Prune the nested model itself, or choose criterion='magnitude'."
         )
     graph = as_functional(copy)
-    probe = keras.Model(graph.inputs[0], [layer.output for layer in masks.values()] + [graph.outputs[0]])
-    totals = [0.0] * len(masks)
+    probe = keras.Model(graph.inputs[0], [layer.output for layer in wrappers.values()] + [graph.outputs[0]])
+    totals = [0.0] * len(wrappers)
     if criterion == "onorm":
         for start in range(0, len(x), _BATCH):
             values = probe(x[start : start + _BATCH], training=False)[:-1]
             for index, value in enumerate(values):
                 totals[index] = totals[index] + _per_unit_sum(np.abs(keras.ops.convert_to_numpy(value)))
     else:
-        totals = _taylor_totals(model, probe, x, y, len(masks))
-    return {name: np.asarray(total) / len(x) for name, total in zip(masks, totals)}
+        totals = _taylor_totals(model, probe, x, y, len(wrappers))
+    return {name: np.asarray(total) / len(x) for name, total in zip(wrappers, totals)}
 
 
 def _taylor_totals(model, probe, x, y, count):
@@ -128,14 +128,14 @@ def _per_unit_sum(values):
     return values.reshape(len(values), -1, values.shape[-1]).mean(axis=1).sum(axis=0)
 
 
-def chains_for(copy, masks, criterion, merge):
+def chains_for(copy, wrappers, criterion, merge):
     """`{name: Chain}` for similarity and merging, which change the layer reading the units."""
     if not (merge or criterion == "similarity"):
         return {}
     found = _graph.chains(copy)
     what = "criterion='similarity'" if criterion == "similarity" else "merge=True"
     result = {}
-    for name in masks:
+    for name in wrappers:
         chain = found.get(name, f"{name!r} is inside a nested model")
         if not isinstance(chain, _graph.Chain):  # a Blocked, or a nested layer
             raise ValueError(
@@ -153,7 +153,7 @@ def similar_units(layer, chain, count):
     if layer.target.use_bias:
         incoming = np.vstack([incoming, keras.ops.convert_to_numpy(layer.masked_values()[1][1])[None, :]])
     incoming = incoming.astype(np.float64)
-    consumer = _graph.core(chain.consumer)
+    consumer = _graph.unwrapped(chain.consumer)
     rows = chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel))
     outgoing = np.moveaxis(rows, -2, 0).astype(np.float64)  # [units, ...]
     squares = np.sum(incoming**2, axis=0)
@@ -186,7 +186,7 @@ def merge(model, original, copy, chain, pruned, x):
     the consumer's least-squares fit of its unpruned pre-activations (exactly so
     for a `Dense` reading the units directly). The pruned units' rows become zero.
     """
-    consumer = _graph.core(chain.consumer)
+    consumer = _graph.unwrapped(chain.consumer)
     kept = ~np.asarray(pruned, bool)
     current = keras.Model(as_functional(copy).inputs[0], chain.tensor)
     target = keras.Model(as_functional(model).inputs[0], original.tensor)

@@ -55,7 +55,7 @@ _ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyRe
                 keras.layers.Dropout, keras.layers.GaussianNoise)
 
 
-def core(layer):
+def unwrapped(layer):
     """The `Dense`/convolution inside `PruningMask` and `TargetedDropout` wrappers (or `layer`)."""
     # PruningMask is known by its method: it is defined in prune.py, which imports this module.
     while isinstance(layer, TargetedDropout) or hasattr(layer, "masked_values"):
@@ -101,13 +101,13 @@ class Chain:
 
     def consumer_rows(self, kernel):
         """The consumer's kernel with the producer's channels on axis -2."""
-        if isinstance(core(self.consumer), keras.layers.Dense):
+        if isinstance(unwrapped(self.consumer), keras.layers.Dense):
             return kernel.reshape(self.positions, -1, kernel.shape[-1])
         return kernel
 
     def consumer_kernel(self, rows):
         """Inverse of `consumer_rows`."""
-        if isinstance(core(self.consumer), keras.layers.Dense):
+        if isinstance(unwrapped(self.consumer), keras.layers.Dense):
             return rows.reshape(-1, rows.shape[-1])
         return rows
 
@@ -124,7 +124,7 @@ class Blocked:
 
 
 def chains(model):
-    """`{producer core name: Chain or Blocked}` for every resizable layer of `model`'s own graph."""
+    """`{name of the unwrapped producer: Chain or Blocked}` for every resizable layer of `model`'s own graph."""
     graph = as_functional(model)
     readers, calls = {}, {}
     for node in _keras_private.nodes(graph):
@@ -134,7 +134,7 @@ def chains(model):
     outputs = {id(tensor) for tensor in keras.tree.flatten(graph.outputs)}
     found = {}
     for node in _keras_private.nodes(graph):
-        inner = core(node.operation)
+        inner = unwrapped(node.operation)
         if isinstance(inner, RESIZABLE):
             if calls[id(node.operation)] > 1:
                 found[inner.name] = Blocked(f"{inner.name!r} is called more than once in the model")
@@ -145,14 +145,14 @@ def chains(model):
 
 def _follow(node, readers, outputs, calls):
     producer, tensor = node.operation, node.outputs[0]
-    name = core(producer).name
+    name = unwrapped(producer).name
     if id(tensor) in outputs:
         return Blocked(f"the units of {name!r} are a model output", output=True)
-    if getattr(core(producer), "data_format", "channels_last") != "channels_last":
+    if getattr(unwrapped(producer), "data_format", "channels_last") != "channels_last":
         return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
-    if not _elementwise(core(producer).activation):
+    if not _elementwise(unwrapped(producer).activation):
         return Blocked(f"the activation of {name!r} mixes its units")
-    if getattr(core(producer), "groups", 1) > 1:
+    if getattr(unwrapped(producer), "groups", 1) > 1:
         return Blocked(f"{name!r} is a grouped convolution, whose groups keep equal widths")
     between, positions = [], 1
     while True:
@@ -170,7 +170,7 @@ def _follow(node, readers, outputs, calls):
             )
         if calls[id(layer)] > 1:
             return Blocked(f"the units of {name!r} reach {layer.name!r}, which is called more than once")
-        inner = core(layer)
+        inner = unwrapped(layer)
         if isinstance(inner, RESIZABLE):
             if positions > 1 and not isinstance(inner, keras.layers.Dense):
                 return Blocked(f"the units of {name!r} are flattened into {type(inner).__name__} {inner.name!r}")
@@ -220,7 +220,7 @@ def _elementwise(activation):
 def constants(chain, channels):
     """The value each channel of the consumer's input takes when the producer's
     unit outputs `activation(0)`: a NumPy vector of `channels` values."""
-    producer = core(chain.producer)
+    producer = unwrapped(chain.producer)
     shape = [1] + [8 if size is None else size for size in chain.producer.output.shape[1:-1]] + [channels]
     value = producer.activation(keras.ops.zeros(shape))
     for layer in chain.between:

@@ -227,7 +227,7 @@ class _Graph:
         self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
         self.layouts, self.members, self.weighted, self.parts, self._groups = {}, [], set(), {}, None
         names = {layer.name for layer in _keras_private.sublayers(self.model, include_self=False)}
-        names |= {_graph.core(node.operation).name for node in _nodes(self.model)}
+        names |= {_graph.unwrapped(node.operation).name for node in _nodes(self.model)}
         self._visit_graph(self.model, _check_ignored(ignored_layers, names, model), outer=True)
         for tensor in keras.tree.flatten(self.model.outputs):
             for segment in self.resolve(self.layouts[id(tensor)]).segments:  # the reason that matters most
@@ -283,7 +283,7 @@ class _Graph:
     # Visiting the graph.
     def _visit(self, node, ignored, calls):
         operation = node.operation
-        layer = _graph.core(operation)
+        layer = _graph.unwrapped(operation)
         inputs = [self.resolve(self.layouts[id(t)]) for t in node.arguments.keras_tensors]
         outputs = node.outputs
         described = f"{type(layer).__name__} {layer.name!r}"

@@ -31,7 +31,7 @@ def macs(model):
     graph = as_functional(model)
     total = 0
     for node in _keras_private.nodes(graph):
-        layer = _graph.core(node.operation)
+        layer = _graph.unwrapped(node.operation)
         if is_graph_model(layer):
             total += macs(layer)
         elif isinstance(layer, keras.layers.Layer) and node.outputs:

@@ -282,17 +282,17 @@ def prune(model, sparsity, granularity="weight", scope=None, layers=None, criter
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     targets = _without_ignored(model, targets, ignored_layers)
     copy = _masked_copy(model, targets, granularity, keep_dropout=False)
-    masks = {
+    wrappers = {
         layer.target.name: layer
         for layer in _keras_private.sublayers(copy)
         if isinstance(layer, PruningMask) and layer.target.name in targets
     }
     if granularity == "weight":
-        for name, keep in weight_keep(masks, sparsity, scope).items():
-            masks[name].set_mask(keep)
+        for name, keep in weight_keep(wrappers, sparsity, scope).items():
+            wrappers[name].set_mask(keep)
     else:
-        _prune_units(model, copy, masks, sparsity, criterion, data=(x, y), merge=merge)
-    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in masks.values()])
+        _prune_units(model, copy, wrappers, sparsity, criterion, data=(x, y), merge=merge)
+    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in wrappers.values()])
 
 
 def prunable(model, layers=None, granularity="weight"):
@@ -369,15 +369,15 @@ def stripped_replacement(layer):
     return None
 
 
-def weight_keep(masks, sparsity, scope):
+def weight_keep(wrappers, sparsity, scope):
     """`{name: kernel-shaped bool}`: the weights magnitude pruning keeps, in exact counts.
 
-    `masks` maps names to `PruningMask` layers; their masked kernels are ranked
+    `wrappers` maps names to `PruningMask` layers; their masked kernels are ranked
     (so weights pruned before stay pruned) within each unit (`scope="unit"`),
     each layer (`"layer"`) or all layers together (`"global"`)."""
-    kernels = {name: masked_kernel(layer) for name, layer in masks.items()}
+    kernels = {name: masked_kernel(layer) for name, layer in wrappers.items()}
     if scope == "unit":
-        return {name: _layer_keep(kernel, sparsity, masks[name].target) for name, kernel in kernels.items()}
+        return {name: _layer_keep(kernel, sparsity, wrappers[name].target) for name, kernel in kernels.items()}
     pools = [list(kernels)] if scope == "global" else [[name] for name in kernels]
     result = {}
     for names in pools:
@@ -476,14 +476,14 @@ def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_
     keep = _channel.choose(graph, importance, sparsity, scope, round_to, only)
     keeps = _channel.kernel_keeps(graph, keep)
     copy = _masked_copy(model, set(keeps), "channel", keep_dropout=False)
-    masks = {
+    wrappers = {
         layer.target.name: layer
         for layer in _keras_private.sublayers(copy)
         if isinstance(layer, PruningMask) and layer.target.name in keeps
     }
     for name, kept in keeps.items():
-        masks[name].set_mask(kept)
-    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in masks.values()],
+        wrappers[name].set_mask(kept)
+    return PruningReport(model=copy, layers=[_layer_report(layer) for layer in wrappers.values()],
                          groups=_channel.report(graph, keep))
 
 
@@ -508,7 +508,7 @@ def _masked_copy(model, targets, granularity, keep_dropout):
     """A copy of `model` with fresh layers, each target in a `PruningMask` of all-ones masks."""
 
     def replace(layer):
-        inner = _graph.core(layer)
+        inner = _graph.unwrapped(layer)
         if isinstance(layer, PruningMask) and (keep_dropout or inner.name not in targets):
             return fresh_copy(layer), layer.get_weights()
         if inner.name in targets and isinstance(inner, SUPPORTED_LAYERS):
@@ -527,10 +527,10 @@ def _prunable(model, names, skip_outputs):
     """Prunable layers (nested models included) by name; with `skip_outputs`, not
     those computing a model output (removing units there would remove classes)."""
     outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
-    at_output = {_graph.core(layer).name for layer in model.layers if _output_of(layer) in outputs}
+    at_output = {_graph.unwrapped(layer).name for layer in model.layers if _output_of(layer) in outputs}
     found = {}
     for layer in _keras_private.sublayers(model, include_self=False):
-        inner = _graph.core(layer)
+        inner = _graph.unwrapped(layer)
         if isinstance(inner, SUPPORTED_LAYERS) and inner.built and not (skip_outputs and inner.name in at_output):
             found.setdefault(inner.name, inner)
     if names is not None:
@@ -573,16 +573,16 @@ def _layer_keep(kernel, sparsity, layer):
     return _graph.to_kernel(keep, layer)
 
 
-def _prune_units(model, copy, masks, sparsity, criterion, *, data, merge):
+def _prune_units(model, copy, wrappers, sparsity, criterion, *, data, merge):
     """Unit pruning: each mask of `copy` loses the `sparsity` of its units `criterion` ranks lowest
     (scored on `data`, `(x, y)`); with `merge`, their work is folded into the units kept."""
     x, y = data
     scores = {}
     if criterion != "similarity":
-        scores = _criteria.unit_scores(criterion, model, copy, masks, x, y)
-    chains = _criteria.chains_for(copy, masks, criterion, merge)
+        scores = _criteria.unit_scores(criterion, model, copy, wrappers, x, y)
+    chains = _criteria.chains_for(copy, wrappers, criterion, merge)
     originals = _graph.chains(model) if merge else {}
-    for name, layer in masks.items():
+    for name, layer in wrappers.items():
         units = _graph.columns(masked_kernel(layer), layer.target).shape[1]
         count = int(round(sparsity * units))
         if criterion == "similarity":
@@ -681,7 +681,7 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
     else:
         targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     wrapped = [layer.name for layer in _keras_private.sublayers(model, include_self=False)
-               if isinstance(layer, (PruningMask, TargetedDropout)) and _graph.core(layer).name in targets]
+               if isinstance(layer, (PruningMask, TargetedDropout)) and _graph.unwrapped(layer).name in targets]
     if wrapped:
         raise ValueError(
             f"targeted wraps plain layers; {wrapped} are already wrapped. strip(model) first, or leave them out "
