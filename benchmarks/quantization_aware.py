@@ -81,7 +81,7 @@ x, y, x_test, y_test = data["x"], data["y"], data["x_test"], data["y_test"]
 sys.path.insert(0, options["benchmarks"])
 from quantization_aware import build
 from tflite_export._verify import compare
-tf.keras.utils.set_random_seed(0)
+tf.keras.utils.set_random_seed(options.get("seed", 0))
 model = build(options["net"], tf.keras)
 def fit(model, epochs, rate):
     model.compile(tf.keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -89,7 +89,11 @@ def fit(model, epochs, rate):
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
     return (time.perf_counter() - start) / epochs
 result = {}
-result["float epoch s"] = fit(model, options["epochs"], 1e-3)
+if options.get("weights"):  # start from the float weights given (qat_seeds.py), trained by the other library
+    given = np.load(options["weights"])
+    model.set_weights([given[f"w{i}"] for i in range(len(given.files))])
+else:
+    result["float epoch s"] = fit(model, options["epochs"], 1e-3)
 result["float"] = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
 try:
     qat = tfmot.quantization.keras.quantize_model(model)
@@ -171,19 +175,16 @@ def file_row(model, path, x_test, y_test, **options):
             "dequantize": report.operators.get("DEQUANTIZE", 0) + report.operators.get("QUANTIZE", 0) - 2}
 
 
-def ours(net, train, test, epochs, tune_epochs, folder):
+def ours(net, train, test, epochs, tune_epochs, folder, *, seed=0, post_training=True):
+    """This package's rows for `net`: float32, then (with `post_training`) int8, int16x8 and selective, then QAT."""
     (x, y), (x_test, y_test) = train, test
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = build(net)
     rows = {"float epoch s": fit(model, x, y, *((TEXT_EPOCHS, TEXT_RATE) if net == TEXT else (epochs, 1e-3)))}
     rows["float32"] = file_row(model, folder / "float.tflite", x_test, y_test)
-    rows["int8 (post-training)"] = file_row(model, folder / "int8.tflite", x_test, y_test, quantization="int8",
-                                            representative_data=x[:200])
-    rows["int16x8 (post-training)"] = file_row(model, folder / "int16x8.tflite", x_test, y_test,
-                                               quantization="int16x8", representative_data=x[:200])
-    worst = quantization_report(model, x[:200], debug_data=x_test[:32]).worst(SELECTIVE)
-    rows[SELECTIVE_ROW] = dict(file_row(model, folder / "selective.tflite", x_test, y_test, quantization="int8",
-                                        representative_data=x[:200], float_layers=worst), layers=worst)
+    rows["float weights"] = model.get_weights()  # where qat_seeds.py starts tfmot's QAT
+    if post_training:
+        rows.update(_post_training(model, x, x_test, y_test, folder))
     qat = quantize_aware(model)
     rows["qat epoch s"] = fit(qat, x, y, tune_epochs, 1e-4)
     calibration = {}
@@ -197,13 +198,30 @@ def ours(net, train, test, epochs, tune_epochs, folder):
     return rows
 
 
-def peer(net, train, test, epochs, tune_epochs, folder):
+def _post_training(model, x, x_test, y_test, folder):
+    rows = {}
+    rows["int8 (post-training)"] = file_row(model, folder / "int8.tflite", x_test, y_test, quantization="int8",
+                                            representative_data=x[:200])
+    rows["int16x8 (post-training)"] = file_row(model, folder / "int16x8.tflite", x_test, y_test,
+                                               quantization="int16x8", representative_data=x[:200])
+    worst = quantization_report(model, x[:200], debug_data=x_test[:32]).worst(SELECTIVE)
+    rows[SELECTIVE_ROW] = dict(file_row(model, folder / "selective.tflite", x_test, y_test, quantization="int8",
+                                        representative_data=x[:200], float_layers=worst), layers=worst)
+    return rows
+
+
+def peer(net, train, test, epochs, tune_epochs, folder, *, seed=0, weights=None):
+    """tfmot's float and QAT int8 results for `net`, from a tf_keras subprocess; with `weights` (a Keras 3
+    model's `get_weights()`), its QAT starts from those float weights instead of training its own."""
     if net == TEXT:
         return {"not run": "its QRNN is a Keras 3 layer of this package, which tf_keras cannot build"}
     (x, y), (x_test, y_test) = train, test
     np.savez(folder / "data.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    if weights is not None:
+        np.savez(folder / "weights.npz", **{f"w{i}": value for i, value in enumerate(weights)})
     (folder / "options.json").write_text(json.dumps(
-        {"net": net, "epochs": epochs, "tune_epochs": tune_epochs, "benchmarks": str(ROOT / "benchmarks")}))
+        {"net": net, "epochs": epochs, "tune_epochs": tune_epochs, "benchmarks": str(ROOT / "benchmarks"),
+         "seed": seed, "weights": str(folder / "weights.npz") if weights is not None else None}))
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.run([sys.executable, "-c", _TFMOT, str(folder)], env=env, capture_output=True, text=True)
     if not (folder / "result.json").exists():

@@ -64,8 +64,7 @@ def fused(function):
     For a function of `keras.ops` arrays, without state or random draws, that
     makes many small passes over a tensor (a search loop). TensorFlow runs each
     op on its own unless the model is compiled with `jit_compile=True`, which it
-    is not by default on a CPU; XLA fuses the passes (about 2x faster for
-    `targeting.counted_thresholds` on a 784x300 kernel). JAX compiles a training
+    is not by default on a CPU; XLA fuses the passes into one. JAX compiles a training
     step whole already; `jax.jit` also compiles the function once when a layer
     is called eagerly, instead of tracing its loop at every call.
     """
