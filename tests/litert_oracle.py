@@ -2,14 +2,14 @@
 
 import numpy as np
 
-from tflite_export import _flatbuffer, _verify
+from tflite_export import _projection, _verify
 
 
 class BuiltinLSH:
     """Runs one example at a time through a model holding only the builtin op."""
 
     def __init__(self, seeds, sparse, feature_dtype, with_weights):
-        model = _flatbuffer.lsh_projection_model(seeds, sparse, feature_dtype, with_weights)
+        model = _projection.lsh_projection_model(seeds, sparse, feature_dtype, with_weights)
         self.runner = _verify.LiteRTRunner(model)
 
     def __call__(self, features, weights=None):

@@ -12,6 +12,7 @@ from keras_compact.ops import hadamard_class_matrix
 from keras_compact.pruning import prune
 from tflite_export import _cli, export, inspect, predict, quantization_report, verify
 from tflite_export import _flatbuffer as fb
+from tflite_export import _projection
 
 pytestmark = pytest.mark.tensorflow_backend("converts in this process; other backends convert in a TensorFlow subprocess, tested in test_backends.py")
 
@@ -288,7 +289,7 @@ def test_verify_compares_any_file_with_its_model(tmp_path, models, digits):
 
 def test_inspect_reports_a_hand_built_lsh_projection_file():
     seeds = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
-    report = inspect(fb.lsh_projection_model(seeds, sparse=False, feature_dtype=np.int64, with_weights=True))
+    report = inspect(_projection.lsh_projection_model(seeds, sparse=False, feature_dtype=np.int64, with_weights=True))
     assert report.operators == {"LSH_PROJECTION": 1} and report.builtin_only
     assert [(t.name, t.dtype, t.shape) for t in report.inputs] == [("input", "int64", (-1,)), ("weight", "float32", (-1,))]
     assert [(t.name, t.dtype, t.shape) for t in report.outputs] == [("output", "int32", (12,))]
@@ -297,7 +298,7 @@ def test_inspect_reports_a_hand_built_lsh_projection_file():
 
 
 def test_inspect_flags_custom_and_flex_operators():
-    model = fb.read(fb.lsh_projection_model(np.ones((1, 2), np.float32), False, np.int32, False))
+    model = fb.read(_projection.lsh_projection_model(np.ones((1, 2), np.float32), False, np.int32, False))
     for name in ("FlexAddV2", "MyOp"):
         code = schema.OperatorCodeT()
         code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM

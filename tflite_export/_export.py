@@ -8,7 +8,7 @@ backend:
    projection network), checked;
 2. *lower*: a copy the converter can take (a quantization-aware model's batch
    norms folded, `_qat`; each `ProjectionLayer` cut out for LSH_PROJECTION or
-   made a matrix, `_lowering`);
+   made a matrix, `_lowering` and `_projection`);
 3. *examples*: the calibration data and what the file is compared on
    (`verify_with`, else the calibration data, else random inputs);
 4. *convert*: the TFLite converter with the quantization's settings
@@ -54,6 +54,7 @@ from tflite_export import _inspect
 from tflite_export import _lowering
 from tflite_export import _metadata
 from tflite_export import _other_backend
+from tflite_export import _projection
 from tflite_export import _qat, _quantize
 from tflite_export import _verify
 from tflite_export import _writing
@@ -310,7 +311,7 @@ def export(
         return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
     lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference,
                                      options.projection_lowering)
-    cuts = _lowering.find_projections(lowered) if options.projection_lowering == "builtin" else []
+    cuts = _projection.find_projections(lowered) if options.projection_lowering == "builtin" else []
     labels = _check_fits(lowered, cuts, options)
     representative, examples = _inputs(reference, options)
     convert = functools.partial(
@@ -396,7 +397,7 @@ def _check_arguments(options):
             f"Received: num_random_examples={num_random_examples!r}"
         )
     _quantize.check(options.quantization)
-    raise_errors([one_of("projection_lowering", projection_lowering, _lowering.LOWERINGS)])
+    raise_errors([one_of("projection_lowering", projection_lowering, _projection.LOWERINGS)])
     if min_agreement is not None and not (is_number(min_agreement) and 0 <= min_agreement <= 1):
         raise ValueError(f"min_agreement must be None or a number in [0, 1]. Received: min_agreement={min_agreement!r}")
     raise_errors(positive_int_errors(batch_size=batch_size))
@@ -420,18 +421,8 @@ def _deployable(model):
 
 def _check_fits(lowered, cuts, options):
     """Checks the options against the model; returns the labels as strings."""
-    quantization, batch_size, labels = options.quantization, options.batch_size, options.labels
-    if cuts and batch_size != 1:
-        raise ValueError(
-            "A model with a ProjectionLayer exports with batch_size=1 (LSH_PROJECTION takes one example "
-            f"per invoke), or with projection_lowering='matrix'. Received: batch_size={batch_size}"
-        )
-    if cuts and quantization == "int8_io":
-        raise ValueError(
-            "quantization='int8_io' is not available for models with a ProjectionLayer: the "
-            "LSH_PROJECTION bits enter the network as float. Use quantization='int8' (int8 inside, "
-            "float32 inputs and outputs)."
-        )
+    _projection.check_options(cuts, options.batch_size, options.quantization)
+    labels = options.labels
     if labels is None:
         return None
     labels = [str(label) for label in labels]
@@ -740,7 +731,7 @@ def _convert(lowered, cuts, quantization=None, *, sparse=False, representative=N
         except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
             raise _unsupported(head, error) from error
     if cuts:
-        model_bytes = _lowering.lower_projections(model_bytes, cuts)
+        model_bytes = _projection.lower_projections(model_bytes, cuts)
     return _name_io_tensors(model_bytes)
 
 
@@ -749,7 +740,7 @@ def _converter(lowered, cuts, quantization, representative, batch_size=1):
     """The TFLite converter of the lowered model's head (without its LSH_PROJECTIONs), set for
     `quantization`: `(converter, head, specs, head_examples)`, valid inside the `with`."""
     if cuts:
-        head, specs = _lowering.head_model(lowered, cuts)
+        head, specs = _projection.head_model(lowered, cuts)
     else:
         head = lowered
         specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in lowered.inputs]
@@ -764,7 +755,7 @@ def _converter(lowered, cuts, quantization, representative, batch_size=1):
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         head_examples = None
         if quantization in _quantize.CALIBRATED and representative is not None:
-            head_examples = _head_inputs(lowered, cuts, specs, representative)
+            head_examples = _projection.head_inputs(lowered, cuts, specs, representative)
         _quantize.configure(converter, quantization, None if head_examples is None
                             else lambda: _batches_of_one(specs, head_examples))
         yield converter, head, specs, head_examples
@@ -792,17 +783,6 @@ def _unsupported(model, error):
     advice = (" LiteRT's 16x8 quantization covers fewer operators than int8: use quantization='int8' (or "
               "float32 for this model)." if "16x8" in first else "")
     return ValueError(f"The TFLite converter could not convert the model: {first}{advice}")
-
-
-def _head_inputs(lowered, cuts, specs, representative):
-    """The representative examples as the head's inputs: projection bits computed in Keras."""
-    by_name = dict(zip([tensor.name for tensor in lowered.inputs], representative))
-    values = []
-    for cut in cuts:
-        read = [by_name[name] for name in cut.input_names]
-        values.append(np.asarray(cut.layer(read if len(read) > 1 else read[0])))
-    values += [np.asarray(by_name[name]) for name, _, _ in specs[len(cuts) :]]
-    return values
 
 
 def _batches_of_one(specs, values):

@@ -82,46 +82,6 @@ def make_operator(model, builtin_code, inputs, outputs, options_type=0, options=
     return operator
 
 
-def lsh_projection_operator(model, hash_tensor, input_tensor, weight_tensor, output_tensor, sparse):
-    options = schema.LSHProjectionOptionsT()
-    options.type = schema.LSHProjectionType.SPARSE if sparse else schema.LSHProjectionType.DENSE
-    inputs = [hash_tensor, input_tensor] + ([] if weight_tensor is None else [weight_tensor])
-    return make_operator(
-        model,
-        schema.BuiltinOperator.LSH_PROJECTION,
-        inputs,
-        [output_tensor],
-        schema.BuiltinOptions.LSHProjectionOptions,
-        options,
-    )
-
-
-def lsh_projection_model(seeds, sparse, feature_dtype, with_weights):
-    """A model holding one builtin LSH_PROJECTION op; every input has a dynamic length.
-
-    Inputs: `input` (`feature_dtype`, `[n]`) and, if `with_weights`, `weight`
-    (float32 `[n]`). Output: int32 `[T*d]` (DENSE) or `[T]` (SPARSE).
-    """
-    seeds = np.asarray(seeds, np.float32)
-    model = empty_model()
-    subgraph = model.subgraphs[0]
-    hash_tensor = add_tensor(model, subgraph, "hash", np.float32, seeds.shape, seeds)
-    ids = add_tensor(model, subgraph, "input", feature_dtype, [1], shape_signature=[-1])
-    weight = (
-        add_tensor(model, subgraph, "weight", np.float32, [1], shape_signature=[-1])
-        if with_weights
-        else None
-    )
-    width = seeds.shape[0] if sparse else seeds.size
-    output = add_tensor(model, subgraph, "output", np.int32, [width])
-    subgraph.operators.append(
-        lsh_projection_operator(model, hash_tensor, ids, weight, output, sparse)
-    )
-    inputs = [("input", ids)] + ([] if weight is None else [("weight", weight)])
-    set_signature(model, inputs, [("output", output)])
-    return write(model)
-
-
 def tensor_map(name, index):
     entry = schema.TensorMapT()
     entry.name = name

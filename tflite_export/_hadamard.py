@@ -35,6 +35,15 @@ def lowering(layer):
     return "fwht" if layer.matrix == "hadamard" else "matmul"
 
 
+def lowered(layer):
+    """`(classifier, weights)`: a new HadamardClassifier set to `layer`'s lowering, with blocks of
+    at most `LITERT_RADIX`, for the export's lowered copy (`layer` is not changed)."""
+    config = dict(layer.get_config(), implementation=lowering(layer))
+    classifier = HadamardClassifier.from_config(config)
+    classifier.transform_radix = LITERT_RADIX
+    return classifier, layer.get_weights()
+
+
 def lowerings(model):
     """`{layer name: lowering}` for every HadamardClassifier of `model`."""
     return {layer.name: lowering(layer) for layer in _classifiers(model)}

@@ -21,6 +21,7 @@ from keras_compact import _keras_private
 from keras_compact._cloning import check_model
 from tflite_export import _lowering
 from tflite_export import _other_backend
+from tflite_export import _projection
 from tflite_export import _quantize
 from tflite_export import _verify
 
@@ -125,9 +126,9 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     if keras.backend.backend() != "tensorflow":
         return _other_backend.quantization_report(reference, representative, debug, quantization)
     lowered = _lowering.lowered_copy(reference, "builtin")
-    cuts = _lowering.find_projections(lowered)
+    cuts = _projection.find_projections(lowered)
     with _export._converter(lowered, cuts, quantization, representative) as (converter, head, specs, _):
-        examples = _export._head_inputs(lowered, cuts, specs, debug)
+        examples = _projection.head_inputs(lowered, cuts, specs, debug)
         count = min(len(examples[0]), _DEBUG_EXAMPLES)
         try:
             debugger = tf.lite.experimental.QuantizationDebugger(

@@ -38,6 +38,10 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
     example into ordinary bits, so `tflite_export` reports those examples
     (`ExportReport.non_finite_examples`).
 
+    `tflite_export.export` writes the layer as that builtin operator, or as its
+    hash matrix (`projection_lowering="matrix"`): `tflite_export/_projection.py`
+    holds both lowerings.
+
     For dense inputs the layer keeps the `n x T*d` float64 hash matrix in memory
     (computed once in `build`, never saved), so a training step costs one matmul;
     sparse ids are hashed on each call.
