@@ -1,12 +1,12 @@
 """The argument checks every layer, model and callback shares.
 
-Predicates (`is_int`, `is_number`) answer a question; message checks
-(`one_of`, `positive_int_errors`) return what is wrong, for a constructor to
+Predicates (`is_int`, `is_number`, `is_bool`) answer a question; message checks
+(`one_of`, `positive_int_errors`, `bool_errors`) return what is wrong, for a constructor to
 collect and `raise_errors` to raise at once; checks (`check_rate`,
 `check_seed`) raise the package's one kind of error: a `ValueError` naming the
 argument, the value received and what is accepted. NumPy scalars count as the
 numbers they hold (`np.float32(0.5)` is a rate); NaN and infinities are never
-numbers here, and bools are never integers.
+numbers here, bools are never integers, and 0 and 1 are never bools.
 """
 
 import inspect
@@ -39,6 +39,17 @@ def positive_int_errors(**values):
         for name, value in values.items()
         if not is_int(value) or value < 1
     ]
+
+
+def is_bool(value):
+    """`True`/`False`, NumPy's bools included (as NumPy's numbers count as numbers); never 0 or 1."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def bool_errors(**values):
+    """The message of each value that is not True or False, for a constructor's list of errors."""
+    return [f"{name} must be True or False. Received: {name}={value!r}" for name, value in values.items()
+            if not is_bool(value)]
 
 
 def one_of(name, value, accepted):

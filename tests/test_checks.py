@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact._checks import check_rate, check_seed, is_int, is_number
+from keras_compact._checks import bool_errors, check_rate, check_seed, is_bool, is_int, is_number
 from keras_compact.callbacks import DropoutSchedule, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 
@@ -27,6 +27,27 @@ def test_numbers_include_numpy_scalars(value):
 @pytest.mark.parametrize("value", [float("nan"), np.float32("nan"), float("inf"), -np.inf, True, "1", None])
 def test_nan_infinities_bools_and_strings_are_not_numbers(value):
     assert not is_number(value)
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (np.bool_(False), True), (1, False), (0.0, False),
+                                             (np.int8(1), False), ("True", False), (None, False)])
+def test_bools_include_numpy_bools_and_never_0_or_1(value, expected):
+    assert is_bool(value) is expected
+    assert bool_errors(flag=value) == ([] if expected else [f"flag must be True or False. Received: flag={value!r}"])
+
+
+def test_a_numpy_bool_is_taken_and_saved_as_a_bool(tmp_path):
+    from keras_compact.layers import QRNN
+    from keras_compact.pruning import prune
+
+    layer = QRNN(4, bidirectional=np.bool_(False))
+    assert layer.get_config()["bidirectional"] is False  # a Python bool: the config stays JSON
+    model = keras.Sequential([keras.Input((5, 3)), layer])
+    model.save(tmp_path / "qrnn.keras")
+    assert keras.models.load_model(tmp_path / "qrnn.keras").layers[0].bidirectional is False
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"merge must be True or False. Received: merge=1"):
+        prune(dense, 0.5, granularity="unit", merge=1)  # 1 is no bool, as everywhere else
 
 
 def test_rates_accept_numpy_scalars_and_reject_nan_naming_the_argument():

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._checks import (
-    describe_non_finite_weights, is_int, is_number, one_of, positive_int_errors, raise_errors,
+    bool_errors, describe_non_finite_weights, is_int, is_number, one_of, positive_int_errors, raise_errors,
 )
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
@@ -408,8 +408,7 @@ def _check_arguments(options):
             raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
-    if not isinstance(allow_non_finite, (bool, np.bool_)):
-        raise ValueError(f"allow_non_finite must be True or False. Received: allow_non_finite={allow_non_finite!r}")
+    raise_errors(bool_errors(allow_non_finite=allow_non_finite))
 
 
 def _deployable(model):

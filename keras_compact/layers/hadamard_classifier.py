@@ -3,7 +3,9 @@ import math
 import keras
 import numpy as np
 
-from keras_compact._checks import ChecksCallInputs, check_seed, draw_seed, is_int, is_number, one_of, raise_errors
+from keras_compact._checks import (
+    ChecksCallInputs, bool_errors, check_seed, draw_seed, is_int, is_number, one_of, raise_errors,
+)
 from keras_compact.ops import walsh_hadamard
 
 _MATRICES = ("hadamard", "orthogonal")
@@ -92,11 +94,9 @@ class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
             errors.append(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
         if not (scale == "learned" or (is_number(scale) and scale > 0)):
             errors.append(f"scale must be 'learned' or a positive finite number. Received: scale={scale!r}")
-        if not isinstance(normalize, bool):
-            errors.append(f"normalize must be True or False. Received: normalize={normalize!r}")
+        errors += bool_errors(normalize=normalize)
         errors.append(one_of("matrix", matrix, _MATRICES))
-        if not isinstance(use_bias, bool):
-            errors.append(f"use_bias must be True or False. Received: use_bias={use_bias!r}")
+        errors += bool_errors(use_bias=use_bias)
         try:
             check_seed("seed", seed)
         except ValueError as error:
@@ -112,9 +112,9 @@ class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.scale = scale if scale == "learned" else float(scale)
-        self.normalize = normalize
+        self.normalize = bool(normalize)
         self.matrix = matrix
-        self.use_bias = use_bias
+        self.use_bias = bool(use_bias)
         if seed is None and matrix == "orthogonal":
             seed = draw_seed()
         self.seed = None if seed is None else int(seed)

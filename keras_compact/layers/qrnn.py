@@ -1,6 +1,6 @@
 import keras
 
-from keras_compact._checks import ChecksCallInputs, positive_int_errors, raise_errors
+from keras_compact._checks import ChecksCallInputs, bool_errors, positive_int_errors, raise_errors
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -45,13 +45,12 @@ class QRNN(ChecksCallInputs, keras.layers.Layer):
 
     def __init__(self, units, kernel_size=2, bidirectional=True, **kwargs):
         errors = positive_int_errors(units=units, kernel_size=kernel_size)
-        if not isinstance(bidirectional, bool):
-            errors.append(f"bidirectional must be True or False. Received: bidirectional={bidirectional!r}")
+        errors += bool_errors(bidirectional=bidirectional)
         raise_errors(errors)
         super().__init__(**kwargs)
         self.units = int(units)
         self.kernel_size = int(kernel_size)
-        self.bidirectional = bidirectional
+        self.bidirectional = bool(bidirectional)
         self.supports_masking = True
         directions = ("forward", "backward") if bidirectional else ("forward",)
         self._gates = [

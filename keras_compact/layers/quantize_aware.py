@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_compact import _keras_private
-from keras_compact._checks import ChecksCallInputs, check_rate, is_number, raise_errors, renamed_arguments
+from keras_compact._checks import (
+    ChecksCallInputs, bool_errors, check_rate, is_number, raise_errors, renamed_arguments,
+)
 from keras_compact.layers.qrnn import QRNN
 from keras_compact.layers.targeted_dropout import call_with_values
 from keras_compact.ops.fake_quant import fake_quant
@@ -138,8 +140,7 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
                 f"{output_name} must be 'learned', None or a (minimum, maximum) pair with minimum < maximum. "
                 f"Received: {output_name}={output!r}"
             )
-        if not isinstance(quantize_inputs, bool):
-            errors.append(f"quantize_inputs must be True or False. Received: quantize_inputs={quantize_inputs!r}")
+        errors += bool_errors(quantize_inputs=quantize_inputs)
         raise_errors(errors)
         check_rate("ema_decay", ema_decay)
         if ema_decay >= 1:
@@ -147,7 +148,7 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.activation = activation
         self.output_mode = output if output in OUTPUTS else tuple(float(v) for v in output)
-        self.quantize_inputs = quantize_inputs
+        self.quantize_inputs = bool(quantize_inputs)
         self.ema_decay = float(ema_decay)
         self._activation_only = activation is not None and isinstance(layer, keras.layers.Activation)
         self.supports_masking = bool(getattr(layer, "supports_masking", False))

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, is_int, is_number, raise_errors
+from keras_compact._checks import ChecksCallInputs, bool_errors, is_int, is_number, raise_errors
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
 SEPARATORS = "\t\n\x0b\x0c\r !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
@@ -99,8 +99,7 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
             and 1 <= char_ngrams[0] <= char_ngrams[1]
         ):
             errors.append(f"char_ngrams must be None or (lo, hi) with 1 <= lo <= hi. Received: char_ngrams={char_ngrams!r}")
-        if not isinstance(lowercase, bool):
-            errors.append(f"lowercase must be True or False. Received: lowercase={lowercase!r}")
+        errors += bool_errors(lowercase=lowercase)
         if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
             errors.append(f"max_tokens must be None or an integer >= 1. Received: max_tokens={max_tokens!r}")
         if word_weights is not None and not (
@@ -126,7 +125,7 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
         self.ngrams = int(ngrams)
         self.skip_grams = int(skip_grams)
         self.char_ngrams = None if char_ngrams is None else (int(char_ngrams[0]), int(char_ngrams[1]))
-        self.lowercase = lowercase
+        self.lowercase = bool(lowercase)
         self.max_tokens = max_tokens
         self.word_weights = None if word_weights is None else [float(w) for w in word_weights]
         self.skip_weight = float(skip_weight)

@@ -1,7 +1,7 @@
 import keras
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, positive_int_errors, raise_errors
+from keras_compact._checks import ChecksCallInputs, bool_errors, positive_int_errors, raise_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.text_featurizer import TextFeaturizer
 
@@ -47,14 +47,13 @@ class TokenBuckets(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
 
     def __init__(self, num_buckets, max_length, lowercase=True, **kwargs):
         errors = positive_int_errors(num_buckets=num_buckets, max_length=max_length)
-        if not isinstance(lowercase, bool):
-            errors.append(f"lowercase must be True or False. Received: lowercase={lowercase!r}")
+        errors += bool_errors(lowercase=lowercase)
         raise_errors(errors)
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)
         self.max_length = int(max_length)
-        self.lowercase = lowercase
+        self.lowercase = bool(lowercase)
         self._featurizer = TextFeaturizer(ngrams=1, lowercase=lowercase, max_tokens=self.max_length)
         self._buckets = FeatureBuckets(self.num_buckets, self.max_length)
         self.supports_jit = False

@@ -8,7 +8,8 @@ import tensorflow as tf
 from keras_compact import _keras_private
 from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
 from keras_compact._checks import (
-    bind_arguments, check_class_labels, describe_non_finite_weights, is_number, raise_errors, renamed_arguments,
+    bind_arguments, check_class_labels, describe_non_finite_weights, is_bool, is_number, raise_errors,
+    renamed_arguments,
 )
 
 
@@ -106,7 +107,7 @@ class ProjectionNet(keras.Model):
             errors.append(f"At least one of {', '.join(names.values())} must be > 0. Received: {given}")
         if not is_number(temperature) or temperature <= 0:
             errors.append(f"temperature must be a number > 0. Received: temperature={temperature!r}")
-        if from_logits is not None and not isinstance(from_logits, (bool, np.bool_)):
+        if from_logits is not None and not is_bool(from_logits):
             errors.append(f"from_logits must be None, True or False. Received: from_logits={from_logits!r}")
         if not errors:
             errors += _class_count_errors(trainer, projection)

@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_compact import _keras_private
 from keras_compact._checks import (
-    ChecksCallInputs, check_rate, describe_non_finite_weights, non_finite_weights, one_of, raise_errors,
+    ChecksCallInputs, bool_errors, check_rate, describe_non_finite_weights, non_finite_weights, one_of, raise_errors,
 )
 from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import (
@@ -420,8 +420,7 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
             "(each layer loses the same fraction of units)."
         )
     raise_errors([one_of("criterion", criterion, CRITERIA)])
-    if merge not in (True, False):
-        raise ValueError(f"merge must be True or False. Received: merge={merge!r}")
+    raise_errors(bool_errors(merge=merge))
     if granularity == "weight" and (criterion != "magnitude" or merge):
         chosen = f"criterion={criterion!r}" if criterion != "magnitude" else "merge=True"
         raise ValueError(f"{chosen} chooses whole units; use it with granularity='unit'.")
