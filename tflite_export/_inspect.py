@@ -116,18 +116,8 @@ def inspect(path_or_bytes):
         counts[name] = counts.get(name, 0) + 1
     custom = sorted({name for name, builtin in operators if not builtin})
     flex = [name for name in custom if name.startswith("Flex")]
-    if model.signatureDefs:
-        signature = model.signatureDefs[0]
-        inputs = [entry.tensorIndex for entry in signature.inputs]
-        outputs = [entry.tensorIndex for entry in signature.outputs]
-    else:
-        inputs, outputs = list(subgraph.inputs), list(subgraph.outputs)
-    weights = {}
-    for tensor in subgraph.tensors:
-        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-        size = 0 if buffer is None or buffer.data is None else len(buffer.data)
-        if size:
-            weights[tensor.name.decode()] = size
+    inputs, outputs = _io_tensors(model)
+    weights = _weight_bytes(model)
     return InspectReport(
         path=path,
         bytes=len(data),
@@ -142,6 +132,26 @@ def inspect(path_or_bytes):
         signatures=[s.signatureKey.decode() for s in model.signatureDefs or []],
         metadata=_metadata(model),
     )
+
+
+def _io_tensors(model):
+    """The indices of the file's input and output tensors, in its signature's order where it has one."""
+    if model.signatureDefs:
+        signature = model.signatureDefs[0]
+        return [entry.tensorIndex for entry in signature.inputs], [entry.tensorIndex for entry in signature.outputs]
+    subgraph = model.subgraphs[0]
+    return list(subgraph.inputs), list(subgraph.outputs)
+
+
+def _weight_bytes(model):
+    """`{tensor name: bytes}` of every tensor the file stores data for."""
+    weights = {}
+    for tensor in model.subgraphs[0].tensors:
+        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+        size = 0 if buffer is None or buffer.data is None else len(buffer.data)
+        if size:
+            weights[tensor.name.decode()] = size
+    return weights
 
 
 def read_metadata(path_or_bytes):

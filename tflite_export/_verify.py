@@ -33,33 +33,8 @@ def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPL
     for tensor, entry in zip(model.inputs, entries):
         _check_not_text(tensor, entry, argument)
         _check_whole(tensor, entry, argument)
-        if tensor.ragged:
-            try:
-                if not isinstance(entry, tf.RaggedTensor):
-                    entry = tf.ragged.constant(entry, dtype=tensor.dtype)
-                converted.append(tf.cast(entry, tensor.dtype))
-            except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
-                raise ValueError(
-                    f"{argument} for ragged input {tensor.name!r} must be a tf.RaggedTensor or a list of lists of "
-                    f"{tensor.dtype} values, one list per example. Received {type(entry).__name__}: {error}"
-                ) from None
-        else:
-            try:
-                entry = np.asarray(entry, dtype=tensor.dtype)
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"{argument} for input {tensor.name!r} must be an array of {tensor.dtype} values. "
-                    f"Received {type(entry).__name__}: {error}"
-                ) from None
-            expected = tuple(tensor.shape[1:])
-            if entry.ndim != len(expected) + 1 or any(
-                want is not None and want != got for want, got in zip(expected, entry.shape[1:])
-            ):
-                raise ValueError(
-                    f"{argument} for input {tensor.name!r} must have shape (examples,) + "
-                    f"{expected}. Received shape: {entry.shape}"
-                )
-            converted.append(entry)
+        converted.append(_ragged_entry(tensor, entry, argument) if tensor.ragged
+                         else _dense_entry(tensor, entry, argument))
     counts = {int(entry.shape[0]) for entry in converted}
     if len(counts) != 1 or 0 in counts:
         raise ValueError(
@@ -68,6 +43,39 @@ def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPL
         )
     _check_weights_match_ids(model, converted, argument)
     return converted
+
+
+def _ragged_entry(tensor, entry, argument):
+    """`entry` for the ragged input `tensor`: a `tf.RaggedTensor` of its dtype."""
+    try:
+        if not isinstance(entry, tf.RaggedTensor):
+            entry = tf.ragged.constant(entry, dtype=tensor.dtype)
+        return tf.cast(entry, tensor.dtype)
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise ValueError(
+            f"{argument} for ragged input {tensor.name!r} must be a tf.RaggedTensor or a list of lists of "
+            f"{tensor.dtype} values, one list per example. Received {type(entry).__name__}: {error}"
+        ) from None
+
+
+def _dense_entry(tensor, entry, argument):
+    """`entry` for the dense input `tensor`: an array of its dtype and shape."""
+    try:
+        entry = np.asarray(entry, dtype=tensor.dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{argument} for input {tensor.name!r} must be an array of {tensor.dtype} values. "
+            f"Received {type(entry).__name__}: {error}"
+        ) from None
+    expected = tuple(tensor.shape[1:])
+    if entry.ndim != len(expected) + 1 or any(
+        want is not None and want != got for want, got in zip(expected, entry.shape[1:])
+    ):
+        raise ValueError(
+            f"{argument} for input {tensor.name!r} must have shape (examples,) + "
+            f"{expected}. Received shape: {entry.shape}"
+        )
+    return entry
 
 
 def _first_leaf(entry):

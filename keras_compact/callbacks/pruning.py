@@ -90,13 +90,13 @@ class GradualPruning(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
-        self.masks = [layer for layer in _keras_private.sublayers(self.model) if isinstance(layer, PruningMask)]
-        if not self.masks:
+        self.wrappers = [layer for layer in _keras_private.sublayers(self.model) if isinstance(layer, PruningMask)]
+        if not self.wrappers:
             raise ValueError(
                 f"GradualPruning found no PruningMask layer in the model {self.model.name!r}; make the model "
                 "with keras_compact.pruning.prunable(model) (then compile and fit that one)."
             )
-        channel = [layer.granularity == "channel" for layer in self.masks]
+        channel = [layer.granularity == "channel" for layer in self.wrappers]
         if any(channel) and not all(channel):
             raise ValueError(
                 "GradualPruning prunes a model by channel or by weight and unit, not both: make it with one "
@@ -107,20 +107,36 @@ class GradualPruning(keras.callbacks.Callback):
             if self.scope == "unit":
                 raise ValueError("scope='unit' ranks each unit's weights; by channel use 'layer' or 'global'.")
             self._kept = {}
-        elif self.scope == "global" and any(layer.granularity != "weight" for layer in self.masks):
+        elif self.scope == "global" and any(layer.granularity != "weight" for layer in self.wrappers):
             raise ValueError(
                 "scope='global' ranks weights across layers; every PruningMask needs granularity='weight'."
             )
-        self._end, self._next = self.end_step, self._step()
-        if self._end is None:
-            if not self.params.get("steps"):
-                raise ValueError(
-                    "GradualPruning needs end_step here: fit does not know how many steps an epoch has "
-                    "(a dataset of unknown length), so it cannot end the ramp at the last step. "
-                    "Received: end_step=None"
-                )
-            steps = self.params.get("epochs", 1) * self.params["steps"]
-            self._end = max(self._next + steps - 1, self.begin_step + 1)
+        self._next = self._step()
+        self._end = self._ramp_end()
+        self._warn_if_short()
+
+    @property
+    def masks(self):
+        """Deprecated: `wrappers` (the model's `PruningMask` layers, set when training begins)."""
+        warnings.warn("GradualPruning.masks is deprecated: read .wrappers (the PruningMask layers).",
+                      DeprecationWarning, stacklevel=2)
+        return self.wrappers
+
+    def _ramp_end(self):
+        """The step the ramp ends at: `end_step`, else this fit's last step."""
+        if self.end_step is not None:
+            return self.end_step
+        if not self.params.get("steps"):
+            raise ValueError(
+                "GradualPruning needs end_step here: fit does not know how many steps an epoch has "
+                "(a dataset of unknown length), so it cannot end the ramp at the last step. "
+                "Received: end_step=None"
+            )
+        steps = self.params.get("epochs", 1) * self.params["steps"]
+        return max(self._next + steps - 1, self.begin_step + 1)
+
+    def _warn_if_short(self):
+        """Warns when this fit ends before the ramp does, with the sparsity it reaches."""
         steps = self.params.get("epochs", 1) * (self.params.get("steps") or 0)
         if steps and not callable(self.target_sparsity) and self._next + steps < self._end:  # end_step = steps is fine
             last = self._next + steps - 1
@@ -130,7 +146,7 @@ class GradualPruning(keras.callbacks.Callback):
                 f"GradualPruning ramps the sparsity from step {self.begin_step} to step {self._end}, but this fit "
                 f"runs steps {self._next} to {last}: it reaches {reached:.1%} of "
                 f"{self.target_sparsity:.1%} sparsity. Lower end_step, or fit for longer.",
-                stacklevel=2,
+                stacklevel=3,
             )
 
     def sparsity_at(self, step):
@@ -167,10 +183,10 @@ class GradualPruning(keras.callbacks.Callback):
         if self._graph is not None:
             self._set_channels(sparsity)
             return
-        by_weight = {f"{index}": layer for index, layer in enumerate(self.masks) if layer.granularity == "weight"}
+        by_weight = {f"{index}": layer for index, layer in enumerate(self.wrappers) if layer.granularity == "weight"}
         for key, keep in (weight_keep(by_weight, sparsity, self.scope) if by_weight else {}).items():
             by_weight[key].set_mask(keep)
-        for layer in self.masks:
+        for layer in self.wrappers:
             if layer.granularity == "unit":
                 norms = unit_norms(layer)
                 layer.set_mask(unit_keep(layer, targeting.unit_candidates(norms, int(round(sparsity * len(norms))))))
@@ -181,7 +197,7 @@ class GradualPruning(keras.callbacks.Callback):
             importance[root] = np.where(kept, importance[root], -np.inf)  # pruned channels stay pruned
         scope = "global" if self.scope == "global" else "layer"
         self._kept = _channel.choose(self._graph, importance, min(sparsity, 1.0 - 1e-9), scope, None)
-        masks = {layer.target.name: layer for layer in self.masks}
+        masks = {layer.target.name: layer for layer in self.wrappers}
         for name, keep in _channel.kernel_keeps(self._graph, self._kept, every=True).items():
             if name in masks:
                 masks[name].set_mask(keep)
@@ -191,7 +207,7 @@ class GradualPruning(keras.callbacks.Callback):
         if self._graph is not None:
             kept = list(self._kept.values())
             return float(sum(np.sum(~k) for k in kept) / sum(k.size for k in kept)) if kept else 0.0
-        masks = [keras.ops.convert_to_numpy(layer.mask) for layer in self.masks]
+        masks = [keras.ops.convert_to_numpy(layer.mask) for layer in self.wrappers]
         return float(sum(mask.size - np.count_nonzero(mask) for mask in masks) / sum(mask.size for mask in masks))
 
     def on_epoch_end(self, epoch, logs=None):

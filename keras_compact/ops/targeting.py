@@ -172,8 +172,6 @@ def _unsettled(below, target):
 def _count_passes(values, target, start, below, spacing, passes):
     """Step 1 of `search_thresholds`: returns the thresholds, their counts, the brackets and the gaps."""
     size = values.shape[0]
-    dtype = values.dtype
-    aim = target + 0.5  # between the count-th and the count+1-th value
     low_side, high_side = below < target, below > target + 1.0
     zero = ops.zeros_like(start)
     # lo has fewer than `count` values below, hi more than `count + 1`; 0 and inf always do.
@@ -191,6 +189,22 @@ def _count_passes(values, target, start, below, spacing, passes):
 
     def searching(i, t, below, *_):
         return ops.logical_and(i < passes, ops.any(_unsettled(below, target)))
+
+    _, t, below, lo, below_lo, has_lo, hi, below_hi, has_hi = ops.while_loop(
+        searching, _counting_pass(values, target, spacing), state
+    )
+    bracketed = ops.logical_and(has_lo, has_hi)
+    measured = ops.where(bracketed, (hi - lo) / ops.maximum(below_hi - below_lo, 1.0), spacing)
+    # A narrow bracket can sit in a cluster of values; a column's gap stays within 4x of the layer's.
+    measured = ops.maximum(measured, 0.25 * ops.mean(measured))
+    return t, below, lo, below_lo, hi, below_hi, measured
+
+
+def _counting_pass(values, target, spacing):
+    """The body of `_count_passes`' loop: one counting pass over the unsettled columns, whose
+    loop state (`ops.while_loop`'s) is the pass, the thresholds, their counts and the brackets."""
+    dtype = values.dtype
+    aim = target + 0.5  # between the count-th and the count+1-th value
 
     def step(i, t, below, lo, below_lo, has_lo, hi, below_hi, has_hi):
         moving = _unsettled(below, target)
@@ -219,12 +233,7 @@ def _count_passes(values, target, start, below, spacing, passes):
             ops.logical_or(has_hi, went_high),
         )
 
-    _, t, below, lo, below_lo, has_lo, hi, below_hi, has_hi = ops.while_loop(searching, step, state)
-    bracketed = ops.logical_and(has_lo, has_hi)
-    measured = ops.where(bracketed, (hi - lo) / ops.maximum(below_hi - below_lo, 1.0), spacing)
-    # A narrow bracket can sit in a cluster of values; a column's gap stays within 4x of the layer's.
-    measured = ops.maximum(measured, 0.25 * ops.mean(measured))
-    return t, below, lo, below_lo, hi, below_hi, measured
+    return step
 
 
 def _finish_in_bands(values, count, found, settled, lo, below_lo, hi, below_hi):

@@ -31,20 +31,35 @@ def examples(model, data, criterion, merge):
             f"data is used by criterion='onorm' or 'taylor' and by merge=True; with criterion={criterion!r} "
             "and merge=False it would be ignored. Leave data out, or choose one of those."
         )
-    if _data.is_stream(data) or callable(data):
-        pairs = [_data.split_pair(batch) for batch in _data.batches(data, MAX_STREAM_EXAMPLES, "data")]
-        x = _data.concatenated([pair[0] for pair in pairs])
-        y = None if any(pair[1] is None for pair in pairs) else _data.concatenated([pair[1] for pair in pairs])
-    else:
-        x, y = data if isinstance(data, tuple) and len(data) == 2 else (data, None)
+    x, y = _split(data)
     if criterion == "taylor" and y is None:
         raise ValueError("criterion='taylor' differentiates the loss: pass data=(x, y), labels included.")
     if len(model.inputs) != 1:
         raise ValueError(
             f"{what} takes data for a model with one input; {model.name!r} has {len(model.inputs)}."
         )
-    x = np.asarray(x)
-    expected = tuple(model.inputs[0].shape[1:])
+    x = _checked_examples(np.asarray(x), tuple(model.inputs[0].shape[1:]), what)
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"data's x and y differ in length: {len(x)} and {len(y)}.")
+        if y.dtype.kind in "biuf" and not np.all(np.isfinite(y)):
+            raise ValueError("data's labels y hold NaN or infinite values.")
+    return x, y
+
+
+def _split(data):
+    """`(x, y)` of `prune`'s `data`: a pair, examples alone (y None), or a stream of either."""
+    if _data.is_stream(data) or callable(data):
+        pairs = [_data.split_pair(batch) for batch in _data.batches(data, MAX_STREAM_EXAMPLES, "data")]
+        x = _data.concatenated([pair[0] for pair in pairs])
+        y = None if any(pair[1] is None for pair in pairs) else _data.concatenated([pair[1] for pair in pairs])
+        return x, y
+    return data if isinstance(data, tuple) and len(data) == 2 else (data, None)
+
+
+def _checked_examples(x, expected, what):
+    """`x`, raising unless it holds finite numbers of the input shape `expected` (`what` uses them)."""
     if x.ndim != len(expected) + 1 or any(e is not None and e != g for e, g in zip(expected, x.shape[1:])):
         raise ValueError(
             f"data's examples must have the model's input shape {expected}. Received: data with x of shape "
@@ -60,13 +75,7 @@ def examples(model, data, criterion, merge):
             f"data holds NaN or infinite values in {bad} of its {len(x)} examples; {what} would rank or fit "
             "on NaN. Clean them first."
         )
-    if y is not None:
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise ValueError(f"data's x and y differ in length: {len(x)} and {len(y)}.")
-        if y.dtype.kind in "biuf" and not np.all(np.isfinite(y)):
-            raise ValueError("data's labels y hold NaN or infinite values.")
-    return x, y
+    return x
 
 
 def unit_scores(criterion, model, copy, wrappers, x, y):

@@ -148,12 +148,9 @@ def _follow(node, readers, outputs, calls):
     name = unwrapped(producer).name
     if id(tensor) in outputs:
         return Blocked(f"the units of {name!r} are a model output", output=True)
-    if getattr(unwrapped(producer), "data_format", "channels_last") != "channels_last":
-        return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
-    if not _elementwise(unwrapped(producer).activation):
-        return Blocked(f"the activation of {name!r} mixes its units")
-    if getattr(unwrapped(producer), "groups", 1) > 1:
-        return Blocked(f"{name!r} is a grouped convolution, whose groups keep equal widths")
+    blocked = _producer_blocked(unwrapped(producer))
+    if blocked:
+        return blocked
     between, positions = [], 1
     while True:
         if id(tensor) in outputs:
@@ -172,13 +169,7 @@ def _follow(node, readers, outputs, calls):
             return Blocked(f"the units of {name!r} reach {layer.name!r}, which is called more than once")
         inner = unwrapped(layer)
         if isinstance(inner, RESIZABLE):
-            if positions > 1 and not isinstance(inner, keras.layers.Dense):
-                return Blocked(f"the units of {name!r} are flattened into {type(inner).__name__} {inner.name!r}")
-            if getattr(inner, "data_format", "channels_last") != "channels_last":
-                return Blocked(f"{inner.name!r} is channels_first; only channels_last layers are resized")
-            if getattr(inner, "groups", 1) > 1:
-                return Blocked(f"the units of {name!r} reach {inner.name!r}, a grouped convolution")
-            return Chain(producer, between, layer, positions, tensor)
+            return _consumer_blocked(inner, name, positions) or Chain(producer, between, layer, positions, tensor)
         reason = _not_channelwise(layer, tensor, flattened=positions > 1 or any(
             isinstance(b, keras.layers.Flatten) for b in between))
         if reason:
@@ -187,6 +178,29 @@ def _follow(node, readers, outputs, calls):
             positions = math.prod(tensor.shape[1:-1])
         between.append(layer)
         tensor = node.outputs[0]
+
+
+def _producer_blocked(producer):
+    """Why the units of `producer` (unwrapped) cannot be resized at all, as a Blocked, or None."""
+    name = producer.name
+    if getattr(producer, "data_format", "channels_last") != "channels_last":
+        return Blocked(f"{name!r} is channels_first; only channels_last layers are resized")
+    if not _elementwise(producer.activation):
+        return Blocked(f"the activation of {name!r} mixes its units")
+    if getattr(producer, "groups", 1) > 1:
+        return Blocked(f"{name!r} is a grouped convolution, whose groups keep equal widths")
+    return None
+
+
+def _consumer_blocked(inner, name, positions):
+    """Why `inner`, the resizable layer that reads the units of `name`, cannot take fewer, or None."""
+    if positions > 1 and not isinstance(inner, keras.layers.Dense):
+        return Blocked(f"the units of {name!r} are flattened into {type(inner).__name__} {inner.name!r}")
+    if getattr(inner, "data_format", "channels_last") != "channels_last":
+        return Blocked(f"{inner.name!r} is channels_first; only channels_last layers are resized")
+    if getattr(inner, "groups", 1) > 1:
+        return Blocked(f"the units of {name!r} reach {inner.name!r}, a grouped convolution")
+    return None
 
 
 def _not_channelwise(layer, tensor, flattened):

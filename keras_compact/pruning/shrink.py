@@ -69,7 +69,6 @@ def _fold_constant_units(plain, graph, by_group):
     configs, weights = {}, {}
     top = {id(layer) for layer in plain.layers}
     for layer in _keras_private.sublayers(plain, include_self=False):
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         if not isinstance(layer, SUPPORTED_LAYERS) or not layer.weights:
             continue  # without weights: a layer a custom block holds but never built (KerasHub's EfficientNet)
         kernel, bias = _graph.kernel_and_bias(layer, weights)  # a separable convolution's: its pointwise kernel
@@ -80,31 +79,39 @@ def _fold_constant_units(plain, graph, by_group):
             continue
         chain = found.get(layer.name) if id(layer) in top else _graph.Blocked(
             f"{layer.name!r} is inside a nested model, where units are not folded")
-        if depthwise:
-            raise ValueError(
-                f"shrink cannot remove the {dead.sum()} zeroed channels of DepthwiseConv2D {layer.name!r}: a "
-                "depthwise channel is the channel it reads, so the layers before it would change too. Prune "
-                "with granularity='channel', which removes the whole channel group."
-            )
-        if not isinstance(layer, _graph.RESIZABLE):
-            if any(tensor is layer.output for tensor in plain.outputs if id(layer) in top):
-                continue  # removing units of an output would remove classes, as with a Dense
-            raise ValueError(
-                f"shrink cannot remove the {dead.sum()} pruned units of {type(layer).__name__} {layer.name!r}: "
-                "units of this layer type are removed only with their channel group. Prune with "
-                "granularity='channel'."
-            )
-        if isinstance(chain, _graph.Blocked) and chain.output:
-            continue
-        if isinstance(chain, _graph.Blocked):
-            raise ValueError(
-                f"shrink cannot remove the {dead.sum()} pruned units of {layer.name!r}: {chain}. Prune with "
-                "granularity='channel' to remove channels through it."
-            )
-        if dead.all():
-            raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
-        _remove(chain, dead, configs, weights)
+        if _foldable(layer, chain, dead, outputs=plain.outputs if id(layer) in top else []):
+            _remove(chain, dead, configs, weights)
     return configs, weights
+
+
+def _foldable(layer, chain, dead, outputs):
+    """Whether the `dead` units of `layer` are folded through `chain`; False for units of a model
+    output (`outputs`: the model's, for a layer of its own graph), which stay (removing them would
+    remove classes); raises where they cannot go."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        raise ValueError(
+            f"shrink cannot remove the {dead.sum()} zeroed channels of DepthwiseConv2D {layer.name!r}: a "
+            "depthwise channel is the channel it reads, so the layers before it would change too. Prune "
+            "with granularity='channel', which removes the whole channel group."
+        )
+    if not isinstance(layer, _graph.RESIZABLE):
+        if any(tensor is layer.output for tensor in outputs):
+            return False
+        raise ValueError(
+            f"shrink cannot remove the {dead.sum()} pruned units of {type(layer).__name__} {layer.name!r}: "
+            "units of this layer type are removed only with their channel group. Prune with "
+            "granularity='channel'."
+        )
+    if isinstance(chain, _graph.Blocked) and chain.output:
+        return False
+    if isinstance(chain, _graph.Blocked):
+        raise ValueError(
+            f"shrink cannot remove the {dead.sum()} pruned units of {layer.name!r}: {chain}. Prune with "
+            "granularity='channel' to remove channels through it."
+        )
+    if dead.all():
+        raise ValueError(f"shrink cannot remove every unit of {layer.name!r}; keep at least one.")
+    return True
 
 
 def _remove(chain, removable, configs, weights):
