@@ -92,17 +92,19 @@ def draw_seed():
     return int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1)))
 
 
-def renamed_arguments(owner, function, kwargs, renames, given, warn=True):
+def renamed_arguments(owner, function, kwargs, renames, given):
     """Takes the old names of renamed arguments out of `kwargs`.
 
     `renames` maps each old name to its new one, `given` each new name to the
     value `function` (whose signature holds the defaults) received. Returns
     `(values, names)`: `given` with the values passed under old names in place,
     and for each new name the name the caller used, for error messages. An old
-    name used warns (`DeprecationWarning`; not with `warn=False`, for a saved
-    file's config); an old name given beside its new one set to another value
-    than the default is a `ValueError`.
+    name used warns (`DeprecationWarning`), except in a call from `from_config`
+    (a saved file's config), which marks itself with `_from_config=True` in
+    `kwargs`; an old name given beside its new one set to another value than the
+    default is a `ValueError`.
     """
+    warn = not kwargs.pop("_from_config", False)
     defaults = inspect.signature(function).parameters
     values, names = dict(given), {new: new for new in renames.values()}
     for old, new in renames.items():

@@ -18,9 +18,8 @@ def _group_norms(groups, p):
 
 class _UnitPenalty(keras.regularizers.Regularizer):
     def __init__(self, factor=0.001, p=2, **kwargs):
-        from_file = kwargs.pop("_from_config", False)
         values, names = renamed_arguments(type(self).__name__, _UnitPenalty.__init__, kwargs, {"l": "factor"},
-                                          {"factor": factor}, warn=not from_file)
+                                          {"factor": factor})
         if kwargs:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}")
         factor, name = values["factor"], names["factor"]

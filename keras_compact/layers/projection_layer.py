@@ -76,9 +76,8 @@ class ProjectionLayer(ChecksCallInputs, keras.layers.Layer):
     convert_hint = "np.asarray(features, 'float32'), or tf.ragged.constant(ids, dtype='int64') for ids"
 
     def __init__(self, num_hashes, num_bits, output_mode="bits", seed=0, **kwargs):
-        from_file = kwargs.pop("_from_config", False)
         values, names = renamed_arguments("ProjectionLayer", ProjectionLayer.__init__, kwargs,
-                                          {"output": "output_mode"}, {"output_mode": output_mode}, warn=not from_file)
+                                          {"output": "output_mode"}, {"output_mode": output_mode})
         output_mode = values["output_mode"]
         errors = []
         errors += positive_int_errors(num_hashes=num_hashes)

@@ -62,9 +62,8 @@ def quantized_kernel(kernel, mode):
     """`kernel` on its int8 grid: symmetric (`[-127, 127]` times `max|kernel| / 127`), or for
     `mode="table"` asymmetric over `[min(kernel, 0), max(kernel, 0)]`."""
     if mode == "table":
-        low = ops.stop_gradient(ops.minimum(ops.min(kernel), 0.0))
-        high = ops.stop_gradient(ops.maximum(ops.max(kernel), low + 1e-8))
-        return fake_quant(kernel, low, ops.maximum(high, 0.0))
+        extremes = ops.stop_gradient(ops.stack([ops.min(kernel), ops.max(kernel)]))
+        return fake_quant(kernel, *quantization_range(extremes))  # widened to hold 0, as the activations
     if mode == "depthwise":  # one scale per output channel: `in * multiplier` of them
         shape = ops.shape(kernel)
         flat = ops.reshape(kernel, (shape[0], shape[1], 1, -1))
@@ -122,9 +121,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
 
     def __init__(self, layer, activation=None, output_mode="learned", quantize_inputs=False, ema_decay=0.999,
                  **kwargs):
-        from_file = kwargs.pop("_from_config", False)
         values, names = renamed_arguments("QuantizeAware", QuantizeAware.__init__, kwargs, {"output": "output_mode"},
-                                          {"output_mode": output_mode}, warn=not from_file)
+                                          {"output_mode": output_mode})
         output, output_name = values["output_mode"], names["output_mode"]
         errors = []
         if activation is not None:

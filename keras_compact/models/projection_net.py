@@ -90,11 +90,10 @@ class ProjectionNet(keras.Model):
         self, trainer, projection, trainer_loss_weight=1.0, distillation_loss_weight=0.1, projection_loss_weight=1.0,
         temperature=1.0, from_logits=None, **kwargs
     ):
-        from_file = kwargs.pop("_from_config", False)
         weights, names = renamed_arguments("ProjectionNet", ProjectionNet.__init__, kwargs, _RENAMED, dict(
             trainer_loss_weight=trainer_loss_weight, distillation_loss_weight=distillation_loss_weight,
             projection_loss_weight=projection_loss_weight,
-        ), warn=not from_file)
+        ))
         errors = []
         for name, value in (("trainer", trainer), ("projection", projection)):
             if not isinstance(value, keras.Model):
