@@ -7,8 +7,12 @@ collect and `raise_errors` to raise at once; checks (`check_rate`,
 argument, the value received and what is accepted. NumPy scalars count as the
 numbers they hold (`np.float32(0.5)` is a rate); NaN and infinities are never
 numbers here, bools are never integers, and 0 and 1 are never bools.
+
+Deprecation paths: `renamed_arguments` (an old argument name) and `keyword_only`
+(a setting that used to be positional).
 """
 
+import functools
 import inspect
 import math
 import numbers
@@ -119,6 +123,58 @@ def renamed_arguments(owner, function, kwargs, renames, given):
                           f"Pass {new}={value!r}.", DeprecationWarning, stacklevel=3)
         values[new], names[new] = value, old
     return values, names
+
+
+def keyword_only(function):
+    """Makes `function`'s keyword-only arguments still accept their old positions, with a warning.
+
+    For signatures narrowed to a few positional parameters (`def f(a, b, *, c=1,
+    d=2)`): a caller that passed `c` and `d` by position, as the old `f(a, b, c=1,
+    d=2)` allowed, gets the same call and a `DeprecationWarning` naming the
+    keywords to write. The keyword-only arguments keep their old order.
+
+    >>> @keyword_only
+    ... def scaled(x, *, factor=2, offset=0):
+    ...     return x * factor + offset
+    >>> scaled(1, factor=3)
+    3
+    """
+    parameters = inspect.signature(function).parameters.values()
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keywords = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+    owner = function.__qualname__.removesuffix(".__init__")
+    shown = len(positional) - (positional[:1] == ["self"])
+
+    def call(args, kwargs):
+        if len(args) <= len(positional):
+            return function(*args, **kwargs)
+        extra = args[len(positional):]
+        if len(extra) > len(keywords):
+            raise TypeError(f"{owner}() takes at most {shown + len(keywords)} arguments by position (the last "
+                            f"{len(keywords)} deprecated), but {shown + len(extra)} were given")
+        names = keywords[:len(extra)]
+        for name in names:
+            if name in kwargs:
+                raise TypeError(f"{owner}() got multiple values for argument '{name}'")
+        warnings.warn(f"{owner}: passing {', '.join(names)} by position is deprecated (keyword-only now, with "
+                      "the same meaning). Pass them by name: "
+                      f"{', '.join(f'{name}={_short_repr(value)}' for name, value in zip(names, extra))}.",
+                      DeprecationWarning, stacklevel=3)
+        return function(*args[:len(positional)], **dict(zip(names, extra)), **kwargs)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return call(args, kwargs)
+
+    # Keras reads a layer's `__init__` both ways (`inspect.signature` and `getfullargspec`): the function's own.
+    wrapper.__signature__ = inspect.signature(function)
+    return wrapper
+
+
+def _short_repr(value, most=40):
+    """`repr(value)`, or `...` where it is longer than `most` characters (an array, a dataset)."""
+    text = repr(value)
+    return text if len(text) <= most else "..."
 
 
 def bind_arguments(method, args, kwargs):

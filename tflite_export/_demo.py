@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 import keras_compact
+from keras_compact._checks import keyword_only
 from tflite_export._export import export, predict
 
 
@@ -36,9 +37,11 @@ def build_networks(num_features, num_classes, num_hashes, num_bits, trainer_unit
     return trainer, projection
 
 
+@keyword_only
 def run_demo(
     data="digits",
     data_dir=None,
+    *,
     num_hashes=60,
     num_bits=12,
     epochs=None,

@@ -41,7 +41,8 @@ import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._checks import (
-    bool_errors, describe_non_finite_weights, is_int, is_number, one_of, positive_int_errors, raise_errors,
+    bool_errors, describe_non_finite_weights, is_int, is_number, keyword_only, one_of, positive_int_errors,
+    raise_errors,
 )
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
@@ -155,10 +156,12 @@ class ExportReport:
 _SPARSE = ("auto", True, False)
 
 
+@keyword_only
 def export(
     model,
     path,
     verify_with=None,
+    *,
     num_random_examples=64,
     seed=0,
     quantization=None,

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 
 from keras_compact._checks import (
-    ChecksCallInputs, bool_errors, check_seed, draw_seed, is_int, is_number, one_of, raise_errors,
+    ChecksCallInputs, bool_errors, check_seed, draw_seed, is_int, is_number, keyword_only, one_of,
+    raise_errors,
 )
 from keras_compact.ops import walsh_hadamard
 
@@ -78,10 +79,12 @@ class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
 
     expected_inputs = "a float tensor (batch, features)"
 
+    @keyword_only
     def __init__(
         self,
         num_classes,
         scale="learned",
+        *,
         normalize=True,
         matrix="hadamard",
         use_bias=False,

@@ -2,7 +2,7 @@ import keras
 import tensorflow as tf
 
 from keras_compact._backend import TensorFlowOpsLayer
-from keras_compact._checks import ChecksCallInputs, bool_errors, is_int, is_number, raise_errors
+from keras_compact._checks import ChecksCallInputs, bool_errors, is_int, is_number, keyword_only, raise_errors
 
 # ASCII whitespace (U+0009..U+000D, U+0020) and ASCII punctuation separate tokens.
 SEPARATORS = "\t\n\x0b\x0c\r !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
@@ -75,11 +75,13 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
         "On another backend, featurize in the input pipeline: dataset.map(lambda text, y: (featurizer(text), y)), followed there by a ProjectionLayer (projection(featurizer(text))) to hand the model dense bits.",
     )
 
+    @keyword_only
     def __init__(
         self,
         ngrams=2,
         skip_grams=0,
         char_ngrams=None,
+        *,
         lowercase=True,
         max_tokens=None,
         word_weights=None,

@@ -6,7 +6,9 @@ import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._backend import scale_loss_for_replicas
-from keras_compact._checks import bind_arguments, check_class_labels, is_int, is_number, one_of, raise_errors
+from keras_compact._checks import (
+    bind_arguments, check_class_labels, is_int, is_number, keyword_only, one_of, raise_errors,
+)
 from keras_compact.ops import hsic_kernels as hsic
 
 _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
@@ -192,10 +194,12 @@ class HSICBottleneck(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return self.get_metrics_result()
 
+    @keyword_only
     def post_train(
         self,
         x,
         y,
+        *,
         epochs=5,
         batch_size=256,
         learning_rate=0.005,

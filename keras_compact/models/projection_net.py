@@ -8,8 +8,8 @@ import tensorflow as tf
 from keras_compact import _keras_private
 from keras_compact._backend import require_tensorflow, scale_loss_for_replicas
 from keras_compact._checks import (
-    bind_arguments, check_class_labels, describe_non_finite_weights, is_bool, is_number, raise_errors,
-    renamed_arguments,
+    bind_arguments, check_class_labels, describe_non_finite_weights, is_bool, is_number, keyword_only,
+    raise_errors, renamed_arguments,
 )
 
 
@@ -86,8 +86,9 @@ class ProjectionNet(keras.Model):
     >>> deployable = net.projection
     """
 
+    @keyword_only
     def __init__(
-        self, trainer, projection, trainer_loss_weight=1.0, distillation_loss_weight=0.1, projection_loss_weight=1.0,
+        self, trainer, projection, *, trainer_loss_weight=1.0, distillation_loss_weight=0.1, projection_loss_weight=1.0,
         temperature=1.0, from_logits=None, **kwargs
     ):
         weights, names = renamed_arguments("ProjectionNet", ProjectionNet.__init__, kwargs, _RENAMED, dict(

@@ -10,14 +10,15 @@ deployable network: each network takes the entries named like its inputs.
 import keras
 
 from keras_compact._backend import require_tensorflow
-from keras_compact._checks import is_int, is_number, positive_int_errors, raise_errors
+from keras_compact._checks import is_int, is_number, keyword_only, positive_int_errors, raise_errors
 from keras_compact.layers.feature_buckets import FeatureBuckets
 from keras_compact.layers.projection_layer import MAX_BITS, ProjectionLayer
 from keras_compact.layers.qrnn import QRNN
 
 
+@keyword_only
 def lstm_trainer(
-    num_classes, num_buckets=2**15, max_length=64, embedding_dim=64, units=64, view=None, name="lstm_trainer"
+    num_classes, num_buckets=2**15, max_length=64, embedding_dim=64, units=64, *, view=None, name="lstm_trainer"
 ):
     """The trainer of a text ProjectionNet: hashed feature embeddings, an LSTM, softmax.
 
@@ -83,8 +84,9 @@ def bag_of_ngrams(num_classes, num_buckets=2**18, max_length=256, l2=1e-6, view=
     return keras.Model([ids, weights], outputs, name=name)
 
 
+@keyword_only
 def projection_network(
-    num_classes, num_hashes=60, num_bits=12, hidden_units=(), dropout=0.0, views=None, seed=0, name="projection"
+    num_classes, num_hashes=60, num_bits=12, hidden_units=(), dropout=0.0, *, views=None, seed=0, name="projection"
 ):
     """The deployable network: LSH projection(s), optional fully connected layers, softmax.
 
@@ -144,8 +146,9 @@ def projection_network(
     return keras.Model(inputs, outputs, name=name)
 
 
+@keyword_only
 def sequence_network(
-    num_classes, num_buckets=6144, max_length=32, embedding_dim=32, units=48, num_layers=1, kernel_size=2,
+    num_classes, num_buckets=6144, max_length=32, embedding_dim=32, units=48, num_layers=1, *, kernel_size=2,
     dropout=0.1, view="tokens", name="sequence",
 ):
     """A compact per-token sequence model: hashed token embeddings, bidirectional QRNN, mean pooling.

@@ -9,7 +9,8 @@ import numpy as np
 
 from keras_compact import _keras_private
 from keras_compact._checks import (
-    ChecksCallInputs, bool_errors, check_rate, describe_non_finite_weights, non_finite_weights, one_of, raise_errors,
+    ChecksCallInputs, bool_errors, check_rate, describe_non_finite_weights, keyword_only, non_finite_weights, one_of,
+    raise_errors,
 )
 from keras_compact._cloning import check_model, clone_with, fresh_copy
 from keras_compact.layers.targeted_dropout import (
@@ -164,7 +165,8 @@ class PruningReport:
         return "\n".join(rows)
 
 
-def prune(model, sparsity, granularity="weight", scope=None, layers=None, criterion="magnitude", data=None,
+@keyword_only
+def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, criterion="magnitude", data=None,
           merge=False, round_to=None, ignored_layers=None):
     """Prunes the least important weights, units or channels of a copy of `model`, one shot.
 
