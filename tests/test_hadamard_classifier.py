@@ -290,6 +290,24 @@ def test_explicit_implementation_is_kept_by_the_export(tmp_path, implementation)
     assert report.top1_agreement == 1.0
 
 
+class _RowsFromZero(HadamardClassifier):
+    """A user's subclass with its own matrix: the Hadamard rows 0..C-1 (row 0 all ones)."""
+
+    def _class_matrix(self, num_features):
+        return hadamard_matrix(num_features)[: self.num_classes, :num_features]
+
+
+@pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
+def test_a_subclass_of_the_classifier_is_exported_as_itself(tmp_path):
+    # The export's lowered copy used to rebuild every classifier as a HadamardClassifier, so a
+    # subclass's own matrix was lost and the file disagreed with the model (benchmarks/fixed_classifier.py).
+    model = keras.Sequential([keras.Input((64,), name="features"), _RowsFromZero(10, implementation="matmul", name="rows")])
+    x = np.random.default_rng(0).normal(size=(32, 64)).astype("float32")
+    report = export(model, tmp_path / "rows.tflite", verify_with=x)
+    assert report.top1_agreement == 1.0
+    np.testing.assert_allclose(predict(report.path, x), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.tensorflow_backend("exports in this process; test_backends.py exports from JAX")
 def test_dynamic_int8_stores_the_hadamard_matrix_exactly(tmp_path):
     model = keras.Sequential([keras.Input((512,), name="features"), HadamardClassifier(10, implementation="matmul")])

@@ -36,10 +36,10 @@ def lowering(layer):
 
 
 def lowered(layer):
-    """`(classifier, weights)`: a new HadamardClassifier set to `layer`'s lowering, with blocks of
+    """`(classifier, weights)`: a new classifier of `layer`'s class set to its lowering, with blocks of
     at most `LITERT_RADIX`, for the export's lowered copy (`layer` is not changed)."""
     config = dict(layer.get_config(), implementation=lowering(layer))
-    classifier = HadamardClassifier.from_config(config)
+    classifier = type(layer).from_config(config)  # a subclass stays itself
     classifier.transform_radix = LITERT_RADIX
     return classifier, layer.get_weights()
 
