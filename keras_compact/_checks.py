@@ -211,33 +211,9 @@ def check_class_labels(labels, classes, argument="y"):
     of `classes` non-negative numbers summing to 1 (one-hot or soft labels).
     `classes=None` checks all but the range.
     """
-    if hasattr(labels, "flat_values"):
-        raise ValueError(f"{argument} must be dense class labels, not a ragged tensor.")
-    try:
-        values = np.asarray(keras.ops.convert_to_numpy(labels) if keras.ops.is_tensor(labels) else labels)
-    except Exception:  # tf string tensors and other objects NumPy cannot hold
-        values = np.asarray(labels.numpy()) if hasattr(labels, "numpy") else np.asarray(labels, dtype=object)
-    if values.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{argument} must hold numeric class labels (integer ids or one-hot rows). Received dtype "
-            f"{values.dtype}; map class names to ids first, e.g. with keras.layers.StringLookup."
-        )
-    if values.size == 0:
-        raise ValueError(f"{argument} holds no labels. Received shape: {values.shape}")
-    values = values.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{argument} holds NaN or infinite labels.")
+    values = _label_values(labels, argument)
     if values.ndim == 2 and values.shape[1] > 1:
-        if classes is not None and values.shape[1] != classes:
-            raise ValueError(
-                f"{argument} as one-hot rows must have one column per class ({classes}). "
-                f"Received shape: {values.shape}"
-            )
-        if values.min() < 0 or not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
-            raise ValueError(
-                f"{argument} rows must be one-hot (or soft) labels: non-negative, each summing to 1. "
-                f"Received rows summing to {values.sum(axis=1).min():.3g}..{values.sum(axis=1).max():.3g}"
-            )
+        _check_label_rows(values, classes, argument)
         return
     if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
         raise ValueError(
@@ -255,6 +231,41 @@ def check_class_labels(labels, classes, argument="y"):
         accepted = f"[0, {classes})" if classes is not None else "[0, classes)"
         raise ValueError(
             f"{argument} must be class ids in {accepted}. Received ids from {values.min():g} to {values.max():g}"
+        )
+
+
+def _label_values(labels, argument):
+    """`labels` as a float64 NumPy array, after the checks of what it holds (dense, numeric, some, finite)."""
+    if hasattr(labels, "flat_values"):
+        raise ValueError(f"{argument} must be dense class labels, not a ragged tensor.")
+    try:
+        values = np.asarray(keras.ops.convert_to_numpy(labels) if keras.ops.is_tensor(labels) else labels)
+    except Exception:  # tf string tensors and other objects NumPy cannot hold
+        values = np.asarray(labels.numpy()) if hasattr(labels, "numpy") else np.asarray(labels, dtype=object)
+    if values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{argument} must hold numeric class labels (integer ids or one-hot rows). Received dtype "
+            f"{values.dtype}; map class names to ids first, e.g. with keras.layers.StringLookup."
+        )
+    if values.size == 0:
+        raise ValueError(f"{argument} holds no labels. Received shape: {values.shape}")
+    values = values.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{argument} holds NaN or infinite labels.")
+    return values
+
+
+def _check_label_rows(values, classes, argument):
+    """One-hot or soft label rows: one column per class, non-negative, each summing to 1."""
+    if classes is not None and values.shape[1] != classes:
+        raise ValueError(
+            f"{argument} as one-hot rows must have one column per class ({classes}). "
+            f"Received shape: {values.shape}"
+        )
+    if values.min() < 0 or not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(
+            f"{argument} rows must be one-hot (or soft) labels: non-negative, each summing to 1. "
+            f"Received rows summing to {values.sum(axis=1).min():.3g}..{values.sum(axis=1).max():.3g}"
         )
 
 

@@ -89,33 +89,11 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
         char_weight=1.0,
         **kwargs,
     ):
-        errors = []
-        if not is_int(ngrams) or ngrams < 0:
-            errors.append(f"ngrams must be an integer >= 0. Received: ngrams={ngrams!r}")
-        if not is_int(skip_grams) or skip_grams < 0:
-            errors.append(f"skip_grams must be an integer >= 0. Received: skip_grams={skip_grams!r}")
-        if char_ngrams is not None and not (
-            isinstance(char_ngrams, (list, tuple))
-            and len(char_ngrams) == 2
-            and all(is_int(n) for n in char_ngrams)
-            and 1 <= char_ngrams[0] <= char_ngrams[1]
-        ):
-            errors.append(f"char_ngrams must be None or (lo, hi) with 1 <= lo <= hi. Received: char_ngrams={char_ngrams!r}")
+        errors = _feature_errors(ngrams, skip_grams, char_ngrams)
         errors += bool_errors(lowercase=lowercase)
         if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
             errors.append(f"max_tokens must be None or an integer >= 1. Received: max_tokens={max_tokens!r}")
-        if word_weights is not None and not (
-            isinstance(word_weights, (list, tuple))
-            and len(word_weights) == ngrams
-            and all(is_number(w) and w > 0 for w in word_weights)
-        ):
-            errors.append(
-                f"word_weights must be None or {ngrams!r} positive numbers (one per n-gram order). "
-                f"Received: word_weights={word_weights!r}"
-            )
-        for name, value in (("skip_weight", skip_weight), ("char_weight", char_weight)):
-            if not is_number(value) or value <= 0:
-                errors.append(f"{name} must be a number > 0. Received: {name}={value!r}")
+        errors += _weight_errors(ngrams, word_weights, skip_weight, char_weight)
         if not errors and ngrams == 0 and skip_grams == 0 and char_ngrams is None:
             errors.append(
                 "A TextFeaturizer needs at least one kind of feature: ngrams >= 1, skip_grams >= 1 or "
@@ -206,3 +184,38 @@ class TextFeaturizer(ChecksCallInputs, TensorFlowOpsLayer, keras.layers.Layer):
             char_weight=self.char_weight,
         )
         return config
+
+
+def _feature_errors(ngrams, skip_grams, char_ngrams):
+    """What is wrong with the kinds of feature a TextFeaturizer is asked for."""
+    errors = []
+    if not is_int(ngrams) or ngrams < 0:
+        errors.append(f"ngrams must be an integer >= 0. Received: ngrams={ngrams!r}")
+    if not is_int(skip_grams) or skip_grams < 0:
+        errors.append(f"skip_grams must be an integer >= 0. Received: skip_grams={skip_grams!r}")
+    if char_ngrams is not None and not (
+        isinstance(char_ngrams, (list, tuple))
+        and len(char_ngrams) == 2
+        and all(is_int(n) for n in char_ngrams)
+        and 1 <= char_ngrams[0] <= char_ngrams[1]
+    ):
+        errors.append(f"char_ngrams must be None or (lo, hi) with 1 <= lo <= hi. Received: char_ngrams={char_ngrams!r}")
+    return errors
+
+
+def _weight_errors(ngrams, word_weights, skip_weight, char_weight):
+    """What is wrong with a TextFeaturizer's feature weights."""
+    errors = []
+    if word_weights is not None and not (
+        isinstance(word_weights, (list, tuple))
+        and len(word_weights) == ngrams
+        and all(is_number(w) and w > 0 for w in word_weights)
+    ):
+        errors.append(
+            f"word_weights must be None or {ngrams!r} positive numbers (one per n-gram order). "
+            f"Received: word_weights={word_weights!r}"
+        )
+    for name, value in (("skip_weight", skip_weight), ("char_weight", char_weight)):
+        if not is_number(value) or value <= 0:
+            errors.append(f"{name} must be a number > 0. Received: {name}={value!r}")
+    return errors

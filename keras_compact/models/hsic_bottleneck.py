@@ -15,6 +15,40 @@ _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
+
+def _branches(blocks, sigma):
+    """`(branches, sigmas, combined, errors)`: `blocks` as one list of blocks per sigma, and what is
+    wrong with them (a `blocks` that is no list at all raises at once)."""
+    if isinstance(blocks, keras.layers.Layer) or not isinstance(blocks, (list, tuple)):
+        raise ValueError(
+            "blocks must be a list of Keras layers, each trained as one block (a list of such lists, one "
+            f"per sigma, for a sigma-combined network). Received: blocks={type(blocks).__name__}. For a "
+            "Sequential, pass list(model.layers) to train each layer as a block, or [model] for one block."
+        )
+    combined = isinstance(sigma, (list, tuple))
+    if combined and not all(isinstance(branch, (list, tuple)) for branch in blocks):
+        raise ValueError(
+            "A sigma-combined network takes one list of blocks per sigma. "
+            f"Received: blocks={blocks!r}, sigma={sigma!r}"
+        )
+    branches = [list(branch) for branch in blocks] if combined else [list(blocks)]
+    sigmas = list(sigma) if combined else [sigma]
+    errors = []
+    if not branches or not all(branches) or not all(
+        isinstance(block, keras.layers.Layer) for branch in branches for block in branch
+    ):
+        errors.append(
+            "blocks must be a non-empty list of Keras layers (a list of such lists, one per sigma, "
+            f"for a sigma-combined network). Received: blocks={blocks!r}"
+        )
+    elif combined and len(branches) != len(sigmas):
+        errors.append(
+            f"A sigma-combined network needs one branch per sigma. Received: {len(branches)} branches, "
+            f"sigma={sigma!r}"
+        )
+    return branches, sigmas, combined, errors
+
+
 class HSICBottleneck(keras.Model):
     """Layer-wise training by the HSIC bottleneck: no back-propagation between blocks.
 
@@ -65,33 +99,7 @@ class HSICBottleneck(keras.Model):
     """
 
     def __init__(self, blocks, beta=50.0, sigma=5.0, estimator="normalized_cca", num_classes=None, **kwargs):
-        if isinstance(blocks, keras.layers.Layer) or not isinstance(blocks, (list, tuple)):
-            raise ValueError(
-                "blocks must be a list of Keras layers, each trained as one block (a list of such lists, one "
-                f"per sigma, for a sigma-combined network). Received: blocks={type(blocks).__name__}. For a "
-                "Sequential, pass list(model.layers) to train each layer as a block, or [model] for one block."
-            )
-        combined = isinstance(sigma, (list, tuple))
-        if combined and not all(isinstance(branch, (list, tuple)) for branch in blocks):
-            raise ValueError(
-                "A sigma-combined network takes one list of blocks per sigma. "
-                f"Received: blocks={blocks!r}, sigma={sigma!r}"
-            )
-        branches = [list(branch) for branch in blocks] if combined else [list(blocks)]
-        sigmas = list(sigma) if combined else [sigma]
-        errors = []
-        if not branches or not all(branches) or not all(
-            isinstance(block, keras.layers.Layer) for branch in branches for block in branch
-        ):
-            errors.append(
-                "blocks must be a non-empty list of Keras layers (a list of such lists, one per sigma, "
-                f"for a sigma-combined network). Received: blocks={blocks!r}"
-            )
-        elif combined and len(branches) != len(sigmas):
-            errors.append(
-                f"A sigma-combined network needs one branch per sigma. Received: {len(branches)} branches, "
-                f"sigma={sigma!r}"
-            )
+        branches, sigmas, combined, errors = _branches(blocks, sigma)
         if not is_number(beta) or beta < 0:
             errors.append(f"beta must be a number >= 0. Received: beta={beta!r}")
         if not sigmas or not all(is_number(s) and s > 0 for s in sigmas):

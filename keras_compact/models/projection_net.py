@@ -110,10 +110,7 @@ class ProjectionNet(keras.Model):
         if from_logits is not None and not is_bool(from_logits):
             errors.append(f"from_logits must be None, True or False. Received: from_logits={from_logits!r}")
         if not errors:
-            errors += _class_count_errors(trainer, projection)
-        if not errors:
-            errors += [error for network in (("trainer", trainer), ("projection", projection))
-                       for error in _output_errors(*network)]
+            errors += _networks_errors(trainer, projection)
         raise_errors(errors)
         super().__init__(**kwargs)
         self.trainer = trainer
@@ -130,14 +127,7 @@ class ProjectionNet(keras.Model):
             for name, network in (("trainer", trainer), ("projection", projection))
         }
         self._checked_first_batch = False
-        self._loss_trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("trainer_loss", "distillation_loss", "projection_loss")
-        }
-        self._accuracies = {
-            name: keras.metrics.CategoricalAccuracy(name=name)
-            for name in ("trainer_accuracy", "projection_accuracy")
-        }
+        self._loss_trackers, self._accuracies = _metrics()
         if trainer.built and projection.built:
             self.built = True
 
@@ -497,3 +487,20 @@ def _weighted_mean(values, sample_weight):
         return keras.ops.mean(values)
     weights = keras.ops.reshape(keras.ops.cast(sample_weight, values.dtype), (-1,))
     return keras.ops.mean(values * weights)
+
+
+def _networks_errors(trainer, projection):
+    """What keeps two Keras models from training as a ProjectionNet: their class counts, else their outputs."""
+    errors = _class_count_errors(trainer, projection)
+    return errors or [
+        error for network in (("trainer", trainer), ("projection", projection)) for error in _output_errors(*network)
+    ]
+
+
+def _metrics():
+    """`(loss trackers, accuracies)`, by name: what `fit` shows for each network."""
+    losses = {name: keras.metrics.Mean(name=name) for name in ("trainer_loss", "distillation_loss", "projection_loss")}
+    accuracies = {
+        name: keras.metrics.CategoricalAccuracy(name=name) for name in ("trainer_accuracy", "projection_accuracy")
+    }
+    return losses, accuracies

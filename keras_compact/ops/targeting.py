@@ -152,7 +152,7 @@ def counted_thresholds(values, count, start, spacing, passes=SEARCH_PASSES):
     found, settled = ops.cond(
         ops.all(settled),
         lambda: (found, settled),
-        lambda: _finish_in_bands(values, count, found, settled, lo, below_lo, hi, below_hi),
+        lambda: _finish_in_bands(values, count, found, settled, (lo, below_lo, hi, below_hi)),
     )
     return found, settled, ops.maximum(measured, tiny)
 
@@ -206,7 +206,8 @@ def _counting_pass(values, target, spacing):
     dtype = values.dtype
     aim = target + 0.5  # between the count-th and the count+1-th value
 
-    def step(i, t, below, lo, below_lo, has_lo, hi, below_hi, has_hi):
+    def step(i, t, below, *brackets):
+        lo, below_lo, has_lo, hi, below_hi, has_hi = brackets
         moving = _unsettled(below, target)
         reach = spacing * ops.cast(ops.power(2.0, ops.cast(i, "float32")), dtype)  # widens while one-sided
         interpolated = lo + (hi - lo) * (aim - below_lo) / ops.maximum(below_hi - below_lo, 1.0)
@@ -236,13 +237,17 @@ def _counting_pass(values, target, spacing):
     return step
 
 
-def _finish_in_bands(values, count, found, settled, lo, below_lo, hi, below_hi):
+def _finish_in_bands(values, count, found, settled, brackets):
     """Step 3 of `search_thresholds`: returns the thresholds and which columns are settled.
+
+    `brackets` is `(lo, below_lo, hi, below_hi)`: per column, the thresholds the
+    search ended between and their counts.
 
     The `count + 1`-th smallest value of a column is the `count - below_lo + 1`-th
     smallest at or above `lo`, and the `below_hi - count`-th largest below `hi`;
     a `top_k` of `BAND_WIDTH` values from whichever side is near enough finds it.
     """
+    lo, below_lo, hi, below_hi = brackets
     size, units = values.shape
     columns, width = min(BAND_COLUMNS, units), min(BAND_WIDTH, size)
     _, picked = ops.top_k(ops.cast(ops.logical_not(settled), "int32"), columns)  # unsettled first
