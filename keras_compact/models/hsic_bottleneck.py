@@ -14,8 +14,6 @@ from keras_compact.ops import hsic_kernels as hsic
 _ESTIMATORS = ("normalized_cca", "normalized", "hsic")
 
 
-@keras.saving.register_keras_serializable(package="keras_compact")
-
 def _branches(blocks, sigma):
     """`(branches, sigmas, combined, errors)`: `blocks` as one list of blocks per sigma, and what is
     wrong with them (a `blocks` that is no list at all raises at once)."""
@@ -49,6 +47,7 @@ def _branches(blocks, sigma):
     return branches, sigmas, combined, errors
 
 
+@keras.saving.register_keras_serializable(package="keras_compact")
 class HSICBottleneck(keras.Model):
     """Layer-wise training by the HSIC bottleneck: no back-propagation between blocks.
 
