@@ -145,7 +145,8 @@ def keyword_only(function):
     owner = function.__qualname__.removesuffix(".__init__")
     shown = len(positional) - (positional[:1] == ["self"])
 
-    def call(args, kwargs):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
         if len(args) <= len(positional):
             return function(*args, **kwargs)
         extra = args[len(positional):]
@@ -159,12 +160,8 @@ def keyword_only(function):
         warnings.warn(f"{owner}: passing {', '.join(names)} by position is deprecated (keyword-only now, with "
                       "the same meaning). Pass them by name: "
                       f"{', '.join(f'{name}={_short_repr(value)}' for name, value in zip(names, extra))}.",
-                      DeprecationWarning, stacklevel=3)
+                      DeprecationWarning, stacklevel=2)
         return function(*args[:len(positional)], **dict(zip(names, extra)), **kwargs)
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        return call(args, kwargs)
 
     # Keras reads a layer's `__init__` both ways (`inspect.signature` and `getfullargspec`): the function's own.
     wrapper.__signature__ = inspect.signature(function)
