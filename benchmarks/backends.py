@@ -20,12 +20,13 @@ import importlib.util
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+import reporting
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = ("targeted_dropout", "hsic", "fixed_classifier", "projection_net")
@@ -149,23 +150,66 @@ def table(runs):
     backends = list(runs)
     step = {b: {m: float(np.median([r["results"][m][0] for r in runs[b]])) for m in MODELS} for b in backends}
     accuracy = {b: {m: np.array([r["results"][m][1] for r in runs[b]]) for m in MODELS} for b in backends}
-    lines = [
-        "| model | " + " | ".join(f"{b} step (ms)" for b in backends) + " | "
-        + " | ".join(f"{b} / tensorflow" for b in backends[1:]) + " | "
-        + " | ".join(f"{b} accuracy" for b in backends) + " | gap of the means (points) |",
-        "|---" * (3 * len(backends)) + "|---|",
-    ]
+    header = ["model", *(f"{b} step (ms)" for b in backends), *(f"{b} / tensorflow" for b in backends[1:]),
+              *(f"{b} accuracy" for b in backends), "gap of the means (points)"]
     gaps = {}
+    rows = []
     for model in MODELS:
         means = [accuracy[b][model].mean() for b in backends]
         gaps[model] = (max(means) - min(means)) * 100
-        lines.append(
-            f"| {TITLES[model]} | " + " | ".join(f"{step[b][model]:.2f}" for b in backends) + " | "
-            + " | ".join(f"{step[b][model] / step['tensorflow'][model]:.2f}x" for b in backends[1:]) + " | "
-            + " | ".join(f"{accuracy[b][model].mean():.2%} ± {accuracy[b][model].std() * 100:.2f}" for b in backends)
-            + f" | {gaps[model]:.2f} |"
-        )
-    return lines, gaps
+        rows.append([TITLES[model], *(f"{step[b][model]:.2f}" for b in backends),
+                     *(f"{step[b][model] / step['tensorflow'][model]:.2f}x" for b in backends[1:]),
+                     *(f"{accuracy[b][model].mean():.2%} ± {accuracy[b][model].std() * 100:.2f}" for b in backends),
+                     f"{gaps[model]:.2f}"])
+    return reporting.table(header, rows), gaps
+
+
+def versions():
+    """Keras's, JAX's and TensorFlow's versions, read in a fresh Python ('?' for any it could not read)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import keras, jax, tensorflow as tf; print(keras.__version__, jax.__version__, tf.__version__)"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout.split()
+    return found + ["?"] * (3 - len(found))
+
+
+def header(results):
+    quick, epochs, seeds = results["quick"], results["epochs"], results["seeds"]
+    keras_version, jax_version, tf_version = versions()
+    return [
+        "# Keras backends: the same models on TensorFlow and JAX" + (" (quick run)" if quick else ""),
+        "",
+        f"Data: MNIST from `../shared/data`, {results['runs']['tensorflow'][0]['split']}"
+        + ("; quick run: 1,000 train / 300 test" if quick else "")
+        + f". {epochs} epochs each, seeds 0..{seeds - 1} (accuracy: mean ± std over seeds), batch 128,",
+        "Adam 1e-3 (HSIC 1e-2). Step time: the median epoch after the first, per step, median over seeds;",
+        "each backend in its own Python, one after another, backends interleaved seed by seed. The same",
+        "seed gives each backend different initial weights (Keras draws them from the backend's generator).",
+        f"Machine: {reporting.machine()}; Keras {keras_version}, JAX {jax_version}, TensorFlow {tf_version}"
+        + ("; PyTorch not installed." if "torch" not in results["runs"] else "."),
+        "",
+    ]
+
+
+def write_results(stem, results):
+    """`results`: `quick`, `epochs`, `seeds` (how many) and the `runs` per backend, one per seed."""
+    lines, gaps = table(results["runs"])
+    missed = [TITLES[m] for m in MODELS if gaps[m] > 0.5]
+    target = [
+        "",
+        "Batches come from one `tf.data` pipeline (shuffled with the seed, reshuffled every epoch), so",
+        "every backend reads the same batches in the same order. `fit(x, y, shuffle=True)` on NumPy",
+        "arrays would not: on the TensorFlow backend, after `keras.utils.set_random_seed`, Keras's",
+        "array adapter repeats the first epoch's order in every epoch (its `tf.random.shuffle` is",
+        "seeded afresh for each epoch's iterator; Keras 3.15.1, TF 2.21), while JAX draws a new",
+        "permutation per epoch. For HSIC, whose objective is a statistic of each batch, that made",
+        "TensorFlow 1.70 points worse over 3 seeds (93.28% vs 94.98%) in an earlier run of this script.",
+        "",
+        "Target: every model's mean accuracy within 0.5 points of TensorFlow's on JAX: "
+        + ("met." if not missed else "NOT met for " + ", ".join(missed) + "."),
+    ]
+    path = reporting.write(stem, header(results) + lines + target, end="\n")
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def main():
@@ -187,45 +231,8 @@ def main():
         for backend in backends:  # interleaved, so that the machine's load falls on every backend alike
             print(f"seed {seed}: training on {backend} ...", flush=True)
             runs[backend].append(run_backend(backend, args, seed))
-    lines, gaps = table(runs)
-    split = runs["tensorflow"][0]["split"]
-    versions = subprocess.run(
-        [sys.executable, "-c", "import keras, jax, tensorflow as tf; print(keras.__version__, jax.__version__, tf.__version__)"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    ).stdout.split()
-    header = [
-        "# Keras backends: the same models on TensorFlow and JAX" + (" (quick run)" if args.quick else ""),
-        "",
-        f"Data: MNIST from `../shared/data`, {split}"
-        + ("; quick run: 1,000 train / 300 test" if args.quick else "")
-        + f". {args.epochs} epochs each, seeds 0..{args.seeds - 1} (accuracy: mean ± std over seeds), batch 128,",
-        "Adam 1e-3 (HSIC 1e-2). Step time: the median epoch after the first, per step, median over seeds;",
-        "each backend in its own Python, one after another, backends interleaved seed by seed. The same",
-        "seed gives each backend different initial weights (Keras draws them from the backend's generator).",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Keras {versions[0] if versions else '?'}, "
-        f"JAX {versions[1] if len(versions) > 1 else '?'}, TensorFlow {versions[2] if len(versions) > 2 else '?'}"
-        + ("; PyTorch not installed." if "torch" not in backends else "."),
-        "",
-    ]
-    missed = [TITLES[m] for m in MODELS if gaps[m] > 0.5]
-    target = [
-        "",
-        "Batches come from one `tf.data` pipeline (shuffled with the seed, reshuffled every epoch), so",
-        "every backend reads the same batches in the same order. `fit(x, y, shuffle=True)` on NumPy",
-        "arrays would not: on the TensorFlow backend, after `keras.utils.set_random_seed`, Keras's",
-        "array adapter repeats the first epoch's order in every epoch (its `tf.random.shuffle` is",
-        "seeded afresh for each epoch's iterator; Keras 3.15.1, TF 2.21), while JAX draws a new",
-        "permutation per epoch. For HSIC, whose objective is a statistic of each batch, that made",
-        "TensorFlow 1.70 points worse over 3 seeds (93.28% vs 94.98%) in an earlier run of this script.",
-        "",
-        "Target: every model's mean accuracy within 0.5 points of TensorFlow's on JAX: "
-        + ("met." if not missed else "NOT met for " + ", ".join(missed) + "."),
-    ]
-    text = "\n".join(header + lines + target) + "\n"
-    print(text)
-    out = ROOT / "benchmarks" / "results" / ("backends_quick.md" if args.quick else "backends.md")
-    out.write_text(text)
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_results("backends_quick" if args.quick else "backends",
+                  dict(quick=args.quick, epochs=args.epochs, seeds=args.seeds, runs=runs))
 
 
 if __name__ == "__main__":

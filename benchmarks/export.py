@@ -16,18 +16,15 @@ of single-example invokes over them.
 Writes benchmarks/results/export.md (or export_quick.md).
 """
 
-import argparse
 import os
-import pathlib
-import platform
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
 
-from common import add_data_dir
+import common
+import reporting
 import keras_compact
 import tflite_export
 from keras_compact import HadamardClassifier, ProjectionNet, TargetedDropout
@@ -35,7 +32,6 @@ from keras_compact.callbacks import TargetedDropoutRamp
 from keras_compact.pruning import prune
 from tflite_export import _demo
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODES = [None, "dynamic", "float16", "int8"]
 
 
@@ -99,32 +95,33 @@ def measure(models, x_train, x_test, y_test):
     return rows
 
 
-def write_results(stem, info, epochs, models, rows, quick):
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+def write_results(stem, results):
+    """`results`: `info`, `epochs`, `quick`, the trained `models` and the measured `rows` per (model, mode)."""
+    reporting.write(stem, table_section(results) + target_section(results["models"], results["rows"]))
+
+
+def table_section(results):
     label = {None: "float32", "dynamic": "dynamic", "float16": "float16", "int8": "int8"}
     lines = [
-        "# Export: size, LiteRT latency and accuracy per quantization" + (" (quick smoke run)" if quick else ""),
+        *reporting.heading("Export: size, LiteRT latency and accuracy per quantization", "export.py", results["quick"]),
+        f"Data: {results['info']['source']}; {results['info']['split']}. {results['epochs']} epochs of training "
+        "per model (ProjectionNet: joint with its trainer). Each cell: `.tflite` bytes / median LiteRT ms per "
+        "example (one invoke, default delegates) / test accuracy of the file / top-1 agreement with the Keras "
+        "model. int8: calibrated on 300 training images, float32 inputs and outputs.",
         "",
-        f"Written by `benchmarks/export.py{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
-        "",
-        f"Data: {info['source']}; {info['split']}. {epochs} epochs of training per model (ProjectionNet: "
-        "joint with its trainer). Each cell: `.tflite` bytes / median LiteRT ms per example (one invoke, "
-        "default delegates) / test accuracy of the file / top-1 agreement with the Keras model. int8: "
-        "calibrated on 300 training images, float32 inputs and outputs.",
-        "",
-        "| model | " + " | ".join(label[m] for m in MODES) + " |",
-        "|---|" + "---|" * len(MODES),
     ]
-    for name in models:
-        cells = []
-        for mode in MODES:
-            row = rows[(name, mode)]
-            cells.append(row if isinstance(row, str) else
-                         f"{row['bytes']:,} B / {row['latency_ms']:.3f} ms / {row['accuracy']:.2%} / {row['agreement']:.1%}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets", ""]
+
+    def cell(row):
+        return row if isinstance(row, str) else (
+            f"{row['bytes']:,} B / {row['latency_ms']:.3f} ms / {row['accuracy']:.2%} / {row['agreement']:.1%}")
+
+    return lines + reporting.table(["model"] + [label[m] for m in MODES],
+                                [[name] + [cell(results["rows"][(name, mode)]) for mode in MODES]
+                                 for name in results["models"]])
+
+
+def target_section(models, rows):
+    lines = ["", "## Targets", ""]
     for name in models:
         base, int8 = rows[(name, None)], rows[(name, "int8")]
         if isinstance(int8, str):
@@ -135,20 +132,15 @@ def write_results(stem, info, epochs, models, rows, quick):
                      + ("**met** (within 1 point)." if drop <= 1 else "**NOT met**."))
     trainer = rows[("ProjectionNet trainer MLP 784-1000-1000-10", None)]["bytes"]
     projection = rows[("projection T=60 d=12, builtin LSH_PROJECTION", None)]["bytes"]
-    lines += [
+    return lines + [
         f"- Projection model vs its trainer, 784-1000-1000-10 (float32 files): {projection:,} vs {trainer:,} bytes, "
         f"{trainer / projection:.0f}x smaller: " + ("**met** (at least 100x)." if trainer / projection >= 100 else "**NOT met**."),
         "",
     ]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 train / 200 test images, 1 epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 1)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "1,000 train / 200 test images, 1 epoch", "default 10 (quick: 1)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 10)
     ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("mnist", args.data_dir, with_info=True)
@@ -157,7 +149,8 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:200], y_test[:200]
     models = train_models(x_train, y_train, epochs)
     rows = measure(models, x_train, x_test, y_test)
-    write_results("export_quick" if args.quick else "export", info, epochs, models, rows, args.quick)
+    results = dict(info=info, epochs=epochs, models=models, rows=rows, quick=args.quick)
+    write_results("export_quick" if args.quick else "export", results)
     return 0
 
 

@@ -22,10 +22,7 @@ Writes benchmarks/results/fixed_classifier.md and fixed_classifier.png
 (or *_quick.* for --quick).
 """
 
-import argparse
 import os
-import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -34,14 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import add_data_dir
+import common
+import reporting
 import keras_compact
 import tflite_export
 from keras_compact import HadamardClassifier
 from keras_compact.ops import walsh_hadamard
 from tflite_export import _hadamard, _verify
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 KINDS = {
     "learned": "learned Dense (baseline)",
     "hadamard": "HadamardClassifier",
@@ -225,25 +222,27 @@ def transform_rows(shapes, repeats, with_litert=True, radix_sweep=False):
     return rows
 
 
-def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
-    import matplotlib
+def write_results(stem, results):
+    """`results`: `info`, `quick`, the `settings` and `accuracy` rows per data set, and the transform's
+    `shapes` and `sweep` rows."""
+    lines = header(results) + accuracy_section(results["settings"], results["accuracy"])
+    lines += transform_section(results["shapes"], results["sweep"]) + radix_section(stem, results["shapes"])
+    reporting.write(stem, lines)
+    plot(stem, results["accuracy"]["MNIST"])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "# Fixed classifier (Hoffer et al. 2018)" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Written by `benchmarks/fixed_classifier.py{' --quick' if quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}, "
-        f"TF {tf.__version__}.",
-        "",
-        f"Data: MNIST: {info['source']}; {info['split']}. Digits: scikit-learn's bundled 8x8 digits.",
+def header(results):
+    return [
+        *reporting.heading("Fixed classifier (Hoffer et al. 2018)", "fixed_classifier.py", results["quick"],
+                           f"Keras {keras.__version__}, TF {tf.__version__}"),
+        f"Data: MNIST: {results['info']['source']}; {results['info']['split']}. Digits: scikit-learn's bundled 8x8 digits.",
         "CIFAR-10/100 are not in the shared data folder (see its README), so there is no CIFAR row.",
         "",
     ]
+
+
+def accuracy_section(settings, accuracy):
+    lines = []
     for dataset, rows in accuracy.items():
         epochs, hidden, seeds = settings[dataset]
         learned = rows["learned"]
@@ -251,20 +250,16 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
             f"## {dataset}: MLP {'-'.join(map(str, hidden))} (ReLU) + classifier, Adam 1e-3, batch {BATCH}, "
             f"{epochs} epochs, seeds {list(seeds)}",
             "",
-            "| classifier | test accuracy (mean ± sd) | vs learned | trainable params (final layer) | "
-            "final-layer bytes in .tflite | train step ms | step vs learned |",
-            "|---|---|---|---|---|---|---|",
+            *reporting.table(["classifier", "test accuracy (mean ± sd)", "vs learned", "trainable params (final layer)",
+                           "final-layer bytes in .tflite", "train step ms", "step vs learned"], [
+                [name, f"{rows[kind]['accuracy'].mean():.2%} ± {rows[kind]['accuracy'].std():.2%}",
+                 f"{(rows[kind]['accuracy'].mean() - learned['accuracy'].mean()) * 100:+.2f} pts",
+                 f"{rows[kind]['trainable']:,}", f"{rows[kind]['bytes']:,}", f"{rows[kind]['step_ms']:.2f}",
+                 f"{rows[kind]['step_ms'] / learned['step_ms']:.2f}x"] for kind, name in KINDS.items()]),
+            "",
         ]
-        for kind, name in KINDS.items():
-            row = rows[kind]
-            lines.append(
-                f"| {name} | {row['accuracy'].mean():.2%} ± {row['accuracy'].std():.2%} | "
-                f"{(row['accuracy'].mean() - learned['accuracy'].mean()) * 100:+.2f} pts | {row['trainable']:,} | "
-                f"{row['bytes']:,} | {row['step_ms']:.2f} | {row['step_ms'] / learned['step_ms']:.2f}x |"
-            )
-        gap = (rows["hadamard"]["accuracy"].mean() - learned["accuracy"].mean()) * 100
-        lines.append("")
         if dataset == "MNIST":
+            gap = (rows["hadamard"]["accuracy"].mean() - learned["accuracy"].mean()) * 100
             lines += [
                 f"Target (within 0.5 points of the learned classifier on MNIST; one parameter left): "
                 f"HadamardClassifier {gap:+.2f} points, {rows['hadamard']['trainable']} trainable parameter(s) "
@@ -272,69 +267,57 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
                 + ("**met**." if gap >= -0.5 and rows["hadamard"]["trainable"] == 1 else "**NOT met**."),
                 "",
             ]
+    return lines
 
-    lines += [
+
+def lite(row, key):
+    """A LiteRT measurement's two cells, bytes and ms; the reason twice over where it was not run."""
+    value = row.get(key)
+    if isinstance(value, tuple):
+        return f"{value[0]:,}", f"{value[1]:.4f}"
+    return (value or "not run"), "-"
+
+
+def transform_row(row):
+    both = isinstance(row.get("lite_matmul"), tuple) and isinstance(row.get("lite_fwht"), tuple)
+    return [f"{row['shape'][0]} x {row['shape'][1]}" + (" (sweep)" if row.get("sweep") else ""), row["size"],
+            f"{row['cost_ratio']:.2f}", f"{row['tf_matmul']:.3f}", f"{row['tf_fwht']:.3f}",
+            f"{row['tf_matmul'] / row['tf_fwht']:.2f}x", *lite(row, "lite_matmul"), *lite(row, "lite_fwht"),
+            f"{row['lite_matmul'][1] / row['lite_fwht'][1]:.2f}x" if both else "-"]
+
+
+def transform_section(shapes, sweep):
+    return [
         "## Matmul vs fast Walsh-Hadamard transform",
         "",
         f"TF: forward+backward of the layer alone (gradients to input and scale), batch {BATCH}, median ms. "
         "LiteRT: the layer alone exported with each lowering, median ms of one single-example `invoke()`. "
         "`size` is the padded width; the cost ratio is N*C / (size * sum of the transform's factors).",
         "",
-        "| N x C | size | cost ratio | TF matmul ms | TF FWHT ms | TF speed-up | LiteRT FC bytes | LiteRT FC ms "
-        "| LiteRT FWHT bytes | LiteRT FWHT ms | LiteRT speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def lite(row, key):
-        value = row.get(key)
-        if isinstance(value, tuple):
-            return f"{value[0]:,}", f"{value[1]:.4f}"
-        return (value or "not run"), "-"
-
-    for row in shapes + [dict(r, sweep=True) for r in sweep]:
-        fc_bytes, fc_ms = lite(row, "lite_matmul")
-        fw_bytes, fw_ms = lite(row, "lite_fwht")
-        speedup = (
-            f"{row['lite_matmul'][1] / row['lite_fwht'][1]:.2f}x"
-            if isinstance(row.get("lite_matmul"), tuple) and isinstance(row.get("lite_fwht"), tuple)
-            else "-"
-        )
-        label = f"{row['shape'][0]} x {row['shape'][1]}" + (" (sweep)" if row.get("sweep") else "")
-        lines.append(
-            f"| {label} | {row['size']} | {row['cost_ratio']:.2f} | {row['tf_matmul']:.3f} | {row['tf_fwht']:.3f} | "
-            f"{row['tf_matmul'] / row['tf_fwht']:.2f}x | {fc_bytes} | {fc_ms} | {fw_bytes} | {fw_ms} | {speedup} |"
-        )
-    lines += [
+        *reporting.table(["N x C", "size", "cost ratio", "TF matmul ms", "TF FWHT ms", "TF speed-up", "LiteRT FC bytes",
+                       "LiteRT FC ms", "LiteRT FWHT bytes", "LiteRT FWHT ms", "LiteRT speed-up"],
+                      [transform_row(row) for row in shapes + [dict(r, sweep=True) for r in sweep]]),
         "",
         "Rules in the code: `implementation='auto'` trains with the transform when the cost ratio is at least "
         "4 (`keras_compact.ops.transform_is_cheaper`); the export writes every `auto` Hadamard classifier "
         "as the transform (`tflite_export/_hadamard.py`).",
         "",
+    ]
+
+
+def radix_section(stem, shapes):
+    return [
         f"### Radix of the transform (TF forward only, batch {BATCH}, median ms)",
         "",
-        "| N x C | size | " + " | ".join(f"radix {r}" for r in RADICES) + " |",
-        "|---|---|" + "---|" * len(RADICES),
-    ]
-    for row in shapes:
-        lines.append(
-            f"| {row['shape'][0]} x {row['shape'][1]} | {row['size']} | "
-            + " | ".join(f"{row[f'radix_{r}']:.3f}" for r in RADICES)
-            + " |"
-        )
-    lines += [
+        *reporting.table(["N x C", "size", *(f"radix {r}" for r in RADICES)],
+                      [[f"{row['shape'][0]} x {row['shape'][1]}", row["size"],
+                        *(f"{row[f'radix_{r}']:.3f}" for r in RADICES)] for row in shapes]),
         "",
-        f"### Radix of the exported transform (LiteRT, single example: bytes / median ms)",
+        "### Radix of the exported transform (LiteRT, single example: bytes / median ms)",
         "",
-        "| N x C | " + " | ".join(f"radix {r}" for r in LITERT_RADICES) + " |",
-        "|---|" + "---|" * len(LITERT_RADICES),
-    ]
-    for row in shapes:
-        lines.append(
-            f"| {row['shape'][0]} x {row['shape'][1]} | "
-            + " | ".join(" / ".join(lite(row, f"lite_radix_{r}")) for r in LITERT_RADICES)
-            + " |"
-        )
-    lines += [
+        *reporting.table(["N x C", *(f"radix {r}" for r in LITERT_RADICES)],
+                      [[f"{row['shape'][0]} x {row['shape'][1]}",
+                        *(" / ".join(lite(row, f"lite_radix_{r}")) for r in LITERT_RADICES)] for row in shapes]),
         "",
         f"The library's radices: {walsh_hadamard.DEFAULT_RADIX} in Keras (`walsh_hadamard.DEFAULT_RADIX`), "
         f"{_hadamard.LITERT_RADIX} in the exported file (`tflite_export/_hadamard.py`).",
@@ -342,11 +325,11 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
         f"![training curves]({stem}.png)",
         "",
     ]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    rows = accuracy["MNIST"]
+
+def plot(stem, rows):
+    """The training and test error curves of the MNIST `rows`."""
+    figure, axes = reporting.pyplot().subplots(1, 2, figsize=(11, 4))
     for kind in ("learned", "hadamard", "orthogonal"):
         curves = rows[kind]["curves"]
         epochs = np.arange(1, len(curves["loss"]) + 1)
@@ -360,13 +343,11 @@ def write_results(stem, info, settings, accuracy, shapes, sweep, quick):
         axis.legend(fontsize=8)
     figure.suptitle("MNIST, MLP backbone: fixed vs learned classifier (mean over seeds)")
     figure.tight_layout()
-    figure.savefig(out / f"{stem}.png", dpi=100)
+    reporting.save(figure, stem)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, one seed, small shapes")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "small data, 2 epochs, one seed, small shapes")
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     settings = {
@@ -381,8 +362,8 @@ def main(argv=None):
     repeats = 5 if args.quick else 30
     shapes = transform_rows(SHAPES[:2] if args.quick else SHAPES, repeats, radix_sweep=True)
     sweep = [] if args.quick else transform_rows(SWEEP, repeats)
-    write_results("fixed_classifier_quick" if args.quick else "fixed_classifier", info, settings, accuracy, shapes,
-                  sweep, args.quick)
+    results = dict(info=info, settings=settings, accuracy=accuracy, shapes=shapes, sweep=sweep, quick=args.quick)
+    write_results("fixed_classifier_quick" if args.quick else "fixed_classifier", results)
     return 0
 
 

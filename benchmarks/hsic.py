@@ -18,8 +18,6 @@ Writes benchmarks/results/hsic.md and hsic.png (or *_quick.* for --quick).
 import argparse
 import json
 import os
-import pathlib
-import platform
 import resource
 import subprocess
 import sys
@@ -27,9 +25,9 @@ import time
 
 import numpy as np
 
-from common import add_data_dir
+import common
+import reporting
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIDTH, DEPTH = 128, 5
 # HSIC: the authors' sigma 5 and lambda_y 50; Adam 1e-2 at batch 128 (the authors
 # use SGD at batch 512 on 60,000 images; on 8,000 it took more steps per epoch,
@@ -135,51 +133,54 @@ def spawn(method, args):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def write_results(stem, info, args, results):
-    import keras
-    import matplotlib
+NAMES = {
+    "hsic": f"HSIC bottleneck + post-training (Adam {HSIC_SETTINGS['learning_rate']:g}, batch {HSIC_SETTINGS['batch_size']})",
+    "hsic_authors": f"HSIC bottleneck + post-training (authors' SGD {AUTHORS_SETTINGS['learning_rate']:g}, momentum 0.9, batch {AUTHORS_SETTINGS['batch_size']})",
+    "backprop": f"back-propagation, cross-entropy (Adam {BACKPROP['learning_rate']:g}, batch {BACKPROP['batch_size']})",
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    names = {
-        "hsic": f"HSIC bottleneck + post-training (Adam {HSIC_SETTINGS['learning_rate']:g}, batch {HSIC_SETTINGS['batch_size']})",
-        "hsic_authors": f"HSIC bottleneck + post-training (authors' SGD {AUTHORS_SETTINGS['learning_rate']:g}, momentum 0.9, batch {AUTHORS_SETTINGS['batch_size']})",
-        "backprop": f"back-propagation, cross-entropy (Adam {BACKPROP['learning_rate']:g}, batch {BACKPROP['batch_size']})",
-    }
-    mean = lambda runs, key: np.mean([run[key] for run in runs], axis=0)  # noqa: E731
+def mean(runs, key):
+    """The mean of `key` over the seeds' runs (per epoch, for a curve)."""
+    return np.mean([run[key] for run in runs], axis=0)
+
+
+def write_results(stem, results):
+    """`results`: `info`, `quick`, `epochs`, `seeds`, and the `methods`' runs (`{method: {"runs", "peak_mb"}}`)."""
+    reporting.write(stem, table_section(results) + target_section(stem, results))
+    plot(stem, results)
+
+
+def table_section(results):
+    epochs = results["epochs"]
     lines = [
-        "# HSIC bottleneck vs back-propagation on MNIST" + (" (quick smoke run)" if args.quick else ""),
-        "",
-        f"Written by `benchmarks/hsic.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
-        "",
-        f"Data: {info['source']}; {info['split']}. Fashion-MNIST and CIFAR-10 are not in the shared data "
-        "folder (see its README), so there are no rows for them.",
+        *reporting.heading("HSIC bottleneck vs back-propagation on MNIST", "hsic.py", results["quick"]),
+        f"Data: {results['info']['source']}; {results['info']['split']}. Fashion-MNIST and CIFAR-10 are not in the "
+        "shared data folder (see its README), so there are no rows for them.",
         f"Network: {DEPTH} blocks of Dense({WIDTH}) + BatchNormalization(center=False, scale=False) + ReLU. "
         f"HSIC: sigma {HSIC_SETTINGS['sigma']:g}, beta (lambda_y) {HSIC_SETTINGS['beta']:g}, estimator "
         "normalized_cca; after each epoch a fresh Dense(10, softmax) is post-trained on the frozen blocks for "
         f"{POST_EPOCHS} epochs (SGD 0.005, momentum 0.9, batch 256). Back-propagation: the same blocks + "
-        f"Dense(10, softmax). {args.epochs} epochs, seeds {list(args.seeds)}; accuracies are means over seeds.",
+        f"Dense(10, softmax). {epochs} epochs, seeds {list(results['seeds'])}; accuracies are means over seeds.",
         "Time per epoch: training only (the HSIC post-training is its own column). Peak memory: maximum "
         "resident set of the process that trained all seeds of that row (TensorFlow's own footprint included).",
         "",
-        "| method | " + " | ".join(f"epoch {e + 1}" for e in range(args.epochs)) + " | s/epoch | post-train s | peak RSS MB |",
-        "|---|" + "---|" * args.epochs + "---|---|---|",
     ]
-    for method, result in results.items():
+    rows = []
+    for method, result in results["methods"].items():
         runs = result["runs"]
-        accuracy = mean(runs, "accuracy")
         post = f"{np.mean([np.mean(r['post_s']) for r in runs]):.2f}" if "post_s" in runs[0] else "-"
-        lines.append(
-            f"| {names[method]} | " + " | ".join(f"{a:.2%}" for a in accuracy)
-            + f" | {np.mean([np.mean(r['epoch_s']) for r in runs]):.2f} | {post} | {result['peak_mb']:.0f} |"
-        )
-    hsic_accuracy, backprop_accuracy = mean(results["hsic"]["runs"], "accuracy"), mean(results["backprop"]["runs"], "accuracy")
+        rows.append([NAMES[method], *(f"{a:.2%}" for a in mean(runs, "accuracy")),
+                     f"{np.mean([np.mean(r['epoch_s']) for r in runs]):.2f}", post, f"{result['peak_mb']:.0f}"])
+    header = ["method", *(f"epoch {e + 1}" for e in range(epochs)), "s/epoch", "post-train s", "peak RSS MB"]
+    return lines + reporting.table(header, rows)
+
+
+def target_section(stem, results):
+    methods = results["methods"]
+    hsic_accuracy, backprop_accuracy = mean(methods["hsic"]["runs"], "accuracy"), mean(methods["backprop"]["runs"], "accuracy")
     gap = (hsic_accuracy[-1] - backprop_accuracy[-1]) * 100
-    lines += [
+    return [
         "",
         "## Targets",
         "",
@@ -187,22 +188,22 @@ def write_results(stem, info, args, results):
         + ("**met**." if hsic_accuracy[0] >= 0.95 else "**NOT met**") + (
             "" if hsic_accuracy[0] >= 0.95 else " (the paper trains on 60,000 images, 117 steps per epoch at "
             "batch 512; here 8,000)."),
-        f"- Final ({args.epochs} epochs) within 1.5 points of back-propagation: {hsic_accuracy[-1]:.2%} vs "
+        f"- Final ({results['epochs']} epochs) within 1.5 points of back-propagation: {hsic_accuracy[-1]:.2%} vs "
         f"{backprop_accuracy[-1]:.2%} ({gap:+.2f} points): " + ("**met**." if gap >= -1.5 else "**NOT met**."),
         "",
         f"![test accuracy per epoch and nHSIC per block]({stem}.png)",
         "",
     ]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
-    epochs = np.arange(1, args.epochs + 1)
-    for method, result in results.items():
-        axes[0].plot(epochs, mean(result["runs"], "accuracy"), marker="o", label=names[method].split(" (")[0]
+
+def plot(stem, results):
+    figure, axes = reporting.pyplot().subplots(1, 3, figsize=(16, 4))
+    epochs = np.arange(1, results["epochs"] + 1)
+    for method, result in results["methods"].items():
+        axes[0].plot(epochs, mean(result["runs"], "accuracy"), marker="o", label=NAMES[method].split(" (")[0]
                      + (" (authors' SGD)" if method == "hsic_authors" else ""))
     axes[0].set_title("test accuracy")
-    curves = results["hsic"]["runs"][0]["curves"]
+    curves = results["methods"]["hsic"]["runs"][0]["curves"]
     for block in range(DEPTH):
         axes[1].plot(epochs, curves[f"hsic_x_{block}"], marker="o", label=f"block {block}")
         axes[2].plot(epochs, curves[f"hsic_y_{block}"], marker="o", label=f"block {block}")
@@ -213,15 +214,12 @@ def write_results(stem, info, args, results):
         axis.grid(True)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out / f"{stem}.png", dpi=100)
+    reporting.save(figure, stem)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs, one seed")
-    parser.add_argument("--epochs", type=int, default=None, help="default 5 (quick: 2)")
+    parser = common.parser(__doc__, "small data, 2 epochs, one seed", "default 5 (quick: 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    add_data_dir(parser)
     parser.add_argument("--worker", choices=["hsic", "hsic_authors", "backprop"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.epochs = args.epochs or (2 if args.quick else 5)
@@ -230,8 +228,9 @@ def main(argv=None):
         worker(args.worker, args)
         return 0
     _, _, info = load(args.data_dir, args.quick)
-    results = {method: spawn(method, args) for method in ("hsic", "hsic_authors", "backprop")}
-    write_results("hsic_quick" if args.quick else "hsic", info, args, results)
+    methods = {method: spawn(method, args) for method in ("hsic", "hsic_authors", "backprop")}
+    results = dict(info=info, quick=args.quick, epochs=args.epochs, seeds=args.seeds, methods=methods)
+    write_results("hsic_quick" if args.quick else "hsic", results)
     return 0
 
 

@@ -14,9 +14,7 @@ Writes benchmarks/results/int8_latency_floor.md (or *_quick.md).
 """
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 
@@ -24,10 +22,10 @@ import keras
 import numpy as np
 
 from keras_compact.pruning import macs, prune, shrink
+import reporting
 from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
 from tflite_export import export
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 A = keras.applications
 
 
@@ -76,27 +74,22 @@ def rows_for(size, quick):
     return rows
 
 
-def write_results(stem, rows, quick):
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+def write_results(stem, results):
+    """`results`: `quick` and the measured `rows`, one per (input size, network)."""
     kinds = ["float32 XNNPack", "int8 XNNPack", "float32 builtin", "int8 builtin"]
     lines = [
         "# MobileNetV2's int8 latency floor",
         "",
-        f"`python benchmarks/int8_latency_floor.py{' --quick' if quick else ''}`; Keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, `ai_edge_litert`. Median single-example invoke in ms "
+        f"`python benchmarks/int8_latency_floor.py{reporting.flag(results['quick'])}`; Keras {keras.__version__}, "
+        f"{reporting.machine()}, `ai_edge_litert`. Median single-example invoke in ms "
         "(ratio to the unpruned alpha 1.0 file timed in the same rounds); `weights=None`, 1,000 classes. "
         "XNNPack: the interpreter's default; builtin: `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.",
         "",
-        "| input | network | MACs | " + " | ".join(kinds) + " |",
-        "|---|---|---|" + "---|" * len(kinds),
+        *reporting.table(["input", "network", "MACs", *kinds], [
+            [f"{row['size']}x{row['size']}", row["model"], f"{row['macs'] / 1e6:.0f} M ({row['macs_ratio']:.2f}x)",
+             *(f"{row[k]:.2f} ({row[k + ' ratio']:.2f}x)" for k in kinds)] for row in results["rows"]]),
     ]
-    for row in rows:
-        cells = " | ".join(f"{row[k]:.2f} ({row[k + ' ratio']:.2f}x)" for k in kinds)
-        lines.append(f"| {row['size']}x{row['size']} | {row['model']} | {row['macs'] / 1e6:.0f} M "
-                     f"({row['macs_ratio']:.2f}x) | {cells} |")
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    reporting.write(stem, lines, end="\n")
 
 
 def main(argv=None):
@@ -106,7 +99,7 @@ def main(argv=None):
     rows = []
     for size in (96,) if args.quick else (96, 224):
         rows += rows_for(size, args.quick)
-    write_results("int8_latency_floor_quick" if args.quick else "int8_latency_floor", rows, args.quick)
+    write_results("int8_latency_floor_quick" if args.quick else "int8_latency_floor", dict(rows=rows, quick=args.quick))
     return 0
 
 

@@ -13,10 +13,7 @@ both timed in this one process.
 Writes benchmarks/results/projection_net.md (or projection_net_quick.md).
 """
 
-import argparse
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -28,9 +25,9 @@ import tensorflow as tf
 import keras_compact
 import tflite_export
 
-from common import add_data_dir
+import common
+import reporting
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # (T, d, hidden units between the projection and the softmax or None, l2, temperature);
 # l2 = 0.1 at temperature 1 are the paper's settings, the last row a stronger distillation.
 CONFIGS = [
@@ -156,67 +153,63 @@ def step_time_ratio(num_features, repeats, steps, batch_size=64):
     return medians, medians["ProjectionLayer(60, 12)"] / medians["Dense(720)"]
 
 
-def write_results(path, info, epochs, rows, medians, ratio, quick):
+def write_results(stem, results):
+    """`results`: `info`, `epochs`, `quick`, the accuracy `rows`, the step-time `medians` and their `ratio`."""
+    reporting.write(stem, accuracy_section(results) + paper_section(results["rows"]) + step_section(results))
+
+
+def accuracy_section(results):
     lines = [
-        "# ProjectionNet on MNIST" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Written by `benchmarks/projection_net.py{' --quick' if quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}.",
-        "",
-        f"Data: {info['source']}; {info['split']}. Every network is trained jointly with its",
+        *reporting.heading("ProjectionNet on MNIST", "projection_net.py", results["quick"],
+                           f"TensorFlow {tf.__version__}, Keras {keras.__version__}"),
+        f"Data: {results['info']['source']}; {results['info']['split']}. Every network is trained jointly with its",
         "trainer by `ProjectionNet` (the paper's l1=1, l2=0.1, l3=1 unless the row says otherwise;",
-        f"Adam 1e-3, batch 64, {epochs} epochs, seed 0).",
+        f"Adam 1e-3, batch 64, {results['epochs']} epochs, seed 0).",
         "Accuracy is on the held-out test part, in Keras and again in LiteRT from the exported",
         "`.tflite` (projection lowered to the builtin LSH_PROJECTION; all files builtin-only).",
         "Bytes are `.tflite` file sizes (float32); compression = trainer bytes / row bytes.",
         "Latency: median LiteRT `invoke()` per example on this machine, one example per invoke.",
         "",
-        "| network | bits | Keras acc. | LiteRT acc. | params | .tflite bytes | compression | LiteRT ms/example | joint training s |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        bits = row["bits"] if row["bits"] == "-" else f"{row['bits']:,}"
-        lines.append(
-            f"| {row['name']} | {bits} | {row['keras']:.2%} | {row['litert']:.2%} | {row['params']:,} | "
-            f"{row['bytes']:,} | {row['compression']:.1f}x | {row['latency']:.3f} | "
-            + ("-" if row["seconds"] is None else f"{row['seconds']:.0f}")
-            + " |"
-        )
-    lines += ["", "## Against the paper", ""]
+    header = ["network", "bits", "Keras acc.", "LiteRT acc.", "params", ".tflite bytes", "compression",
+              "LiteRT ms/example", "joint training s"]
+    return lines + reporting.table(header, [
+        [row["name"], row["bits"] if row["bits"] == "-" else f"{row['bits']:,}", f"{row['keras']:.2%}",
+         f"{row['litert']:.2%}", f"{row['params']:,}", f"{row['bytes']:,}", f"{row['compression']:.1f}x",
+         f"{row['latency']:.3f}", "-" if row["seconds"] is None else f"{row['seconds']:.0f}"]
+        for row in results["rows"]
+    ])
+
+
+def paper_section(rows):
+    lines = ["", "## Against the paper", ""]
     for row in rows:
         if row["name"].startswith("T=60, d=12") and "FC" not in row["name"]:
-            verdict = "reaches" if row["keras"] >= 0.923 else "does NOT reach"
-            lines.append(
-                f"- {row['name']}: {row['keras']:.2%} (LiteRT {row['litert']:.2%}), which {verdict} "
-                "the paper's 92.3% for T=60, d=12 with one layer after the projection."
-            )
-    lines.append(
-        "The paper trained on MNIST's official 60,000 images; these rows had the training part "
-        "of the split above."
-    )
-    lines += [
+            reaches = "reaches" if row["keras"] >= 0.923 else "does NOT reach"
+            lines.append(f"- {row['name']}: {row['keras']:.2%} (LiteRT {row['litert']:.2%}), which {reaches} "
+                         "the paper's 92.3% for T=60, d=12 with one layer after the projection.")
+    return lines + ["The paper trained on MNIST's official 60,000 images; these rows had the training part "
+                    "of the split above."]
+
+
+def step_section(results):
+    return [
         "",
         "## Training step time: ProjectionLayer vs Dense of the same width",
         "",
         "`Input(784) -> ProjectionLayer(60, 12) -> Dense(10)` against `Input(784) -> Dense(720) -> Dense(10)`,",
         "Adam, batch 64, median ms per step over interleaved epochs in one process. Target: ratio <= 1.3.",
         "",
-        "| first layer | ms per training step |",
-        "|---|---|",
+        *reporting.table(["first layer", "ms per training step"],
+                      [[name, f"{value:.3f}"] for name, value in results["medians"].items()]),
+        "",
+        f"Ratio ProjectionLayer / Dense: **{results['ratio']:.2f}x**.",
+        "",
     ]
-    lines += [f"| {name} | {value:.3f} |" for name, value in medians.items()]
-    lines += ["", f"Ratio ProjectionLayer / Dense: **{ratio:.2f}x**.", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    print("\n".join(lines))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two configurations, small data, 2 epochs")
-    parser.add_argument("--epochs", type=int, default=None, help="default 40 (quick: 2)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "two configurations, small data, 2 epochs", "default 40 (quick: 2)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 40)
     ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load(
@@ -234,8 +227,8 @@ def main(argv=None):
             pathlib.Path(workdir),
         )
     medians, ratio = step_time_ratio(784, repeats=3 if args.quick else 7, steps=20 if args.quick else 100)
-    name = "projection_net_quick.md" if args.quick else "projection_net.md"
-    write_results(ROOT / "benchmarks" / "results" / name, info, epochs, rows, medians, ratio, args.quick)
+    results = dict(info=info, epochs=epochs, rows=rows, medians=medians, ratio=ratio, quick=args.quick)
+    write_results("projection_net_quick" if args.quick else "projection_net", results)
     return 0
 
 

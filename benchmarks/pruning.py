@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,10 @@ from keras_compact.callbacks import GradualPruning, TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import grow, prunable, prune, shrink, strip
 from keras_compact.regularizers import FanIn, FanOut
-from common import add_data_dir
+import common
+import reporting
 from targeted_dropout import run_tfmot_worker  # the tfmot rows are run as benchmarks/targeted_dropout.py runs them
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 HIDDEN = (300, 100)
 GRADUAL_SPARSITIES = (0.9, 0.95)
 UNIT_SPARSITIES = (0.25, 0.5, 0.75)
@@ -366,32 +365,38 @@ def grow_and_prune(train, test, quick, start=16, step=32, penalty=1e-3, toleranc
     }
 
 
-def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, units, cnn_result, nonparametric, quick):
-    import matplotlib
+def cell(row):
+    """A gradual-pruning cell: mean accuracy ± its standard deviation [the sparsity reached]."""
+    return f"{row['accuracy']:.2%} ± {row['std']:.2%} [{row['sparsity']:.1%}]"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    pct = lambda value: f"{value:.2%}"  # noqa: E731
-    cell = lambda row: f"{row['accuracy']:.2%} ± {row['std']:.2%} [{row['sparsity']:.1%}]"  # noqa: E731
-    verdict = lambda ok: "**met**" if ok else "**NOT met**"  # noqa: E731
-    ratio = {backend: {key: seconds / rows[(key[0], "dropout")] for key, seconds in rows.items()}
-             for backend, rows in speed.items()}
-    mlp_ratio, cnn_ratio = ratio["tensorflow"][("mlp", "td")], ratio["tensorflow"][("cnn", "td")]
-    tfmot_epoch = np.mean([row["epoch_s"] for row in tfmot.values()])
-    lines = [
-        "# Pruning that pays, on MNIST" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Written by `benchmarks/pruning.py{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
-        "",
-        f"Data: {info['source']}; {info['split']}.",
+def write_results(stem, results):
+    """`results`: `info`, `epochs`, `seeds`, `quick` and each section's measurements: `speed`, `refresh`,
+    `gradual`, `tfmot`, `units`, `cnn_result`, `nonparametric`."""
+    lines = (header(results) + speed_section(results["speed"]) + refresh_section(results["refresh"], results["seeds"])
+             + gradual_section(results["gradual"], results["tfmot"], results["seeds"]) + unit_section(results["units"])
+             + cnn_section(results["cnn_result"]) + grow_section(stem, results["nonparametric"]))
+    reporting.write(stem, lines)
+    plot(stem, results)
+
+
+def header(results):
+    epochs = results["epochs"]
+    return [
+        *reporting.heading("Pruning that pays, on MNIST", "pruning.py", results["quick"]),
+        f"Data: {results['info']['source']}; {results['info']['split']}.",
         f"MLP 784-{HIDDEN[0]}-{HIDDEN[1]}-10 and CNN Conv2D(32)-Conv2D(64)-MaxPool-Dense(10), Adam 1e-3, batch 64, "
         f"{epochs} epochs (CNN: {max(1, epochs // 3)}), seed 0. Times are wall-clock on a shared machine: compare "
         "the ratios, which are measured within this run.",
         "",
+    ]
+
+
+def speed_section(speed):
+    ratio = {backend: {key: seconds / rows[(key[0], "dropout")] for key, seconds in rows.items()}
+             for backend, rows in speed.items()}
+    mlp_ratio, cnn_ratio = ratio["tensorflow"][("mlp", "td")], ratio["tensorflow"][("cnn", "td")]
+    lines = [
         "## 1. Targeted Dropout's training cost",
         "",
         "Median epoch, models timed one epoch each in turn; the baseline has a standard `Dropout(0.5)` after each "
@@ -400,19 +405,17 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
         "from last step's thresholds, `search_thresholds`); 'thresholds kept' never selects again after the first "
         "step, so it is the masking and the draws alone, and the difference to the default is the selection alone.",
         "",
-        "| MLP | TensorFlow s/epoch | vs Dropout | JAX s/epoch | vs Dropout |",
-        "|---|---|---|---|---|",
     ]
-    rows = [("plain", "no dropout"), ("dropout", "Dropout(0.5) after each layer"),
-            ("td", "**TD, default (exact every step)**"), ("td_64", "TD, `refresh_steps=64`"),
-            ("td_kept", "TD, thresholds kept (masking and draws only)"), ("td_unit", "TD, units")]
-    for model, names in (("mlp", rows), ("cnn", [("dropout", "CNN: Dropout"), ("td", "CNN: **TD, default**")])):
-        for name, label in names:
-            lines.append(f"| {label} | " + " | ".join(
-                f"{speed[backend][(model, name)]:.3f} | {ratio[backend][(model, name)]:.2f}x" for backend in speed) + " |")
+    names = [("plain", "no dropout"), ("dropout", "Dropout(0.5) after each layer"),
+             ("td", "**TD, default (exact every step)**"), ("td_64", "TD, `refresh_steps=64`"),
+             ("td_kept", "TD, thresholds kept (masking and draws only)"), ("td_unit", "TD, units")]
+    rows = [[label, *(cell for backend in speed
+                      for cell in (f"{speed[backend][(model, name)]:.3f}", f"{ratio[backend][(model, name)]:.2f}x"))]
+            for model, labels in (("mlp", names), ("cnn", [("dropout", "CNN: Dropout"), ("td", "CNN: **TD, default**")]))
+            for name, label in labels]
     parts = {backend: (r[("mlp", "td")] - r[("mlp", "td_kept")], r[("mlp", "td_kept")] - r[("mlp", "plain")])
              for backend, r in ratio.items()}
-    lines += [
+    return lines + reporting.table(["MLP", "TensorFlow s/epoch", "vs Dropout", "JAX s/epoch", "vs Dropout"], rows) + [
         "",
         "Of the MLP's TD epoch, in Dropout epochs: the selection alone (default - thresholds kept) "
         + "; ".join(f"{parts[backend][0]:+.2f} on {backend}" for backend in parts)
@@ -420,31 +423,40 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
         + "; ".join(f"{parts[backend][1]:+.2f} on {backend}" for backend in parts) + ".",
         "",
         f"Targets (TD step at most 1.2x the Dropout step for the MLP, 1.1x for the CNN): MLP {mlp_ratio:.2f}x "
-        f"{verdict(mlp_ratio <= 1.2)}, CNN {cnn_ratio:.2f}x {verdict(cnn_ratio <= 1.1)} on TensorFlow; on JAX MLP "
-        f"{ratio['jax'][('mlp', 'td')]:.2f}x, CNN {ratio['jax'][('cnn', 'td')]:.2f}x; units "
+        f"{reporting.verdict(mlp_ratio <= 1.2)}, CNN {cnn_ratio:.2f}x {reporting.verdict(cnn_ratio <= 1.1)} on TensorFlow; "
+        f"on JAX MLP {ratio['jax'][('mlp', 'td')]:.2f}x, CNN {ratio['jax'][('cnn', 'td')]:.2f}x; units "
         f"{ratio['tensorflow'][('mlp', 'td_unit')]:.2f}x (was 1.12x).",
         "",
+    ]
+
+
+def refresh_section(refresh, seeds):
+    pct = reporting.percent
+    lines = [
         "What selecting every step buys: the MLP with ramping Targeted Dropout on every layer (the ramps of "
         "`benchmarks/targeted_dropout.py`, per epoch), pruned one shot to 90% of the weights; mean over seeds "
         f"{list(seeds)} (± the pruned accuracy's standard deviation), and seed 0 alone.",
         "",
-        "| ramp | refresh_steps | unpruned | pruned to 90% | seed 0 pruned | drop (points) |",
-        "|---|---|---|---|---|---|",
     ]
-    for (name, steps), row in refresh.items():
-        lines.append(f"| {name} | {steps}{' (default)' if steps == 1 else ''} | {pct(row['unpruned'])} | "
-                     f"{pct(row['pruned'])} ± {pct(row['std'])} | {pct(row['pruned_seed_0'])} | "
-                     f"{(row['unpruned'] - row['pruned']) * 100:.2f} |")
+    rows = [[name, f"{steps}{' (default)' if steps == 1 else ''}", pct(row["unpruned"]),
+             f"{pct(row['pruned'])} ± {pct(row['std'])}", pct(row["pruned_seed_0"]),
+             f"{(row['unpruned'] - row['pruned']) * 100:.2f}"] for (name, steps), row in refresh.items()]
+    lines += reporting.table(["ramp", "refresh_steps", "unpruned", "pruned to 90%", "seed 0 pruned", "drop (points)"], rows)
     recipe = refresh.get(("ramp to the target 0.9, alpha 1", 1))
     if recipe:
         lines += [
             "",
             f"Target (the README recipe, ramp to the target 0.9 with alpha 1, at least 94.5% at seed 0 with the "
-            f"default settings): {pct(recipe['pruned_seed_0'])} {verdict(recipe['pruned_seed_0'] >= 0.945)}; the "
-            "default is `refresh_steps=1` itself, so 'within 0.1 point of it' holds by construction.",
+            f"default settings): {pct(recipe['pruned_seed_0'])} {reporting.verdict(recipe['pruned_seed_0'] >= 0.945)}; "
+            "the default is `refresh_steps=1` itself, so 'within 0.1 point of it' holds by construction.",
             "",
         ]
-    lines += [
+    return lines
+
+
+def gradual_section(gradual, tfmot, seeds):
+    pct, verdict = reporting.percent, reporting.verdict
+    lines = [
         "## 2. Gradual magnitude pruning during training",
         "",
         "`prunable(model)` + `GradualPruning(s, end_step=70% of the steps)` with tfmot's frequency; tfmot: "
@@ -454,19 +466,17 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
         "machine's load moves these more than the other ratios. Test accuracy "
         f"of the stripped model, mean ± standard deviation over seeds {list(seeds)}; the sparsity reached in brackets.",
         "",
-        "| method | s/epoch | " + " | ".join(f"{s:.0%}" for s in GRADUAL_SPARSITIES) + " |",
-        "|---|---|" + "---|" * len(GRADUAL_SPARSITIES),
-        f"| Keras 3, no pruning | {gradual['plain']['epoch_s']:.2f} | {pct(gradual['plain']['accuracy'])} (0%) | |",
     ]
+    rows = [["Keras 3, no pruning", f"{gradual['plain']['epoch_s']:.2f}", f"{pct(gradual['plain']['accuracy'])} (0%)", ""]]
     for method, name in (("gradual", "keras-compact GradualPruning"),
                          ("td_gradual", "keras-compact Targeted Dropout (gamma = s, alpha 0.5) + GradualPruning")):
         seconds = np.mean([gradual[(method, s)]["epoch_s"] for s in GRADUAL_SPARSITIES])
-        lines.append(f"| {name} | {seconds:.2f} | " + " | ".join(cell(gradual[(method, s)]) for s in GRADUAL_SPARSITIES)
-                     + " |")
-    lines.append(f"| tfmot prune_low_magnitude | {tfmot_epoch:.2f} | "
-                 + " | ".join(cell(tfmot[s]) for s in GRADUAL_SPARSITIES) + " |")
+        rows.append([name, f"{seconds:.2f}", *(cell(gradual[(method, s)]) for s in GRADUAL_SPARSITIES)])
+    tfmot_epoch = np.mean([row["epoch_s"] for row in tfmot.values()])
+    rows.append(["tfmot prune_low_magnitude", f"{tfmot_epoch:.2f}", *(cell(tfmot[s]) for s in GRADUAL_SPARSITIES)])
+    lines += reporting.table(["method", "s/epoch", *(f"{s:.0%}" for s in GRADUAL_SPARSITIES)], rows)
     gradual_epoch = np.mean([gradual[("gradual", s)]["epoch_s"] for s in GRADUAL_SPARSITIES])
-    lines += [""] + [
+    return lines + [""] + [
         f"- At {s:.0%}: {pct(gradual[('gradual', s)]['accuracy'])} against tfmot's {pct(tfmot[s]['accuracy'])} "
         f"(means over {len(seeds)} seeds): target (at least as accurate) "
         f"{verdict(gradual[('gradual', s)]['accuracy'] >= tfmot[s]['accuracy'])}."
@@ -475,79 +485,84 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
         f"- Epoch: {gradual_epoch:.2f} s against tfmot's {tfmot_epoch:.2f} s ({gradual_epoch / tfmot_epoch:.2f}x): "
         f"target (at most 1.2x) {verdict(gradual_epoch <= 1.2 * tfmot_epoch)}.",
         "",
+    ]
+
+
+def unit_section(units):
+    pct = reporting.percent
+    lines = [
         "## 3. Unit pruning one shot, no fine-tuning, unregularised MLP",
         "",
         f"One MLP trained without regularisation ({pct(units['unpruned'])} unpruned); `prune(model, s, "
         "granularity='unit', criterion=..., merge=...)` removes s of the units of both hidden layers; `data` (for "
         "onorm, taylor and merging) is the 8,000 training images. Test accuracy of the pruned model.",
         "",
-        "| criterion | merge | " + " | ".join(f"{s:.0%}" for s in UNIT_SPARSITIES) + " | seconds to prune (50%) |",
-        "|---|---|" + "---|" * len(UNIT_SPARSITIES) + "---|",
     ]
-    for criterion in CRITERIA:
-        for merge in (False, True):
-            lines.append(f"| {criterion} | {'yes' if merge else 'no'} | " + " | ".join(
-                pct(units[(criterion, merge, s)]["accuracy"]) for s in UNIT_SPARSITIES)
-                + f" | {units[(criterion, merge, 0.5)]['seconds']:.1f} |")
+    rows = [[criterion, "yes" if merge else "no", *(pct(units[(criterion, merge, s)]["accuracy"]) for s in UNIT_SPARSITIES),
+             f"{units[(criterion, merge, 0.5)]['seconds']:.1f}"] for criterion in CRITERIA for merge in (False, True)]
+    lines += reporting.table(["criterion", "merge", *(f"{s:.0%}" for s in UNIT_SPARSITIES), "seconds to prune (50%)"], rows)
     best = max(((c, m) for c in CRITERIA for m in (False, True)), key=lambda k: units[(k[0], k[1], 0.5)]["accuracy"])
     best_accuracy = units[(best[0], best[1], 0.5)]["accuracy"]
-    files = cnn_result["files"]
-    latency_ratio = files["shrunk"]["latency_ms"] / files["unpruned"]["latency_ms"]
-    lines += [
+    return lines + [
         "",
         f"Target (50% of hidden units, best criterion + merge, at least 94.5%): {best[0]}"
-        f"{' + merge' if best[1] else ''} {pct(best_accuracy)} {verdict(best_accuracy >= 0.945 and best[1])} "
+        f"{' + merge' if best[1] else ''} {pct(best_accuracy)} {reporting.verdict(best_accuracy >= 0.945 and best[1])} "
         f"(magnitude without merge, the old method: {pct(units[('magnitude', False, 0.5)]['accuracy'])}).",
         "",
+    ]
+
+
+def cnn_section(cnn_result):
+    files = cnn_result["files"]
+    latency_ratio = files["shrunk"]["latency_ms"] / files["unpruned"]["latency_ms"]
+    names = ("unpruned", "magnitude", "magnitude + merge", "taylor + merge", "fine-tuned")
+    return [
         "## 4. A CNN with half its filters removed",
         "",
         f"Conv2D(32)-Conv2D(64)-MaxPool-Flatten-Dense(10), 50% of the filters of both convolutions pruned one shot "
         f"(merge data: 2,000 training images), then the most accurate ({cnn_result['fine-tuned']['from']}) fine-tuned "
         "1 epoch, shrunk and exported. LiteRT: median ms per invoke (batch 1), files timed in turn.",
         "",
-        "| model | test accuracy |",
-        "|---|---|",
-    ]
-    for name in ("unpruned", "magnitude", "magnitude + merge", "taylor + merge", "fine-tuned"):
-        lines.append(f"| {name} | {pct(cnn_result[name]['accuracy'])} |")
-    lines += [
-        f"| shrunk (the fine-tuned one) | {pct(cnn_result['shrunk_accuracy'])} |",
+        *reporting.table(["model", "test accuracy"], [[name, reporting.percent(cnn_result[name]["accuracy"])] for name in names]
+                      + [["shrunk (the fine-tuned one)", reporting.percent(cnn_result["shrunk_accuracy"])]]),
         "",
-        "| `.tflite` | parameters | bytes | LiteRT ms | max diff to Keras |",
-        "|---|---|---|---|---|",
-    ]
-    for name, row in files.items():
-        lines.append(f"| {name} | {row['params']:,} | {row['bytes']:,} | {row['latency_ms']:.3f} | {row['max_abs_diff']:.1e} |")
-    lines += [
+        *reporting.table(["`.tflite`", "parameters", "bytes", "LiteRT ms", "max diff to Keras"],
+                      [[name, f"{row['params']:,}", f"{row['bytes']:,}", f"{row['latency_ms']:.3f}",
+                        f"{row['max_abs_diff']:.1e}"] for name, row in files.items()]),
         "",
-        f"Target (shrunk latency at most 0.6x the unshrunk): {latency_ratio:.2f}x {verdict(latency_ratio <= 0.6)}; "
+        f"Target (shrunk latency at most 0.6x the unshrunk): {latency_ratio:.2f}x {reporting.verdict(latency_ratio <= 0.6)}; "
         f"bytes {files['shrunk']['bytes'] / files['unpruned']['bytes']:.2f}x.",
         "",
+    ]
+
+
+def grow_section(stem, nonparametric):
+    settings = nonparametric["settings"]
+    return [
         "## 5. Grow and prune (non-parametric network)",
         "",
-        f"MLP 784-h-10; settings {nonparametric['settings']}: each round trains {nonparametric['settings']['epochs_per_round']} "
+        f"MLP 784-h-10; settings {settings}: each round trains {settings['epochs_per_round']} "
         "epochs with `FanIn` on the hidden kernel and `FanOut` on the output kernel, removes the hidden units whose "
         "incoming norm is below the tolerance (`prune` + `shrink`) and grows the layer (`grow`), until the "
         "validation loss (last 1/8 of the training images) has not improved by 0.002 for two rounds.",
         "",
-        "| round | width | validation loss | units below tolerance |",
-        "|---|---|---|---|",
-    ]
-    for row in nonparametric["history"]:
-        lines.append(f"| {row['round']} | {row['width']} | {row['val_loss']:.4f} | {row['dead']} |")
-    lines += [
+        *reporting.table(["round", "width", "validation loss", "units below tolerance"],
+                      [[row["round"], row["width"], f"{row['val_loss']:.4f}", row["dead"]]
+                       for row in nonparametric["history"]]),
         "",
-        f"Settled width: {nonparametric['width']} units; test accuracy {pct(nonparametric['accuracy'])}, against "
-        f"{pct(nonparametric['fixed_accuracy'])} for a fixed-width network of {nonparametric['width']} units trained "
-        f"{nonparametric['epochs']} epochs without penalties.",
+        f"Settled width: {nonparametric['width']} units; test accuracy {reporting.percent(nonparametric['accuracy'])}, "
+        f"against {reporting.percent(nonparametric['fixed_accuracy'])} for a fixed-width network of "
+        f"{nonparametric['width']} units trained {nonparametric['epochs']} epochs without penalties.",
         "",
         f"![pruning]({stem}.png)",
         "",
     ]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+
+def plot(stem, results):
+    gradual, tfmot, units = results["gradual"], results["tfmot"], results["units"]
+    files = results["cnn_result"]["files"]
+    figure, axes = reporting.pyplot().subplots(1, 3, figsize=(16, 4.2))
     labels = [f"{s:.0%}" for s in GRADUAL_SPARSITIES]
     positions = np.arange(len(GRADUAL_SPARSITIES))
     for offset, (name, values) in zip((-0.27, 0, 0.27), (
@@ -576,14 +591,11 @@ def write_results(stem, info, epochs, seeds, speed, refresh, gradual, tfmot, uni
     axes[2].set_ylabel("LiteRT ms per image")
     axes[2].set_title("CNN, 50% of filters pruned")
     figure.tight_layout()
-    figure.savefig(out / f"{stem}.png", dpi=100)
+    reporting.save(figure, stem)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
-    parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "small data, 2 epochs", "default 10 (quick: 2)")
     parser.add_argument("--speed-only", action="store_true", help=argparse.SUPPRESS)  # section 1, as JSON (for JAX)
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)
@@ -591,16 +603,16 @@ def main(argv=None):
     if args.speed_only:
         print("SPEED " + json.dumps({f"{model} {name}": seconds for (model, name), seconds in speed_rows(train, args.quick).items()}))
         return 0
-    speed = {"tensorflow": speed_rows(train, args.quick), "jax": jax_speed_rows(args)}
     seeds = (0,) if args.quick else (0, 1, 2)
-    refresh = refresh_rows(train, test, epochs, seeds)
-    gradual = gradual_rows(train, test, epochs, seeds)
-    tfmot = tfmot_rows(epochs, args.data_dir, args.quick, seeds)
-    units = unit_rows(train, test, epochs)
-    cnn_result = cnn_rows(train, test, max(1, epochs // 3), args.quick)
-    nonparametric = grow_and_prune(train, test, args.quick)
-    write_results("pruning_quick" if args.quick else "pruning", info, epochs, seeds, speed, refresh, gradual, tfmot, units, cnn_result,
-                  nonparametric, args.quick)
+    results = dict(info=info, epochs=epochs, seeds=seeds, quick=args.quick,
+                   speed={"tensorflow": speed_rows(train, args.quick), "jax": jax_speed_rows(args)})
+    results["refresh"] = refresh_rows(train, test, epochs, seeds)
+    results["gradual"] = gradual_rows(train, test, epochs, seeds)
+    results["tfmot"] = tfmot_rows(epochs, args.data_dir, args.quick, seeds)
+    results["units"] = unit_rows(train, test, epochs)
+    results["cnn_result"] = cnn_rows(train, test, max(1, epochs // 3), args.quick)
+    results["nonparametric"] = grow_and_prune(train, test, args.quick)
+    write_results("pruning_quick" if args.quick else "pruning", results)
     return 0
 
 

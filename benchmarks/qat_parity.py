@@ -23,10 +23,8 @@ Steps are the file tensor's quantization steps (its scale).
 Writes benchmarks/results/qat_parity.md (or qat_parity_quick.md).
 """
 
-import argparse
 import collections
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,9 +34,10 @@ import numpy as np
 
 from keras_compact import _keras_private
 from keras_compact.quantization import quantize_aware
-from common import add_data_dir
+import common
+import reporting
 from quantization_aware import build, fit
-from structured_pruning import ROOT, mnist
+from structured_pruning import mnist
 from tflite_export import export, predict, verify
 from tflite_export._qat import folded
 from tflite_export._quantization_report import layer_of
@@ -115,14 +114,13 @@ def kind_table(rows):
     by_kind = collections.defaultdict(list)
     for _, kind, fed, free in rows:
         by_kind[kind].append((fed, free))
-    lines = ["| operator (Keras layer) | count | values off by a step, fed the file's inputs | worst, fed | "
-             "RMS steps running free (mean) | worst, running free |", "|---|---|---|---|---|---|"]
-    for kind, pairs in sorted(by_kind.items(), key=lambda item: -len(item[1])):
-        off = np.mean([np.mean(fed >= 0.5) for fed, _ in pairs])
-        lines.append(f"| {kind} | {len(pairs)} | {off:.3%} | {max(fed.max() for fed, _ in pairs):.0f} | "
-                     f"{np.mean([np.sqrt(np.mean(free ** 2)) for _, free in pairs]):.2f} | "
-                     f"{max(free.max() for _, free in pairs):.0f} |")
-    return lines
+    header = ["operator (Keras layer)", "count", "values off by a step, fed the file's inputs", "worst, fed",
+              "RMS steps running free (mean)", "worst, running free"]
+    return reporting.table(header, [
+        [kind, len(pairs), f"{np.mean([np.mean(fed >= 0.5) for fed, _ in pairs]):.3%}",
+         f"{max(fed.max() for fed, _ in pairs):.0f}", f"{np.mean([np.sqrt(np.mean(free ** 2)) for _, free in pairs]):.2f}",
+         f"{max(free.max() for _, free in pairs):.0f}"]
+        for kind, pairs in sorted(by_kind.items(), key=lambda item: -len(item[1]))])
 
 
 def depth_table(rows):
@@ -130,17 +128,54 @@ def depth_table(rows):
     last = {}
     for name, _, _, free in rows:
         last[name.split("_")[0].rstrip("abcdefg") if name.startswith("block") else name.split("_")[0]] = (name, free)
-    lines = ["| stage | its last rounded output | RMS steps running free | values off by a step |", "|---|---|---|---|"]
-    for stage, (name, free) in last.items():
-        lines.append(f"| {stage} | `{name}` | {np.sqrt(np.mean(free ** 2)):.2f} | {np.mean(free >= 0.5):.1%} |")
-    return lines
+    return reporting.table(["stage", "its last rounded output", "RMS steps running free", "values off by a step"],
+                           [[stage, f"`{name}`", f"{np.sqrt(np.mean(free ** 2)):.2f}", f"{np.mean(free >= 0.5):.1%}"]
+                            for stage, (name, free) in last.items()])
+
+
+def fine_tune(qat, train, test, tune_epochs, path):
+    """Fine-tunes `qat` epoch by epoch, exporting it to `path` and verifying the file after each epoch; the
+    agreement table's rows."""
+    (x, y), (x_test, y_test) = train, test
+    epoch_rows = []
+    for epoch in range(1, tune_epochs + 1):
+        fit(qat, x, y, 1, 1e-4)
+        export(qat, path, quantization="int8", min_agreement=None)
+        parity = verify(qat, path, x_test)
+        keras_accuracy = np.mean(qat.predict(x_test, verbose=0).argmax(1) == y_test)
+        file_accuracy = np.mean(predict(path, x_test).argmax(1) == y_test)
+        margin = "n/a" if parity.disagreement_margin is None else f"{parity.disagreement_margin:.3f}"
+        epoch_rows.append(reporting.row(epoch, f"{keras_accuracy:.2%}", f"{file_accuracy:.2%}",
+                                        f"{parity.top1_agreement:.2%}", margin))
+        print(epoch_rows[-1], flush=True)
+    return epoch_rows
+
+
+def write_results(stem, results):
+    """`results`: `info`, `quick`, `epochs`, `train_size`, `test_size`, `probe`, the `epoch_rows` and the
+    operator `rows`."""
+    lines = [
+        "# Where a quantization-aware EfficientNetB0's int8 file departs from its Keras model",
+        "",
+        f"`python benchmarks/qat_parity.py{reporting.flag(results['quick'])}`; Keras {keras.__version__}, "
+        f"{reporting.machine()}, `ai_edge_litert`; measured {time.strftime('%Y-%m-%d')}. "
+        f"Data: {results['info']['split']}; {results['train_size']:,} train / {results['test_size']:,} test images "
+        f"at 32x32x3. {results['epochs']} float epochs (Adam 1e-3), then `quantize_aware` fine-tuned (Adam 1e-4), "
+        "exported as int8 after each epoch.",
+        "",
+        "## Agreement as the fine-tune goes on", "",
+        *reporting.table(["QAT epochs", "Keras QAT model accuracy", "file accuracy", "top-1 agreement",
+                          "median lead where they differ"], results["epoch_rows"]), "",
+        f"## Operator by operator (the last file, {results['probe']} test images)", "",
+        "Fed the file's inputs: each layer computed in Keras from the file's own inputs. Running free: the "
+        "Keras model on its own. Steps: the file tensor's quantization steps; a value off by a step is one "
+        "rounded the other way.", "", *kind_table(results["rows"]), "", *depth_table(results["rows"]),
+    ]
+    reporting.write(stem, lines, end="\n")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 / 300 images, 1 float and 1 QAT epoch")
-    add_data_dir(parser)
-    args = parser.parse_args(argv)
+    args = common.parser(__doc__, "1,000 / 300 images, 1 float and 1 QAT epoch").parse_args(argv)
     train, test, info = mnist(args.data_dir, args.quick)
     (x, y), (x_test, y_test) = (train[0][:4000], train[1][:4000]), (test[0][:1000], test[1][:1000])
     epochs, tune_epochs, probe = (1, 1, 32) if args.quick else (3, 3, 64)
@@ -148,39 +183,13 @@ def main(argv=None):
     model = build("EfficientNetB0")
     fit(model, x, y, epochs, 1e-3)
     qat = quantize_aware(model)
-    epoch_lines = ["| QAT epochs | Keras QAT model accuracy | file accuracy | top-1 agreement | median lead where they differ |",
-                   "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "qat.tflite")
-        for epoch in range(1, tune_epochs + 1):
-            fit(qat, x, y, 1, 1e-4)
-            export(qat, path, quantization="int8", min_agreement=None)
-            parity = verify(qat, path, x_test)
-            keras_accuracy = np.mean(qat.predict(x_test, verbose=0).argmax(1) == y_test)
-            file_accuracy = np.mean(predict(path, x_test).argmax(1) == y_test)
-            margin = "n/a" if parity.disagreement_margin is None else f"{parity.disagreement_margin:.3f}"
-            epoch_lines.append(f"| {epoch} | {keras_accuracy:.2%} | {file_accuracy:.2%} | {parity.top1_agreement:.2%} | "
-                               f"{margin} |")
-            print(epoch_lines[-1], flush=True)
+        epoch_rows = fine_tune(qat, (x, y), (x_test, y_test), tune_epochs, path)
         rows = compare(folded(qat), path, x_test[:probe])
-    lines = [
-        "# Where a quantization-aware EfficientNetB0's int8 file departs from its Keras model",
-        "",
-        f"`python benchmarks/qat_parity.py{' --quick' if args.quick else ''}`; Keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, `ai_edge_litert`; measured {time.strftime('%Y-%m-%d')}. "
-        f"Data: {info['split']}; {len(x):,} train / {len(x_test):,} test images at 32x32x3. {epochs} float "
-        f"epochs (Adam 1e-3), then `quantize_aware` fine-tuned (Adam 1e-4), exported as int8 after each epoch.",
-        "",
-        "## Agreement as the fine-tune goes on", "", *epoch_lines, "",
-        f"## Operator by operator (the last file, {probe} test images)", "",
-        "Fed the file's inputs: each layer computed in Keras from the file's own inputs. Running free: the "
-        "Keras model on its own. Steps: the file tensor's quantization steps; a value off by a step is one "
-        "rounded the other way.", "", *kind_table(rows), "", *depth_table(rows),
-    ]
-    out = ROOT / "benchmarks" / "results" / ("qat_parity_quick.md" if args.quick else "qat_parity.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    results = dict(info=info, quick=args.quick, epochs=epochs, train_size=len(x), test_size=len(x_test), probe=probe,
+                   epoch_rows=epoch_rows, rows=rows)
+    write_results("qat_parity_quick" if args.quick else "qat_parity", results)
     return 0
 
 

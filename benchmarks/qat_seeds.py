@@ -16,9 +16,7 @@ Writes benchmarks/results/qat_seeds.md.
 """
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -27,8 +25,9 @@ import keras
 import numpy as np
 
 from common import add_data_dir
+import reporting
 from quantization_aware import NETS, TEXT, ours, peer
-from structured_pruning import ROOT, mnist
+from structured_pruning import mnist
 
 EPOCHS, TUNE_EPOCHS = 3, 1
 
@@ -49,16 +48,14 @@ def run(net, train, test, seeds):
 
 
 def section(title, rows):
-    lines = [f"## {title}", "", "| seed | float32 | int8 QAT, ours | int8 QAT, tfmot | QAT, ours minus tfmot (points) |",
-             "|---|---|---|---|---|"]
-    for seed, *values in rows:
-        lines.append(f"| {seed} | " + " | ".join(f"{value:.2%}" for value in values)
-                     + f" | {100 * (values[1] - values[2]):+.2f} |")
+    lines = [f"## {title}", "", *reporting.table(
+        ["seed", "float32", "int8 QAT, ours", "int8 QAT, tfmot", "QAT, ours minus tfmot (points)"],
+        [[seed, *(f"{value:.2%}" for value in values), f"{100 * (values[1] - values[2]):+.2f}"] for seed, *values in rows])]
     values = 100 * np.array([row[1:] for row in rows])
     differences = values[:, 1] - values[:, 2]
     sd = (lambda column: column.std(ddof=1)) if len(rows) > 1 else (lambda column: 0.0)
-    lines.append("| mean (sd) | " + " | ".join(f"{column.mean():.2f}% ({sd(column):.2f})" for column in values.T)
-                 + f" | {differences.mean():+.2f} ({sd(differences):.2f}) |")
+    lines.append(reporting.row("mean (sd)", *(f"{column.mean():.2f}% ({sd(column):.2f})" for column in values.T),
+                               f"{differences.mean():+.2f} ({sd(differences):.2f})"))
     return lines
 
 
@@ -83,7 +80,7 @@ def main(argv=None):
         "# Quantization-aware training over seeds: ours and tfmot's",
         "",
         f"`python benchmarks/qat_seeds.py --nets {','.join(names)} --seeds {args.seeds}`; Keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Data: {info['split']}, 32x32x3. "
+        f"{reporting.machine()}, {time.strftime('%Y-%m-%d')}. Data: {info['split']}, 32x32x3. "
         f"Per seed: {EPOCHS} epochs of float training in Keras 3 (Adam 1e-3, batch 64, BatchNormalization momentum "
         f"0.9), then from those weights {TUNE_EPOCHS} epoch of quantization-aware fine-tuning (Adam 1e-4) by each "
         "library (tfmot on the tf_keras twin, the weights copied). Accuracy of the float32 file and of each int8 "
@@ -93,8 +90,7 @@ def main(argv=None):
     for name in names:
         title, net = NETS[name]
         lines += [""] + section(title, run(net, train, test, seeds))
-        path = ROOT / "benchmarks" / "results" / "qat_seeds.md"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # after each network: a cut run keeps its part
+        reporting.write("qat_seeds", lines, end="\n", echo=False)  # after each network: a cut run keeps its part
     print("\n".join(lines))
     return 0
 

@@ -19,9 +19,7 @@ Writes benchmarks/results/quantization.md (or quantization_quick.md).
 """
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 
@@ -31,7 +29,8 @@ from sklearn.datasets import load_digits
 
 from tflite_export import export, quantization_report
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import reporting
+
 
 
 def digits():
@@ -60,8 +59,8 @@ def mlps(train):
 
 def variants(name, model, calibration, comparison, folder, worst_count):
     """`{variant: agreement or the refusal}` and the report."""
-    report = quantization_report(model, calibration, debug_data=comparison[:64])
-    worst = report.worst(worst_count)
+    quantization = quantization_report(model, calibration, debug_data=comparison[:64])
+    worst = quantization.worst(worst_count)
     rows = {}
     for variant, options in (
         ("int8", dict(quantization="int8")),
@@ -76,32 +75,29 @@ def variants(name, model, calibration, comparison, folder, worst_count):
         except ValueError as error:
             rows[variant] = {"refused": str(error).split(". Nothing was written")[0][:160]}
         print(name, variant, rows[variant], flush=True)
-    return report, rows
+    return quantization, rows
 
 
-def write_results(stem, results, quick):
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+def write_results(stem, results):
+    """`results`: `quick` and the `networks`, `{name: (QuantizationReport, {variant: row}, setting)}`."""
     lines = [
         "# int8 that keeps the model: the report, int16x8, layers kept in float32",
         "",
-        f"`python benchmarks/quantization.py{' --quick' if quick else ''}`; Keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, `ai_edge_litert`. Agreement: the fraction of comparison "
-        "examples whose top-1 class the file and the Keras model share. Error: what each quantized operator "
-        "adds, RMSE in quantization steps of its output (rounding alone is about 0.29).",
+        f"`python benchmarks/quantization.py{reporting.flag(results['quick'])}`; Keras {keras.__version__}, "
+        f"{reporting.machine()}, `ai_edge_litert`. Agreement: the fraction of comparison examples whose top-1 class "
+        "the file and the Keras model share. Error: what each quantized operator adds, RMSE in quantization steps "
+        "of its output (rounding alone is about 0.29).",
     ]
-    for name, (report, rows, setting) in results.items():
-        lines += ["", f"## {name}", "", setting, "", "| file | top-1 agreement | max abs diff | bytes |",
-                  "|---|---|---|---|"]
-        for variant, row in rows.items():
-            if "refused" in row:
-                lines.append(f"| {variant} | refused: {row['refused']} | | |")
-            else:
-                lines.append(f"| {variant} | {row['agreement']:.2%} | {row['max_diff']:.4f} | {row['bytes']:,} |")
-        lines += ["", "The report's worst operators:", "", "| layer | operator | error (steps) |", "|---|---|---|"]
-        lines += [f"| {row.layer or row.tensor} | {row.operator} | {row.error_steps:.2f} |" for row in report.layers[:8]]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    for name, (quantization, rows, setting) in results["networks"].items():
+        lines += ["", f"## {name}", "", setting, ""]
+        lines += reporting.table(["file", "top-1 agreement", "max abs diff", "bytes"], [
+            [variant, f"refused: {row['refused']}", "", ""] if "refused" in row else
+            [variant, f"{row['agreement']:.2%}", f"{row['max_diff']:.4f}", f"{row['bytes']:,}"]
+            for variant, row in rows.items()])
+        lines += ["", "The report's worst operators:", ""]
+        lines += reporting.table(["layer", "operator", "error (steps)"], [
+            [row.layer or row.tensor, row.operator, f"{row.error_steps:.2f}"] for row in quantization.layers[:8]])
+    reporting.write(stem, lines, end="\n")
 
 
 def main(argv=None):
@@ -109,23 +105,23 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="the digits MLPs only")
     args = parser.parse_args(argv)
     train, test = digits()
-    results = {}
+    networks = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
         for name, model in mlps(train).items():
-            report, rows = variants(name, model, train[0][:300], test[0], folder, 1)
-            results[name] = (report, rows, "Calibrated on 300 training digits, compared on the 797 test digits.")
+            quantization, rows = variants(name, model, train[0][:300], test[0], folder, 1)
+            networks[name] = (quantization, rows, "Calibrated on 300 training digits, compared on the 797 test digits.")
         if not args.quick:
             keras.utils.set_random_seed(0)
             model = keras.applications.EfficientNetB0(input_shape=(96, 96, 3), weights=None, classes=10)
             rng = np.random.default_rng(0)
             calibration = rng.uniform(0, 255, (64, 96, 96, 3)).astype("float32")
             comparison = rng.uniform(0, 255, (200, 96, 96, 3)).astype("float32")
-            report, rows = variants("EfficientNetB0", model, calibration, comparison, folder, 5)
-            results["EfficientNetB0 (weights=None, 96x96, 10 classes)"] = (
-                report, rows, "Calibrated on 64 random images, compared on 200 others (an untrained network: "
+            quantization, rows = variants("EfficientNetB0", model, calibration, comparison, folder, 5)
+            networks["EfficientNetB0 (weights=None, 96x96, 10 classes)"] = (
+                quantization, rows, "Calibrated on 64 random images, compared on 200 others (an untrained network: "
                 "the report ranks its operators; agreement figures say little about a trained one).")
-    write_results("quantization_quick" if args.quick else "quantization", results, args.quick)
+    write_results("quantization_quick" if args.quick else "quantization", dict(networks=networks, quick=args.quick))
     return 0
 
 

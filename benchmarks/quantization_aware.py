@@ -31,11 +31,9 @@ Writes benchmarks/results/quantization_aware.md (or quantization_aware_quick.md)
 sections of the networks not run are kept from the file as it was, each with the date it was measured.
 """
 
-import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -48,7 +46,8 @@ import keras_compact
 from keras_compact.layers import TokenBuckets
 from keras_compact.models import sequence_network
 from keras_compact.quantization import quantize_aware
-from common import add_data_dir
+import common
+import reporting
 from structured_pruning import ROOT, mnist, small_resnet
 from tflite_export import export, predict, quantization_report
 
@@ -273,38 +272,36 @@ def kept_sections(path, names):
     return {title: text for title, text in sections.items() if title not in names}
 
 
-def write_results(stem, info, results, epochs, tune_epochs, quick, keep):
-    """Writes `stem`.md: the run's sections, and with `keep` the file's other networks as they were."""
+def write_results(stem, results):
+    """Writes `stem`.md from `results`: `info`, `epochs`, `tune_epochs`, `quick`, the run's `networks`
+    (`{title: (ours, tfmot's)}`), and with `keep` the file's other networks as they were."""
     lines = [
         "# int8 that keeps the model: post-training, int16x8, quantization-aware (ours and tfmot's)",
         "",
-        f"`python benchmarks/quantization_aware.py{' --quick' if quick else ''}`; Keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, `ai_edge_litert`. Data: {info['split']}, 32x32x3. "
-        f"{epochs} epochs of float training (Adam 1e-3, batch 64, BatchNormalization momentum {MOMENTUM}), then "
-        f"{tune_epochs} epoch(s) of quantization-aware fine-tuning (Adam 1e-4). Accuracy: the `.tflite` file in "
-        "LiteRT on the test images. Agreement: top-1 agreement of the file with the Keras model it was exported "
-        "from, as `export` counts it (where the model's rounded outputs tie, any tied class agrees). Extra (DE)QUANTIZE: operators beyond the input's QUANTIZE and the output's DEQUANTIZE, i.e. "
+        f"`python benchmarks/quantization_aware.py{reporting.flag(results['quick'])}`; Keras {keras.__version__}, "
+        f"{reporting.machine()}, `ai_edge_litert`. Data: {results['info']['split']}, 32x32x3. "
+        f"{results['epochs']} epochs of float training (Adam 1e-3, batch 64, BatchNormalization momentum {MOMENTUM}), "
+        f"then {results['tune_epochs']} epoch(s) of quantization-aware fine-tuning (Adam 1e-4). Accuracy: the "
+        "`.tflite` file in LiteRT on the test images. Agreement: top-1 agreement of the file with the Keras model it "
+        "was exported from, as `export` counts it (where the model's rounded outputs tie, any tied class agrees). "
+        "Extra (DE)QUANTIZE: operators beyond the input's QUANTIZE and the output's DEQUANTIZE, i.e. "
         "parts left in float. tfmot: `quantize_model` on the same network built in tf_keras, same data and "
         "schedule. Each network's section says when it was measured (`--nets` reruns some).",
     ]
-    path = ROOT / "benchmarks" / "results" / f"{stem}.md"
-    kept = kept_sections(path, set(results)) if keep else {}
+    networks = results["networks"]
+    kept = kept_sections(reporting.RESULTS / f"{stem}.md", set(networks)) if results["keep"] else {}
     for title, _ in NETS.values():
-        if title in results:
-            lines += [""] + section(title, *results[title])
+        if title in networks:
+            lines += [""] + section(title, *networks[title])
         elif title in kept:
             lines += ["", kept[title]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    reporting.write(stem, lines, end="\n")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="MobileNetV2 only, 1,000 / 300 examples, 1 epoch")
+    parser = common.parser(__doc__, "MobileNetV2 only, 1,000 / 300 examples, 1 epoch")
     parser.add_argument("--nets", help=f"comma-separated, of {', '.join(NETS)} (default: all); the results "
                                        "file keeps the sections of the others")
-    add_data_dir(parser)
     args = parser.parse_args(argv)
     names = ["MobileNetV2"] if args.quick else list(NETS)
     if args.nets:
@@ -315,7 +312,7 @@ def main(argv=None):
     train, test, info = mnist(args.data_dir, args.quick)
     train = (train[0][:8000], train[1][:8000])
     epochs, tune_epochs = (1, 1) if args.quick else (3, 1)
-    results = {}
+    networks = {}
     for name in names:
         title, net = NETS[name]
         data = snips(args.data_dir, args.quick)[:2] if net == TEXT else (train, test)
@@ -323,10 +320,11 @@ def main(argv=None):
             mine = ours(net, *data, epochs, tune_epochs, pathlib.Path(folder))
         with tempfile.TemporaryDirectory() as folder:
             theirs = peer(net, *data, epochs, tune_epochs, pathlib.Path(folder))
-        results[title] = (mine, theirs)
+        networks[title] = (mine, theirs)
         # After each network, so that a long run interrupted keeps what it measured.
-        write_results("quantization_aware_quick" if args.quick else "quantization_aware", info, results, epochs,
-                      tune_epochs, args.quick, keep=bool(args.nets))
+        write_results("quantization_aware_quick" if args.quick else "quantization_aware",
+                      dict(info=info, networks=networks, epochs=epochs, tune_epochs=tune_epochs, quick=args.quick,
+                           keep=bool(args.nets)))
     return 0
 
 

@@ -25,10 +25,8 @@
 Writes benchmarks/results/structured_pruning.md and .png (or *_quick.*).
 """
 
-import argparse
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -38,7 +36,8 @@ import numpy as np
 
 import keras_compact
 from keras_compact.pruning import channel_groups, macs, prune, recalibrate_batch_norm, shrink, strip, targeted
-from common import add_data_dir
+import common
+import reporting
 from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
 from tflite_export import export
 
@@ -306,74 +305,99 @@ def targeted_rows(train, test, epochs):
     return rows
 
 
-def write_results(stem, info, zoo_table, resnet, mobilenet, sparse, accuracies, epochs, tune_epochs, quick,
-                  targeted_table):
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [
+def write_results(stem, results):
+    """`results`: `info`, `epochs`, `tune_epochs`, `quick` and each section's rows: `zoo_table`, `resnet`,
+    `mobilenet`, `sparse`, `accuracies`, `targeted_table`."""
+    lines = (zoo_section(results["zoo_table"], results["quick"]) + resnet_section(results["resnet"])
+             + mobilenet_section(results["mobilenet"]) + sparse_section(results["sparse"])
+             + accuracy_section(results) + targeted_section(results["targeted_table"], results["epochs"]))
+    reporting.write(stem, lines, end="\n")
+    plot(stem, results["zoo_table"])
+
+
+def zoo_section(zoo_table, quick):
+    return [
         "# Structured (channel) pruning of the networks people ship",
         "",
-        f"`python benchmarks/structured_pruning.py{' --quick' if quick else ''}`; Keras {keras.__version__} "
-        f"on {keras.backend.backend()}, {platform.machine()}, {os.cpu_count()} cores. LiteRT latencies are the "
+        f"`python benchmarks/structured_pruning.py{reporting.flag(quick)}`; Keras {keras.__version__} "
+        f"on {keras.backend.backend()}, {reporting.machine()}. LiteRT latencies are the "
         "median single-example invoke, the files of one table timed in turn in every round; ratios are to the "
         "unpruned file of the same run.",
         "",
         "## 1. The zoo (`weights=None`, 96x96, 10 classes): prune by channel, then `shrink`",
         "",
-        "| model | variant | prunable channels | groups | params | MACs | MACs ratio | float32 KB | int8 KB "
-        "| float32 ms (ratio) | int8 ms (ratio) | groups s | shrink s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in zoo_table:
-        lines.append(
-            f"| {row['model']} | {row['variant']} | {row['prunable']:.0%} | {row['groups']} | {row['params']:,} | "
-            f"{row['macs'] / 1e6:.1f} M | {row['macs_ratio']:.2f}x | {row['float_bytes'] / 1024:,.0f} | "
-            f"{row['int8_bytes'] / 1024:,.0f} | {row['float_ms']:.2f} ({row['float_ratio']:.2f}x) | "
-            f"{row['int8_ms']:.2f} ({row['int8_ratio']:.2f}x) | {row['group_s']:.2f} | {row['shrink_s']} |"
-        )
-    lines += [
+        *reporting.table(["model", "variant", "prunable channels", "groups", "params", "MACs", "MACs ratio", "float32 KB",
+                       "int8 KB", "float32 ms (ratio)", "int8 ms (ratio)", "groups s", "shrink s"], [
+            [row["model"], row["variant"], f"{row['prunable']:.0%}", row["groups"], f"{row['params']:,}",
+             f"{row['macs'] / 1e6:.1f} M", f"{row['macs_ratio']:.2f}x", f"{row['float_bytes'] / 1024:,.0f}",
+             f"{row['int8_bytes'] / 1024:,.0f}", f"{row['float_ms']:.2f} ({row['float_ratio']:.2f}x)",
+             f"{row['int8_ms']:.2f} ({row['int8_ratio']:.2f}x)", f"{row['group_s']:.2f}", row["shrink_s"]]
+            for row in zoo_table]),
         "",
         "Before this engine `shrink` accepted 1 of MobileNetV2's 53 convolutions, none of MobileNetV3Small's "
         "(an `AttributeError`), 17 of EfficientNetB0's 82 and 16 of ResNet50's 54 (issue 20). Before separable "
         "convolutions were members, 1% of Xception's channels and none of NASNetMobile's were in prunable groups.",
         "",
+    ]
+
+
+def resnet_section(resnet):
+    return [
         "## 2. ResNet50 at 224x224, uniform channel ratio 0.5",
         "",
-        "| | MACs before | MACs after | ratio | params before | params after |",
-        "|---|---|---|---|---|---|",
-        f"| keras-compact | {resnet['before'] / 1e9:.2f} G | {resnet['after'] / 1e9:.2f} G | "
-        f"{resnet['after'] / resnet['before']:.2f}x | {resnet['params_before'] / 1e6:.1f} M | "
-        f"{resnet['params_after'] / 1e6:.1f} M |",
-        "| Torch-Pruning (published, DepGraph) | 4.12 G | 1.07 G | 0.26x | 25.6 M | - |",
+        *reporting.table(["", "MACs before", "MACs after", "ratio", "params before", "params after"], [
+            ["keras-compact", f"{resnet['before'] / 1e9:.2f} G", f"{resnet['after'] / 1e9:.2f} G",
+             f"{resnet['after'] / resnet['before']:.2f}x", f"{resnet['params_before'] / 1e6:.1f} M",
+             f"{resnet['params_after'] / 1e6:.1f} M"],
+            ["Torch-Pruning (published, DepGraph)", "4.12 G", "1.07 G", "0.26x", "25.6 M", "-"]]),
         "",
         "Target: at most 0.30x. keras-compact counts the classifier and every convolution; the input's 3 "
         "channels and the 1,000 classes are kept whole.",
         "",
+    ]
+
+
+def mobilenet_section(mobilenet):
+    return [
         "## 3. MobileNetV2 (alpha 1.0), half the channels removed: LiteRT latency",
         "",
-        "| input | file | unpruned ms | pruned ms | ratio |",
-        "|---|---|---|---|---|",
-    ]
-    for (size, kind), latency in mobilenet.items():
-        lines.append(f"| {size}x{size} | {kind} | {latency['unpruned']:.2f} | {latency['half the channels']:.2f} | "
-                     f"{latency['half the channels'] / latency['unpruned']:.2f}x |")
-    lines += [
+        *reporting.table(["input", "file", "unpruned ms", "pruned ms", "ratio"], [
+            [f"{size}x{size}", kind, f"{latency['unpruned']:.2f}", f"{latency['half the channels']:.2f}",
+             f"{latency['half the channels'] / latency['unpruned']:.2f}x"]
+            for (size, kind), latency in mobilenet.items()]),
         "",
         "Target: at most 0.5x, float32 and int8.",
         "",
+    ]
+
+
+def sparse_section(sparse):
+    return [
         "## 4. Sparse weights: MobileNetV2 (96x96, float32) with its 1x1 convolutions weight-pruned",
         "",
-        "| file | bytes | DENSIFY ops | ms | ratio to dense |",
-        "|---|---|---|---|---|",
-    ]
-    for name, row in sparse.items():
-        lines.append(f"| {name} | {row['bytes']:,} | {row.get('densify', 0)} | {row['ms']:.2f} | {row['ratio']:.2f}x |")
-    lines += [
+        *reporting.table(["file", "bytes", "DENSIFY ops", "ms", "ratio to dense"], [
+            [name, f"{row['bytes']:,}", row.get("densify", 0), f"{row['ms']:.2f}", f"{row['ratio']:.2f}x"]
+            for name, row in sparse.items()]),
         "",
         "LiteRT's XNNPack sparse-inference path needs sparse 1x1 convolutions; the file is what the converter "
         "writes with `EXPERIMENTAL_SPARSITY` (`export(..., sparse=True)`), run by `ai_edge_litert`'s default "
         "interpreter.",
         "",
+    ]
+
+
+def accuracy_row(name, criterion, row):
+    macs = f"{row['macs'] / 1e6:.1f} M"
+    if criterion == "unpruned":
+        return [name, "unpruned", macs, "", f"{row['accuracy']:.2%} ({row['raw']:.2%} raw)", ""]
+    if criterion == "scratch":
+        return [name, "pruned widths from scratch", macs, "", "", f"{row['accuracy']:.2%}"]
+    return [name, criterion, macs, f"{row['one shot']:.2%}", f"{row['BN re-estimated']:.2%}", f"{row['fine-tuned']:.2%}"]
+
+
+def accuracy_section(results):
+    info, epochs, tune_epochs = results["info"], results["epochs"], results["tune_epochs"]
+    return [
         f"## 5. Accuracy on MNIST at 32x32x3 ({info['split']}; {info['source']})",
         "",
         f"Trained from scratch {epochs} epochs (Adam 1e-3, batch 64); the unpruned model's BatchNormalization "
@@ -384,45 +408,29 @@ def write_results(stem, info, zoo_table, resnet, mobilenet, sparse, accuracies, 
         "re-estimated again). The scratch row trains the pruned widths from fresh weights for "
         f"{epochs + tune_epochs} epochs.",
         "",
-        "| network | criterion | MACs | one shot | BN re-estimated | fine-tuned |",
-        "|---|---|---|---|---|---|",
-    ]
-    for (name, criterion), row in accuracies.items():
-        if criterion == "unpruned":
-            lines.append(f"| {name} | unpruned | {row['macs'] / 1e6:.1f} M | | {row['accuracy']:.2%} "
-                         f"({row['raw']:.2%} raw) | |")
-        elif criterion == "scratch":
-            lines.append(f"| {name} | pruned widths from scratch | {row['macs'] / 1e6:.1f} M | | | "
-                         f"{row['accuracy']:.2%} |")
-        else:
-            lines.append(f"| {name} | {criterion} | {row['macs'] / 1e6:.1f} M | {row['one shot']:.2%} | "
-                         f"{row['BN re-estimated']:.2%} | {row['fine-tuned']:.2%} |")
-    lines += [
+        *reporting.table(["network", "criterion", "MACs", "one shot", "BN re-estimated", "fine-tuned"],
+                      [accuracy_row(name, criterion, row) for (name, criterion), row in results["accuracies"].items()]),
         "",
+    ]
+
+
+def targeted_section(targeted_table, epochs):
+    return [
         "## 6. BatchNormalization statistics after Targeted Dropout training",
         "",
         f"MobileNetV2 (alpha 0.5), the same MNIST data, {epochs} epochs; every Conv2D and DepthwiseConv2D "
         "wrapped by `targeted(model, ...)`; accuracy of the stripped model with the moving statistics as "
         "trained and after `recalibrate_batch_norm` on 2,000 training images.",
         "",
-        "| training | training accuracy, last epoch (with the drops) | test, as trained | test, statistics "
-        "re-estimated |",
-        "|---|---|---|---|",
+        *reporting.table(["training", "training accuracy, last epoch (with the drops)", "test, as trained",
+                       "test, statistics re-estimated"],
+                      [[name, f"{row['train']:.2%}", f"{row['raw']:.2%}", f"{row['recalibrated']:.2%}"]
+                       for name, row in targeted_table.items()]),
     ]
-    lines += [f"| {name} | {row['train']:.2%} | {row['raw']:.2%} | {row['recalibrated']:.2%} |"
-              for name, row in targeted_table.items()]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot(out / f"{stem}.png", zoo_table)
-    print("\n".join(lines))
 
 
-def plot(path, zoo_table):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+def plot(stem, zoo_table):
+    figure, axes = reporting.pyplot().subplots(1, 2, figsize=(11, 4))
     for model in dict.fromkeys(row["model"] for row in zoo_table):
         rows = [row for row in zoo_table if row["model"] == model]
         axes[0].plot([r["macs_ratio"] for r in rows], [r["float_ratio"] for r in rows], "o-", label=model)
@@ -434,26 +442,22 @@ def plot(path, zoo_table):
         axis.set_title(f"Channel pruning 0 / 30 / 50%: {kind}")
     axes[0].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    reporting.save(figure, stem)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two zoo models, small data, 1 epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs before pruning (default 5; quick 1)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "two zoo models, small data, 1 epoch",
+                           "training epochs before pruning (default 5; quick 1)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 5)
     tune_epochs = 1 if args.quick else 2
     train, test, info = mnist(args.data_dir, args.quick)
-    zoo_table = zoo_rows(96, args.quick)
-    resnet = resnet_224()
-    mobilenet = mobilenet_latency(args.quick)
-    sparse = sparse_rows(args.quick)
-    accuracies = accuracy_rows(train, test, epochs, tune_epochs, args.quick)
-    targeted_table = targeted_rows(train, test, epochs)
-    write_results("structured_pruning_quick" if args.quick else "structured_pruning", info, zoo_table, resnet,
-                  mobilenet, sparse, accuracies, epochs, tune_epochs, args.quick, targeted_table)
+    results = dict(info=info, epochs=epochs, tune_epochs=tune_epochs, quick=args.quick,
+                   zoo_table=zoo_rows(96, args.quick), resnet=resnet_224(), mobilenet=mobilenet_latency(args.quick),
+                   sparse=sparse_rows(args.quick))
+    results["accuracies"] = accuracy_rows(train, test, epochs, tune_epochs, args.quick)
+    results["targeted_table"] = targeted_rows(train, test, epochs)
+    write_results("structured_pruning_quick" if args.quick else "structured_pruning", results)
     return 0
 
 

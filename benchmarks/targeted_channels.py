@@ -16,10 +16,6 @@ the median after the first (which traces), all in one run.
 Writes benchmarks/results/targeted_channels.md (or targeted_channels_quick.md).
 """
 
-import argparse
-import os
-import pathlib
-import platform
 import sys
 import time
 
@@ -28,7 +24,8 @@ import numpy as np
 
 from keras_compact.callbacks import TargetedChannels, TargetedDropoutRamp
 from keras_compact.pruning import macs, prune, recalibrate_batch_norm, shrink, strip, targeted
-from common import add_data_dir
+import common
+import reporting
 from structured_pruning import A, ROOT, accuracy, compiled, mnist, small_resnet
 
 NETS = {
@@ -73,37 +70,31 @@ def run(build, options, train, test, epochs):
     return row
 
 
-def write_results(name, info, rows, epochs):
+def write_results(stem, results):
+    """`results`: `info`, `epochs` and the `rows` per (network, training)."""
+    rows = results["rows"]
     lines = [
         "# Targeted Dropout by channel, then channel pruning",
         "",
         f"`python benchmarks/targeted_channels.py`; Keras {keras.__version__} on {keras.backend.backend()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores. Data: {info['split']}. {epochs} epochs of training (Adam "
+        f"{reporting.machine()}. Data: {results['info']['split']}. {results['epochs']} epochs of training (Adam "
         "1e-3, batch 64), then half of every group's channels removed (`prune(..., granularity=\"channel\")`, "
         "magnitude, + `shrink`); accuracies after `recalibrate_batch_norm` on 2,000 training images; "
         "\"fine-tuned\": one more epoch of the shrunk model. Seconds per epoch: median after the first.",
         "",
-        "| network | training | training accuracy, last epoch | test | s / epoch (ratio) | 50% of channels pruned "
-        "(MACs ratio) | + 1 epoch fine-tune |",
-        "|---|---|---|---|---|---|---|",
+        *reporting.table(["network", "training", "training accuracy, last epoch", "test", "s / epoch (ratio)",
+                       "50% of channels pruned (MACs ratio)", "+ 1 epoch fine-tune"], [
+            [net, training, f"{row['train']:.2%}", f"{row['test']:.2%}",
+             f"{row['epoch s']:.1f} ({row['epoch s'] / rows[(net, 'no dropout')]['epoch s']:.2f}x)",
+             f"{row['pruned']:.2%} ({row['macs']:.2f}x)", f"{row['fine-tuned']:.2%}"]
+            for (net, training), row in rows.items()]),
     ]
-    for (net, training), row in rows.items():
-        base = rows[(net, "no dropout")]["epoch s"]
-        lines.append(
-            f"| {net} | {training} | {row['train']:.2%} | {row['test']:.2%} | {row['epoch s']:.1f} "
-            f"({row['epoch s'] / base:.2f}x) | {row['pruned']:.2%} ({row['macs']:.2f}x) | {row['fine-tuned']:.2%} |"
-        )
-    path = ROOT / "benchmarks" / "results" / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path = reporting.write(stem, lines, end="\n")
     print("wrote", path.relative_to(ROOT))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
-    add_data_dir(parser)
-    args = parser.parse_args(argv)
+    args = common.parser(__doc__, "small data, 2 epochs").parse_args(argv)
     epochs = 2 if args.quick else 5
     train, test, info = mnist(args.data_dir, args.quick)
     rows = {}
@@ -111,7 +102,8 @@ def main(argv=None):
         for training, options in TRAININGS.items():
             rows[(net, training)] = run(build, options, train, test, epochs)
             print(net, training, rows[(net, training)], flush=True)
-    write_results("targeted_channels_quick" if args.quick else "targeted_channels", info, rows, epochs)
+    write_results("targeted_channels_quick" if args.quick else "targeted_channels",
+                  dict(info=info, epochs=epochs, rows=rows))
     return 0
 
 

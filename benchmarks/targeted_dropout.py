@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -32,9 +31,9 @@ from keras_compact.callbacks import TargetedDropoutRamp
 from keras_compact.layers import TargetedDropout
 from keras_compact.pruning import prune
 
-from common import add_data_dir
+import common
+import reporting
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHT_SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99]
 UNIT_SPARSITIES = [0.0, 0.25, 0.5, 0.75]
 HIDDEN = (300, 100)
@@ -188,23 +187,22 @@ NAMES = {
 }
 
 
-def write_results(stem, info, epochs, rows, tfmot, quick):
-    import matplotlib
+def write_results(stem, results):
+    """`results`: `info`, `epochs`, `quick`, the Keras 3 `rows` per (method, granularity) and the `tfmot` rows
+    per sparsity."""
+    rows, tfmot = results["rows"], results["tfmot"]
+    reporting.write(stem, header(results) + weight_section(rows, tfmot) + unit_section(rows)
+                 + target_section(stem, rows, tfmot))
+    plot(stem, rows, tfmot)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    percent = lambda value: f"{value:.2%}"  # noqa: E731
-    lines = [
-        "# Targeted Dropout on MNIST" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Written by `benchmarks/targeted_dropout.py{' --quick' if quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
-        "",
-        f"Data: {info['source']}; {info['split']}. CIFAR-10 is not available offline, so there is no CNN row.",
-        f"Model: MLP 784-{HIDDEN[0]}-{HIDDEN[1]}-10, Adam 1e-3, batch 64, {epochs} epochs, seed 0, for every row.",
+def header(results):
+    return [
+        *reporting.heading("Targeted Dropout on MNIST", "targeted_dropout.py", results["quick"]),
+        f"Data: {results['info']['source']}; {results['info']['split']}. CIFAR-10 is not available offline, so "
+        "there is no CNN row.",
+        f"Model: MLP 784-{HIDDEN[0]}-{HIDDEN[1]}-10, Adam 1e-3, batch 64, {results['epochs']} epochs, seed 0, for "
+        "every row.",
         "Keras-3 rows: trained once, then pruned one shot (no fine-tuning) by `keras_compact.pruning.prune`",
         "(per layer, every Dense layer; unit pruning leaves the 10 output units). tfmot rows: `prune_low_magnitude`",
         "with `PolynomialDecay(0 -> s)` over the first 70% of the steps, one training per sparsity, tf_keras",
@@ -212,36 +210,30 @@ def write_results(stem, info, epochs, rows, tfmot, quick):
         "Targeted dropout wraps every layer that is pruned (all three for weights, the two hidden ones for",
         "units). s/epoch: wall time of one training epoch (tfmot: mean over its runs).",
         "",
-        "## Test accuracy at weight sparsity",
-        "",
-        "| method | s/epoch | " + " | ".join(f"{s:.0%}" for s in WEIGHT_SPARSITIES) + " |",
-        "|---|---|" + "---|" * len(WEIGHT_SPARSITIES),
     ]
-    for method, name in NAMES.items():
-        row = rows[(method, "weight")]
-        lines.append(
-            f"| {name} | {row['epoch_s']:.2f} | "
-            + " | ".join(percent(row["accuracy"][s]) for s in WEIGHT_SPARSITIES)
-            + " |"
-        )
-    lines.append(
-        f"| tfmot prune_low_magnitude (PolynomialDecay) | {np.mean([r['epoch_s'] for r in tfmot.values()]):.2f} | "
-        + " | ".join(f"{percent(tfmot[s]['accuracy'])} [{tfmot[s]['sparsity']:.1%}]" for s in WEIGHT_SPARSITIES)
-        + " |"
-    )
-    lines += [
-        "",
-        "## Test accuracy at unit sparsity (hidden units removed)",
-        "",
-        "| method | " + " | ".join(f"{s:.0%}" for s in UNIT_SPARSITIES) + " |",
-        "|---|" + "---|" * len(UNIT_SPARSITIES),
-    ]
-    for method, name in NAMES.items():
-        row = rows[(method, "unit")]
-        lines.append(f"| {name} | " + " | ".join(percent(row["accuracy"][s]) for s in UNIT_SPARSITIES) + " |")
-    lines.append("| tfmot | " + " | ".join("n/a (weights only)" for _ in UNIT_SPARSITIES) + " |")
 
-    lines += ["", "## Targets", ""]
+
+def weight_section(rows, tfmot):
+    table = [[name, f"{rows[(method, 'weight')]['epoch_s']:.2f}",
+              *(reporting.percent(rows[(method, "weight")]["accuracy"][s]) for s in WEIGHT_SPARSITIES)]
+             for method, name in NAMES.items()]
+    table.append(["tfmot prune_low_magnitude (PolynomialDecay)", f"{np.mean([r['epoch_s'] for r in tfmot.values()]):.2f}",
+                  *(f"{reporting.percent(tfmot[s]['accuracy'])} [{tfmot[s]['sparsity']:.1%}]" for s in WEIGHT_SPARSITIES)])
+    return ["## Test accuracy at weight sparsity", "",
+            *reporting.table(["method", "s/epoch", *(f"{s:.0%}" for s in WEIGHT_SPARSITIES)], table)]
+
+
+def unit_section(rows):
+    table = [[name, *(reporting.percent(rows[(method, "unit")]["accuracy"][s]) for s in UNIT_SPARSITIES)]
+             for method, name in NAMES.items()]
+    table.append(["tfmot", *("n/a (weights only)" for _ in UNIT_SPARSITIES)])
+    return ["", "## Test accuracy at unit sparsity (hidden units removed)", "",
+            *reporting.table(["method", *(f"{s:.0%}" for s in UNIT_SPARSITIES)], table)]
+
+
+def target_section(stem, rows, tfmot):
+    percent = reporting.percent
+    lines = ["", "## Targets", ""]
     for method in ("ramp", "ramp_hard"):
         ramp = rows[(method, "weight")]["accuracy"]
         drop = ramp[0.0] - ramp[0.9]
@@ -252,17 +244,17 @@ def write_results(stem, info, epochs, rows, tfmot, quick):
             f"  Against tfmot at 90%: {percent(ramp[0.9])} vs {percent(tfmot[0.9]['accuracy'])}: target (at least "
             "as accurate) " + ("**met**." if ramp[0.9] >= tfmot[0.9]["accuracy"] else "**NOT met**."),
         ]
-    lines += [
+    return lines + [
         f"- Unregularised network pruned one shot to 90%: {percent(rows[('none', 'weight')]['accuracy'][0.9])} "
         f"(99%: {percent(rows[('none', 'weight')]['accuracy'][0.99])}).",
         "",
         f"![accuracy against sparsity]({stem}.png)",
         "",
     ]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+
+def plot(stem, rows, tfmot):
+    figure, axes = reporting.pyplot().subplots(1, 2, figsize=(11, 4))
     for method, name in NAMES.items():
         for axis, granularity, sparsities in ((axes[0], "weight", WEIGHT_SPARSITIES), (axes[1], "unit", UNIT_SPARSITIES)):
             axis.plot([s * 100 for s in sparsities], [rows[(method, granularity)]["accuracy"][s] for s in sparsities],
@@ -276,14 +268,11 @@ def write_results(stem, info, epochs, rows, tfmot, quick):
     axes[0].legend(fontsize=8)
     figure.suptitle("MNIST MLP pruned one shot after training (tfmot: pruned during training)")
     figure.tight_layout()
-    figure.savefig(out / f"{stem}.png", dpi=100)
+    reporting.save(figure, stem)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 2 epochs")
-    parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "small data, 2 epochs", "default 10 (quick: 2)")
     parser.add_argument("--tfmot-worker", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -294,7 +283,8 @@ def main(argv=None):
     train, test, info = load(args.data_dir, args.quick)
     rows = keras_rows(train, test, epochs)
     tfmot = tfmot_rows(epochs, args.data_dir, args.quick)
-    write_results("targeted_dropout_quick" if args.quick else "targeted_dropout", info, epochs, rows, tfmot, args.quick)
+    results = dict(info=info, epochs=epochs, rows=rows, tfmot=tfmot, quick=args.quick)
+    write_results("targeted_dropout_quick" if args.quick else "targeted_dropout", results)
     return 0
 
 

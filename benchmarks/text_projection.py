@@ -32,10 +32,8 @@ the 2,800-bit network trained alone, as a ratio to the LSTM trainer's, in this r
 Writes benchmarks/results/text_projection.md and text_projection.png (or *_quick).
 """
 
-import argparse
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,7 +49,8 @@ import tflite_export
 from keras_compact import ProjectionNet
 from keras_compact.layers import TextFeaturizer, TextViews, TokenBuckets
 from keras_compact.models import bag_of_ngrams, lstm_trainer, projection_network, sequence_network
-from common import add_data_dir
+import common
+import reporting
 from pruning import EpochTimes  # wall time per epoch; its median leaves out the first (tracing)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -230,18 +229,24 @@ def best_compact(rows):
     return max(small, key=lambda row: row["int8_precision"], default=None)
 
 
-def write_results(stem, results, epochs, quick, java):
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "# Text models on intent classification: accuracy per byte" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Written by `benchmarks/text_projection.py{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}.",
-        "",
+def write_results(stem, results):
+    """`results`: `epochs`, `quick`, the `datasets`' `(rows, info, speed)` and the `java` featurizer's
+    microseconds per sentence (None where it was not timed)."""
+    lines = header(results)
+    for dataset, (rows, info, speed) in results["datasets"].items():
+        lines += dataset_section(dataset, rows, info) + speed_lines(speed)
+    lines += java_section(results["java"])
+    reporting.write(stem, lines)
+    plot(stem, results["datasets"])
+
+
+def header(results):
+    return [
+        *reporting.heading("Text models on intent classification: accuracy per byte", "text_projection.py",
+                           results["quick"]),
         "Inputs: one `TextViews` dict per batch: words (`TextFeaturizer(ngrams=2)`), chars "
         "(`TextFeaturizer(ngrams=0, char_ngrams=(3, 5))`), tokens (`TokenBuckets(6144, 32)`). "
-        f"Adam, batch {BATCH}, {epochs} epochs, seed 0, a fresh shuffle each epoch; distilled rows: "
+        f"Adam, batch {BATCH}, {results['epochs']} epochs, seed 0, a fresh shuffle each epoch; distilled rows: "
         "`ProjectionNet(trainer, network)`, l1=1, l2=0.1, l3=1, temperature 1, the trainer trained jointly. "
         "Accuracy: top-1 on the test split, of the Keras model and of the int8 `.tflite` file in LiteRT. "
         "Bytes: `.tflite` files (builtin operators only; the float32 file agrees with Keras on 100% of the "
@@ -249,68 +254,62 @@ def write_results(stem, results, epochs, quick, java):
         "without the featurizer. Train s: the whole fit, trainer included for distilled rows.",
         "",
     ]
-    for dataset, (rows, info, speed) in results.items():
-        reference = rows[0]["precision"]
-        lines += [
-            f"## {dataset.upper()}: {info['source']}; {info['split']}; {len(info['classes'])} classes (with UNK)",
-            "",
-            "| model | distilled from | accuracy | int8 file accuracy | float32 bytes | int8 bytes | "
-            "LiteRT ms float32 / int8 | train s |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for row in rows:
-            if "float32_bytes" in row:
-                files = (f"{row['int8_precision']:.2%} | {row['float32_bytes']:,} | {row['int8_bytes']:,} | "
-                         f"{row['float32_ms']:.3f} / {row['int8_ms']:.3f}")
-            else:
-                files = f"- | {row['params_bytes']:,} (parameters) | - | -"
-            lines.append(f"| {row['model']} | {row['distilled']} | {row['precision']:.2%} | {files} | {row['train_s']:.0f} |")
-        best = best_compact(rows)
-        lines.append("")
-        if best is None:
-            lines.append(f"Target (a file of at most {TARGET_BYTES:,} bytes at least as accurate as the logistic "
-                         f"regression, {reference:.2%}): **NOT met**: no int8 file is that small.")
-        else:
-            met = best["int8_precision"] >= reference
-            lines.append(
-                f"Target (a file of at most {TARGET_BYTES:,} bytes at least as accurate as the logistic regression, "
-                f"{reference:.2%}): best such file: {best['model']}, "
-                + ("trained on the labels alone" if best["distilled"] == "-" else f"distilled from {best['distilled']}")
-                + f", int8, "
-                f"{best['int8_bytes']:,} bytes, {best['int8_precision']:.2%}: " + ("**met**." if met else "**NOT met**.")
-            )
-        ratio = speed["projection"] / speed["lstm"]
-        lines += [
-            "",
-            f"Training speed (median epoch after the first, this run): 2,800-bit network trained alone "
-            f"{speed['projection']:.2f} s, LSTM trainer {speed['lstm']:.2f} s: {ratio:.2f}x (target at most 1.5x: "
-            + ("**met**)." if ratio <= 1.5 else "**NOT met**)."),
-            "",
-        ]
-    if java is not None:
-        lines += [
-            "## Java featurizer",
-            "",
-            "`tutorials/android/featurizer` on this machine's JVM (not a phone), median over 20 passes of the "
-            "SNIPS test sentences: "
-            + ", ".join(f"{view} {micros:.1f} µs" for view, micros in java.items()) + " per sentence.",
-            "",
-        ]
+
+
+def model_row(row):
+    if "float32_bytes" in row:
+        files = [f"{row['int8_precision']:.2%}", f"{row['float32_bytes']:,}", f"{row['int8_bytes']:,}",
+                 f"{row['float32_ms']:.3f} / {row['int8_ms']:.3f}"]
     else:
-        lines += ["Java featurizer: not timed (no javac and Guava here).", ""]
-    (out / f"{stem}.md").write_text("\n".join(lines))
-    plot(out / f"{stem}.png", results)
-    print("\n".join(lines))
+        files = ["-", f"{row['params_bytes']:,} (parameters)", "-", "-"]
+    return [row["model"], row["distilled"], f"{row['precision']:.2%}", *files, f"{row['train_s']:.0f}"]
 
 
-def plot(path, results):
-    import matplotlib
+def dataset_section(dataset, rows, info):
+    reference = rows[0]["precision"]
+    lines = [
+        f"## {dataset.upper()}: {info['source']}; {info['split']}; {len(info['classes'])} classes (with UNK)",
+        "",
+        *reporting.table(["model", "distilled from", "accuracy", "int8 file accuracy", "float32 bytes", "int8 bytes",
+                       "LiteRT ms float32 / int8", "train s"], [model_row(row) for row in rows]),
+        "",
+    ]
+    target = (f"Target (a file of at most {TARGET_BYTES:,} bytes at least as accurate as the logistic regression, "
+              f"{reference:.2%}): ")
+    best = best_compact(rows)
+    if best is None:
+        return lines + [target + "**NOT met**: no int8 file is that small."]
+    source = "trained on the labels alone" if best["distilled"] == "-" else f"distilled from {best['distilled']}"
+    return lines + [target + f"best such file: {best['model']}, {source}, int8, {best['int8_bytes']:,} bytes, "
+                    f"{best['int8_precision']:.2%}: " + ("**met**." if best["int8_precision"] >= reference else "**NOT met**.")]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5))
-    for axis, (dataset, (rows, _, _)) in zip(np.atleast_1d(axes), results.items()):
+def speed_lines(speed):
+    ratio = speed["projection"] / speed["lstm"]
+    return [
+        "",
+        f"Training speed (median epoch after the first, this run): 2,800-bit network trained alone "
+        f"{speed['projection']:.2f} s, LSTM trainer {speed['lstm']:.2f} s: {ratio:.2f}x (target at most 1.5x: "
+        + ("**met**)." if ratio <= 1.5 else "**NOT met**)."),
+        "",
+    ]
+
+
+def java_section(java):
+    if java is None:
+        return ["Java featurizer: not timed (no javac and Guava here).", ""]
+    return [
+        "## Java featurizer",
+        "",
+        "`tutorials/android/featurizer` on this machine's JVM (not a phone), median over 20 passes of the "
+        "SNIPS test sentences: " + ", ".join(f"{view} {micros:.1f} µs" for view, micros in java.items()) + " per sentence.",
+        "",
+    ]
+
+
+def plot(stem, datasets):
+    figure, axes = reporting.pyplot().subplots(1, len(datasets), figsize=(6.5 * len(datasets), 5))
+    for axis, (dataset, (rows, _, _)) in zip(np.atleast_1d(axes), datasets.items()):
         for row in rows:
             distilled = row["distilled"] != "-"
             if "int8_bytes" in row:
@@ -329,20 +328,18 @@ def plot(path, results):
         axis.set_title(f"{dataset.upper()}: o int8 file, s float32 file, ^ trainer; orange: distilled")
         axis.title.set_fontsize(8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    reporting.save(figure, stem, dpi=110)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,500 training sentences, 1 epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="default 10 (quick: 2)")
-    add_data_dir(parser)
+    parser = common.parser(__doc__, "1,500 training sentences, 1 epoch", "default 10 (quick: 2)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)
-    results = {dataset: run(dataset, args.data_dir, epochs, args.quick) for dataset in ("snips", "atis")}
+    datasets = {dataset: run(dataset, args.data_dir, epochs, args.quick) for dataset in ("snips", "atis")}
     x_test = keras_compact.datasets.load("snips", args.data_dir)[1][0]
     java = java_microseconds([str(s) for s in x_test])
-    write_results("text_projection_quick" if args.quick else "text_projection", results, epochs, args.quick, java)
+    results = dict(datasets=datasets, epochs=epochs, quick=args.quick, java=java)
+    write_results("text_projection_quick" if args.quick else "text_projection", results)
     return 0
 
 

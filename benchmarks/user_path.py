@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 import keras_compact
+import reporting
 import tflite_export
 from tflite_export import _lowering
 
@@ -130,33 +131,21 @@ def export_forms(x_test):
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    repeats, epochs, seeds = (2, 2, [0]) if args.quick else (7, 30, [0, 1, 2])
-    (x_train, y_train), (x_test, y_test) = keras_compact.datasets.load("digits")
-    x_train, x_test = x_train.reshape(-1, 64), x_test.reshape(-1, 64)
-
-    startup = cli_startup(repeats)
-    logits = logits_versus_probabilities(((x_train, y_train), (x_test, y_test)), epochs, seeds)
-    forms = export_forms(x_test)
-
-    baseline = startup[0][1]
-    tensorflow = startup[-1][1]
+def write_results(stem, results):
+    """`results`: `quick`, `repeats`, `epochs`, `seeds` and the rows of the three sections: `startup`, `logits`,
+    `forms`."""
+    startup, epochs, seeds = results["startup"], results["epochs"], results["seeds"]
+    baseline, tensorflow = startup[0][1], startup[-1][1]
     lines = [
         "# The user's path",
         "",
-        f"`benchmarks/user_path.py{' --quick' if args.quick else ''}` on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, keras {keras.__version__}.",
+        f"`benchmarks/user_path.py{reporting.flag(results['quick'])}` on {reporting.machine()}, "
+        f"Python {platform.python_version()}, keras {keras.__version__}.",
         "",
-        f"## CLI start-up (median of {repeats} runs each, one process)",
+        f"## CLI start-up (median of {results['repeats']} runs each, one process)",
         "",
-        "| command | seconds | vs `python -c pass` | vs importing TensorFlow |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| {name} | {s:.3f} | {s / baseline:.1f}x | {s / tensorflow:.2f}x |" for name, s in startup]
-    lines += [
+        *reporting.table(["command", "seconds", "vs `python -c pass`", "vs importing TensorFlow"],
+                         [[name, f"{s:.3f}", f"{s / baseline:.1f}x", f"{s / tensorflow:.2f}x"] for name, s in startup]),
         "",
         f"## ProjectionNet with the default `from_logits=None` (digits, {epochs} epochs, seeds {seeds})",
         "",
@@ -164,36 +153,35 @@ def main():
         "13% (projection) after 60 epochs, as reported in issue 11 (the default was `from_logits=False`;",
         "that setting on logits now raises before training, so this script cannot re-measure it).",
         "",
-        "| networks end in | read as | trainer accuracy | projection accuracy |",
-        "|---|---|---|---|",
-    ]
-    note = [
+        *reporting.table(["networks end in", "read as", "trainer accuracy", "projection accuracy"], [
+            [ending, decided, f"{trainer.mean():.2%} ± {trainer.std():.2%}",
+             f"{projection.mean():.2%} ± {projection.std():.2%}"]
+            for ending, decided, trainer, projection in results["logits"]]),
         "",
         "The two rows train the same function: the loss takes log_softmax of logits, and the log of",
         "softmax probabilities (clipped at 1e-7) is the same number, so with the same seeds they agree.",
-    ]
-    for ending, decided, trainer, projection in logits:
-        lines.append(
-            f"| {ending} | {decided} | {trainer.mean():.2%} ± {trainer.std():.2%} | "
-            f"{projection.mean():.2%} ± {projection.std():.2%} |"
-        )
-    lines += note
-    lines += [
         "",
         "## One projection network in every model form, exported (digits test split, 360 examples)",
         "",
-        "| built | .tflite bytes | LSH_PROJECTION | top-1 agreement | export s | lowered copy s |",
-        "|---|---|---|---|---|---|",
+        *reporting.table(["built", ".tflite bytes", "LSH_PROJECTION", "top-1 agreement", "export s", "lowered copy s"], [
+            [name, f"{size:,}", count, f"{agreement:.2%}", f"{seconds:.2f}", f"{copy:.3f}"]
+            for name, size, count, agreement, seconds, copy in results["forms"]]),
     ]
-    lines += [
-        f"| {name} | {size:,} | {count} | {agreement:.2%} | {seconds:.2f} | {copy:.3f} |"
-        for name, size, count, agreement, seconds, copy in forms
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = ROOT / "benchmarks" / "results" / f"user_path{'_quick' if args.quick else ''}.md"
-    out.write_text(text)
-    print(f"wrote {out.relative_to(ROOT)}")
+    path = reporting.write(stem, lines, end="\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats, epochs, seeds = (2, 2, [0]) if args.quick else (7, 30, [0, 1, 2])
+    (x_train, y_train), (x_test, y_test) = keras_compact.datasets.load("digits")
+    x_train, x_test = x_train.reshape(-1, 64), x_test.reshape(-1, 64)
+    results = dict(quick=args.quick, repeats=repeats, epochs=epochs, seeds=seeds, startup=cli_startup(repeats),
+                   logits=logits_versus_probabilities(((x_train, y_train), (x_test, y_test)), epochs, seeds),
+                   forms=export_forms(x_test))
+    write_results(f"user_path{'_quick' if args.quick else ''}", results)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,19 @@ print("MIRRORED-OK")
 """
 
 
-def run_mirrored_like_one_device(script):
+_DIGITS = """
+import keras
+from sklearn.datasets import load_digits
+
+digits = load_digits()
+x = (digits.data[:{count}] / 16).astype("float32")
+y = digits.target[:{count}]
+"""
+
+
+def run_mirrored_like_one_device(script, examples=256):
     """Trains `build()` with `train(model) -> weights` on one device and under MirroredStrategy
-    on two logical CPUs (`script` defines both); fails unless the weights agree to 1e-5."""
-    run_with_two_logical_cpus(textwrap.dedent(script) + _LIKE_ONE_DEVICE, "MIRRORED-OK")
+    on two logical CPUs (`script` defines both, and finds `keras` and the first `examples` of
+    scikit-learn's digits as `x`, `y` in [0, 1]); fails unless the weights agree to 1e-5."""
+    run_with_two_logical_cpus(_DIGITS.format(count=examples) + textwrap.dedent(script) + _LIKE_ONE_DEVICE,
+                              "MIRRORED-OK")

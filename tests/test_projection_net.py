@@ -199,13 +199,7 @@ def test_non_model_networks_are_rejected():
 
 
 _MIRRORED_SCRIPT = """
-    import keras
     from keras_compact import ProjectionLayer, ProjectionNet
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data[:256] / 16).astype("float32")
-    y = digits.target[:256]
 
     def build():
         keras.utils.set_random_seed(0)

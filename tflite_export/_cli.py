@@ -158,17 +158,9 @@ def _demo(args):
         from tflite_export import _demo  # TensorFlow loads only once the arguments parse
 
         data_dir = args.data_dir if args.data_dir is not None else _demo.default_data_dir()
-        _demo.run_demo(
-            data=args.data,
-            data_dir=data_dir,
-            num_hashes=args.num_hashes,
-            num_bits=args.num_bits,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            output_dir=args.output_dir,
-            seed=args.seed,
-            verbose=0 if args.quiet else 1,
-        )
+        options = {name: getattr(args, name)
+                   for name in ("data", "num_hashes", "num_bits", "epochs", "batch_size", "output_dir", "seed")}
+        _demo.run_demo(data_dir=data_dir, verbose=0 if args.quiet else 1, **options)
     return 0
 
 
@@ -193,18 +185,22 @@ def _silenced_stderr(quiet):
         os.close(saved)
 
 
-def _load_npz(path, what):
-    import numpy as np
-
+def _check_archive(path, what, not_archive):
+    """`path` is a file and a zip archive (.npz and .keras files both are); else the error, `not_archive` saying
+    what the file should have been."""
     import zipfile
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such {what} file: {path}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"cannot read {path} as an .npz file of arrays: it is not an .npz archive (write one with "
-            "numpy.savez(path, name=array, ...))"
-        )
+        raise ValueError(not_archive)
+
+
+def _load_npz(path, what):
+    import numpy as np
+
+    _check_archive(path, what, f"cannot read {path} as an .npz file of arrays: it is not an .npz archive (write one "
+                               "with numpy.savez(path, name=array, ...))")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -216,15 +212,8 @@ def _load_npz(path, what):
 
 
 def _load_model(path):
-    import zipfile
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such model file: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"cannot load {path} as a Keras model: the file exists but is not a .keras file "
-            "(a .keras file is a zip archive; this one is not)"
-        )
+    _check_archive(path, "model", f"cannot load {path} as a Keras model: the file exists but is not a .keras file "
+                                  "(a .keras file is a zip archive; this one is not)")
     import keras
 
     import keras_compact  # noqa: F401  (registers the package's layers for load_model)
