@@ -28,9 +28,8 @@ class HadamardClassifier(ChecksCallInputs, keras.layers.Layer):
     weight `alpha`) is learned, so the layer
     has one trainable weight however many classes there are. Row 0 (all ones) is
     not used: on non-negative features its logit is never below any other class's,
-    and a ReLU backbone then predicts class 0 for everything (measured on MNIST by
-    `benchmarks/fixed_classifier.py`: 9.6% test accuracy with rows `0..9`, 96.1%
-    with rows `1..10`, the same as a learned `Dense`).
+    and a ReLU backbone then predicts class 0 for everything (the "rows 0..C-1"
+    row of `benchmarks/results/fixed_classifier.md`, against rows `1..C`).
 
     As in the authors' code (`HadamardProj` in eladhoffer/convNet.pytorch,
     `models/modules/fixed_proj.py`) the scale starts at `1 / sqrt(C)` and the

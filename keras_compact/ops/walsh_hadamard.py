@@ -117,9 +117,8 @@ def transform_is_cheaper(num_features, num_classes, radix=DEFAULT_RADIX, ratio=4
     The matmul costs `N * C` multiply-adds per example, the transform
     `size * sum(factors)` plus a few reshapes; it pays once the matmul costs
     `ratio` times more. `ratio=4` is the crossover of a training step (forward and
-    backward) measured by `benchmarks/fixed_classifier.py` on CPU: every shape
-    with a cost ratio of 7.8 or more trained faster with the transform (1.5x to
-    12x), none at 3.9 or less did.
+    backward) on CPU, from the shapes and the sweep of
+    `benchmarks/results/fixed_classifier.md`.
 
     Example:
 
