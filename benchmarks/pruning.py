@@ -467,7 +467,7 @@ def gradual_section(gradual, tfmot, seeds):
         f"of the stripped model, mean ± standard deviation over seeds {list(seeds)}; the sparsity reached in brackets.",
         "",
     ]
-    rows = [["Keras 3, no pruning", f"{gradual['plain']['epoch_s']:.2f}", f"{pct(gradual['plain']['accuracy'])} (0%)", ""]]
+    rows = [["Keras 3, no pruning", f"{gradual['plain']['epoch_s']:.2f}", f"{pct(gradual['plain']['accuracy'])} (0%)", None]]
     for method, name in (("gradual", "keras-compact GradualPruning"),
                          ("td_gradual", "keras-compact Targeted Dropout (gamma = s, alpha 0.5) + GradualPruning")):
         seconds = np.mean([gradual[(method, s)]["epoch_s"] for s in GRADUAL_SPARSITIES])

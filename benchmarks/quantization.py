@@ -91,7 +91,7 @@ def write_results(stem, results):
     for name, (quantization, rows, setting) in results["networks"].items():
         lines += ["", f"## {name}", "", setting, ""]
         lines += reporting.table(["file", "top-1 agreement", "max abs diff", "bytes"], [
-            [variant, f"refused: {row['refused']}", "", ""] if "refused" in row else
+            [variant, f"refused: {row['refused']}", None, None] if "refused" in row else
             [variant, f"{row['agreement']:.2%}", f"{row['max_diff']:.4f}", f"{row['bytes']:,}"]
             for variant, row in rows.items()])
         lines += ["", "The report's worst operators:", ""]

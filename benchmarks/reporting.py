@@ -58,12 +58,13 @@ def heading(text, script, quick, versions=None):
 
 
 def row(*cells):
-    """One markdown table row; an empty cell is written `| |`."""
-    return "|" + "|".join(f" {cell} " if cell != "" else " " for cell in map(str, cells)) + "|"
+    """One markdown table row of the cells as text; a `None` cell, one left empty, is written `| |`."""
+    return "|" + "|".join(" " if cell is None else f" {cell} " for cell in cells) + "|"
 
 
 def table(header, rows=()):
-    """A markdown table: the header, its rule, then `rows` (each a list of cells, or a row already written)."""
+    """A markdown table: the header, its rule, then `rows` (each a list of cells for `row`, or a row already
+    written)."""
     return [row(*header), "|" + "---|" * len(header)] + [r if isinstance(r, str) else row(*r) for r in rows]
 
 

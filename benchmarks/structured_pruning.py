@@ -345,7 +345,7 @@ def resnet_section(resnet):
     return [
         "## 2. ResNet50 at 224x224, uniform channel ratio 0.5",
         "",
-        *reporting.table(["", "MACs before", "MACs after", "ratio", "params before", "params after"], [
+        *reporting.table([None, "MACs before", "MACs after", "ratio", "params before", "params after"], [
             ["keras-compact", f"{resnet['before'] / 1e9:.2f} G", f"{resnet['after'] / 1e9:.2f} G",
              f"{resnet['after'] / resnet['before']:.2f}x", f"{resnet['params_before'] / 1e6:.1f} M",
              f"{resnet['params_after'] / 1e6:.1f} M"],
@@ -389,9 +389,9 @@ def sparse_section(sparse):
 def accuracy_row(name, criterion, row):
     macs = f"{row['macs'] / 1e6:.1f} M"
     if criterion == "unpruned":
-        return [name, "unpruned", macs, "", f"{row['accuracy']:.2%} ({row['raw']:.2%} raw)", ""]
+        return [name, "unpruned", macs, None, f"{row['accuracy']:.2%} ({row['raw']:.2%} raw)", None]
     if criterion == "scratch":
-        return [name, "pruned widths from scratch", macs, "", "", f"{row['accuracy']:.2%}"]
+        return [name, "pruned widths from scratch", macs, None, None, f"{row['accuracy']:.2%}"]
     return [name, criterion, macs, f"{row['one shot']:.2%}", f"{row['BN re-estimated']:.2%}", f"{row['fine-tuned']:.2%}"]
 
 

@@ -15,12 +15,12 @@ finally:
 
 
 def test_a_table_is_its_header_its_rule_and_its_rows():
-    lines = reporting.table(["model", "bytes", "note"], [["mlp", "1,024", ""], "| written | already | |"])
+    lines = reporting.table(["model", "bytes", "note"], [["mlp", "1,024", None], "| written | already | |"])
     assert lines == ["| model | bytes | note |", "|---|---|---|", "| mlp | 1,024 | |", "| written | already | |"]
 
 
-def test_cells_are_written_as_text_and_an_empty_one_stays_narrow():
-    assert reporting.row(1, 0.5, None, "") == "| 1 | 0.5 | None | |"
+def test_cells_are_written_as_text_and_none_leaves_one_empty():
+    assert reporting.row(1, 0.5, "", None) == "| 1 | 0.5 |  | |"
 
 
 def test_the_heading_names_the_command_and_marks_a_quick_run():
