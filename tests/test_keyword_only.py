@@ -107,6 +107,8 @@ def test_prune_settings_by_position_warn_and_prune_the_same():
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.tensorflow_backend("the keyword-only shim runs before export picks a backend's path; "
+                                 "exporting from JAX is test_backends.py's")
 def test_export_settings_by_position_warn_and_write_the_same_file(tmp_path):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
     report, message = _deprecated_call(lambda: tflite_export.export(model, tmp_path / "a.tflite", None, 16, 7))

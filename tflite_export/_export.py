@@ -325,9 +325,7 @@ def export(
     model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
                                           options.projection_lowering)
     names = [tensor.name for tensor in lowered.inputs]
-    verification = _writing.write_verified(
-        path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
-    )
+    verification = _write_verified(model_bytes, reference, examples, names, options, representative)
     report = _report(path, model_bytes, encodings, verification, lowered)
     return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
 
@@ -372,11 +370,16 @@ def _export_through_tensorflow(reference, options):
     model_bytes, report, names = _other_backend.convert(
         reference, examples, representative, options.path, **options.converter_options()
     )
-    verification = _writing.write_verified(
-        options.path, model_bytes,
-        functools.partial(_verify_file, reference, examples, names, options, representative),
-    )
+    verification = _write_verified(model_bytes, reference, examples, names, options, representative)
     return _other_backend.report_with(report, options.path, verification)
+
+
+def _write_verified(model_bytes, reference, examples, names, options, representative):
+    """Stage 7: `model_bytes` written beside `options.path`, run in LiteRT against `reference` on
+    `examples`, and renamed into place only if they agree (the `VerifyReport`)."""
+    return _writing.write_verified(
+        options.path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
+    )
 
 
 def _inputs(reference, options):
