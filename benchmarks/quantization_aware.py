@@ -79,7 +79,7 @@ data = np.load(os.path.join(work, "data.npz"))
 x, y, x_test, y_test = data["x"], data["y"], data["x_test"], data["y_test"]
 sys.path.insert(0, options["benchmarks"])
 from quantization_aware import build
-from tflite_export._verify import compare
+from tflite_export._compare import compare
 tf.keras.utils.set_random_seed(options.get("seed", 0))
 model = build(options["net"], tf.keras)
 def fit(model, epochs, rate):
@@ -112,7 +112,7 @@ try:
     outputs = np.array(outputs)
     keras_outputs = qat.predict(x_test, verbose=0)
     result["qat int8"] = float(np.mean(outputs.argmax(1) == y_test))
-    result["agreement"] = compare([keras_outputs], [outputs])[0]  # as export counts it, ties included
+    result["agreement"] = compare([keras_outputs], [outputs], ["output"], ["classes"])[0].agreement  # as export counts it, ties included
     result["bytes"] = len(model_bytes)
 except Exception as error:
     result["refused"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"

@@ -54,6 +54,11 @@ def inputs_struct(model):
     return getattr(model, "_inputs_struct", None)
 
 
+def outputs_struct(model):
+    """The structure (a list, a dict) a functional model's outputs were given as, or None."""
+    return getattr(model, "_outputs_struct", None)
+
+
 def graph_outputs(model):
     """A functional model's output tensors, or None for a model without a graph."""
     return getattr(model, "_outputs", None)

@@ -126,7 +126,7 @@ def test_export_that_fails_in_litert_keeps_the_previous_file(tmp_path, monkeypat
     path = tmp_path / "model.tflite"
     path.write_bytes(b"previous export")
 
-    def broken_runtime(model_bytes, inputs, names=None, argument="examples"):
+    def broken_runtime(runner, inputs, argument="examples"):
         raise RuntimeError("LiteRT could not run the model")
 
     monkeypatch.setattr(_verify, "run_litert", broken_runtime)
@@ -267,8 +267,9 @@ def test_representative_data_errors_name_representative_data(tmp_path):
 
 
 @pytest.mark.parametrize("with_projection", [True, False], ids=["projection", "plain"])
-def test_inputs_are_matched_by_name_when_the_file_orders_them_differently(tmp_path, with_projection):
-    # The converter orders a signature's inputs by name; the Keras model here has "zzz_extra" first.
+def test_inputs_are_written_in_the_keras_order_and_a_list_means_it_everywhere(tmp_path, with_projection):
+    # The converter orders a signature's inputs by name; the Keras model here has "zzz_extra" first,
+    # and export writes the file's inputs in the model's order, so one list means the same to all.
     extra = keras.Input((3,), name="zzz_extra")
     pixels = keras.Input((16,), name="pixels")
     features = ProjectionLayer(4, 4)(pixels) if with_projection else keras.layers.Dense(8)(pixels)
@@ -277,10 +278,12 @@ def test_inputs_are_matched_by_name_when_the_file_orders_them_differently(tmp_pa
     rng = np.random.default_rng(0)
     x = [rng.uniform(size=(40, 3)).astype("float32"), rng.uniform(size=(40, 16)).astype("float32")]
     report = export(model, tmp_path / "m.tflite", verify_with=x)
-    assert [name for name, _, _ in report.inputs] == ["pixels", "zzz_extra"]
+    assert [name for name, _, _ in report.inputs] == ["zzz_extra", "pixels"]
     assert report.top1_agreement == 1.0 and report.max_abs_diff < 1e-5
     assert verify(model, report.path, x).top1_agreement == 1.0
-    np.testing.assert_allclose(predict(report.path, x[::-1]), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(predict(report.path, x), model.predict(x, verbose=0), atol=1e-5)
+    by_name = {"pixels": x[1], "zzz_extra": x[0]}
+    np.testing.assert_allclose(predict(report.path, by_name), model.predict(x, verbose=0), atol=1e-5)
 
 
 def _worker_folder(folder, model, examples, **options):
@@ -304,7 +307,7 @@ def test_the_worker_that_converts_for_other_backends_reports_or_passes_the_error
     work = _worker_folder(tmp_path / "good", model, x_test[:20], quantization=None)
     assert _convert_worker.main([str(work)]) == 0
     result = pickle.loads((work / "result.pkl").read_bytes())
-    assert result["names"] == ["pixels"] and result["report"].num_examples == 20
+    assert result["report"].num_examples == 20 and [name for name, _, _ in result["report"].inputs] == ["pixels"]
     assert result["report"].top1_agreement == 1.0 and (work / "model.tflite").stat().st_size == result["report"].bytes
     # A refusal raised there comes back as the error itself, for the calling process to raise.
     work = _worker_folder(tmp_path / "bad", model, x_test[:20], quantization="int4")

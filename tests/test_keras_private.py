@@ -16,7 +16,7 @@ from keras_compact import _keras_private
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Private names of Keras's that only `_keras_private` may read (docstring examples' printed reprs aside).
 PRIVATE = ("keras.src", "_flatten_layers", "_nodes_by_depth", "_run_through_graph", "_call_has_training_arg",
-           "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_loss_tracker", "_compile_metrics",
+           "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker", "_compile_metrics",
            "_aggregate_additional_loss", '"_outputs"')
 
 
@@ -31,6 +31,11 @@ def _model():
 def _summing():
     inputs = keras.Input((2,))
     return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones")(inputs))
+
+
+def _dict_outputs():
+    inputs = keras.Input((3,), name="x")
+    return keras.Model(inputs, {"q": keras.layers.Dense(1)(inputs), "p": keras.layers.Dense(2)(inputs)})
 
 
 def _compiled():
@@ -55,6 +60,7 @@ CHECKS = {
     and not _keras_private.call_has_mask_arg(keras.layers.Flatten()),
     "keras_history": lambda: _keras_private.keras_history(_model().outputs[0]).operation.name == "out",
     "inputs_struct": lambda: sorted(_keras_private.inputs_struct(_model())) == ["a", "b"],
+    "outputs_struct": lambda: sorted(_keras_private.outputs_struct(_dict_outputs())) == ["p", "q"],
     "graph_outputs": lambda: [t.name for t in _keras_private.graph_outputs(_model())] == [_model().outputs[0].name]
     or len(_keras_private.graph_outputs(_model())) == 1,
     "loss_tracker": lambda: isinstance(_keras_private.loss_tracker(_compiled()), keras.metrics.Mean),

@@ -368,15 +368,15 @@ def test_quantization_report_refuses_a_quantization_aware_model():
 
 
 def test_top1_agreement_counts_each_class_a_rounded_keras_output_ties():
-    from tflite_export._verify import compare, disagreement_margin
+    from tflite_export._compare import compare, disagreement_margin
 
     # A quantization-aware model's softmax is rounded to 1/256: its top classes can hold one value.
     keras_out = np.array([[0.5, 0.5, 0.0], [0.7, 0.2, 0.1], [0.3, 0.6, 0.1]])
     file_out = np.array([[0.49, 0.51, 0.0], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
-    agreement, max_diff = compare([keras_out], [file_out])
-    assert agreement == pytest.approx(2 / 3) and max_diff == pytest.approx(0.6)
-    assert disagreement_margin([keras_out], [file_out]) == pytest.approx(0.5)  # only the second row
-    assert disagreement_margin([keras_out], [keras_out]) is None
+    (output,) = compare([keras_out], [file_out], ["probabilities"], ["classes"])
+    assert output.agreement == pytest.approx(2 / 3) and output.max_abs_diff == pytest.approx(0.6)
+    assert disagreement_margin([keras_out], [file_out], ["classes"]) == pytest.approx(0.5)  # only the second row
+    assert disagreement_margin([keras_out], [keras_out], ["classes"]) is None
 
 
 def test_a_quantization_aware_file_refused_for_agreement_says_why_and_names_the_users_path(tmp_path):

@@ -9,6 +9,7 @@ import importlib
 _PUBLIC = {
     "ExportReport": "tflite_export._export",
     "VerifyReport": "tflite_export._export",
+    "OutputReport": "tflite_export._compare",
     "export": "tflite_export._export",
     "predict": "tflite_export._export",
     "verify": "tflite_export._export",

@@ -1,15 +1,18 @@
-"""The TensorFlow-backend half of an export from JAX or PyTorch (`_other_backend`).
+"""The worker process's side of a job (`_worker`): run it, write `WORK/result.pkl`.
 
-`_other_backend` saves the model and its arrays into a work folder and runs
-`python -m tflite_export._convert_worker WORK` with `KERAS_BACKEND=tensorflow`.
-This module loads them, runs `export` (or `quantization_report`) as a
-TensorFlow-backend process would, and writes `WORK/result.pkl`: a dict with the
-report (and, for `export`, the file's input names), or with the error raised,
-which the calling process raises in turn.
+`python -m tflite_export._convert_worker --serve` (what `_worker` starts, with
+`KERAS_BACKEND=tensorflow`) reads one work folder per line from stdin and answers
+`done` on its own line when the folder's result is written; `python -m
+tflite_export._convert_worker WORK` runs one folder. The result is a dict with what
+the job returns, or with the error it raised, which the calling process raises in turn.
 
-The work folder holds `model.keras`; `data.npz` with `examples_<i>` and
-`representative_<i>` arrays, one per model input; and `options.json`, the other
-arguments of the function named by its `"function"` key (`"export"` when absent).
+The work folder holds `options.json`, whose `"function"` key names the job:
+- `"convert"` (`_convert.run_job`): the TFLite converter on `saved_model/`, with
+  `data.npz` holding the head's calibration examples;
+- `"export"` (the default) or `"quantization_report"`, for a JAX or PyTorch process
+  (`_other_backend`): that function on `model.keras`, with `data.npz` holding
+  `examples_<i>` and `representative_<i>` arrays, one per model input, and the other
+  arguments in `options.json`.
 """
 
 import json
@@ -19,8 +22,12 @@ import sys
 
 
 def main(argv=None):
-    """Runs the work folder `argv[0]` (default: the command line's); always writes its `result.pkl`."""
-    work = (sys.argv[1:] if argv is None else argv)[0]
+    """Runs the work folder `argv[0]` (default: the command line's), or with `--serve` every folder
+    read from stdin; always writes each folder's `result.pkl`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--serve":
+        return _serve()
+    work = argv[0]
     try:
         result = _result(work)
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the calling process
@@ -35,13 +42,36 @@ def main(argv=None):
     return 0
 
 
+def _serve():
+    """Answers `done` for each work folder read from stdin, until stdin closes. Whatever the job
+    prints goes to stderr: stdout carries only the answers."""
+    from tflite_export import _worker
+
+    _worker.IN_WORKER = True
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        main([line.strip()])
+        import keras
+
+        keras.backend.clear_session()
+        answers.write("done\n")
+        answers.flush()
+    return 0
+
+
 def _result(work):
     import numpy as np
 
-    from tflite_export import export, quantization_report
-
     with open(os.path.join(work, "options.json")) as stream:
         options = json.load(stream)
+    if options.get("function") == "convert":
+        from tflite_export import _convert
+
+        return _convert.run_job(work, options)
+
+    from tflite_export import export, quantization_report
+
     data = np.load(os.path.join(work, "data.npz"))
 
     def inputs(prefix):
@@ -55,10 +85,7 @@ def _result(work):
                                               **options)}
     report = export(model, os.path.join(work, "model.tflite"), verify_with=inputs("examples_"),
                     representative_data=inputs("representative_"), **options)
-    from keras_compact._cloning import io_names
-
-    # The file's names for the inputs, in the model's order (what export compared with).
-    return {"report": report, "names": io_names(model.inputs)}
+    return {"report": report}
 
 
 def _load(path):

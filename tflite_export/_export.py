@@ -26,35 +26,33 @@ saved to a `.keras` file (`_other_backend`), and stage 7 runs again here,
 against the user's own model.
 """
 
-import contextlib
 import dataclasses
 import functools
 import json
 import os
-import re
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact import _keras_private
 from keras_compact._checks import (
     bool_errors, describe_non_finite_weights, is_int, is_number, keyword_only, one_of, positive_int_errors,
     raise_errors,
 )
 from keras_compact._data import batches as batches_of
 from keras_compact._data import concatenated, is_stream, split_pair
-from keras_compact._cloning import check_model, io_names, known_inputs
+from keras_compact._cloning import check_model
 from keras_compact.models import ProjectionNet
+from tflite_export import _compare
+from tflite_export import _convert
 from tflite_export import _encoding
-from tflite_export import _flatbuffer as fb
 from tflite_export import _hadamard
 from tflite_export import _inspect
 from tflite_export import _lowering
 from tflite_export import _metadata
 from tflite_export import _other_backend
+from tflite_export import _pairing
 from tflite_export import _projection
 from tflite_export import _qat, _quantize
 from tflite_export import _verify
@@ -96,6 +94,9 @@ class ExportReport:
             only with `allow_non_finite=True`).
         disagreement_margin: where the top-1 classes differ, the median lead of
             the Keras model's top class over the file's choice (`VerifyReport`).
+        outputs: an `OutputReport` per output, by name, in the Keras model's
+            order: the agreement of an output of classes, the SNR of one of values.
+        snr_db: the lowest SNR (dB) of the outputs of values (None without any).
         verification: the `VerifyReport` these comparison figures come from.
     """
 
@@ -119,6 +120,8 @@ class ExportReport:
     latency_ms = property(lambda self: self.verification.latency_ms)
     non_finite_examples = property(lambda self: self.verification.non_finite_examples)
     disagreement_margin = property(lambda self: self.verification.disagreement_margin)
+    outputs = property(lambda self: self.verification.outputs)
+    snr_db = property(lambda self: self.verification.snr_db)
 
     @property
     def non_finite_outputs(self):
@@ -142,7 +145,8 @@ class ExportReport:
                 if self.non_finite_outputs
                 else ""
             )
-            + f"max abs diff {self.max_abs_diff:.3g}; {self.latency_ms:.3f} ms per example; "
+            + f"max abs diff {self.max_abs_diff:.3g}{_outputs_sentence(self.outputs)}; "
+            f"{self.latency_ms:.3f} ms per example; "
             f"{self.weight_sparsity:.1%} zero weights, "
             + (
                 f"sparse encoding {self.sparse_bytes:,} bytes vs dense {self.dense_bytes:,}"
@@ -174,6 +178,8 @@ def export(
     batch_size=1,
     allow_non_finite=False,
     float_layers=None,
+    min_snr=20.0,
+    output_kinds=None,
 ):
     """Converts a Keras model to a `.tflite` file and verifies it in LiteRT.
 
@@ -234,12 +240,25 @@ def export(
     report counts them in `non_finite_outputs`). Unwritable targets fail
     before converting.
 
+    Inputs and outputs pair by name: the file's inputs are named after the Keras
+    model's inputs and its outputs after the model's outputs (the keys of a dict of
+    outputs, else the layers computing them), both in the Keras model's order, which
+    the metadata records too. A list of examples, here and in `verify`, `predict`
+    and `quantization_report`, is in the Keras model's input order; a dict is keyed
+    by input name. Every output is verified: `report.outputs` lists each by name
+    with its figure.
+
+    `path`: a symbolic link is written through (the link stays, the file it points
+    to is replaced); missing parent directories are created; a path that exists and
+    is not a regular file (a directory, a FIFO, a device) is refused, as is one
+    that cannot be written, before anything is converted.
+
     Args:
         model: a built Keras model (functional, Sequential or `ProjectionNet`).
         path: where to write the `.tflite` file.
         verify_with: examples for the comparison: an array (or ragged tensor) for
-            a single-input model, else a list with one entry per input or a dict
-            keyed by input name; or a `tf.data.Dataset` or generator of such
+            a single-input model, else a list with one entry per input (in the
+            Keras model's order) or a dict keyed by input name; or a `tf.data.Dataset` or generator of such
             batches (`(x, y)` batches keep `x`), read up to 1,000 examples.
         num_random_examples: how many random examples to use without `verify_with`.
         seed: seed of those random examples.
@@ -271,9 +290,17 @@ def export(
         labels: class names, one per output unit, stored in the file's metadata.
         metadata: a JSON-serialisable dict stored with them (for example the
             `TextFeaturizer` config an app needs: `featurizer.get_config()`).
-        min_agreement: the least top-1 agreement with the Keras model for the
-            export to succeed; below it nothing is written and a `ValueError`
-            says by how much. `None` accepts any agreement.
+        min_agreement: the least top-1 agreement with the Keras model, for every
+            output that holds classes, for the export to succeed; below it
+            nothing is written and a `ValueError` says which output and by how
+            much. `None` accepts any agreement.
+        min_snr: the least signal-to-noise ratio, in dB, of every other output
+            (20 dB: an error of 10% of the output's RMS); `None` accepts any.
+        output_kinds: `{output name: "classes" or "values"}` for outputs whose
+            shape does not tell: by default an output with more than one entry
+            along its last axis holds classes (compared by arg-max at every
+            position: per example, pixel or token) and any other holds values
+            (compared by SNR).
         sparse: `"auto"`, `True` (sparse encoding, an error if LiteRT cannot run
             it) or `False`.
         allow_non_finite: write the file even when the Keras model's or the
@@ -299,7 +326,8 @@ def export(
         path=path, verify_with=verify_with, num_random_examples=num_random_examples, seed=seed,
         quantization=quantization, sparse=sparse, representative_data=representative_data,
         min_agreement=min_agreement, projection_lowering=projection_lowering, labels=labels, metadata=metadata,
-        batch_size=batch_size, allow_non_finite=allow_non_finite, float_layers=float_layers,
+        batch_size=batch_size, allow_non_finite=allow_non_finite, float_layers=float_layers, min_snr=min_snr,
+        output_kinds=output_kinds,
     )
     reference = _deployable(model)
     quantize_aware = _qat.is_quantize_aware(reference)
@@ -318,14 +346,13 @@ def export(
     labels = _check_fits(lowered, cuts, options)
     representative, examples = _inputs(reference, options)
     convert = functools.partial(
-        _convert, lowered, cuts, options.quantization, representative=representative,
+        _convert.convert, lowered, cuts, options.quantization, representative=representative,
         batch_size=options.batch_size, float_layers=options.float_layers, reference=reference,
     )
+    kinds = _kinds(reference, options)
     encodings = _encoding.encodings(convert, _encoding.kernels(lowered), options.sparse)
-    model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options.metadata, options.quantization,
-                                          options.projection_lowering)
-    names = [tensor.name for tensor in lowered.inputs]
-    verification = _write_verified(model_bytes, reference, examples, names, options, representative)
+    model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options, kinds)
+    verification = _write_verified(model_bytes, reference, examples, options, representative)
     report = _report(path, model_bytes, encodings, verification, lowered)
     return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
 
@@ -348,6 +375,8 @@ class _Options:
     batch_size: int = 1
     allow_non_finite: bool = False
     float_layers: object = None
+    min_snr: float = 20.0
+    output_kinds: dict = None
 
     @classmethod
     def checked(cls, **arguments):
@@ -359,7 +388,7 @@ class _Options:
     def converter_options(self):
         """What the TensorFlow-backend Python's `export` is given besides the model and the arrays (JSON)."""
         names = ("quantization", "sparse", "projection_lowering", "metadata", "batch_size", "float_layers",
-                 "min_agreement")
+                 "min_agreement", "min_snr", "output_kinds")
         return dict({name: getattr(self, name) for name in names}, allow_non_finite=bool(self.allow_non_finite),
                     labels=None if self.labels is None else [str(label) for label in self.labels])
 
@@ -367,19 +396,25 @@ class _Options:
 def _export_through_tensorflow(reference, options):
     """`export` on the JAX or PyTorch backend: converted in a TensorFlow-backend Python, verified here."""
     representative, examples = _inputs(reference, options)
-    model_bytes, report, names = _other_backend.convert(
+    model_bytes, report = _other_backend.convert(
         reference, examples, representative, options.path, **options.converter_options()
     )
-    verification = _write_verified(model_bytes, reference, examples, names, options, representative)
+    verification = _write_verified(model_bytes, reference, examples, options, representative)
     return _other_backend.report_with(report, options.path, verification)
 
 
-def _write_verified(model_bytes, reference, examples, names, options, representative):
+def _write_verified(model_bytes, reference, examples, options, representative):
     """Stage 7: `model_bytes` written beside `options.path`, run in LiteRT against `reference` on
     `examples`, and renamed into place only if they agree (the `VerifyReport`)."""
     return _writing.write_verified(
-        options.path, model_bytes, functools.partial(_verify_file, reference, examples, names, options, representative)
+        options.path, model_bytes, functools.partial(_verify_file, reference, examples, options, representative)
     )
+
+
+def _kinds(reference, options):
+    """Each output's kind, `"classes"` or `"values"`, in the Keras model's output order."""
+    return _compare.output_kinds(_pairing.output_names(reference), [tuple(t.shape) for t in reference.outputs],
+                                 options.output_kinds)
 
 
 def _inputs(reference, options):
@@ -415,6 +450,8 @@ def _check_arguments(options):
     if not (sparse is True or sparse is False or sparse == "auto"):
         raise ValueError(f"sparse must be one of {_SPARSE}. Received: sparse={sparse!r}")
     raise_errors(bool_errors(allow_non_finite=allow_non_finite))
+    _compare.check_min_snr(options.min_snr)
+    _compare.check_kinds(options.output_kinds)
 
 
 def _deployable(model):
@@ -446,16 +483,13 @@ def _examples(reference, verify_with, representative, num_random_examples, seed)
     return _verify.random_inputs(reference, num_random_examples, seed)
 
 
-def _verify_file(reference, examples, names, options, representative, written):
-    """Compares the written bytes with the Keras model; below `min_agreement`, a ValueError;
-    a ValueError too for non-finite outputs unless `allow_non_finite`, or for a file LiteRT
-    cannot run.
-
-    `examples` are in the Keras model's input order; `names` are the file's names for them.
-    """
-    path, min_agreement, quantization = options.path, options.min_agreement, options.quantization
+def _verify_file(reference, examples, options, representative, written):
+    """Compares the written bytes with the Keras model; an output below `min_agreement` (classes) or
+    `min_snr` (values) is a ValueError; so are non-finite outputs unless `allow_non_finite`, and a
+    file LiteRT cannot run. `examples` are in the Keras model's input order."""
+    path, quantization = options.path, options.quantization
     try:
-        result = _parity(reference, written, examples, names)
+        result = _parity(reference, written, examples, _kinds(reference, options))
     except _verify.UnpreparedFile as error:
         advice = (" LiteRT has no 16x8 kernel for some operators and shapes (a DEPTHWISE_CONV_2D whose int16 "
                   "accumulation could overflow, for one): use quantization='int8'."
@@ -467,14 +501,9 @@ def _verify_file(reference, examples, names, options, representative, written):
             f"Every one of the {result.non_finite_examples} examples to compare on has NaN or infinite "
             f"inputs; nothing was written to {path}. Pass finite examples with verify_with."
         )
-    agreement = result.top1_agreement
-    if min_agreement is not None and agreement is not None and agreement < min_agreement:
-        raise ValueError(
-            f"The .tflite file agrees with the Keras model on the top-1 class of only {agreement:.2%} "
-            f"of {result.num_examples} examples (min_agreement={min_agreement}); nothing was written to {path}. "
-            + _margin_sentence(result.disagreement_margin) + _low_agreement_advice(reference, representative,
-                                                                                   examples, quantization)
-        )
+    refusal = _refusal(result, options)
+    if refusal:
+        raise ValueError(refusal + _low_agreement_advice(reference, representative, examples, quantization))
     if result.non_finite_examples:
         warnings.warn(
             f"{result.non_finite_examples} of the {result.num_examples + result.non_finite_examples} examples "
@@ -484,6 +513,31 @@ def _verify_file(reference, examples, names, options, representative, written):
             stacklevel=4,
         )
     return result
+
+
+def _refusal(result, options):
+    """Why the file is refused (the first output under its threshold), or None."""
+    several = len(result.outputs) > 1
+    for output in result.outputs:
+        which = f" in output {output.name!r}" if several else ""
+        if output.kind == "classes" and options.min_agreement is not None and output.agreement is not None \
+                and output.agreement < options.min_agreement:
+            positions = " at every position" if output.agreement is not None and several else ""
+            return (
+                f"The .tflite file agrees with the Keras model on the top-1 class{which}{positions} of only "
+                f"{output.agreement:.2%} of {result.num_examples} examples (min_agreement={options.min_agreement}); "
+                f"nothing was written to {options.path}. " + _margin_sentence(result.disagreement_margin)
+                + f"(If {output.name!r} holds values rather than classes along its last axis, pass "
+                f"output_kinds={{{output.name!r}: 'values'}}.) "
+            )
+        if output.kind == "values" and options.min_snr is not None and output.snr_db < options.min_snr:
+            return (
+                f"The .tflite file's output {output.name!r} differs from the Keras model's: SNR "
+                f"{output.snr_db:.1f} dB over {result.num_examples} examples (min_snr={options.min_snr}; 20 dB is "
+                f"an error of 10% of the output's RMS), max abs diff {output.max_abs_diff:.3g}; nothing was "
+                f"written to {options.path}. "
+            )
+    return None
 
 
 def _check_finite_outputs(reference, result, allow_non_finite, path):
@@ -524,7 +578,8 @@ def _low_agreement_advice(reference, representative, examples, quantization):
                 "one step differently from training's float rounding; over many layers those steps add up, and "
                 "first flip the classes the model nearly ties (a small median lead). Fine-tune it further, or "
                 "accept it with a lower min_agreement (or min_agreement=None).")
-    return ("Try another quantization, better representative_data, or pass min_agreement=None."
+    return ("Try another quantization, better representative_data, or pass min_agreement=None (min_snr=None "
+            "for outputs of values)."
             + _worst_layers(reference, representative, examples, quantization))
 
 
@@ -540,28 +595,35 @@ def _worst_layers(reference, representative, examples, quantization):
             f"{report.worst(3)}.")
 
 
-def _parity(reference, model_bytes, examples, names, argument="verify_with"):
-    """The file against the Keras model on `examples`: a VerifyReport. Examples with
-    non-finite inputs, or non-finite outputs from either side, are left out of the
-    agreement and counted."""
+def _parity(reference, model_bytes, examples, kinds, argument="verify_with"):
+    """The file against the Keras model on `examples` (in the Keras model's input order), every
+    output paired by name: a VerifyReport. Examples with non-finite inputs, or non-finite outputs
+    from either side, are left out of the comparison and counted."""
+    runner = _verify.LiteRTRunner(model_bytes)
+    names = _pairing.output_names(reference)
+    inputs_at = _pairing.keras_positions(runner.names, _pairing.input_names(reference), "inputs")
+    outputs_at = _pairing.keras_positions(runner.output_names, names, "outputs")
+    file_inputs = [examples[inputs_at.index(i)] for i in range(len(runner.names))]
+    _verify.check_file_inputs(runner, file_inputs, argument)
     skip = _verify.non_finite_examples(examples)
     if skip.all():
         return VerifyReport(0, None, float("nan"), float("nan"), int(skip.sum()))
-    got, seconds = _verify.run_litert(model_bytes, examples, names, argument)
+    got, seconds = _verify.run_litert(runner, file_inputs, argument)
+    got = [got[i] for i in outputs_at]
     expected = _verify.run_keras(reference, examples)
     keras_bad = _verify.non_finite_outputs(expected) & ~skip
     file_bad = _verify.non_finite_outputs(got) & ~skip & ~keras_bad
     compared = ~(skip | keras_bad | file_bad)
-    margin = None
+    outputs, margin = (), None
     if compared.any():
-        agreement, max_diff = _verify.compare(expected, got, skip=~compared)
-        margin = _verify.disagreement_margin(expected, got, skip=~compared)
-    else:
-        agreement, max_diff = None, float("nan")
+        outputs = tuple(_compare.compare(expected, got, names, kinds, skip=~compared))
+        margin = _compare.disagreement_margin(expected, got, kinds, skip=~compared)
+    agreements = [output.agreement for output in outputs if output.agreement is not None]
     return VerifyReport(
-        int(compared.sum()), agreement, max_diff, seconds * 1e3, int(skip.sum()),
+        int(compared.sum()), min(agreements) if agreements else None,
+        max((output.max_abs_diff for output in outputs), default=float("nan")), seconds * 1e3, int(skip.sum()),
         non_finite_outputs=int(keras_bad.sum()), file_non_finite_outputs=int(file_bad.sum()),
-        disagreement_margin=margin,
+        disagreement_margin=margin, outputs=outputs,
     )
 
 
@@ -593,6 +655,9 @@ class VerifyReport:
     `disagreement_margin`: over the examples whose top-1 classes differ, the median of how far the
     Keras model's top class leads the file's choice in the Keras model's own output (None when they
     never differ). Near 0 the two split near-ties; a large margin is a file computing something else.
+    `outputs`: an `OutputReport` per output, by name, in the Keras model's order: the agreement of an
+    output of classes (over every position), the SNR of an output of values. `top1_agreement` is the
+    lowest agreement of them, `snr_db` the lowest SNR of the outputs of values.
     """
 
     num_examples: int
@@ -603,6 +668,13 @@ class VerifyReport:
     non_finite_outputs: int = 0
     file_non_finite_outputs: int = 0
     disagreement_margin: float = None
+    outputs: tuple = ()
+
+    @property
+    def snr_db(self):
+        """The lowest SNR (dB) of the outputs that hold values; None when every output holds classes."""
+        figures = [output.snr_db for output in self.outputs if output.kind == "values"]
+        return min(figures) if figures else None
 
     def __str__(self):
         agreement = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2%}"
@@ -619,20 +691,34 @@ class VerifyReport:
             f"LiteRT vs Keras on {self.num_examples} examples: top-1 agreement {agreement}, "
             f"max abs diff {self.max_abs_diff:.3g}, {self.latency_ms:.3f} ms per example"
             + (f" ({', '.join(left_out)} left out)" if left_out else "")
+            + _outputs_sentence(self.outputs)
         )
 
 
-def verify(model, tflite, inputs):
+def _outputs_sentence(outputs):
+    """Each output's figure, when there is more than one output or one of values."""
+    if len(outputs) < 2 and all(output.kind == "classes" for output in outputs):
+        return ""
+    return "; outputs: " + "; ".join(str(output) for output in outputs)
+
+
+def verify(model, tflite, inputs, *, output_kinds=None):
     """Runs `tflite` in LiteRT on `inputs` and compares it with the Keras `model`.
+
+    The file's inputs and outputs pair with the model's by name (as `export` writes
+    them); a file of one input and one output pairs by position.
 
     Args:
         model: the Keras model the file was exported from (a `ProjectionNet`
             is compared through its `.projection`; wrappers are stripped).
         tflite: path of the `.tflite` file, or its bytes.
-        inputs: examples, as `export`'s `verify_with`.
+        inputs: examples, as `export`'s `verify_with`: a list is in the Keras
+            model's input order, a dict keyed by input name.
+        output_kinds: as `export`'s; by default the kinds the file's metadata
+            records, else each output's shape decides.
 
     Returns:
-        A `VerifyReport` (top-1 agreement, max abs difference, median latency).
+        A `VerifyReport` (per-output figures, top-1 agreement, max abs difference, median latency).
 
     Example:
 
@@ -642,15 +728,10 @@ def verify(model, tflite, inputs):
     model = _deployable(model)
     model_bytes = _read_file(tflite)
     examples = _verify.model_inputs(model, inputs, "inputs")
-    runner = _verify.LiteRTRunner(model_bytes)
-    names = io_names(known_inputs(model))
-    if sorted(names) == sorted(runner.names):  # files from export: put the examples in the file's order
-        by_name = dict(zip(names, examples))
-        _verify.check_file_inputs(runner, [by_name[name] for name in runner.names], "inputs")
-    else:
-        _verify.check_file_inputs(runner, examples, "inputs")
-        names = None
-    report = _parity(model, model_bytes, examples, names, "inputs")
+    names = _pairing.output_names(model)
+    kinds = _compare.output_kinds(names, [tuple(t.shape) for t in model.outputs],
+                                  {**_inspect.recorded_kinds(model_bytes, names), **_compare.check_kinds(output_kinds)})
+    report = _parity(model, model_bytes, examples, kinds, "inputs")
     if report.non_finite_outputs or report.file_non_finite_outputs:
         side = "the Keras model's" if report.non_finite_outputs else "the file's"
         warnings.warn(
@@ -668,14 +749,16 @@ def predict(tflite, examples):
         tflite: path of a `.tflite` file, or its bytes.
         examples: for a single-input model an array (or `tf.RaggedTensor` of
             feature ids) whose first axis is the examples; else a list with one
-            such entry per input, in the file's input order (`ExportReport.inputs`);
-            or a dict keyed by input name (extra keys are ignored, so a
+            such entry per input, in the file's input order (`ExportReport.inputs`:
+            the Keras model's order, for files `export` wrote since keras-compact
+            0.2; before, the inputs' names sorted); or a dict keyed by input name (extra keys are ignored, so a
             `TextViews` output feeds any text model); or a `tf.data.Dataset` or
             generator of such batches (`(x, y)` batches keep `x`), read to its end.
 
     Returns:
         The outputs stacked over the examples: one array, or a list of arrays
-        for a model with several outputs.
+        for a model with several outputs, in the Keras model's output order
+        (the file's `inspect(...).outputs`).
 
     Example:
 
@@ -703,7 +786,7 @@ def predict(tflite, examples):
 
 
 def _file_inputs(runner, examples):
-    inputs = _verify.entries_by_input(examples, runner.names, "examples", "file")
+    inputs = _pairing.entries(examples, runner.names, "examples", "file")
     return [entry if isinstance(entry, tf.RaggedTensor) else np.asarray(entry) for entry in inputs]
 
 
@@ -716,97 +799,3 @@ def _read_file(tflite):
         raise FileNotFoundError(f"No such .tflite file: {path}")
     with open(path, "rb") as stream:
         return stream.read()
-
-
-def _convert(lowered, cuts, quantization=None, *, sparse=False, representative=None, batch_size=1, float_layers=None,
-             reference=None):
-    """The lowered model as `.tflite` bytes; with `cuts`, its head plus builtin LSH_PROJECTIONs;
-    with `float_layers` (names of `reference`'s layers), those left in float32."""
-    with _converter(lowered, cuts, quantization, representative, batch_size) as (converter, head, specs, examples):
-        if sparse:
-            converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        try:
-            if float_layers:
-                debug = lambda: _lists_of_one(specs, examples, 8)  # noqa: E731 (the debugger runs none of them)
-                model_bytes = _quantize.selective(converter, head, reference, float_layers, debug)
-            else:
-                model_bytes = converter.convert()
-        except _quantize.FloatLayersError:
-            raise
-        except Exception as error:  # the converter raises ConverterError and others, with MLIR dumps
-            raise _unsupported(head, error) from error
-    if cuts:
-        model_bytes = _projection.lower_projections(model_bytes, cuts)
-    return _name_io_tensors(model_bytes)
-
-
-@contextlib.contextmanager
-def _converter(lowered, cuts, quantization, representative, batch_size=1):
-    """The TFLite converter of the lowered model's head (without its LSH_PROJECTIONs), set for
-    `quantization`: `(converter, head, specs, head_examples)`, valid inside the `with`."""
-    if cuts:
-        head, specs = _projection.head_model(lowered, cuts)
-    else:
-        head = lowered
-        specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in lowered.inputs]
-    signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
-    with tempfile.TemporaryDirectory() as saved_model:
-        head.export(
-            saved_model,
-            format="tf_saved_model",
-            verbose=False,
-            input_signature=[signature] if len(signature) > 1 else signature,
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        head_examples = None
-        if quantization in _quantize.CALIBRATED and representative is not None:
-            head_examples = _projection.head_inputs(lowered, cuts, specs, representative)
-        _quantize.configure(converter, quantization, None if head_examples is None
-                            else lambda: _batches_of_one(specs, head_examples))
-        yield converter, head, specs, head_examples
-
-
-def _unsupported(model, error):
-    """A one-paragraph ValueError naming the layers and TF ops the converter could not write."""
-    text = str(error)
-    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
-    names = {layer.name for layer in _keras_private.sublayers(model)} - {model.name}
-    layers = []
-    for path in re.findall(r'"([\w./-]+)@__inference', text):
-        for part in path.split("/"):
-            for candidate in (part, re.sub(r"_\d+$", "", part)):
-                if candidate in names and candidate not in layers:
-                    layers.append(candidate)
-    if ops:
-        where = f"Layer(s) {layers} use" if layers else "The model uses"
-        return ValueError(
-            f"{where} TensorFlow op(s) {ops} that have no TFLite builtin operator, so the stock LiteRT "
-            "runtime could not run the file. Replace that computation with layers made of supported ops, "
-            "or do it outside the model (before or after the .tflite file)."
-        )
-    first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
-    advice = (" LiteRT's 16x8 quantization covers fewer operators than int8: use quantization='int8' (or "
-              "float32 for this model)." if "16x8" in first else "")
-    return ValueError(f"The TFLite converter could not convert the model: {first}{advice}")
-
-
-def _batches_of_one(specs, values):
-    for i in range(len(values[0])):
-        yield {name: np.asarray(value[i : i + 1], dtype=dtype) for (name, dtype, _), value in zip(specs, values)}
-
-
-def _lists_of_one(specs, values, count):
-    """The first `count` examples, each a list of batch-1 inputs in `specs`' order (the debugger's format)."""
-    for i in range(min(len(values[0]), count)):
-        yield [np.asarray(value[i : i + 1], dtype=dtype) for (_, dtype, _), value in zip(specs, values)]
-
-
-def _name_io_tensors(model_bytes):
-    """Names each input and output tensor after its signature key (the Keras input name)."""
-    model = fb.read(model_bytes)
-    subgraph = model.subgraphs[0]
-    for entry in list(model.signatureDefs[0].inputs) + list(model.signatureDefs[0].outputs):
-        subgraph.tensors[entry.tensorIndex].name = entry.name
-    return fb.write(model)
-
-

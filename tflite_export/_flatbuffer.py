@@ -1,5 +1,7 @@
 """Small edits of TFLite flatbuffers with the schema's object API."""
 
+import re
+
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
@@ -126,11 +128,34 @@ def tensor_type_name(code):
     return _TYPE_NAMES.get(code, f"tensor type {code}")
 
 
+# The names Keras's SavedModel export gives a list of outputs: `output_0`, `output_1`, ...
+NUMBERED_OUTPUT = re.compile(r"output_(\d+)")
+
+
+def outputs_order(names):
+    """Positions of a file's signature outputs in the order to read them: as written, except
+    `output_<i>` names (files written before `export` named outputs after the Keras model's,
+    which the converter sorted as text: `output_10` before `output_2`), in `i`'s order."""
+    numbered = [NUMBERED_OUTPUT.fullmatch(name) for name in names]
+    if len(names) > 1 and all(numbered):
+        return sorted(range(len(names)), key=lambda i: int(numbered[i].group(1)))
+    return list(range(len(names)))
+
+
 def input_specs(model):
     """`(name, dtype, shape)` of the first subgraph's inputs; -1 marks a free length."""
+    return _specs(model, model.subgraphs[0].inputs)
+
+
+def output_specs(model):
+    """`(name, dtype, shape)` of the first subgraph's outputs; -1 marks a free length."""
+    return _specs(model, model.subgraphs[0].outputs)
+
+
+def _specs(model, indices):
     subgraph = model.subgraphs[0]
     specs = []
-    for index in subgraph.inputs:
+    for index in indices:
         tensor = subgraph.tensors[index]
         shape = tensor.shape if tensor.shapeSignature is None else tensor.shapeSignature
         dtype = tensor_type_name(tensor.type)

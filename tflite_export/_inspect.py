@@ -138,7 +138,8 @@ def _io_tensors(model):
     """The indices of the file's input and output tensors, in its signature's order where it has one."""
     if model.signatureDefs:
         signature = model.signatureDefs[0]
-        return [entry.tensorIndex for entry in signature.inputs], [entry.tensorIndex for entry in signature.outputs]
+        order = fb.outputs_order([entry.name.decode() for entry in signature.outputs])
+        return [entry.tensorIndex for entry in signature.inputs], [signature.outputs[i].tensorIndex for i in order]
     subgraph = model.subgraphs[0]
     return list(subgraph.inputs), list(subgraph.outputs)
 
@@ -163,6 +164,13 @@ def read_metadata(path_or_bytes):
     ['UNK', 'AddToPlaylist']
     """
     return inspect(path_or_bytes).metadata
+
+
+def recorded_kinds(model_bytes, names):
+    """`{output name: "classes" or "values"}` as `export` recorded them in the file's metadata, for `names`."""
+    metadata = _metadata(fb.read(model_bytes)) or {}
+    return {entry["name"]: entry["kind"] for entry in metadata.get("outputs") or []
+            if isinstance(entry, dict) and entry.get("name") in names and entry.get("kind") in ("classes", "values")}
 
 
 def _metadata(model):

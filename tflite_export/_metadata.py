@@ -7,8 +7,12 @@ from tflite_export import _flatbuffer as fb
 from tflite_export import _inspect
 
 
-def with_metadata(model_bytes, cuts, labels, metadata, quantization, projection_lowering):
-    """Adds the `keras_compact` metadata entry: what an app needs to feed and read the file."""
+def with_metadata(model_bytes, cuts, labels, options, kinds):
+    """Adds the `keras_compact` metadata entry: what an app needs to feed and read the file.
+
+    `inputs` and `outputs` list the file's tensors in the Keras model's order (the
+    order `export` writes them in); each output's `kind` is how it was verified
+    (`"classes"` or `"values"`, `kinds` in that order)."""
     parsed = fb.read(model_bytes)
     cut_inputs = {}
     for cut in cuts:
@@ -23,14 +27,17 @@ def with_metadata(model_bytes, cuts, labels, metadata, quantization, projection_
     for name, dtype, shape in fb.input_specs(parsed):
         kind = cut_inputs.get(name, "tensor")
         inputs.append(dict(name=name, dtype=dtype, shape=list(shape), format=formats.get(kind, "tensor")))
+    outputs = [dict(name=name, dtype=dtype, shape=list(shape), kind=kind)
+               for (name, dtype, shape), kind in zip(fb.output_specs(parsed), kinds)]
     description = {
         "producer": f"keras-compact {keras_compact.__version__}",
         "signature": "serving_default",
         "inputs": inputs,
+        "outputs": outputs,
         "labels": labels,
-        "quantization": quantization,
-        "projection_lowering": projection_lowering,
-        "metadata": metadata,
+        "quantization": options.quantization,
+        "projection_lowering": options.projection_lowering,
+        "metadata": options.metadata,
     }
     fb.set_metadata(parsed, _inspect.METADATA_NAME, json.dumps(description).encode())
     return fb.write(parsed)

@@ -1,9 +1,9 @@
 """Export from a process whose Keras runs on JAX or PyTorch.
 
 The TFLite converter reads TensorFlow graphs, so the model is saved to a `.keras`
-file and converted by `export` in a fresh Python on the TensorFlow backend
-(`python -m tflite_export._convert_worker`: the same code, so the same file as
-a TensorFlow-backend process makes from those weights). The file is then run
+file and converted by `export` in the TensorFlow-backend worker Python (`_worker`:
+the same code, so the same file as a TensorFlow-backend process makes from those
+weights). The file is then run
 in LiteRT here and compared with the user's own model before it is renamed
 into place, as on TensorFlow.
 """
@@ -11,16 +11,15 @@ into place, as on TensorFlow.
 import dataclasses
 import json
 import os
-import pickle
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
+from tflite_export import _worker
+
 
 def convert(reference, examples, representative, path, **options):
-    """`export(reference, ...)` in a TensorFlow-backend Python: `(bytes, ExportReport, input names)`.
+    """`export(reference, ...)` in a TensorFlow-backend Python: `(bytes, ExportReport)`.
 
     Args:
         reference: the deployable Keras model.
@@ -38,7 +37,7 @@ def convert(reference, examples, representative, path, **options):
                 raise
             raise ValueError(str(error).replace(written, os.fspath(path))) from None
         with open(written, "rb") as stream:
-            return stream.read(), result["report"], result["names"]
+            return stream.read(), result["report"]
 
 
 def quantization_report(reference, representative, debug, quantization):
@@ -58,21 +57,12 @@ def _run(work, reference, examples, representative, options):
     np.savez(os.path.join(work, "data.npz"), **arrays)
     with open(os.path.join(work, "options.json"), "w") as stream:
         json.dump(options, stream)
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.run(
-        [sys.executable, "-m", "tflite_export._convert_worker", work], env=env, capture_output=True, text=True
-    )
-    result_path = os.path.join(work, "result.pkl")
-    if not os.path.exists(result_path):
-        raise RuntimeError(
-            f"The TensorFlow-backend Python that converts the model exited with {process.returncode}:\n"
-            + process.stderr[-3000:]
-        )
-    with open(result_path, "rb") as stream:
-        result = pickle.load(stream)
-    if "error" in result:
-        raise result["error"]
-    return result
+    try:
+        return _worker.run(work)
+    except _worker.WorkerDied as died:
+        from tflite_export import _convert
+
+        raise _convert.crashed(reference, "converting", died) from None
 
 
 def report_with(report, path, verification):

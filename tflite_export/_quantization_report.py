@@ -15,10 +15,10 @@ import re
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_compact import _keras_private
 from keras_compact._cloning import check_model
+from tflite_export import _convert
 from tflite_export import _lowering
 from tflite_export import _other_backend
 from tflite_export import _projection
@@ -116,8 +116,6 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     >>> sorted(report.worst())
     ['classes', 'hidden']
     """
-    from tflite_export import _export
-
     reference = _checked_reference(model, representative_data, quantization)
     representative = _quantize.representative_examples(reference, representative_data)
     debug = representative
@@ -126,20 +124,10 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     if keras.backend.backend() != "tensorflow":
         return _other_backend.quantization_report(reference, representative, debug, quantization)
     lowered = _lowering.lowered_copy(reference, "builtin")
-    cuts = _projection.find_projections(lowered)
-    with _export._converter(lowered, cuts, quantization, representative) as (converter, head, specs, _):
-        examples = _projection.head_inputs(lowered, cuts, specs, debug)
-        count = min(len(examples[0]), _DEBUG_EXAMPLES)
-        try:
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: _export._lists_of_one(specs, examples, count)
-            )
-            debugger.run()
-        except Exception as error:  # the converter's and the debugger's errors, with MLIR dumps
-            raise _export._unsupported(head, error) from error
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    return QuantizationReport(quantization, count, _rows(dump.getvalue(), head, reference))
+    count = min(len(debug[0]), _DEBUG_EXAMPLES)
+    statistics, head = _convert.statistics(lowered, _projection.find_projections(lowered), quantization,
+                                           representative, debug, count)
+    return QuantizationReport(quantization, count, _rows(statistics, head, reference))
 
 
 def _checked_reference(model, representative_data, quantization):

@@ -78,22 +78,23 @@ def float_layer_names(model, float_layers, quantization):
     return list(dict.fromkeys(float_layers))
 
 
-def selective(converter, head, model, float_layers, representative):
-    """The int8 file with `float_layers` (names of `model`'s layers; wrappers name what they wrap)
+def selective(converter, naming, float_layers, representative):
+    """The int8 file with `float_layers` (names of the user's layers; wrappers name what they wrap)
     left in float32: calibrated once, then quantized with their operators on the quantizer's
-    deny list (`tf.lite.experimental.QuantizationDebugger`'s selective quantization)."""
+    deny list (`tf.lite.experimental.QuantizationDebugger`'s selective quantization). `naming`
+    maps the converter's tensor names to layers (`_convert.naming`: plain data, as a worker gets it)."""
     from tflite_export import _flatbuffer as fb
-    from tflite_export._quantization_report import head_names, layer_of, users_names
+    from tflite_export._quantization_report import layer_of
 
-    wanted = {name: user for name, user in users_names(model).items() if user in float_layers}
+    wanted = {name: user for name, user in naming["users"].items() if user in float_layers}
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
     subgraph = fb.read(debugger.calibrated_model).subgraphs[0]
-    names, outputs = head_names(head)
+    names = set(naming["names"])
     nodes, found = [], set()
     for operator in subgraph.operators:
         for index in operator.outputs:
             tensor = subgraph.tensors[index].name.decode()
-            layer = layer_of(tensor, names, outputs, scope=head.name)
+            layer = layer_of(tensor, names, naming["outputs"], scope=naming["scope"])
             if layer in wanted:
                 nodes.append(tensor)
                 found.add(wanted[layer])
@@ -106,6 +107,17 @@ def selective(converter, head, model, float_layers, representative):
         )
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
     return debugger.get_nondebug_quantized_model()
+
+
+def statistics(converter, debug_dataset):
+    """TensorFlow's quantization debugger on the converter's int8 file: its per-tensor statistics (CSV)."""
+    import io
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    return dump.getvalue()
 
 
 def representative_examples(model, data):

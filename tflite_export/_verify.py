@@ -9,6 +9,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from keras_compact import _data, _keras_private
 from tflite_export import _flatbuffer as fb
+from tflite_export import _pairing
 
 
 # A dataset or generator given as examples to compare on is read up to this many (it may repeat forever).
@@ -28,7 +29,7 @@ def model_inputs(model, samples, argument="verify_with", limit=MAX_STREAM_EXAMPL
         batches = [model_inputs(model, _data.split_pair(batch)[0], argument)
                    for batch in _data.batches(samples, limit, argument)]
         return [_data.concatenated([batch[i] for batch in batches])[:limit] for i in range(len(batches[0]))]
-    entries = entries_by_input(samples, [tensor.name for tensor in model.inputs], argument, "model")
+    entries = _pairing.entries(samples, [tensor.name for tensor in model.inputs], argument, "model")
     converted = []
     for tensor, entry in zip(model.inputs, entries):
         _check_not_text(tensor, entry, argument)
@@ -143,29 +144,6 @@ def _refuse_fractions(values, what, because):
         )
 
 
-def entries_by_input(samples, names, argument, owner):
-    """`samples` as a list with one entry per input in `names`, in that order.
-
-    A dict keyed by input name (other keys are ignored, so one `TextViews` dict
-    feeds any text model), a list/tuple with one entry per input, or, for a
-    single input, the entry itself. Errors name `argument` and the `owner`
-    ("model" or "file") whose inputs `names` are.
-    """
-    if isinstance(samples, dict):
-        missing = [name for name in names if name not in samples]
-        if missing:
-            raise ValueError(f"{argument} is missing inputs {missing}; the {owner}'s inputs are {names}.")
-        return [samples[name] for name in names]
-    if len(names) > 1:
-        if not isinstance(samples, (list, tuple)) or len(samples) != len(names):
-            raise ValueError(
-                f"{argument} must hold one entry per input of the {owner} {names} (a list or a dict). "
-                f"Received: {type(samples).__name__}"
-            )
-        return list(samples)
-    return [samples]
-
-
 def random_inputs(model, count, seed):
     """`count` random examples for every input: floats in [0, 1), ragged ids and weights."""
     rng = np.random.default_rng(seed)
@@ -216,6 +194,8 @@ class LiteRTRunner:
 
     Inputs with a fixed leading dimension of 1 get `example[None]`; 1-D inputs
     (the LSH_PROJECTION features) get the example's row, resized as needed.
+    `names` and `output_names` are the signature's, in the order the file is fed and
+    read (`_pairing`: the Keras model's, for a file `export` wrote).
     """
 
     def __init__(self, model_bytes):
@@ -236,7 +216,10 @@ class LiteRTRunner:
             listed and np.issubdtype(d["dtype"], np.floating) for listed, d in zip(self.feature_lists, self.inputs)
         )
         outputs = {d["index"]: d for d in self.interpreter.get_output_details()}
-        self.outputs = [outputs[entry.tensorIndex] for entry in signature.outputs]
+        names = [entry.name.decode() for entry in signature.outputs]
+        order = fb.outputs_order(names)
+        self.outputs = [outputs[signature.outputs[i].tensorIndex] for i in order]
+        self.output_names = [names[i] for i in order]
         self.id_rows = _id_rows(fb.read(model_bytes), [entry.tensorIndex for entry in signature.inputs])
 
     def __call__(self, example):
@@ -364,19 +347,16 @@ def _dequantized(detail, value):
     return value.copy()
 
 
-def run_litert(model_bytes, inputs, names=None, argument="examples"):
-    """Outputs of the `.tflite` model for every example, and the median time per example.
+def run_litert(runner, inputs, argument="examples"):
+    """Outputs of the `.tflite` model for every example (in `runner.output_names`' order), and the median
+    time per example.
 
-    `inputs` are in the file's input order, or, with `names` (one per entry, the
-    Keras model's input names), reordered to it by name: the converter orders a
-    signature's inputs by name, not as the Keras model does. A file with a fixed
-    batch of B > 1 examples gets them B at a time (the last batch padded by
-    repeating its last example, whose outputs are dropped).
+    `runner` is a `LiteRTRunner` (or the file's bytes); `inputs` are in its input order
+    (`runner.names`). A file with a fixed batch of B > 1 examples gets them B at a time
+    (the last batch padded by repeating its last example, whose outputs are dropped).
     """
-    runner = LiteRTRunner(model_bytes)
-    if names is not None:
-        by_name = dict(zip(names, inputs))
-        inputs = [by_name[name] for name in runner.names]
+    if not isinstance(runner, LiteRTRunner):
+        runner = LiteRTRunner(runner)
     check_ids(runner, inputs, argument)
     count = int(inputs[0].shape[0])
     batch = _batch_size(runner)
@@ -413,49 +393,6 @@ def non_finite_outputs(outputs):
         if output.dtype.kind in "fc":
             flags |= ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
     return flags
-
-
-def compare(keras_outputs, litert_outputs, skip=None):
-    """Top-1 agreement (outputs with more than one class) and max abs difference.
-
-    An example agrees when the file's arg-max class holds the Keras output's largest value: where
-    the Keras output ties (a quantization-aware model rounds its outputs to 8-bit steps, so its top
-    classes often hold the same value), the file choosing any of the tied classes agrees.
-    `skip`, a bool mask over the examples, leaves some out (those with non-finite
-    inputs or outputs: NaN has no arg-max, and `max` would pass over it).
-    """
-    agreements, max_diff = [], 0.0
-    for expected, got in zip(keras_outputs, litert_outputs):
-        expected = expected.reshape(got.shape).astype(np.float64)
-        got = got.astype(np.float64)
-        if skip is not None:
-            expected, got = expected[~skip], got[~skip]
-        max_diff = max(max_diff, float(np.max(np.abs(expected - got))) if got.size else 0.0)
-        if got.ndim == 2 and got.shape[1] > 1:
-            agreements.append(float(np.mean(_leads(expected, got) == 0)))
-    return (min(agreements) if agreements else None), max_diff
-
-
-def disagreement_margin(keras_outputs, litert_outputs, skip=None):
-    """Where the first classifier output's top-1 classes differ (as `compare` counts them): the median
-    of how far the Keras model's top class leads, in the Keras model's own output, the class the file
-    chose; None when they never differ. A small margin says the two sides split near-ties.
-    """
-    for expected, got in zip(keras_outputs, litert_outputs):
-        expected = expected.reshape(got.shape).astype(np.float64)
-        if skip is not None:
-            expected, got = expected[~skip], got[~skip]
-        if got.ndim != 2 or got.shape[1] < 2:
-            continue
-        leads = _leads(expected, got)
-        return float(np.median(leads[leads > 0])) if (leads > 0).any() else None
-    return None
-
-
-def _leads(expected, got):
-    """Per example, how far the Keras output's largest value leads its value at the file's arg-max
-    class (0 where the file chose a top class, ties included)."""
-    return expected.max(-1) - np.take_along_axis(expected, got.argmax(-1)[:, None], axis=-1)[:, 0]
 
 
 def non_finite_examples(inputs):
