@@ -7,6 +7,7 @@ point lives in this package) answers without starting TensorFlow.
 import importlib
 
 _PUBLIC = {
+    "ConverterCrashed": "tflite_export._convert",
     "ExportReport": "tflite_export._export",
     "VerifyReport": "tflite_export._export",
     "OutputReport": "tflite_export._compare",

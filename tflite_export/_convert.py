@@ -69,7 +69,7 @@ def convert(lowered, cuts, quantization=None, *, sparse=False, representative=No
         if float_layers:
             job["float_layers"] = list(float_layers)
             job["naming"] = naming(head, reference)
-        result = _run(folder, job, examples, head, stage=_stage(quantization, examples))
+        result = _run(folder, job, examples, head, stage=stage(quantization, examples))
     model_bytes = result["bytes"]
     if cuts:
         model_bytes = _projection.lower_projections(model_bytes, cuts)
@@ -101,7 +101,7 @@ def _plain_specs(specs):
     return [(name, keras.backend.standardize_dtype(dtype), [int(d) for d in shape]) for name, dtype, shape in specs]
 
 
-def _stage(quantization, examples):
+def stage(quantization, examples):
     if quantization in _quantize.CALIBRATED and examples is not None:
         return f"calibrating {quantization} ranges"
     return "converting"

@@ -62,7 +62,7 @@ def _run(work, reference, examples, representative, options):
     except _worker.WorkerDied as died:
         from tflite_export import _convert
 
-        raise _convert.crashed(reference, "converting", died) from None
+        raise _convert.crashed(reference, _convert.stage(options.get("quantization"), representative), died) from None
 
 
 def report_with(report, path, verification):

@@ -108,7 +108,7 @@ def entries(samples, names, argument, owner="model"):
 
     A dict keyed by input name (other keys are ignored, so one `TextViews` dict feeds
     any text model); a list or tuple with one entry per input, in `names`' order (the
-    Keras model's); for a single input, the entry itself. Anything else is refused,
+    Keras model's); for a single input, also the entry itself. Anything else is refused,
     naming the inputs expected. Errors name `argument` and the `owner` ("model" or
     "file") whose inputs `names` are.
     """
@@ -128,4 +128,6 @@ def entries(samples, names, argument, owner="model"):
                 f"(the Keras model's) or a dict keyed by those names. Received: {received}"
             )
         return list(samples)
+    if isinstance(samples, (list, tuple)) and len(samples) == 1 and hasattr(samples[0], "shape"):
+        return [samples[0]]  # the list form, of one input (a list of lists of numbers is that input's entry)
     return [samples]
