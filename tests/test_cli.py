@@ -65,6 +65,7 @@ def test_python_m_names_itself_in_usage_and_the_cli_module_runs():
         (["demo", "--num-bits", "40"], "argument --num-bits: expected an integer from 1 to 32, got 40"),
         (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
         (["export", "m.keras", "-o", "m.tflite", "--min-agreement", "1.5"], "expected a number from 0 to 1"),
+        (["export", "m.keras", "-o", "m.tflite", "--min-snr", "loud"], "expected a number of dB or 'none'"),
     ],
 )
 def test_out_of_range_flags_exit_2_naming_the_flag(arguments, message, capsys):
@@ -79,6 +80,23 @@ def test_library_errors_name_flags_not_python_arguments(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--quantize 'int8'" in err and "needs --representative" in err and "representative_data" not in err
+    assert "keras_compact.quantization.quantize_aware" in err  # a dotted name keeps its words
+
+
+def test_a_saved_model_of_two_inputs_and_outputs_exports_with_examples_named_in_the_npz(tmp_path, capsys):
+    a, b = keras.Input((3,), name="zz"), keras.Input((5,), name="aa")
+    joined = keras.layers.Concatenate()([a, b])
+    model = keras.Model([a, b], [keras.layers.Dense(4, name="label")(joined),
+                                 keras.layers.Reshape((), name="score")(keras.layers.Dense(1)(joined))])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", aa=rng.uniform(size=(20, 5)).astype("float32"),
+             zz=rng.uniform(size=(20, 3)).astype("float32"))
+    code = _cli.main(["export", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.tflite"), "--verify",
+                      str(tmp_path / "x.npz"), "--min-snr", "60"])
+    out = capsys.readouterr().out
+    assert code == 0 and "inputs: zz float32 [1, 3], aa float32 [1, 5]" in out
+    assert "label (classes): agreement 100.00%" in out and "score (values): SNR" in out
 
 
 def test_corrupt_keras_file_is_not_reported_as_missing(tmp_path, capsys):

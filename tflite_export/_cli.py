@@ -16,6 +16,7 @@ import sys
 # Python argument names in the library's messages -> the flags that set them here.
 _FLAGS = {
     "min_agreement": "--min-agreement",
+    "min_snr": "--min-snr",
     "allow_non_finite": "--allow-non-finite",
     "representative_data": "--representative",
     "float_layers": "--float-layers",
@@ -40,7 +41,7 @@ def main(argv=None, prog="keras-compact"):
     commands = {"demo": _demo, "export": _export, "inspect": _inspect}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, OSError, KeyError) as error:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as error:  # RuntimeError: ConverterCrashed
         print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
@@ -106,6 +107,10 @@ def _add_export(commands):
         "--min-agreement", type=_fraction, default=0.95, help="0..1 or none (accept any agreement), default 0.95; below it nothing is written"
     )
     export.add_argument(
+        "--min-snr", type=_decibels, default=20.0,
+        help="dB or none: the least signal-to-noise ratio of every output that holds values (default 20)",
+    )
+    export.add_argument(
         "--allow-non-finite", action="store_true",
         help="write the file even when the model's outputs are NaN or infinite (refused by default)",
     )
@@ -143,13 +148,23 @@ def _fraction(text):
     return value
 
 
+def _decibels(text):
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of dB or 'none', got {text!r}") from None
+
+
 def _one_line(error):
     """The error's first line, with library argument names replaced by this command's flags."""
     message = str(error).strip().split("\n")[0] or type(error).__name__
     for name, flag in _FLAGS.items():
-        message = re.sub(rf"\b{name}=True\b", flag, message)  # a switch: the flag alone
-        message = re.sub(rf"\b{name}=", f"{flag} ", message)
-        message = re.sub(rf"(?<![\w-]){name}\b(?!=)", flag, message)
+        message = re.sub(rf"(?<![\w.-]){name}=True\b", flag, message)  # a switch: the flag alone
+        message = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", message)
+        # Not inside a dotted name (keras_compact.quantization.quantize_aware is no flag).
+        message = re.sub(rf"(?<![\w.-]){name}\b(?![=.])", flag, message)
     return message
 
 
@@ -241,6 +256,7 @@ def _export(args):
         quantization=args.quantize,
         representative_data=representative,
         min_agreement=args.min_agreement,
+        min_snr=args.min_snr,
         allow_non_finite=args.allow_non_finite,
         projection_lowering=args.projection_lowering,
         labels=labels,
