@@ -285,6 +285,34 @@ def test_ramps_that_cannot_finish_in_this_fit_say_so():
         _rampable().fit(_X, _Y, epochs=3, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9))])
 
 
+@pytest.mark.parametrize("name", ["TargetedDropoutRamp", "DropoutSchedule"])
+def test_a_resumed_fit_continues_a_step_ramp_where_the_whole_fit_has_it(name):
+    from keras_compact import callbacks
+
+    make = {"TargetedDropoutRamp": lambda: callbacks.TargetedDropoutRamp((0.0, 0.9), unit="step"),
+            "DropoutSchedule": lambda: callbacks.DropoutSchedule(0.5, schedule="linear", unit="step")}[name]
+    logged = "target_rate" if name == "TargetedDropoutRamp" else "dropout_rate"
+    whole = _rampable().fit(_X, _Y, batch_size=24, epochs=4, verbose=0, callbacks=[make()])
+    with warnings.catch_warnings():  # it reaches the ramp's end: silent
+        warnings.simplefilter("error", UserWarning)
+        resumed = _rampable().fit(_X, _Y, batch_size=24, epochs=4, initial_epoch=2, verbose=0, callbacks=[make()])
+    np.testing.assert_allclose(resumed.history[logged], whole.history[logged][2:], atol=1e-6)
+
+
+def test_gradual_pruning_spreads_its_ramp_over_the_epochs_a_resumed_fit_runs():
+    from keras_compact.callbacks import GradualPruning
+    from keras_compact.pruning import prunable
+
+    model = prunable(_rampable(wrapper=False))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruning = GradualPruning(0.8, frequency=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        history = model.fit(_X, _Y, batch_size=8, epochs=4, initial_epoch=2, verbose=0, callbacks=[pruning])
+    assert pruning._end == 2 * 12 - 1  # this fit's 24 steps, not the 48 of epochs=4
+    assert history.history["sparsity"][-1] == pytest.approx(0.8, abs=0.01)
+
+
 # 1. Data-driven criteria trust their data; datasets and generators where arrays were the only way.
 def _mlp(compiled=True):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="hidden"),

@@ -112,8 +112,19 @@ class GradualPruning(keras.callbacks.Callback):
                 "scope='global' ranks weights across layers; every PruningMask needs granularity='weight'."
             )
         self._next = self._step()
-        self._end = self._ramp_end()
-        self._warn_if_short()
+        self._end = None  # at the first epoch, which says where a resumed fit (initial_epoch) starts
+        if self.end_step is None and not self.params.get("steps"):
+            raise ValueError(
+                "GradualPruning needs end_step here: fit does not know how many steps an epoch has "
+                "(a dataset of unknown length), so it cannot end the ramp at the last step. "
+                "Received: end_step=None"
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._end is None:
+            runs = self.params.get("epochs", 1) - epoch  # the epochs this fit runs: initial_epoch on
+            self._end = self._ramp_end(runs)
+            self._warn_if_short(runs)
 
     @property
     def masks(self):
@@ -122,22 +133,15 @@ class GradualPruning(keras.callbacks.Callback):
                       DeprecationWarning, stacklevel=2)
         return self.wrappers
 
-    def _ramp_end(self):
-        """The step the ramp ends at: `end_step`, else this fit's last step."""
+    def _ramp_end(self, epochs):
+        """The step the ramp ends at: `end_step`, else the last step of this fit's `epochs`."""
         if self.end_step is not None:
             return self.end_step
-        if not self.params.get("steps"):
-            raise ValueError(
-                "GradualPruning needs end_step here: fit does not know how many steps an epoch has "
-                "(a dataset of unknown length), so it cannot end the ramp at the last step. "
-                "Received: end_step=None"
-            )
-        steps = self.params.get("epochs", 1) * self.params["steps"]
-        return max(self._next + steps - 1, self.begin_step + 1)
+        return max(self._next + epochs * self.params["steps"] - 1, self.begin_step + 1)
 
-    def _warn_if_short(self):
-        """Warns when this fit ends before the ramp does, with the sparsity it reaches."""
-        steps = self.params.get("epochs", 1) * (self.params.get("steps") or 0)
+    def _warn_if_short(self, epochs):
+        """Warns when this fit (`epochs` of it) ends before the ramp does, with the sparsity it reaches."""
+        steps = epochs * (self.params.get("steps") or 0)
         if steps and not callable(self.target_sparsity) and self._next + steps < self._end:  # end_step = steps is fine
             last = self._next + steps - 1
             progress = min(max((last - self.begin_step) / (self._end - self.begin_step), 0.0), 1.0)

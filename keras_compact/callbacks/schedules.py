@@ -82,39 +82,59 @@ class _RampCallback(keras.callbacks.Callback):
         return min(max((position - self.start) / (self._last() - self.start), 0.0), 1.0)
 
     def on_train_begin(self, logs=None):
-        # Each fit counts its own steps, as each fit counts its epochs from 0.
+        # Each fit counts its steps from its first epoch, as it numbers its epochs: a fit resumed with
+        # initial_epoch=e starts at step e * steps (learnt at its first epoch, which Keras does not tell before).
         self._step = 0
+        self._first_epoch = None
+        self._length_due = False
 
     def _ramps(self):
         """Whether a rate moves with the progress from `start` to `end` (which needs the fit's length)."""
         raise NotImplementedError
 
     def _check_length(self):
-        """Refuses a step ramp whose end `fit` cannot know; warns when this fit cannot
-        finish the ramp. Each subclass's `on_train_begin` calls it once its layers are found."""
+        """Refuses a step ramp whose end `fit` cannot know; at the fit's first epoch, warns when this fit
+        cannot finish the ramp. Each subclass's `on_train_begin` calls it once its layers are found."""
         if not self._ramps():
             return
-        name = type(self).__name__
-        steps, epochs = self.params.get("steps"), self.params.get("epochs", 1)
-        if self.unit == "step" and self.end is None and not steps:
+        if self.unit == "step" and self.end is None and not self.params.get("steps"):
             raise ValueError(
-                f"{name} with unit='step' needs end here: fit does not know how many steps an epoch has (a "
-                "dataset of unknown length), so it cannot end the ramp at the last step. Pass end=<step>, "
-                "steps_per_epoch to fit, or unit='epoch'. Received: end=None"
+                f"{type(self).__name__} with unit='step' needs end here: fit does not know how many steps an "
+                "epoch has (a dataset of unknown length), so it cannot end the ramp at the last step. Pass "
+                "end=<step>, steps_per_epoch to fit, or unit='epoch'. Received: end=None"
             )
-        total = epochs if self.unit == "epoch" else (epochs * steps if steps else None)
-        if total is None or total - 1 + (self.unit == "step") >= self._last():  # one step short is no matter
+        self._length_due = True
+
+    def _begin_at(self, epoch):
+        """This fit's first epoch: where its step count starts, and whether it reaches the ramp's end."""
+        self._first_epoch = epoch
+        steps, epochs = self.params.get("steps"), self.params.get("epochs", 1)
+        if self.unit == "step" and epoch:
+            if steps:
+                self._step = epoch * steps
+            elif self._ramps():
+                warnings.warn(
+                    f"{type(self).__name__} counts steps from 0 in this fit, which starts at epoch {epoch} of a "
+                    "dataset of unknown length: the steps before it are unknown. Pass steps_per_epoch to fit.",
+                    stacklevel=3,
+                )
+        if not self._length_due:
             return
-        reached = self._progress(total - 1)
+        first = epoch if self.unit == "epoch" else self._step
+        last = epochs - 1 if self.unit == "epoch" else (epochs * steps - 1 if steps else None)
+        if last is None or last + (self.unit == "step") >= self._last():  # one step short is no matter
+            return
         advice = " Use unit='step'." if self.unit == "epoch" and self.end is None else ""
         warnings.warn(
-            f"{name} ramps from {self.unit} {self.start} to {self.unit} {self._last()}, but this fit runs "
-            f"{self.unit}s 0 to {total - 1}: the ramp gets {reached:.0%} of the way, and its rates stop there."
-            + advice,
-            stacklevel=2,
+            f"{type(self).__name__} ramps from {self.unit} {self.start} to {self.unit} {self._last()}, but this "
+            f"fit runs {self.unit}s {first} to {last}: the ramp gets {self._progress(last):.0%} of the way, and "
+            "its rates stop there." + advice,
+            stacklevel=3,
         )
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._begin_at(epoch)
         if self.unit == "epoch":
             self._apply(epoch)
 
