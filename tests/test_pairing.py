@@ -2,6 +2,7 @@
 
 import os
 import stat
+import warnings
 
 import keras
 import numpy as np
@@ -202,3 +203,18 @@ def _check_generated(tmp_path, seed, int8):
         assert len(quantized.outputs) == len(model.outputs)
         assert all((o.agreement is not None) if o.kind == "classes" else np.isfinite(o.snr_db)
                    for o in quantized.outputs), quantized
+
+
+def test_an_int8_export_prints_no_deprecation_of_tensorflows_interpreter(tmp_path, capfd):
+    # The quantization debugger behind float_layers builds a tf.lite.Interpreter, which warns; it runs in
+    # the worker process, whose output the user does not see.
+    model = keras.Sequential([keras.Input((6,), name="x"), keras.layers.Dense(8, name="hidden"),
+                              keras.layers.Dense(3, name="out")])
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(model, tmp_path / "m.tflite", quantization="int8", representative_data=x, float_layers=["hidden"],
+               min_agreement=None)
+    said = capfd.readouterr()
+    assert not [w for w in caught if "Interpreter is deprecated" in str(w.message)]
+    assert "Interpreter is deprecated" not in said.out + said.err

@@ -11,14 +11,17 @@ backend:
    made a matrix, `_lowering` and `_projection`);
 3. *examples*: the calibration data and what the file is compared on
    (`verify_with`, else the calibration data, else random inputs);
-4. *convert*: the TFLite converter with the quantization's settings
-   (`_quantize`), its errors said in this package's terms, the LSH_PROJECTION
-   operators spliced in and the tensors named;
+4. *convert* (`_convert`): the TFLite converter with the quantization's settings
+   (`_quantize`), in the worker process (`_worker`: a crash there is a
+   `ConverterCrashed`), its errors said in this package's terms, the
+   LSH_PROJECTION operators spliced in, the inputs and outputs named and put in
+   the Keras model's order (`_pairing`);
 5. *encode*: dense, and sparse where it pays (`_encoding`);
 6. *metadata*: what an app needs to feed and read the file (labels, input
    formats), in the file's metadata (`_metadata`);
 7. *write and verify*: written beside `path`, run in LiteRT against the Keras
-   model (`_verify`), renamed into place only if it agrees (`_writing`);
+   model (`_verify`), every output compared (`_compare`), renamed into place
+   only if each agrees (`_writing`);
 8. *report*: an `ExportReport` holding the `VerifyReport`.
 
 On JAX or PyTorch, a TensorFlow-backend Python runs them all on the model
@@ -222,6 +225,9 @@ def export(
     `sparse="auto"` both encodings are made when some kernel is at least half
     zeros, and the smaller one that the stock LiteRT runtime (default delegates
     included) runs is kept; the report shows both sizes.
+    The converter and its int8 calibrator run in a TensorFlow worker process that
+    export keeps between calls: a crash there (TensorFlow 2.21's calibrator on an
+    `LSTM` or `GRU`) raises `ConverterCrashed`, and this process goes on.
     On the JAX (or PyTorch) backend the converter, which reads TensorFlow graphs,
     runs in a TensorFlow-backend Python on the model saved to a temporary `.keras`
     file (the same file a TensorFlow process makes from those weights); the
