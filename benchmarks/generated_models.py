@@ -11,7 +11,7 @@ random names, of ranks 1-4 and different sizes. For each model:
 - int8 `export` (calibrated and compared on the same 32 random examples; `min_agreement=None`,
   `min_snr=None`) reports a figure for every output; the table gives their spread.
 
-    python benchmarks/generated_models.py           # 100 models (about 6 min on 2 cores)
+    python benchmarks/generated_models.py           # 100 models (about 10 min on 2 cores)
     python benchmarks/generated_models.py --quick   # 20 models
 
 Writes benchmarks/results/generated_models.md (or *_quick.md).

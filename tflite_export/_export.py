@@ -756,10 +756,11 @@ def predict(tflite, examples):
         examples: for a single-input model an array (or `tf.RaggedTensor` of
             feature ids) whose first axis is the examples; else a list with one
             such entry per input, in the file's input order (`ExportReport.inputs`:
-            the Keras model's order, for files `export` wrote since keras-compact
-            0.2; before, the inputs' names sorted); or a dict keyed by input name (extra keys are ignored, so a
-            `TextViews` output feeds any text model); or a `tf.data.Dataset` or
-            generator of such batches (`(x, y)` batches keep `x`), read to its end.
+            the Keras model's order, for files `export` writes now; files written
+            before outputs were named hold their inputs sorted by name); or a dict
+            keyed by input name (extra keys are ignored, so a `TextViews` output
+            feeds any text model); or a `tf.data.Dataset` or generator of such
+            batches (`(x, y)` batches keep `x`), read to its end.
 
     Returns:
         The outputs stacked over the examples: one array, or a list of arrays
