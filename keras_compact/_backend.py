@@ -79,6 +79,32 @@ def fused(function):
     return tf.function(function, jit_compile=True)
 
 
+def inference(model):
+    """`feed -> model(feed, training=False)`; on JAX compiled as one XLA program of the model's weights as
+    they are now (`stateless_call`), instead of one compilation per operation of an eager call.
+
+    For a model called many times on batches of one shape (export's verification). A model whose call
+    JAX cannot trace is called eagerly, as on the other backends.
+    """
+    eager = lambda feed: model(feed, training=False)  # noqa: E731
+    if backend() != "jax":
+        return eager
+    import jax
+
+    trainable = [variable.value for variable in model.trainable_variables]
+    non_trainable = [variable.value for variable in model.non_trainable_variables]
+    compiled = jax.jit(lambda trainable, non_trainable, feed: model.stateless_call(
+        trainable, non_trainable, feed, training=False)[0])
+
+    def call(feed):
+        try:
+            return compiled(trainable, non_trainable, feed)
+        except (jax.errors.JAXTypeError, TypeError, ValueError):  # not traceable: as the other backends do
+            return eager(feed)
+
+    return call
+
+
 def cond(pred, true_fn, false_fn):
     """`keras.ops.cond`, but a predicate known now (eager code) runs only its branch here.
 

@@ -285,7 +285,11 @@ def test_ramps_that_cannot_finish_in_this_fit_say_so():
         _rampable().fit(_X, _Y, epochs=3, verbose=0, callbacks=[TargetedDropoutRamp((0.0, 0.9))])
 
 
-@pytest.mark.parametrize("name", ["TargetedDropoutRamp", "DropoutSchedule"])
+@pytest.mark.parametrize("name", [
+    "TargetedDropoutRamp",
+    # The same position bookkeeping; DropoutSchedule retraces the step at each new rate (43 s on JAX).
+    pytest.param("DropoutSchedule", marks=pytest.mark.tensorflow_backend("TargetedDropoutRamp covers it on JAX")),
+])
 def test_a_resumed_fit_continues_a_step_ramp_where_the_whole_fit_has_it(name):
     from keras_compact import callbacks
 

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_compact import _data, _keras_private
+from keras_compact import _backend, _data, _keras_private
 from tflite_export import _flatbuffer as fb
 from tflite_export import _pairing
 
@@ -169,19 +169,27 @@ def random_inputs(model, count, seed):
 
 
 def run_keras(model, inputs, batch_size=256):
-    """The Keras model's outputs as a list of NumPy arrays, one per output."""
+    """The Keras model's outputs as a list of NumPy arrays, one per output.
+
+    Dense inputs go in batches of one size (the last padded by repeating its last example, whose
+    outputs are dropped), so that JAX compiles the model once (`_backend.inference`)."""
     count = int(inputs[0].shape[0])
+    batch_size = min(batch_size, count)
     # A functional model built from a list (or dict) of inputs is called with the same structure.
     structure = _keras_private.inputs_struct(model)
+    call = _backend.inference(model)
+    ragged = any(isinstance(entry, tf.RaggedTensor) for entry in inputs)
     chunks = []
     for start in range(0, count, batch_size):
-        batch = [entry[start : start + batch_size] for entry in inputs]
+        kept = min(batch_size, count - start)
+        rows = np.minimum(np.arange(start, start + batch_size), count - 1)
+        batch = [entry[start : start + kept] if ragged else np.asarray(entry)[rows] for entry in inputs]
         if structure is not None:
             feed = keras.tree.pack_sequence_as(structure, batch)
         else:
             feed = batch if len(batch) > 1 else batch[0]
-        outputs = model(feed, training=False)
-        chunks.append([np.asarray(output) for output in keras.tree.flatten(outputs)])
+        outputs = call(feed)
+        chunks.append([np.asarray(output)[:kept] for output in keras.tree.flatten(outputs)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
