@@ -45,15 +45,15 @@ def main(argv=None):
 def _serve():
     """Answers `done` for each work folder read from stdin, until stdin closes. Whatever the job
     prints goes to stderr: stdout carries only the answers."""
-    from tflite_export import _worker
+    from tflite_export import _convert, _worker  # noqa: F401 - TensorFlow loads before the first job comes
 
     _worker.IN_WORKER = True
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    import keras
+
     for line in sys.stdin:
         main([line.strip()])
-        import keras
-
         keras.backend.clear_session()
         answers.write("done\n")
         answers.flush()

@@ -59,6 +59,7 @@ from tflite_export import _pairing
 from tflite_export import _projection
 from tflite_export import _qat, _quantize
 from tflite_export import _verify
+from tflite_export import _worker
 from tflite_export import _writing
 
 
@@ -336,6 +337,7 @@ def export(
         output_kinds=output_kinds,
     )
     reference = _deployable(model)
+    _worker.start()  # it starts TensorFlow while this process prepares the model
     quantize_aware = _qat.is_quantize_aware(reference)
     if quantize_aware:
         _qat.check(reference, options.quantization, options.float_layers)

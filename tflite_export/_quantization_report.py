@@ -24,6 +24,7 @@ from tflite_export import _other_backend
 from tflite_export import _projection
 from tflite_export import _quantize
 from tflite_export import _verify
+from tflite_export import _worker
 
 # The debugger runs each example twice per operator; a few dozen examples rank the layers.
 _DEBUG_EXAMPLES = 64
@@ -117,6 +118,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
     ['classes', 'hidden']
     """
     reference = _checked_reference(model, representative_data, quantization)
+    _worker.start()
     representative = _quantize.representative_examples(reference, representative_data)
     debug = representative
     if debug_data is not None:

@@ -54,6 +54,14 @@ def run(folder):
     return result
 
 
+def start():
+    """Starts the worker now, if none is up, without waiting for it: it imports TensorFlow (seconds)
+    while this process lowers the model, so the first job finds it ready."""
+    if not IN_WORKER:
+        with _lock:
+            _started()
+
+
 def _send(folder):
     process = _started()
     try:
