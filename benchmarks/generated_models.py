@@ -88,7 +88,8 @@ def write_results(stem, results):
     ]
     failures = [row for row in rows if row["failure"] is not None]
     if failures:
-        lines += ["", "Failures:", "", *reporting.table(["seed", "error"], [[r["seed"], r["failure"]] for r in failures])]
+        lines += ["", "Failures:", "",
+                  *reporting.table(["seed", "error"], [[row["seed"], row["failure"]] for row in failures])]
     reporting.write(stem, lines, end="\n")
 
 

@@ -112,7 +112,8 @@ try:
     outputs = np.array(outputs)
     keras_outputs = qat.predict(x_test, verbose=0)
     result["qat int8"] = float(np.mean(outputs.argmax(1) == y_test))
-    result["agreement"] = compare([keras_outputs], [outputs], ["output"], ["classes"])[0].agreement  # as export counts it, ties included
+    # As export counts it, ties included.
+    result["agreement"] = compare([keras_outputs], [outputs], ["output"], ["classes"])[0].agreement
     result["bytes"] = len(model_bytes)
 except Exception as error:
     result["refused"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"

@@ -16,7 +16,8 @@ from keras_compact import _keras_private
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Private names of Keras's that only `_keras_private` may read (docstring examples' printed reprs aside).
 PRIVATE = ("keras.src", "_flatten_layers", "_nodes_by_depth", "_run_through_graph", "_call_has_training_arg",
-           "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker", "_compile_metrics",
+           "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker",
+           "_compile_metrics",
            "_aggregate_additional_loss", '"_outputs"')
 
 

@@ -166,7 +166,8 @@ def test_missing_parent_directories_are_created(tmp_path):
 def test_an_int8_lstm_that_crashes_the_converter_is_an_error_and_the_process_goes_on(tmp_path):
     model = keras.Sequential([keras.Input((6, 3), name="frames"), keras.layers.LSTM(4), keras.layers.Dense(2)])
     x = np.random.default_rng(0).uniform(size=(20, 6, 3)).astype("float32")
-    with pytest.raises(ConverterCrashed, match=r"crashed \(SIGSEGV\) while calibrating int8 ranges.*\['LSTM'\].*unroll=True"):
+    crash = r"crashed \(SIGSEGV\) while calibrating int8 ranges.*\['LSTM'\].*unroll=True"
+    with pytest.raises(ConverterCrashed, match=crash):
         export(model, tmp_path / "lstm.tflite", quantization="int8", representative_data=x)
     assert not os.path.exists(tmp_path / "lstm.tflite")
     assert export(model, tmp_path / "lstm.tflite", verify_with=x).top1_agreement == 1.0  # a new worker

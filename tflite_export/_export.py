@@ -530,7 +530,7 @@ def _refusal(result, options):
         which = f" in output {output.name!r}" if several else ""
         if output.kind == "classes" and options.min_agreement is not None and output.agreement is not None \
                 and output.agreement < options.min_agreement:
-            positions = " at every position" if output.agreement is not None and several else ""
+            positions = " at every position" if several else ""
             return (
                 f"The .tflite file agrees with the Keras model on the top-1 class{which}{positions} of only "
                 f"{output.agreement:.2%} of {result.num_examples} examples (min_agreement={options.min_agreement}); "

@@ -91,7 +91,8 @@ def keras_positions(file_names, keras_names, what, owner="file"):
     naming both sides.
     """
     positions = {name: i for i, name in enumerate(file_names)}
-    if set(keras_names) <= set(positions):
+    # Every input of the file must be fed; a model may read some of the file's outputs.
+    if set(keras_names) <= set(positions) and (what == "outputs" or len(keras_names) == len(file_names)):
         return [positions[name] for name in keras_names]
     numbered = all(_NUMBERED.fullmatch(name) for name in file_names)
     if len(file_names) == len(keras_names) and (len(file_names) == 1 or (what == "outputs" and numbered)):
