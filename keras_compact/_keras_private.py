@@ -54,6 +54,14 @@ def inputs_struct(model):
     return getattr(model, "_inputs_struct", None)
 
 
+def attention_projections(layer):
+    """`(query, key, value, output)`: the `EinsumDense` projections of a `MultiHeadAttention` (its public
+    properties) or a `GroupQueryAttention` (which has none)."""
+    if hasattr(layer, "query_dense"):
+        return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
+    return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense
+
+
 def outputs_struct(model):
     """The structure (a list, a dict) a functional model's outputs were given as, or None."""
     return getattr(model, "_outputs_struct", None)

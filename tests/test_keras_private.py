@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Private names of Keras's that only `_keras_private` may read (docstring examples' printed reprs aside).
 PRIVATE = ("keras.src", "_flatten_layers", "_nodes_by_depth", "_run_through_graph", "_call_has_training_arg",
            "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker",
-           "_compile_metrics",
+           "_compile_metrics", "_query_dense", "_key_dense", "_value_dense", "_output_dense",
            "_aggregate_additional_loss", '"_outputs"')
 
 
@@ -32,6 +32,12 @@ def _model():
 def _summing():
     inputs = keras.Input((2,))
     return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones")(inputs))
+
+
+def _built(attention):
+    sequence = keras.Input((5, 6))
+    attention(sequence, sequence)
+    return attention
 
 
 def _dict_outputs():
@@ -61,6 +67,9 @@ CHECKS = {
     and not _keras_private.call_has_mask_arg(keras.layers.Flatten()),
     "keras_history": lambda: _keras_private.keras_history(_model().outputs[0]).operation.name == "out",
     "inputs_struct": lambda: sorted(_keras_private.inputs_struct(_model())) == ["a", "b"],
+    "attention_projections": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(
+        _built(keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)))]
+    == [(6, 4, 4), (6, 2, 4), (6, 2, 4), (4, 4, 6)],
     "outputs_struct": lambda: sorted(_keras_private.outputs_struct(_dict_outputs())) == ["p", "q"],
     "graph_outputs": lambda: [t.name for t in _keras_private.graph_outputs(_model())] == [_model().outputs[0].name]
     or len(_keras_private.graph_outputs(_model())) == 1,

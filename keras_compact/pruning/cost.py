@@ -1,23 +1,43 @@
 """What a model costs to run, counted from its layer shapes."""
 
 import math
+import re
+import warnings
 
 import keras
 
 from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, check_model, is_graph_model
+from keras_compact.layers import QRNN, HadamardClassifier, ProjectionLayer
 from keras_compact.pruning import _graph
+
+# Layers whose weights cost no multiply-accumulates as papers count them: lookups, normalizations,
+# elementwise activations, a ProjectionLayer's hashing and a HadamardClassifier's +/-1 sums.
+_FREE = (keras.layers.Embedding, keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+         keras.layers.GroupNormalization, keras.layers.UnitNormalization, keras.layers.RMSNormalization,
+         keras.layers.Normalization, keras.layers.PReLU, ProjectionLayer, HadamardClassifier)
+_RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 
 
 def macs(model):
-    """Multiply-accumulates of one example through `model`'s `Dense` and convolution layers.
+    """Multiply-accumulates of one example through `model`.
 
     Counted from the shapes in the model's graph (each call of a layer counts,
-    nested models included): a convolution costs its output positions times its
-    kernel size (divided by its groups), a `DepthwiseConv2D` its output positions
-    times its kernel window per output channel, a `Dense` its kernel size per
-    position it is applied at. Activations, normalization and additions are left
-    out, as papers count (DepGraph's "MACs" and Torch-Pruning's `count_ops_and_params`).
+    nested models included):
+    - a convolution costs its output positions times its kernel size (divided by
+      its groups); a depthwise convolution its output positions times its kernel
+      window per output channel; a separable one both parts; a transposed one its
+      input positions times its kernel size;
+    - a `Dense` or `EinsumDense` its kernel's contracted size per output value;
+    - a `MultiHeadAttention` (or `GroupQueryAttention`) its four projections and
+      its two products, query x key and scores x value, per head;
+    - an `LSTM`, `GRU` or `SimpleRNN` (or a `Bidirectional` pair) its kernel and
+      recurrent kernel at every step of the sequence; a `QRNN` its gate
+      convolutions at every step.
+    Activations, normalization, lookups, hashing and additions are left out, as papers count
+    (DepGraph's "MACs" and Torch-Pruning's `count_ops_and_params`). A layer with
+    weights that none of these rules counts (a subclassed block, a sequence of
+    unknown length) is named in a warning, not counted as 0 in silence.
     `PruningMask` zeros are counted: only `shrink` makes a model cheaper.
 
     Example:
@@ -28,27 +48,125 @@ def macs(model):
     5328
     """
     check_model(model, "macs", graph=True)
-    graph = as_functional(model)
-    total = 0
-    for node in _keras_private.nodes(graph):
-        layer = _graph.unwrapped(node.operation)
-        if is_graph_model(layer):
-            total += macs(layer)
-        elif isinstance(layer, keras.layers.Layer) and node.outputs:
-            total += _layer_macs(layer, node.outputs[0].shape)
+    total, uncounted = _count(model)
+    if uncounted:
+        names = ", ".join(f"{name!r} ({kind})" for name, kind in dict.fromkeys(uncounted))
+        warnings.warn(
+            f"macs counts no multiply-accumulates for layer(s) {names} of {model.name!r}, which hold weights: "
+            "their cost is not in the total. (A subclassed layer's inner computation is not in the model's "
+            "graph; a recurrent layer needs a known sequence length.)",
+            stacklevel=2,
+        )
     return int(total)
 
 
-def _layer_macs(layer, output_shape):
-    positions = math.prod(size for size in output_shape[1:-1] if size is not None)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+def _count(model):
+    """`(MACs, [(name, type) of layers with weights it could not count])`."""
+    total, uncounted = 0, []
+    for node in _keras_private.nodes(as_functional(model)):
+        layer = _unwrapped(node.operation)
+        if is_graph_model(layer):
+            inner, missed = _count(layer)
+            total, uncounted = total + inner, uncounted + missed
+        elif isinstance(layer, keras.layers.Layer) and node.outputs:
+            cost = _layer_macs(layer, _input_shapes(node), tuple(node.outputs[0].shape))
+            if cost is None and not _elementwise(layer):
+                uncounted.append((layer.name, type(layer).__name__))
+            total += cost or 0
+    return total, uncounted
+
+
+def _elementwise(layer):
+    """Whether a layer these rules do not count costs no multiply-accumulates: no weights, a free kind, or
+    only weights of rank 0 or 1 (per-channel scales and shifts, as ConvNeXt's LayerScale)."""
+    return isinstance(layer, _FREE) or all(len(weight.shape) <= 1 for weight in layer.weights)
+
+
+def _input_shapes(node):
+    """The shapes of the call's first two inputs (an attention layer's query and value), by position or name."""
+    arguments = node.arguments
+    tensors = list(arguments.args[:2])
+    for name in ("query", "value")[len(tensors):]:
+        if name in arguments.kwargs:
+            tensors.append(arguments.kwargs[name])
+    return [tuple(tensor.shape) for tensor in tensors if hasattr(tensor, "shape")]
+
+
+def _unwrapped(layer):
+    """The layer inside this package's wrappers and Keras's (`TimeDistributed` counts its layer at every
+    step through the output's shape); a `Bidirectional` stays itself."""
+    layer = _graph.unwrapped(layer)
+    while isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional):
+        layer = _graph.unwrapped(layer.layer)
+    return layer
+
+
+def _positions(shape):
+    return math.prod(size for size in shape[1:-1] if size is not None)
+
+
+def _layer_macs(layer, input_shapes, output_shape):
+    """One call's MACs, or None for a layer these rules do not count."""
+    positions = _positions(output_shape)
+    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)):
+        return _attention_macs(layer, input_shapes)
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _sum(_recurrent_macs(inner, input_shapes[0]) for inner in (layer.forward_layer, layer.backward_layer))
+    if isinstance(layer, _RECURRENT):
+        return _recurrent_macs(layer, input_shapes[0])
+    if isinstance(layer, QRNN):  # its gate convolutions at every step; the pooling is elementwise
+        return input_shapes[0][1] * sum(math.prod(gates.kernel.shape) for gates in layer.gates)
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_macs(layer, input_shapes[0], output_shape)
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         return positions * math.prod(layer.kernel_size) * output_shape[-1]
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         depthwise = math.prod(layer.depthwise_kernel.shape)
         return positions * (depthwise + math.prod(layer.pointwise_kernel.shape))
-    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)):
-        inputs = math.prod(size for size in layer.input.shape[1:-1] if size is not None)
-        return inputs * math.prod(layer.kernel.shape)
+    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
+        return _positions(input_shapes[0]) * math.prod(layer.kernel.shape)
     if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
         return positions * math.prod(layer.kernel.shape)
-    return 0
+    return None
+
+
+def _sum(costs):
+    costs = list(costs)
+    return None if any(cost is None for cost in costs) else sum(costs)
+
+
+def _einsum_macs(layer, input_shape, output_shape):
+    """Each output value costs the product of the kernel's contracted axes (those not in the output). The
+    output's sizes come from the input's and the kernel's axes of the same letter (a `None` in
+    `output_shape=` stays None in the graph), the batch axis left out."""
+    equation = layer.equation.replace(" ", "")
+    inputs, kernel, output = re.split(r",|->", equation)
+    contracted = math.prod(size for axis, size in zip(kernel, layer.kernel.shape) if axis not in output)
+    if "." in equation:  # an ellipsis: the graph's output shape, as far as it is known
+        return math.prod(size for size in output_shape[1:] if size is not None) * contracted
+    sizes = dict(zip(inputs, input_shape))
+    sizes.update(zip(kernel, layer.kernel.shape))
+    values = math.prod(sizes.get(axis) or 1 for axis in output[1:])
+    return values * contracted
+
+
+def _attention_macs(layer, input_shapes):
+    """The query, key, value and output projections, and per head query x key and scores x value."""
+    query, key, value, output = _keras_private.attention_projections(layer)
+    query_length = _positions(input_shapes[0])
+    value_length = _positions(input_shapes[1] if len(input_shapes) > 1 else input_shapes[0])
+    heads, key_size = query.kernel.shape[-2], query.kernel.shape[-1]
+    value_size = value.kernel.shape[-1]
+    projections = (query_length * math.prod(query.kernel.shape) + value_length * math.prod(key.kernel.shape)
+                   + value_length * math.prod(value.kernel.shape) + query_length * math.prod(output.kernel.shape))
+    products = heads * query_length * value_length * (key_size + value_size)
+    return projections + products
+
+
+def _recurrent_macs(layer, input_shape):
+    """The kernel and the recurrent kernel, at every step; None for a sequence of unknown length."""
+    steps = input_shape[1] if len(input_shape) > 2 else None
+    if steps is None or not isinstance(layer, _RECURRENT):
+        return None
+    cell = layer.cell
+    return steps * (math.prod(cell.kernel.shape) + math.prod(cell.recurrent_kernel.shape))
