@@ -98,7 +98,8 @@ def naming(head, reference):
 
 
 def _plain_specs(specs):
-    return [(name, keras.backend.standardize_dtype(dtype), [int(d) for d in shape]) for name, dtype, shape in specs]
+    return [(name, keras.backend.standardize_dtype(dtype), [None if d is None else int(d) for d in shape])
+            for name, dtype, shape in specs]
 
 
 def stage(quantization, examples):
@@ -128,9 +129,10 @@ def crashed(model, stage, died):
     """The ConverterCrashed for `model`, whose conversion killed the worker while `stage`."""
     types = sorted({type(layer).__name__ for layer in _keras_private.sublayers(model, include_self=False)})
     recurrent = [name for name in types if name in _RECURRENT]
-    advice = ("Recurrent layers are the known cause: TensorFlow's int8 calibrator crashes on their loop. A "
-              "recurrent layer built with unroll=True (a fixed sequence length) converts today; or export it "
-              "float32, float16 or quantization='dynamic', which do not calibrate."
+    advice = ("Recurrent layers are the known cause: TensorFlow's int8 calibrator crashes on their loop, which "
+              "export unrolls (unroll=True) only over sequences of known length. Give the model a fixed length "
+              "(keras.Input((steps, features)), sequences padded to it), or export float32, float16 or "
+              "quantization='dynamic', which do not calibrate."
               if recurrent else "Try another quantization (float32, float16 or 'dynamic' do not calibrate).")
     return ConverterCrashed(
         f"The TFLite converter crashed ({died.how}) while {stage} for {model.name!r}, in the worker process that "

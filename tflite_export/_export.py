@@ -349,7 +349,8 @@ def export(
         report = _export_through_tensorflow(reference, options)
         return _qat.warn_float_parts(report, reference, options.quantization) if quantize_aware else report
     lowered = _lowering.lowered_copy(_qat.folded(reference) if quantize_aware else reference,
-                                     options.projection_lowering)
+                                     options.projection_lowering,
+                                     unroll_recurrent=options.quantization in _quantize.CALIBRATED)
     cuts = _projection.find_projections(lowered) if options.projection_lowering == "builtin" else []
     labels = _check_fits(lowered, cuts, options)
     representative, examples = _inputs(reference, options)

@@ -8,10 +8,16 @@ at its export lowering, looked up by type in `LOWERED`:
 - `TargetedDropout`/`PruningMask` wrappers: stripped (`pruning.stripped_replacement`);
 - `HadamardClassifier`: its matmul or transform lowering (`_hadamard`);
 - `ProjectionLayer`: itself, cut out later for LSH_PROJECTION, or its hash
-  matrix (`_projection`).
+  matrix (`_projection`);
+- with `unroll_recurrent` (int8 and 16x8 files, whose calibration crashes
+  TensorFlow 2.21 on a recurrent layer's loop): an `LSTM`, `GRU`, `SimpleRNN`
+  (or a `Bidirectional` pair) over a sequence of known length, unrolled
+  (`unroll=True`: the same weights, one step after another, no loop).
 
 Layers computing in float16 or bfloat16 compute in float32 in the copy.
 """
+
+import keras
 
 from keras_compact import _keras_private
 from keras_compact._cloning import as_functional, clone_with, is_graph_model
@@ -26,7 +32,7 @@ LOWERED = (
 )
 
 
-def lowered_copy(model, projection_lowering="builtin"):
+def lowered_copy(model, projection_lowering="builtin", unroll_recurrent=False):
     """What the converter sees: a functional copy of `model` with every export lowering applied."""
 
     def replace(layer):
@@ -36,12 +42,38 @@ def lowered_copy(model, projection_lowering="builtin"):
         stripped = stripped_replacement(layer)
         if stripped is not None:
             return stripped
+        if unroll_recurrent:
+            unrolled = _unrolled(layer)
+            if unrolled is not None:
+                return unrolled
         for kind, lowering in LOWERED:
             if isinstance(layer, kind):
                 return lowering(layer, projection_lowering)
         return None
 
     return clone_with(as_functional(model), replace, call_function=_inline_projections)
+
+
+def _unrolled(layer):
+    """`(unrolled copy, weights)` of a recurrent layer (or a `Bidirectional` of one) whose sequence length
+    is known; None for any other layer, one already unrolled, a stateful one, or one called on
+    sequences of unknown (or several) lengths."""
+    inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+    if not isinstance(inner, keras.layers.RNN) or inner.unroll or inner.stateful:
+        return None
+    try:
+        steps = layer.input.shape[1]
+    except (AttributeError, ValueError):  # called more than once: Keras has no one input
+        return None
+    if steps is None:
+        return None
+    config = layer.get_config()
+    for key in ("layer", "backward_layer"):
+        if isinstance(config.get(key), dict):
+            config[key]["config"]["unroll"] = True
+    if not isinstance(layer, keras.layers.Bidirectional):
+        config["unroll"] = True
+    return type(layer).from_config(config), layer.get_weights()
 
 
 def computes_in_half_precision(layer):

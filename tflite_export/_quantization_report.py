@@ -125,7 +125,7 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
         debug = _verify.model_inputs(reference, debug_data, "debug_data", limit=_DEBUG_EXAMPLES)
     if keras.backend.backend() != "tensorflow":
         return _other_backend.quantization_report(reference, representative, debug, quantization)
-    lowered = _lowering.lowered_copy(reference, "builtin")
+    lowered = _lowering.lowered_copy(reference, "builtin", unroll_recurrent=True)
     count = min(len(debug[0]), _DEBUG_EXAMPLES)
     statistics, head = _convert.statistics(lowered, _projection.find_projections(lowered), quantization,
                                            representative, debug, count)
@@ -177,15 +177,18 @@ def _rows(statistics, head, reference):
 
 
 def head_names(head):
-    """`(layer names, output layer names)` of the converted head: what `layer_of` matches."""
-    names = {layer.name for layer in _keras_private.sublayers(head)} - {head.name}
+    """`(layer names, output layer names)` of the converted head: what `layer_of` matches. A recurrent
+    layer's cell is left out, so its operators name the layer the user made."""
+    layers = _keras_private.sublayers(head)
+    cells = {layer.cell.name for layer in layers if isinstance(layer, keras.layers.RNN)}
+    names = {layer.name for layer in layers} - {head.name} - cells
     return names, list(getattr(head, "output_names", None) or [])
 
 
 def users_names(model):
     """`{name: the user's name}` for every layer of `model` and every layer inside its wrappers:
     the lowered copy the converter sees holds the layers inside `TargetedDropout` and
-    `PruningMask`, and the user knows the wrapper's name."""
+    `PruningMask` (and a `Bidirectional`'s two directions), and the user knows the wrapper's name."""
     names = {}
     for layer in _keras_private.sublayers(model, include_self=False):
         names.setdefault(layer.name, layer.name)
@@ -193,6 +196,8 @@ def users_names(model):
         while isinstance(inner, keras.layers.Wrapper):
             inner = inner.layer
             names.setdefault(inner.name, layer.name)
+        if isinstance(layer, keras.layers.Bidirectional):  # its two directions are the user's one layer
+            names[layer.forward_layer.name] = names[layer.backward_layer.name] = layer.name
     return names
 
 
