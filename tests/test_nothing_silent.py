@@ -303,6 +303,15 @@ def test_a_resumed_fit_continues_a_step_ramp_where_the_whole_fit_has_it(name):
     np.testing.assert_allclose(resumed.history[logged], whole.history[logged][2:], atol=1e-6)
 
 
+def test_a_resumed_fit_over_a_dataset_of_unknown_length_says_where_it_counts_steps_from():
+    from keras_compact.callbacks import TargetedDropoutRamp
+
+    ramp = TargetedDropoutRamp((0.0, 0.9), unit="step", end=4)
+    with pytest.warns(UserWarning, match=r"counts steps from 0 in this fit, which starts at epoch 1 of a dataset "
+                                         r"of unknown length"):
+        _rampable().fit(_unknown_length(), epochs=2, initial_epoch=1, verbose=0, callbacks=[ramp])
+
+
 def test_gradual_pruning_spreads_its_ramp_over_the_epochs_a_resumed_fit_runs():
     from keras_compact.callbacks import GradualPruning
     from keras_compact.pruning import prunable
