@@ -98,7 +98,8 @@ def quantization_report(model, representative_data, quantization="int8", debug_d
 
     Args:
         model: a Keras model (as `export` takes it).
-        representative_data: calibration inputs, as `export` takes them.
+        representative_data: calibration inputs, as `export` takes them (a
+            list in the Keras model's input order, or a dict keyed by input name).
         quantization: `"int8"` or `"int8_io"` (the same operators inside). The
             debugger quantizes to int8 only, so `"int16x8"` is refused.
         debug_data: the inputs to measure the errors on, as `export`'s
