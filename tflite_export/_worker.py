@@ -28,6 +28,7 @@ IN_WORKER = False
 _lock = threading.Lock()
 _process = None
 _stderr = None
+_owner = None  # the process that started `_process`
 
 
 class WorkerDied(RuntimeError):
@@ -75,10 +76,12 @@ def _send(folder):
 
 
 def _started():
-    """The worker, started if there is none or the last one died."""
-    global _process, _stderr
-    if _process is not None and _process.poll() is None:
+    """The worker, started if there is none, the last one died, or this is a forked child of the process
+    that started it (whose pipes the two would share)."""
+    global _process, _stderr, _owner
+    if _process is not None and _owner == os.getpid() and _process.poll() is None:
         return _process
+    _owner = os.getpid()
     if _stderr is not None:
         _stderr.close()
     _stderr = tempfile.TemporaryFile(mode="w+", prefix="keras-compact-worker-")
@@ -99,10 +102,10 @@ def _died(process):
     except subprocess.TimeoutExpired:
         process.kill()
         code = process.wait()
-    if code < 0:
-        how = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
-    else:
-        how = f"exit status {code}"
+    try:
+        how = signal.Signals(-code).name if code < 0 else f"exit status {code}"
+    except ValueError:
+        how = f"signal {-code}"
     raise WorkerDied(how, _tail())
 
 
@@ -122,7 +125,7 @@ def _tail(frames=3):
 
 @atexit.register
 def _close():
-    if _process is not None and _process.poll() is None:
+    if _process is not None and _owner == os.getpid() and _process.poll() is None:
         try:
             _process.stdin.close()
             _process.wait(timeout=10)
