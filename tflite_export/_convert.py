@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compact import _keras_private
+from tflite_export import _convert_worker
 from tflite_export import _pairing
 from tflite_export import _projection
 from tflite_export import _quantize
@@ -110,9 +111,8 @@ def stage(quantization, examples):
 
 def _run(folder, job, examples, head, stage, debug=None):
     """Runs the converter job in `folder` (in the worker, or here inside it); its result dict."""
-    arrays = {f"head_{i}": np.asarray(value) for i, value in enumerate(examples or [])}
-    arrays.update({f"debug_{i}": np.asarray(value) for i, value in enumerate(debug or [])})
-    np.savez(os.path.join(folder, "data.npz"), **arrays)
+    np.savez(os.path.join(folder, "data.npz"), **_convert_worker.numbered("head_", examples),
+             **_convert_worker.numbered("debug_", debug))
     with open(os.path.join(folder, "options.json"), "w") as stream:
         json.dump(dict(job, function="convert"), stream)
     try:
@@ -169,19 +169,14 @@ def run_job(folder, options):
     """The worker's side of a converter job (`_convert_worker`): the converter on `folder`'s SavedModel."""
     data = np.load(os.path.join(folder, "data.npz"))
     specs = options["specs"]
-
-    def arrays(prefix):
-        keys = sorted((k for k in data.files if k.startswith(prefix)), key=lambda k: int(k.rsplit("_", 1)[1]))
-        return [data[k] for k in keys] or None
-
-    examples = arrays("head_")
+    examples = _convert_worker.read_numbered(data, "head_")
     converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(folder, "saved_model"))
     _quantize.configure(converter, options["quantization"],
                         None if examples is None else lambda: batches_of_one(specs, examples))
     if options["sparse"]:
         converter.optimizations = list(converter.optimizations) + [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if "debug_count" in options:
-        debug = arrays("debug_")
+        debug = _convert_worker.read_numbered(data, "debug_")
         return {"statistics": _quantize.statistics(
             converter, lambda: lists_of_one(specs, debug, options["debug_count"]))}
     if options.get("float_layers"):

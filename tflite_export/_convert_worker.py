@@ -42,6 +42,19 @@ def main(argv=None):
     return 0
 
 
+def numbered(prefix, values):
+    """`values` (arrays, one per input) as `data.npz` entries `<prefix><i>`."""
+    import numpy as np
+
+    return {f"{prefix}{i}": np.asarray(value) for i, value in enumerate(values or [])}
+
+
+def read_numbered(data, prefix):
+    """The arrays `numbered` wrote under `prefix`, in order; None when there are none."""
+    keys = sorted((k for k in data.files if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
+    return [data[k] for k in keys] or None
+
+
 def _serve():
     """Answers `done` for each work folder read from stdin, until stdin closes. Whatever the job
     prints goes to stderr: stdout carries only the answers."""
@@ -75,9 +88,8 @@ def _result(work):
     data = np.load(os.path.join(work, "data.npz"))
 
     def inputs(prefix):
-        keys = sorted((k for k in data.files if k.startswith(prefix)), key=lambda k: int(k.rsplit("_", 1)[1]))
-        values = [data[k] for k in keys]
-        return None if not values else values[0] if len(values) == 1 else values
+        values = read_numbered(data, prefix)
+        return values[0] if values and len(values) == 1 else values
 
     model = _load(os.path.join(work, "model.keras"))
     if options.pop("function", "export") == "quantization_report":

@@ -358,7 +358,7 @@ def export(
         _convert.convert, lowered, cuts, options.quantization, representative=representative,
         batch_size=options.batch_size, float_layers=options.float_layers, reference=reference,
     )
-    kinds = _kinds(reference, options)
+    kinds = _kinds(reference, options.output_kinds)
     encodings = _encoding.encodings(convert, _encoding.kernels(lowered), options.sparse)
     model_bytes = _metadata.with_metadata(encodings.chosen, cuts, labels, options, kinds)
     verification = _write_verified(model_bytes, reference, examples, options, representative)
@@ -420,10 +420,11 @@ def _write_verified(model_bytes, reference, examples, options, representative):
     )
 
 
-def _kinds(reference, options):
-    """Each output's kind, `"classes"` or `"values"`, in the Keras model's output order."""
+def _kinds(reference, given):
+    """Each output's kind, `"classes"` or `"values"`, in the Keras model's output order (`given`: the ones
+    the caller names, a dict)."""
     return _compare.output_kinds(_pairing.output_names(reference), [tuple(t.shape) for t in reference.outputs],
-                                 options.output_kinds)
+                                 given)
 
 
 def _inputs(reference, options):
@@ -498,7 +499,7 @@ def _verify_file(reference, examples, options, representative, written):
     file LiteRT cannot run. `examples` are in the Keras model's input order."""
     path, quantization = options.path, options.quantization
     try:
-        result = _parity(reference, written, examples, _kinds(reference, options))
+        result = _parity(reference, written, examples, _kinds(reference, options.output_kinds))
     except _verify.UnpreparedFile as error:
         advice = (" LiteRT has no 16x8 kernel for some operators and shapes (a DEPTHWISE_CONV_2D whose int16 "
                   "accumulation could overflow, for one): use quantization='int8'."
@@ -737,9 +738,8 @@ def verify(model, tflite, inputs, *, output_kinds=None):
     model = _deployable(model)
     model_bytes = _read_file(tflite)
     examples = _verify.model_inputs(model, inputs, "inputs")
-    names = _pairing.output_names(model)
-    kinds = _compare.output_kinds(names, [tuple(t.shape) for t in model.outputs],
-                                  {**_inspect.recorded_kinds(model_bytes, names), **_compare.check_kinds(output_kinds)})
+    recorded = _inspect.recorded_kinds(model_bytes, _pairing.output_names(model))
+    kinds = _kinds(model, {**recorded, **_compare.check_kinds(output_kinds)})
     report = _parity(model, model_bytes, examples, kinds, "inputs")
     if report.non_finite_outputs or report.file_non_finite_outputs:
         side = "the Keras model's" if report.non_finite_outputs else "the file's"

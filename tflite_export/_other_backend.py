@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from tflite_export import _worker
+from tflite_export import _convert_worker, _worker
 
 
 def convert(reference, examples, representative, path, **options):
@@ -51,10 +51,8 @@ def quantization_report(reference, representative, debug, quantization):
 def _run(work, reference, examples, representative, options):
     """Runs `_convert_worker` on the model saved in `work`; its result dict, or its error raised here."""
     reference.save(os.path.join(work, "model.keras"))
-    arrays = {f"examples_{i}": np.asarray(value) for i, value in enumerate(examples)}
-    for i, value in enumerate(representative or []):
-        arrays[f"representative_{i}"] = np.asarray(value)
-    np.savez(os.path.join(work, "data.npz"), **arrays)
+    np.savez(os.path.join(work, "data.npz"), **_convert_worker.numbered("examples_", examples),
+             **_convert_worker.numbered("representative_", representative))
     with open(os.path.join(work, "options.json"), "w") as stream:
         json.dump(options, stream)
     try:
