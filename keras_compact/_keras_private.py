@@ -44,6 +44,33 @@ def call_has_mask_arg(layer):
     return layer._call_has_mask_arg
 
 
+class BuildsFromArguments:
+    """Mixin for a layer that must see its first call's arguments, not only their shapes, to build (a
+    wrapper of a layer called on several tensors, such as `MultiHeadAttention`): where
+    `builds_from_arguments()` is true, `build_from_arguments(arguments)` gets `{call argument name:
+    value}` in place of Keras's `build(input_shape)` (`Layer._maybe_build`)."""
+
+    def _maybe_build(self, call_spec):
+        if not self.built and self.builds_from_arguments():
+            self.build_from_arguments(dict(call_spec.arguments_dict))
+            return
+        super()._maybe_build(call_spec)
+
+
+def build_for_call(layer, args, kwargs):
+    """Builds `layer` as its first call `layer(*args, **kwargs)` would (`Layer._maybe_build`)."""
+    from keras.src.layers.layer import CallSpec
+
+    layer._maybe_build(CallSpec(layer._call_signature, layer._call_context_args, list(args), dict(kwargs)))
+
+
+def keras_mask(tensor):
+    """The padding mask Keras carries with `tensor` (an `Embedding(mask_zero=True)`'s), or None."""
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)
+
+
 def keras_history(tensor):
     """The `(operation, node index, tensor index)` that made a KerasTensor, or None."""
     return getattr(tensor, "_keras_history", None)

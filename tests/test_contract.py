@@ -71,6 +71,15 @@ LAYER_CASES = [
         lambda: PruningMask(TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, seed=2), granularity="unit"),
         _dense_input, lambda: _X, (5, 8), "float32", 2, 8,
     ),
+    LayerCase(
+        "pruning_mask_of_lstm_units", lambda: PruningMask(keras.layers.LSTM(3), granularity="channel"),
+        lambda: [keras.Input((4, 4), name="sequence")], lambda: _X.reshape(5, 4, 4), (5, 3), "float32", 3, 3,
+    ),
+    LayerCase(
+        "pruning_mask_of_embedding", lambda: PruningMask(keras.layers.Embedding(16, 3), granularity="channel"),
+        lambda: [keras.Input((4,), dtype="int32", name="ids")], lambda: (np.arange(20) % 16).reshape(5, 4),
+        (5, 4, 3), "float32", 1, 1,
+    ),
     LayerCase("quantize_aware", lambda: QuantizeAware(keras.layers.Dense(8)), _dense_input, lambda: _X, (5, 8),
               "float32", 2, 2),
     LayerCase(

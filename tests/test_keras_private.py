@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRIVATE = ("keras.src", "_flatten_layers", "_nodes_by_depth", "_run_through_graph", "_call_has_training_arg",
            "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker",
            "_compile_metrics", "_query_dense", "_key_dense", "_value_dense", "_output_dense",
-           "_aggregate_additional_loss", '"_outputs"')
+           "_aggregate_additional_loss", '"_outputs"', "_maybe_build", "get_keras_mask", "_call_signature", "_call_context_args")
 
 
 def _model():
@@ -38,6 +38,26 @@ def _built(attention):
     sequence = keras.Input((5, 6))
     attention(sequence, sequence)
     return attention
+
+
+class _Recorder(_keras_private.BuildsFromArguments, keras.layers.Wrapper):
+    def builds_from_arguments(self):
+        return True
+
+    def build_from_arguments(self, arguments):
+        self.seen = sorted(arguments)
+        _keras_private.build_for_call(self.layer, [arguments["inputs"], *arguments["args"]], arguments["kwargs"])
+        self.built = True
+
+    def call(self, inputs, *args, **kwargs):
+        return self.layer(inputs, *args, **kwargs)
+
+
+def _recorded():
+    query, value = keras.Input((5, 6)), keras.Input((4, 3))
+    recorder = _Recorder(keras.layers.MultiHeadAttention(2, 4))
+    recorder(query, value, use_causal_mask=False)
+    return recorder
 
 
 def _dict_outputs():
@@ -65,6 +85,11 @@ CHECKS = {
     and not _keras_private.call_has_training_arg(keras.layers.Flatten()),
     "call_has_mask_arg": lambda: _keras_private.call_has_mask_arg(keras.layers.LSTM(1))
     and not _keras_private.call_has_mask_arg(keras.layers.Flatten()),
+    "BuildsFromArguments": lambda: _recorded().seen == ["args", "inputs", "kwargs"],
+    "build_for_call": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(_recorded().layer)]
+    == [(6, 2, 4), (3, 2, 4), (3, 2, 4), (2, 4, 6)],
+    "keras_mask": lambda: _keras_private.keras_mask(keras.layers.Embedding(3, 2, mask_zero=True)(
+        keras.Input((4,), dtype="int32"))) is not None and _keras_private.keras_mask(keras.Input((4,))) is None,
     "keras_history": lambda: _keras_private.keras_history(_model().outputs[0]).operation.name == "out",
     "inputs_struct": lambda: sorted(_keras_private.inputs_struct(_model())) == ["a", "b"],
     "attention_projections": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(

@@ -63,7 +63,7 @@ class TargetedChannels(keras.callbacks.Callback):
                 f"steps_per_execution=1. Received: steps_per_execution={self._model.steps_per_execution}"
             )
         self._graph = _groups.analyse(self.model)
-        members = _channel.members(self._graph)
+        members = _channel.members(self._graph, targeted=True)
         outside, missing = sorted(set(self.layers) - members), sorted(members - set(self.layers))
         if outside or missing:
             raise ValueError(

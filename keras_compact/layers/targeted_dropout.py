@@ -38,7 +38,7 @@ def columns_to_kernel(columns, layer):
     return targeting.columns_to_kernel(columns, kernel_of(layer).shape, isinstance(layer, TRANSPOSED_LAYERS))
 
 
-def call_with_values(layer, replacements, inputs, **kwargs):
+def call_with_values(layer, replacements, *args, **kwargs):
     """Calls `layer` with tensors in place of some of its variables.
 
     `replacements` is a list of `(variable, tensor)` pairs; gradients reach both.
@@ -48,7 +48,7 @@ def call_with_values(layer, replacements, inputs, **kwargs):
     replaced = {id(v): tensor for v, tensor in replacements}
     trainable = [replaced.get(id(v), v.value) for v in layer.trainable_variables]
     non_trainable = [replaced.get(id(v), v.value) for v in layer.non_trainable_variables]
-    outputs, updated = layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
+    outputs, updated = layer.stateless_call(trainable, non_trainable, *args, **kwargs)
     for variable, given, value in zip(layer.non_trainable_variables, non_trainable, updated):
         if id(variable) not in replaced and value is not given:
             variable.assign(value)

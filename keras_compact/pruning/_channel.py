@@ -18,6 +18,7 @@ from keras_compact.layers.targeted_dropout import TRANSPOSED_LAYERS, kernel_of
 from keras_compact.pruning import _criteria, _groups
 
 CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor")
+KINDS = ("channels", "heads")  # what one index of a group is (`ChannelGroup.of`)
 
 
 @dataclasses.dataclass
@@ -36,10 +37,11 @@ def check_round_to(round_to):
 
 def scores(graph, criterion, model, x, y):
     """`{root: float [size]}` for every prunable group; the smallest are pruned."""
-    if criterion in ("onorm", "taylor"):
-        return _activation_scores(graph, criterion, model, x, y)
     squares = _accumulate(graph, _member_squares)
     result = {root: np.sqrt(value) for root, value in squares.items()}
+    if criterion in ("onorm", "taylor"):
+        # Heads, and units only their own recurrent layer reads, have no tensor a probe can read: by magnitude.
+        return {**result, **_activation_scores(graph, criterion, model, x, y)}
     if criterion == "bn_scale":
         # Network Slimming (Liu et al. 2017): |gamma|; groups without a BatchNormalization keep magnitude.
         result.update(_accumulate(graph, _member_scales))
@@ -69,6 +71,9 @@ def _add(graph, totals, roots, layout, values):
 
 def _member_squares(member):
     """`(layout, squared norm of each index's weights)` for the member's sides."""
+    if member.matrices:
+        values = _values(member)
+        return [found for matrix in member.matrices for found in matrix.squares(values[matrix.index])]
     if member.kind not in _groups.KERNELS + ("depthwise", "batchnorm"):
         return []
     values = _values(member)
@@ -138,6 +143,12 @@ def choose(graph, importance, sparsity, scope, round_to, only=None):
     kept count rounded up to a multiple of it."""
     roots = {root: size for root, size in _prunable_roots(graph).items() if only is None or root in only}
     keep = {root: np.ones(size, bool) for root, size in roots.items()}
+    if isinstance(sparsity, dict):  # by kind: each kind's groups on their own
+        for kind, value in sparsity.items():
+            chosen = {root for root in roots if graph.kinds[root] == kind}
+            if chosen:
+                keep.update(choose(graph, importance, value, scope, round_to, chosen))
+        return keep
     if scope == "global":
         normalised = {root: importance[root] / _finite_mean(importance[root]) for root in roots}
         order = sorted(((value, root, channel) for root, values in normalised.items()
@@ -173,6 +184,11 @@ def kernel_keeps(graph, keep, every=False):
     weights (`every`: for every member, also those that lose none)."""
     result = {}
     for member in graph.members:
+        if member.matrices:
+            masks = _matrix_masks(graph, member, keep)
+            if every or not all(mask.all() for mask in masks):
+                result[member.layer.name] = masks
+            continue
         if member.kind not in _groups.KERNELS + ("depthwise",):
             continue
         rows = graph.kept(member.rows, keep)
@@ -189,12 +205,23 @@ def kernel_keeps(graph, keep, every=False):
     return result
 
 
-def members(graph):
-    """Names of the Dense/convolution members of every prunable group: the layers channel masks wrap."""
+def _matrix_masks(graph, member, keep):
+    """A bool mask for each of the member's `layer.weights`: the kept rows and columns of each `Matrix`."""
+    masks = [np.ones(tuple(variable.shape), bool) for variable in member.layer.weights]
+    for matrix in member.matrices:
+        kept = [None if layout is None else graph.kept(layout, keep) for layout in (matrix.rows, matrix.columns)]
+        masks[matrix.index] = masks[matrix.index] & matrix.mask(masks[matrix.index].shape, *kept)
+    return masks
+
+
+def members(graph, targeted=False):
+    """Names of the members of every prunable group whose weights channel masks wrap: Dense, convolutions
+    and (not for `targeted`, whose `TargetedDropout` drops kernels only) attention, recurrent and embedding
+    layers."""
     roots = _prunable_roots(graph)
-    return {member.layer.name for member in graph.members if member.kind in _groups.KERNELS + ("depthwise",)
-            and any(root in roots for layout in (member.inputs, member.output)
-                    for root in graph.addresses(layout)[0])}
+    return {member.layer.name for member in graph.members
+            if (member.kind in _groups.KERNELS + ("depthwise",) or (member.matrices and not targeted))
+            and any(root in roots for layout in member.layouts() for root in graph.addresses(layout)[0])}
 
 
 def report(graph, keep):

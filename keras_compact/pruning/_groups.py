@@ -38,30 +38,8 @@ from keras_compact._layer_kinds import (
     PADDING_AND_CROPPING, SPATIAL_DROPOUT,
 )
 from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, kernel_of
-from keras_compact.pruning import _graph
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """Channels `start:stop` of a space, each repeated `repeat` times in a row."""
-
-    space: int
-    start: int
-    stop: int
-    repeat: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """A tensor's channel axis: segments in order, tiled over `positions` (after a
-    `Flatten`, index `p * width + c`)."""
-
-    segments: tuple
-    positions: int = 1
-
-    @property
-    def width(self):
-        return sum((s.stop - s.start) * s.repeat for s in self.segments)
+from keras_compact.pruning import _graph, _sequence
+from keras_compact.pruning._layout import Layout, Segment
 
 
 @dataclasses.dataclass
@@ -76,10 +54,18 @@ class Member:
     input_tensor: object = None
     wrapper: keras.layers.Layer = None
     rows: Layout = None  # what the kernel's input axis reads, where it is not `inputs` (see `_separable`)
+    matrices: tuple = ()  # for the kinds of `_sequence`: each weight as a `Matrix`
 
     def __post_init__(self):
         if self.rows is None:
             self.rows = self.inputs
+
+    def layouts(self):
+        """Every layout the member's weights or configuration follow."""
+        found = [self.inputs, self.output]
+        for matrix in self.matrices:
+            found += [layout for layout in (matrix.rows, matrix.columns) if layout is not None]
+        return found
 
 
 @dataclasses.dataclass
@@ -88,7 +74,9 @@ class ChannelGroup:
 
     `size` channels; `producers` the layers that compute them (a residual stage
     has several); `members` every layer whose weights or configuration a removed
-    channel changes; `reason` why the group cannot be pruned (None when it can).
+    channel changes; `reason` why the group cannot be pruned (None when it can);
+    `of` what one index is: `"channels"`, or `"heads"` for the heads of a
+    `MultiHeadAttention` (the key/value heads of a `GroupedQueryAttention`).
     """
 
     size: int
@@ -96,6 +84,7 @@ class ChannelGroup:
     members: tuple
     reason: str = None
     root: int = dataclasses.field(default=None, repr=False)
+    of: str = "channels"
 
     @property
     def prunable(self):
@@ -146,7 +135,8 @@ class ChannelGroups:
                 f"({self.prunable_fraction:.0%} of computed channels)", "",
                 "| group | channels | producers | members |", "|---|---|---|---|"]
         for index, group in enumerate(self.prunable):
-            rows.append(f"| {index} | {group.size} | {_names(group.producers)} | {len(group.members)} |")
+            size = group.size if group.of == "channels" else f"{group.size} {group.of}"
+            rows.append(f"| {index} | {size} | {_names(group.producers)} | {len(group.members)} |")
         blocked = self.blocked
         if blocked:
             rows += ["", "| layer | cannot be pruned because |", "|---|---|"]
@@ -224,7 +214,7 @@ class _Graph:
                 "inputs = keras.Input(shape); keras.Model(inputs, model(inputs)))."
             )
         self.model = as_functional(model)
-        self.sizes, self.reasons, self.origins, self.parent = [], [], [], []
+        self.sizes, self.reasons, self.origins, self.parent, self.kinds = [], [], [], [], []
         self.layouts, self.members, self.weighted, self.parts, self._groups = {}, [], set(), {}, None
         names = {layer.name for layer in _keras_private.sublayers(self.model, include_self=False)}
         names |= {_graph.unwrapped(node.operation).name for node in _nodes(self.model)}
@@ -256,10 +246,11 @@ class _Graph:
         return True
 
     # Spaces and their classes.
-    def new_space(self, size, origin, reason=None):
+    def new_space(self, size, origin, reason=None, of="channels"):
         self.sizes.append(size)
         self.reasons.append(reason)
         self.origins.append(origin)
+        self.kinds.append(of)
         self.parent.append(len(self.parent))
         return Layout((Segment(len(self.sizes) - 1, 0, size),))
 
@@ -287,7 +278,7 @@ class _Graph:
         inputs = [self.resolve(self.layouts[id(t)]) for t in node.arguments.keras_tensors]
         outputs = node.outputs
         described = f"{type(layer).__name__} {layer.name!r}"
-        if isinstance(layer, keras.layers.Layer) and any(w.name == "kernel" for w in layer.weights):
+        if isinstance(layer, keras.layers.Layer) and any(w.name in ("kernel", "embeddings") for w in layer.weights):
             self.weighted.add(layer.name)
         if isinstance(operation, keras.layers.InputLayer):
             self._opaque(outputs, [], described, "a model input")
@@ -407,7 +398,8 @@ class _Graph:
         joined = [space for space in range(len(self.sizes)) if space not in self.parts and self.find(space) == root]
         edges = [0] + [cut // segment.repeat for cut in cuts] + [self.sizes[root]]
         for space in joined:
-            self.parts[space] = [self.new_space(stop - start, self.origins[space], self.reasons[root]).segments[0].space
+            self.parts[space] = [self.new_space(stop - start, self.origins[space], self.reasons[root],
+                                                self.kinds[space]).segments[0].space
                                  for start, stop in zip(edges, edges[1:])]
         for space in joined[1:]:
             for part, first in zip(self.parts[space], self.parts[joined[0]]):
@@ -429,7 +421,7 @@ class _Graph:
             producers.setdefault(self.find(space), []).append(origin)
         touched = {}
         for member in self.members:
-            for layout in (member.inputs, member.output):
+            for layout in member.layouts():
                 for segment in self.resolve(layout).segments:
                     touched.setdefault(self.find(segment.space), []).append(member.layer.name)
         found = []
@@ -442,6 +434,7 @@ class _Graph:
                 members=tuple(dict.fromkeys(touched.get(root, []))),
                 reason=self.reasons[root],
                 root=root,
+                of=self.kinds[root],
             ))
         return found
 
@@ -673,6 +666,7 @@ _HANDLERS = (
     ((keras.layers.Concatenate,), _concatenate),
     (_MERGES, _merge),
     (_CHANNELWISE, _channelwise),
+    *_sequence.HANDLERS,
 )
 
 
@@ -799,6 +793,9 @@ def edit(graph, plan, weights, configs):
     """Writes into `weights`/`configs` (by layer name) every member as `plan` makes
     it: the layers `_graph.replacement` rebuilds."""
     for member in graph.members:
+        if member.matrices:
+            _edit_matrices(graph, member, plan, weights, configs)
+            continue
         source_in = sources(graph, member.rows, plan)
         source_out = sources(graph, member.output, plan)
         if _unchanged(source_in, member.rows) and _unchanged(source_out, member.output):
@@ -823,6 +820,22 @@ def edit(graph, plan, weights, configs):
         if member.kind in KERNELS:
             configs.setdefault(layer.name, layer.get_config())[
                 "units" if member.kind == "dense" else "filters"] = len(source_out)
+
+
+def _edit_matrices(graph, member, plan, weights, configs):
+    """`edit` for a member whose weights are `Matrix` views (attention, recurrent, embedding)."""
+    layer, changed = member.layer, False
+    values = list(weights.get(layer.name) or [keras.ops.convert_to_numpy(v) for v in layer.weights])
+    for matrix in member.matrices:
+        found = [None if layout is None else sources(graph, layout, plan) for layout in (matrix.rows, matrix.columns)]
+        if all(source is None or _unchanged(source, layout)
+               for source, layout in zip(found, (matrix.rows, matrix.columns))):
+            continue
+        values[matrix.index] = matrix.cut(values[matrix.index], *found)
+        changed = True
+    if changed:
+        weights[layer.name] = values
+        _sequence.resize(member, configs.setdefault(layer.name, layer.get_config()), values)
 
 
 def _unchanged(source, layout):
@@ -853,11 +866,8 @@ def removable(graph):
     """`{root: bool [size]}`: the channels of prunable groups that every consumer
     reads with zero weights (at least one consumer reads the group)."""
     zero, read = {}, {}
-    for member in graph.members:
-        if member.kind not in KERNELS:
-            continue
-        nonzero = consumer_rows(kernel_value(member), member.layer).any(axis=1)
-        roots, channels = graph.addresses(member.rows)
+    for layout, nonzero in _reads(graph):
+        roots, channels = graph.addresses(layout)
         for root in np.unique(roots):
             if graph.reasons[root] is not None:
                 continue
@@ -868,3 +878,13 @@ def removable(graph):
             zero[root] = zero.get(root, np.ones(size, bool)) & ~alive
             read[root] = True
     return {root: value for root, value in zero.items() if read[root] and value.any()}
+
+
+def _reads(graph):
+    """`(layout, bool over it)` for every weight that reads channels: the indices it reads with a non-zero weight."""
+    for member in graph.members:
+        if member.kind in KERNELS:
+            yield member.rows, consumer_rows(kernel_value(member), member.layer).any(axis=1)
+        for matrix in member.matrices:
+            if matrix.rows is not None:
+                yield matrix.rows, matrix.read_rows(keras.ops.convert_to_numpy(member.layer.weights[matrix.index]))

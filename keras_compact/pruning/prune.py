@@ -21,7 +21,7 @@ from keras_compact.layers.targeted_dropout import (
     kernel_of,
 )
 from keras_compact.ops import targeting
-from keras_compact.pruning import _channel, _criteria, _graph, _groups
+from keras_compact.pruning import _channel, _criteria, _graph, _groups, _sequence
 from keras_compact.pruning._graph import masked_kernel
 
 SCOPES = ("unit", "layer", "global")
@@ -29,8 +29,12 @@ GRANULARITIES = ("weight", "unit", "channel")
 CRITERIA = ("magnitude", "onorm", "taylor", "similarity", "bn_scale")
 
 
+# Layers whose every weight is masked (a mask per weight), by channel only: heads, recurrent units, embeddings.
+MASKED_BY_CHANNEL = _sequence.ATTENTION + _sequence.RECURRENT + (keras.layers.Bidirectional, keras.layers.Embedding)
+
+
 @keras.saving.register_keras_serializable(package="keras_compact")
-class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
+class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.layers.Wrapper):
     """Holds a layer's pruned weights at zero: kernel (and bias) times fixed masks.
 
     Made by `prune` (masks set) and `prunable` (all-ones masks, for
@@ -43,11 +47,18 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
     (`prunable(model, granularity="channel")`), filters and the kernel rows that
     read them. The masks are non-trainable weights: they are saved with the model.
 
+    By channel it also holds the heads of a `MultiHeadAttention` or
+    `GroupQueryAttention`, the units of an `LSTM`, `GRU`, `SimpleRNN` or
+    `Bidirectional` one, and an `Embedding`'s dimensions: one mask per weight
+    (`masks`), called with the wrapped layer's own arguments
+    (`mask(query, value, use_causal_mask=True)`).
+
     Args:
         layer: a `Dense`, `Conv1D`, `Conv2D`, `Conv3D`, `DepthwiseConv2D`, a
             transposed or a separable convolution (its pointwise kernel is
             masked), or a `TargetedDropout` wrapping one (which keeps dropping
-            in training).
+            in training); with `granularity="channel"`, also one of the layers
+            above.
         granularity: `"weight"`, `"unit"` or `"channel"`: what `GradualPruning` removes.
 
     Example:
@@ -62,20 +73,47 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
     expected_inputs = "what its wrapped layer takes: a tensor or a NumPy array"
 
     def __init__(self, layer, granularity="weight", **kwargs):
-        check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
         raise_errors([one_of("granularity", granularity, GRANULARITIES)])
+        if isinstance(layer, MASKED_BY_CHANNEL):
+            if granularity != "channel":
+                raise ValueError(
+                    f"PruningMask holds the heads, units or dimensions of a {type(layer).__name__} by channel "
+                    f"only. Received: granularity={granularity!r}; use granularity='channel'."
+                )
+        else:
+            check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
         super().__init__(layer, **kwargs)
         self.granularity = granularity
 
     @property
     def target(self):
-        """The `Dense` or convolution whose weights are masked."""
+        """The layer whose weights are masked."""
         return self.layer.layer if isinstance(self.layer, TargetedDropout) else self.layer
+
+    def builds_from_arguments(self):
+        return isinstance(self.target, MASKED_BY_CHANNEL)
+
+    def build_from_arguments(self, arguments):
+        """Builds the wrapped layer on the tensors of its first call (attention takes several), then the masks."""
+        if not self.layer.built:
+            kwargs = dict(arguments.get("kwargs", {}))
+            _keras_private.build_for_call(self.layer, [arguments["inputs"], *arguments.get("args", ())], kwargs)
+        self.build()
+
+    def get_build_config(self):
+        if self.builds_from_arguments():  # built when the loaded model calls it, from the call's tensors
+            return None
+        return super().get_build_config()
 
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
         target = self.target
+        if self.builds_from_arguments():
+            self.masks = [self.add_weight(shape=variable.shape, initializer="ones", trainable=False, name=f"mask_{i}")
+                          for i, variable in enumerate(target.weights)]
+            self.built = True
+            return
         self.mask = self.add_weight(shape=kernel_of(target).shape, initializer="ones", trainable=False, name="mask")
         self.bias_mask = (
             self.add_weight(shape=target.bias.shape, initializer="ones", trainable=False, name="bias_mask")
@@ -85,8 +123,11 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
         self.built = True
 
     def masked_values(self):
-        """`(variable, masked value)` pairs of the kernel and, if any, the bias."""
+        """`(variable, masked value)` pairs of the kernel and, if any, the bias (every weight, for a layer
+        of `MASKED_BY_CHANNEL`)."""
         target = self.target
+        if self.builds_from_arguments():
+            return [(variable, variable.value * mask.value) for variable, mask in zip(target.weights, self.masks)]
         kernel = kernel_of(target)
         pairs = [(kernel, kernel.value * self.mask.value)]
         if self.bias_mask is not None:
@@ -98,19 +139,38 @@ class PruningMask(ChecksCallInputs, keras.layers.Wrapper):
 
         With `granularity="unit"`, a unit that keeps no weight loses its bias too.
         The pruned weights are set to zero in the layer as well (as tfmot does),
-        so a weight a later mask keeps again starts from zero.
+        so a weight a later mask keeps again starts from zero. For a layer of
+        `MASKED_BY_CHANNEL`, `keep` is a list: one bool array per weight.
         """
-        keep = np.asarray(keep, bool).reshape(self.mask.shape)
-        self.mask.assign(keep.astype(self.mask.dtype))
-        if self.bias_mask is not None:
-            alive = _graph.columns(keep, self.target).any(axis=0)
-            self.bias_mask.assign(alive if self.granularity != "weight" else np.ones_like(alive))
+        if self.builds_from_arguments():
+            if len(keep) != len(self.masks):
+                raise ValueError(f"set_mask takes one array per weight of {self.target.name!r} ({len(self.masks)}). "
+                                 f"Received: {len(keep)} arrays")
+            for mask, kept in zip(self.masks, keep):
+                mask.assign(np.asarray(kept, bool).reshape(mask.shape).astype(mask.dtype))
+        else:
+            keep = np.asarray(keep, bool).reshape(self.mask.shape)
+            self.mask.assign(keep.astype(self.mask.dtype))
+            if self.bias_mask is not None:
+                alive = _graph.columns(keep, self.target).any(axis=0)
+                self.bias_mask.assign(alive if self.granularity != "weight" else np.ones_like(alive))
         for variable, value in self.masked_values():
             variable.assign(value)
 
-    def call(self, inputs, training=None):
-        kwargs = {"training": training} if _keras_private.call_has_training_arg(self.layer) else {}
-        return call_with_values(self.layer, self.masked_values(), inputs, **kwargs)
+    def call(self, inputs, *args, training=None, **kwargs):
+        if _keras_private.call_has_training_arg(self.layer):
+            kwargs["training"] = training
+        if "mask" not in kwargs and _keras_private.call_has_mask_arg(self.layer):
+            kwargs["mask"] = _keras_private.keras_mask(inputs)  # what Keras gives the layer unwrapped
+        return call_with_values(self.layer, self.masked_values(), inputs, *args, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return self.layer.compute_mask(inputs, previous_mask)  # an Embedding's padding mask, as unwrapped
+
+    def compute_output_spec(self, *args, **kwargs):
+        if self.builds_from_arguments():  # traced through `call`: the wrapped layer takes several tensors
+            return super(keras.layers.Layer, self).compute_output_spec(*args, **kwargs)
+        return super().compute_output_spec(*args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -226,7 +286,11 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
 
     Args:
         model: a functional or Sequential Keras model.
-        sparsity: the fraction to prune, in [0, 1] (in [0, 1) by channel).
+        sparsity: the fraction to prune, in [0, 1] (in [0, 1) by channel). By
+            channel, also a dict by what a group's indices are,
+            `{"heads": 0.5, "channels": 0.25}`: the attention heads' groups
+            lose half their heads, the others a quarter of their channels (a
+            kind left out loses none).
         granularity: `"weight"`, `"unit"` or `"channel"`.
         scope: with `"weight"`, where weights are ranked: `None` or `"unit"`,
             `"layer"`, or `"global"` (every layer reaches `sparsity` but the
@@ -403,8 +467,18 @@ def unit_keep(layer, pruned):
 
 
 def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
-    check_rate("sparsity", sparsity)
     raise_errors([one_of("granularity", granularity, GRANULARITIES)])
+    if isinstance(sparsity, dict):
+        if granularity != "channel":
+            raise ValueError("sparsity as a dict ({'heads': ..., 'channels': ...}) is for granularity='channel'. "
+                             f"Received: sparsity={sparsity!r} with granularity={granularity!r}")
+        unknown = sorted(set(sparsity) - set(_channel.KINDS), key=str)
+        if unknown or not sparsity:
+            raise ValueError(f"sparsity as a dict maps {_channel.KINDS} to fractions. Received: sparsity={sparsity!r}")
+        for kind, value in sparsity.items():
+            check_rate(f"sparsity[{kind!r}]", value)
+    else:
+        check_rate("sparsity", sparsity)
     if granularity == "channel":
         return _check_channel_arguments(sparsity, scope, criterion, merge, round_to)
     if round_to is not None:
@@ -430,11 +504,13 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
 
 
 def _check_channel_arguments(sparsity, scope, criterion, merge, round_to):
-    if sparsity >= 1:
-        raise ValueError(
-            "Expected a float value in [0, 1) for granularity='channel': every group keeps a channel. "
-            f"Received: sparsity={sparsity!r}"
-        )
+    for kind, value in (sparsity.items() if isinstance(sparsity, dict) else [(None, sparsity)]):
+        if value >= 1:
+            name, what = ("sparsity", "a channel") if kind is None else (f"sparsity[{kind!r}]", f"one of its {kind}")
+            raise ValueError(
+                f"Expected a float value in [0, 1) for granularity='channel': every group keeps {what}. "
+                f"Received: {name}={value!r}"
+            )
     scope = "layer" if scope is None else scope
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be None, 'layer' or 'global' with granularity='channel'. Received: scope={scope!r}")
@@ -459,6 +535,13 @@ def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_
     if not groups.prunable:
         raise ValueError(
             f"The model {model.name!r} has no prunable channel group; nothing to prune by channel.\n{groups}"
+        )
+    missing = [kind for kind, value in (sparsity.items() if isinstance(sparsity, dict) else [])
+               if value > 0 and not any(group.of == kind for group in groups.prunable)]
+    if missing:
+        raise ValueError(
+            f"sparsity asks for {missing[0]} of {model.name!r} to be pruned, and it has no prunable group of "
+            f"{missing[0]}. Received: sparsity={sparsity!r}; its groups:\n{groups}"
         )
     only = None
     if layers is not None:
@@ -512,7 +595,8 @@ def _masked_copy(model, targets, granularity, keep_dropout):
         inner = _graph.unwrapped(layer)
         if isinstance(layer, PruningMask) and (keep_dropout or inner.name not in targets):
             return fresh_copy(layer), layer.get_weights()
-        if inner.name in targets and isinstance(inner, SUPPORTED_LAYERS):
+        maskable = SUPPORTED_LAYERS + (MASKED_BY_CHANNEL if granularity == "channel" else ())
+        if inner.name in targets and isinstance(inner, maskable):
             wrapped = layer.layer if isinstance(layer, PruningMask) else layer
             if not keep_dropout:
                 wrapped = inner
@@ -596,6 +680,11 @@ def _prune_units(model, copy, wrappers, sparsity, criterion, *, data, merge):
 
 
 def _layer_report(layer):
+    if layer.builds_from_arguments():  # every weight masked; its units are its channel groups'
+        masks = [keras.ops.convert_to_numpy(mask) for mask in layer.masks]
+        size = sum(mask.size for mask in masks)
+        return LayerPruning(name=layer.target.name, weights=size, zeros=size - sum(map(np.count_nonzero, masks)),
+                            units=0, pruned_units=0)
     mask = keras.ops.convert_to_numpy(layer.mask)
     columns = _graph.columns(mask, layer.target)
     return LayerPruning(
@@ -607,15 +696,16 @@ def _layer_report(layer):
     )
 
 
-def _channel_targets(model, layers):
-    """The members of every prunable channel group: the layers `prunable` and `targeted` wrap by channel."""
+def _channel_targets(model, layers, targeted=False):
+    """The members of every prunable channel group: the layers `prunable` and (`targeted`) `targeted` wrap
+    by channel."""
     if layers is not None:
         raise ValueError(
             "With granularity='channel' every member of every prunable channel group is wrapped; leave "
             f"layers out (keep groups whole with prune's ignored_layers). Received: layers={layers!r}"
         )
     graph = _groups.analyse(model)
-    members = _channel.members(graph)
+    members = _channel.members(graph, targeted)
     if not members:
         raise ValueError(f"The model {model.name!r} has no prunable channel group.\n{_groups.ChannelGroups(graph)}")
     return members
@@ -678,7 +768,7 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
     check_model(model, "targeted", graph=True)
     TargetedDropout(keras.layers.Dense(1), target_rate, drop_rate, granularity, **kwargs)  # checks the arguments
     if granularity == "channel":
-        targets = _channel_targets(model, layers)
+        targets = _channel_targets(model, layers, targeted=True)
     else:
         targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     wrapped = [layer.name for layer in _keras_private.sublayers(model, include_self=False)

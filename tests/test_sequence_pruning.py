@@ -1,0 +1,232 @@
+"""Attention heads, recurrent units and embedding dimensions as channel groups: pruned, shrunk exactly.
+
+The models are what users bring: a transformer block (`MultiHeadAttention` over an `Embedding`, residual adds,
+`LayerNormalization`, an MLP), grouped-query attention, text classifiers with `LSTM`, `GRU`, `SimpleRNN` and
+`Bidirectional` layers (padded ids with `mask_zero=True`), built functionally, as list-built Sequentials and with
+`.add()`. Each pruned model is shrunk and must compute what the masked model computes.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact.callbacks import GradualPruning
+from keras_compact.pruning import PruningMask, channel_groups, macs, prunable, prune, shrink, strip
+
+VOCAB, LENGTH = 50, 7
+
+
+def _ids(rng, count=6, padded=True):
+    ids = rng.integers(1, VOCAB, size=(count, LENGTH))
+    if padded:  # the last positions of each example are padding, as a tokenizer leaves them
+        for row, length in zip(ids, rng.integers(2, LENGTH + 1, size=count)):
+            row[length:] = 0
+    return ids.astype("int32")
+
+
+def _transformer(heads=4, key_dim=4, width=16, hidden=32, grouped=False):
+    ids = keras.Input((LENGTH,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(VOCAB, width, name="embed")(ids)
+    if grouped:
+        attention = keras.layers.GroupQueryAttention(head_dim=key_dim, num_query_heads=heads,
+                                                     num_key_value_heads=heads // 2, name="attention")
+    else:
+        attention = keras.layers.MultiHeadAttention(heads, key_dim, name="attention")
+    x = keras.layers.LayerNormalization(name="norm_1")(keras.layers.Add()([x, attention(x, x)]))
+    h = keras.layers.Dense(hidden, activation="gelu", name="mlp_in")(x)
+    x = keras.layers.LayerNormalization(name="norm_2")(keras.layers.Add()([x, keras.layers.Dense(width, name="mlp_out")(h)]))
+    outputs = keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling1D()(x))
+    return keras.Model(ids, outputs, name="transformer")
+
+
+def _same(pruned, small, x):
+    np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
+
+
+def _group(groups, producer, of="channels"):
+    return next(group for group in groups if producer in group.producers and group.of == of)
+
+
+def test_transformer_heads_and_mlp_units_are_groups_and_the_residual_stream_stays(rng):
+    model = _transformer()
+    groups = channel_groups(model)
+    heads = _group(groups, "attention", "heads")
+    assert (heads.size, heads.prunable, heads.members) == (4, True, ("attention",))
+    assert _group(groups, "mlp_in").prunable
+    residual = _group(groups, "embed")
+    assert not residual.prunable and "norm_1" in residual.reason and "normalises over the channels" in residual.reason
+    assert "4 heads" in str(groups)
+
+
+def test_half_the_heads_and_half_the_mlp_shrink_to_what_the_masked_model_computes(rng):
+    model = _transformer()
+    report = prune(model, {"heads": 0.5, "channels": 0.5}, granularity="channel")
+    assert sorted((g.size, g.pruned) for g in report.groups) == [(4, 2), (32, 16)]
+    small = shrink(report.model)
+    assert small.get_layer("attention").num_heads == 2 and small.get_layer("mlp_in").units == 16
+    x = _ids(rng)
+    _same(report.model, small, x)
+    assert len(small.get_weights()) == len(model.get_weights())  # plain layers again, no masks
+    # The heads' projections and the MLP are most of the block: macs counts both.
+    assert 0.4 < macs(small) / macs(model) < 0.75
+
+
+def test_heads_only_leave_the_mlp_whole(rng):
+    report = prune(_transformer(), {"heads": 0.75}, granularity="channel")
+    small = shrink(report.model)
+    assert small.get_layer("attention").num_heads == 1 and small.get_layer("mlp_in").units == 32
+    _same(report.model, small, _ids(rng))
+
+
+def test_grouped_query_attention_loses_whole_key_value_heads_with_their_query_heads(rng):
+    model = _transformer(heads=4, grouped=True)
+    heads = _group(channel_groups(model), "attention", "heads")
+    assert heads.size == 2  # key/value heads; each carries two query heads
+    report = prune(model, {"heads": 0.5}, granularity="channel")
+    small = shrink(report.model)
+    layer = small.get_layer("attention")
+    assert (layer.num_query_heads, layer.num_key_value_heads) == (2, 1)
+    _same(report.model, small, _ids(rng))
+
+
+@pytest.mark.parametrize("value_dim", [None, pytest.param(3, marks=pytest.mark.tensorflow_backend(
+    "Keras's attention on JAX fails for a value_dim other than key_dim, unpruned too"))])
+def test_cross_attention_between_two_inputs(value_dim, rng):
+    query, context = keras.Input((5, 6), name="query"), keras.Input((3, 4), name="context")
+    q = keras.layers.Dense(8, name="q_proj")(query)
+    c = keras.layers.Dense(8, name="c_proj")(context)
+    attended = keras.layers.MultiHeadAttention(4, 2, value_dim=value_dim, name="cross")(q, c, key=c)
+    outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(attended))
+    model = keras.Model([query, context], outputs)
+    report = prune(model, 0.5, granularity="channel")
+    small = shrink(report.model)
+    assert small.get_layer("cross").num_heads == 2
+    assert small.get_layer("c_proj").units == 4 and small.get_layer("q_proj").units == 4
+    x = [rng.normal(size=(4, 5, 6)).astype("float32"), rng.normal(size=(4, 3, 4)).astype("float32")]
+    _same(report.model, small, x)
+
+
+def _lstm_by_add():
+    model = keras.Sequential(name="by_add")
+    model.add(keras.Input((LENGTH,), dtype="int32"))
+    model.add(keras.layers.Embedding(VOCAB, 8, mask_zero=True, name="embed"))
+    model.add(keras.layers.LSTM(6, name="lstm"))
+    model.add(keras.layers.Dense(3, name="classes"))
+    return model
+
+
+def _bidirectional_gru(merge_mode):
+    return keras.Sequential([
+        keras.Input((LENGTH,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, 8, mask_zero=True, name="embed"),
+        keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True), merge_mode=merge_mode, name="bi"),
+        keras.layers.SimpleRNN(4, name="simple"),
+        keras.layers.Dense(3, name="classes"),
+    ], name=f"bi_{merge_mode}")
+
+
+@pytest.mark.parametrize("make, sizes", [
+    (_lstm_by_add, {"embed": ("output_dim", 4), "lstm": ("units", 3)}),
+    (lambda: _bidirectional_gru("concat"), {"embed": ("output_dim", 4), "simple": ("units", 2)}),
+    (lambda: _bidirectional_gru("sum"), {"embed": ("output_dim", 4), "simple": ("units", 2)}),
+], ids=["lstm_by_add", "bidirectional_concat", "bidirectional_sum"])
+def test_recurrent_units_and_embedding_dimensions_shrink_exactly_on_padded_ids(make, sizes, rng):
+    model = make()
+    report = prune(model, 0.5, granularity="channel")
+    small = shrink(report.model)
+    for name, (key, size) in sizes.items():
+        assert small.get_layer(name).get_config()[key] == size
+    x = _ids(rng)
+    _same(report.model, small, x)
+    # The padding mask reaches the wrapped recurrent layers: masking changes what they compute.
+    assert not np.allclose(report.model.predict(x, verbose=0), report.model.predict(np.where(x == 0, 1, x), verbose=0))
+
+
+def test_bidirectional_halves_keep_their_own_units(rng):
+    report = prune(_bidirectional_gru("concat"), 0.4, granularity="channel")
+    small = shrink(report.model)
+    bi = small.get_layer("bi")
+    assert bi.forward_layer.units == bi.backward_layer.units == 3
+    _same(report.model, small, _ids(rng))
+
+
+def test_pruned_sequence_models_save_reload_and_shrink(tmp_path, rng):
+    report = prune(_transformer(), {"heads": 0.5, "channels": 0.5}, granularity="channel")
+    path = tmp_path / "pruned.keras"
+    report.model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _ids(rng)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), report.model.predict(x, verbose=0), atol=1e-6)
+    assert sum(isinstance(layer, PruningMask) for layer in loaded.layers) == sum(
+        isinstance(layer, PruningMask) for layer in report.model.layers)
+    _same(loaded, shrink(loaded), x)
+
+
+def test_fine_tuning_keeps_the_pruned_heads_and_units_at_zero(rng):
+    model = _lstm_by_add()
+    report = prune(model, 0.5, granularity="channel")
+    pruned = report.model
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _ids(rng, 16), rng.integers(0, 3, 16)
+    pruned.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    _same(pruned, shrink(pruned), x)
+    plain = strip(pruned)
+    assert not any(isinstance(layer, PruningMask) for layer in plain.layers)
+
+
+@pytest.mark.parametrize("criterion", ["onorm", pytest.param("taylor", marks=pytest.mark.tensorflow_backend(
+    "criterion='taylor' differentiates with TensorFlow"))])
+def test_data_criteria_rank_heads_by_magnitude_and_channels_by_data(criterion, rng):
+    model = _transformer()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _ids(rng, 16), rng.integers(0, 3, 16)
+    report = prune(model, {"heads": 0.5, "channels": 0.5}, granularity="channel", criterion=criterion, data=(x, y))
+    by_magnitude = prune(model, {"heads": 0.5}, granularity="channel")
+    attention = [layer for layer in report.model.layers if getattr(layer, "target", None) is not None
+                 and layer.target.name == "attention"][0]
+    expected = [layer for layer in by_magnitude.model.layers if getattr(layer, "target", None) is not None
+                and layer.target.name == "attention"][0]
+    # Heads have no tensor a probe reads: they go by magnitude whatever the criterion.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(attention.masks[6]),
+                                  keras.ops.convert_to_numpy(expected.masks[6]))
+    _same(report.model, shrink(report.model), x)
+
+
+def test_gradual_pruning_by_channel_reaches_heads_and_units(rng):
+    model = prunable(_transformer(), granularity="channel")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _ids(rng, 32), rng.integers(0, 3, 32)
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0,
+                        callbacks=[GradualPruning(0.5, begin_step=0, end_step=6, frequency=2)])
+    assert history.history["sparsity"][-1] == pytest.approx(0.5, abs=0.05)
+    small = shrink(model)
+    assert small.get_layer("attention").num_heads == 2
+    _same(model, small, x)
+
+
+def test_layers_that_cannot_be_mapped_say_why():
+    sequence = keras.Input((LENGTH, 6))
+    scored, scores = keras.layers.MultiHeadAttention(2, 3, name="scored")(sequence, sequence,
+                                                                         return_attention_scores=True)
+    states = keras.layers.LSTM(4, return_state=True, name="stateful")(keras.layers.Dense(6, name="d")(scored))
+    outputs = keras.layers.Dense(2)(keras.layers.Concatenate()([states[0], keras.layers.Flatten()(scores)]))
+    groups = channel_groups(keras.Model(sequence, outputs))
+    assert "returns its attention scores" in str(groups)
+    assert "returns its states" in groups.blocked["d"]
+
+
+def test_bad_sparsities_name_what_is_accepted():
+    model = _transformer()
+    with pytest.raises(ValueError, match=r"\[0, 1\) for granularity='channel': every group keeps one of its heads. "
+                                         r"Received: sparsity\['heads'\]=1.0"):
+        prune(model, {"heads": 1.0}, granularity="channel")
+    with pytest.raises(ValueError, match=r"maps \('channels', 'heads'\) to fractions. Received: sparsity=\{'units'"):
+        prune(model, {"units": 0.5}, granularity="channel")
+    with pytest.raises(ValueError, match="is for granularity='channel'"):
+        prune(model, {"heads": 0.5}, granularity="unit")
+    with pytest.raises(ValueError, match="between 0 and 1. Received: sparsity\\['channels'\\]=-0.5"):
+        prune(model, {"channels": -0.5}, granularity="channel")
+    with pytest.raises(ValueError, match="asks for heads of 'by_add' to be pruned, and it has no prunable group of heads"):
+        prune(_lstm_by_add(), {"heads": 0.5}, granularity="channel")
+    with pytest.raises(ValueError, match="by channel only. Received: granularity='weight'"):
+        PruningMask(keras.layers.LSTM(3))
