@@ -24,7 +24,7 @@ from keras_compact.layers.quantize_aware import (
     FIXED_RANGES, WEIGHT_MODES, QuantizeAware, quantized_weights, weight_mode,
 )
 from keras_compact.layers.projection_layer import ProjectionLayer
-from keras_compact.layers.targeted_dropout import TargetedDropout
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, TargetedDropout
 from keras_compact.pruning.prune import PruningMask
 
 # Activations the converter fuses into the operator before them.
@@ -36,6 +36,8 @@ KEEP_SCALE = (
     + IDENTITY_AT_INFERENCE
 )
 KERNEL_LAYERS = tuple(cls for cls, _ in WEIGHT_MODES)
+# Their TRANSPOSE_CONV writes its own RELU and its batch norm as MUL and ADD: nothing fused.
+_UNFUSED = TRANSPOSED_LAYERS
 # Layers with weights but no kernel: elementwise, quantized after.
 _NO_KERNEL = (keras.layers.BatchNormalization, keras.layers.Normalization)
 
@@ -54,10 +56,14 @@ def quantize_aware(model, ema_decay=0.999):
 
     Every layer of `model` (nested functional and Sequential models are inlined
     into one functional graph) is wrapped in a `QuantizeAware` that rounds what
-    the converter will round: the kernels of `Dense`, `Conv1D`/`2D`/`3D` and
-    `DepthwiseConv2D` to symmetric int8 (per output channel; per tensor for
-    `Dense` and `Conv1D`, whose operators cannot take a per-channel fake
-    quantization), an `Embedding`'s table to the asymmetric int8 grid its
+    the converter will round: the kernels of `Dense`, `Conv1D`/`2D`/`3D`,
+    `DepthwiseConv1D`/`2D`, `Conv1DTranspose`/`Conv2DTranspose` and
+    `SeparableConv1D`/`2D` to symmetric int8 (per output channel; per tensor for
+    `Dense`, the 1-D layers and the transposed ones, whose operators cannot take
+    a per-channel fake quantization), a separable convolution as the file's
+    DEPTHWISE_CONV_2D and CONV_2D with the tensor between them quantized too, a
+    transposed convolution with its activation after it (TRANSPOSE_CONV fuses
+    none), an `Embedding`'s table to the asymmetric int8 grid its
     GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -173,9 +179,9 @@ def _plans(model):
     if refused:
         raise ValueError(
             f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
-            "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D (alone or in a "
-            "PruningMask), Embedding, QRNN, BatchNormalization and Normalization; layers without weights are all "
-            "taken."
+            "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
+            "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
+            "Embedding, QRNN, BatchNormalization and Normalization; layers without weights are all taken."
         )
     return plans
 
@@ -188,7 +194,7 @@ def _unsupported(layer):
         return (f"{layer.name!r} is a TargetedDropout: prune the model (keras_compact.pruning.prune) or strip "
                 "the dropout (keras_compact.pruning.strip) first")
     if isinstance(layer, PruningMask):
-        return None if weight_mode(layer.target) else f"{layer.name!r} masks a {type(layer.target).__name__}"
+        return None if quantized_weights(layer.target) else f"{layer.name!r} masks a {type(layer.target).__name__}"
     if not layer.weights or quantized_weights(layer) or isinstance(layer, _NO_KERNEL):
         return None
     return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
@@ -219,17 +225,17 @@ def _activation_name(layer):
 
 def _split_activation(layer):
     """The activation to compute after `layer`'s quantized output, or None (fused or absent)."""
-    if not isinstance(layer, KERNEL_LAYERS + (keras.layers.Activation,)):
+    if not isinstance(layer, KERNEL_LAYERS + SEPARABLE_LAYERS + (keras.layers.Activation,)):
         return None
     name = _activation_name(layer)
-    if name in FUSED_ACTIVATIONS or name is None:
+    if name is None or name == "linear" or (name in FUSED_ACTIVATIONS and not isinstance(layer, _UNFUSED)):
         return None
     return name
 
 
 def _fused_into_next(layer, node, readers, outputs):
     """Whether the converter fuses `layer`'s output into the one operator that reads it."""
-    if len(node.outputs) != 1 or id(node.outputs[0]) in outputs:
+    if len(node.outputs) != 1 or id(node.outputs[0]) in outputs or isinstance(layer, _UNFUSED):
         return False
     consumers = readers.get(id(node.outputs[0]), [])
     if len(consumers) != 1:

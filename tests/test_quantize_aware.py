@@ -234,12 +234,12 @@ def test_mobilenet_v2_quantization_aware_exports_fully_int8(tmp_path, rng):
 
 @pytest.mark.parametrize("layer, message", [
     (lambda: keras.layers.LSTM(4, name="lstm"), "LSTM 'lstm' has weights"),
-    (lambda: keras.layers.SeparableConv1D(4, 3, name="separable"), "SeparableConv1D 'separable' has weights"),
+    (lambda: keras.layers.Conv3DTranspose(4, 3, name="transposed"), "Conv3DTranspose 'transposed' has weights"),
     (lambda: TargetedDropout(keras.layers.Dense(4), 0.5, 0.5, name="dropped"), "'dropped' is a TargetedDropout"),
 ])
 def test_layers_it_cannot_quantize_are_named(layer, message):
     layer = layer()
-    shape = (6, 3) if isinstance(layer, (keras.layers.LSTM, keras.layers.SeparableConv1D)) else (3,)
+    shape = {keras.layers.LSTM: (6, 3), keras.layers.Conv3DTranspose: (4, 4, 4, 3)}.get(type(layer), (3,))
     model = keras.Sequential([keras.Input(shape), layer])
     with pytest.raises(ValueError, match=message):
         quantize_aware(model)
@@ -463,3 +463,45 @@ def test_conv1d_model_exports_from_quantization_aware_training(tmp_path, rng):
     report = export(qat, tmp_path / "conv1d.tflite", quantization="int8", verify_with=x)
     assert report.operators["CONV_2D"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
     assert report.max_abs_diff <= STEP + 1e-6
+
+
+def _dense_prediction_layers():
+    pruned = lambda model: prune(model, 0.5, granularity="unit", layers=[model.layers[0].name]).model  # noqa: E731
+    return {
+        "conv2d_transpose_relu": ((4, 4, 3), [keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same",
+                                                                           activation="relu")], None),
+        "conv1d_transpose_sigmoid": ((6, 3), [keras.layers.Conv1DTranspose(5, 3, strides=2, padding="same",
+                                                                           activation="sigmoid")], None),
+        "depthwise_conv1d": ((6, 3), [keras.layers.DepthwiseConv1D(3, depth_multiplier=2, activation="relu")], None),
+        "separable_conv2d_pruned": ((6, 6, 3), [keras.layers.SeparableConv2D(5, 3, depth_multiplier=2,
+                                                                             activation="relu")], pruned),
+        "separable_conv1d": ((6, 3), [keras.layers.SeparableConv1D(5, 3, padding="same", activation="relu")], None),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_dense_prediction_layers()))
+def test_transposed_separable_and_depthwise_1d_layers_train_as_their_int8_file_computes(name, tmp_path, rng):
+    # Measured in the file: TRANSPOSE_CONV writes its own RELU (nothing fused into it); a separable convolution
+    # is DEPTHWISE_CONV_2D then CONV_2D, with the tensor between them quantized; per-tensor kernels where the
+    # converter reshapes them (1-D layers, TRANSPOSE_CONV).
+    shape, layers, prepare = _dense_prediction_layers()[name]
+    model = keras.Sequential([keras.Input(shape), *layers, keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    qat = quantize_aware(prepare(model) if prepare else model)
+    x = rng.normal(size=(64, *shape)).astype("float32")
+    qat(x, training=True)
+    report = export(qat, tmp_path / f"{name}.tflite", quantization="int8", verify_with=x)
+    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    assert report.max_abs_diff <= STEP + 1e-6
+
+
+def test_a_batch_norm_after_a_transposed_convolution_is_said_to_stay_float(tmp_path, rng):
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same"),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    qat = quantize_aware(model)
+    x = rng.normal(size=(32, 4, 4, 3)).astype("float32")
+    qat(x, training=True)
+    with pytest.warns(UserWarning, match="1 DEQUANTIZE operator"):
+        report = export(qat, tmp_path / "unet_up.tflite", quantization="int8", verify_with=x)
+    assert report.operators["TRANSPOSE_CONV"] == 1 and report.max_abs_diff <= STEP + 1e-6

@@ -49,7 +49,7 @@ def warn_float_parts(report, model, quantization):
         warnings.warn(
             f"{extra} DEQUANTIZE operator(s) inside {report.path}: some tensors of {model.name!r} had no learned "
             "range (raw keras.ops calls in the graph, the inside of a QRNN, or a BatchNormalization that follows no "
-            "convolution), so the converter left the operators reading them in float32. Pass representative_data= "
+            "convolution or a transposed or separable one), so the converter left the operators reading them in float32. Pass representative_data= "
             "to export and the converter calibrates those tensors, keeping the learned ranges everywhere else (an "
             "operator LiteRT has no int8 kernel for, as CONV_3D, stays float32 either way).",
             stacklevel=3,
@@ -112,20 +112,16 @@ def _with_kernel(wrapper, batch_norm):
     """`wrapper` around a plain copy of its layer: the pruning mask applied, `batch_norm` folded in."""
     target = wrapper.target
     config = target.get_config()
-    kernel = keras.ops.convert_to_numpy(target.kernel.value)
-    bias = keras.ops.convert_to_numpy(target.bias.value) if target.use_bias else None
-    if wrapper.layer is not target:  # a PruningMask
-        kernel = kernel * keras.ops.convert_to_numpy(wrapper.layer.mask.value)
-        if bias is not None and wrapper.layer.bias_mask is not None:
-            bias = bias * keras.ops.convert_to_numpy(wrapper.layer.bias_mask.value)
-    if batch_norm is not None:
-        kernel, bias = _fold(kernel, bias, batch_norm, weight_mode(target))
+    masked = {id(v): value for v, value in wrapper.layer.masked_values()} if wrapper.layer is not target else {}
+    weights = [keras.ops.convert_to_numpy(masked.get(id(v), v.value)) for v in target.weights]
+    if batch_norm is not None:  # a kernel and, with use_bias, a bias
+        kernel, bias = _fold(weights[0], weights[1] if len(weights) > 1 else None, batch_norm, weight_mode(target))
+        weights = [kernel, bias]
         config["use_bias"] = True
     inner = type(target).from_config(config)
     copy = QuantizeAware(inner, activation=wrapper.activation, output_mode=wrapper.output_mode,
                          quantize_inputs=wrapper.quantize_inputs, ema_decay=wrapper.ema_decay, name=wrapper.name)
     values = _range_values(wrapper)
-    weights = [kernel] + ([bias] if bias is not None else [])
 
     def set_weights(built):
         built.layer.set_weights(weights)
@@ -151,7 +147,7 @@ def _fold(kernel, bias, batch_norm, mode):
 
 
 def _range_values(wrapper):
-    names = ("input_range", "pre_activation_range", "output_range", "batches_seen")
+    names = ("input_range", "pre_activation_range", "output_range", "depthwise_range", "batches_seen")
     return {name: keras.ops.convert_to_numpy(getattr(wrapper, name).value) for name in names
             if hasattr(wrapper, name)}
 

@@ -8,7 +8,7 @@ from keras_compact._checks import (
     ChecksCallInputs, bool_errors, check_rate, is_number, raise_errors, renamed_arguments,
 )
 from keras_compact.layers.qrnn import QRNN
-from keras_compact.layers.targeted_dropout import call_with_values
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values, kernel_of
 from keras_compact.ops.fake_quant import fake_quant
 
 # The fixed output ranges of the converter's int8 kernels (scale 1/256 or 1/128).
@@ -20,7 +20,12 @@ FIXED_RANGES = {
 # How each layer's kernel is quantized: per output channel, or per tensor where the converter cannot
 # carry a per-channel axis: FULLY_CONNECTED (a transposed Keras kernel) and a Conv1D's CONV_2D (its kernel
 # gains an axis, and the converter fails with "tfl.reshape op requires 'output' type ... cast compatible").
+# A transposed convolution's TRANSPOSE_CONV and a DepthwiseConv1D's DEPTHWISE_CONV_2D take a per-tensor kernel
+# here (measured: the file then equals the quantization-aware model exactly).
 WEIGHT_MODES = (
+    (keras.layers.DepthwiseConv1D, "per_tensor"),
+    (keras.layers.Conv1DTranspose, "per_tensor"),
+    (keras.layers.Conv2DTranspose, "per_tensor"),
     (keras.layers.DepthwiseConv2D, "depthwise"),
     (keras.layers.Conv1D, "per_tensor"),
     (keras.layers.Conv2D, "per_channel"),
@@ -55,6 +60,10 @@ def quantized_weights(layer):
         return [(layer.embeddings, "table")]
     if isinstance(layer, QRNN):
         return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
+    if isinstance(layer, SEPARABLE_LAYERS):  # the file's DEPTHWISE_CONV_2D and 1x1 CONV_2D
+        two_d = isinstance(layer, keras.layers.SeparableConv2D)
+        return [(layer.depthwise_kernel, "depthwise" if two_d else "per_tensor"),
+                (layer.pointwise_kernel, "per_channel" if two_d else "per_tensor")]
     return []
 
 
@@ -88,11 +97,13 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
     then writes an int8 file with the learned ranges.
 
     Args:
-        layer: the layer to wrap. A `Dense`, `Conv1D`/`2D`/`3D` or
-            `DepthwiseConv2D` (alone or in a `keras_compact.pruning.PruningMask`,
-            whose zeros stay zero) has its kernel quantized, an `Embedding` its
-            table and a `QRNN` its gate convolutions (`quantized_weights`); any
-            other layer only its inputs and output.
+        layer: the layer to wrap. A `Dense`, `Conv1D`/`2D`/`3D`,
+            `DepthwiseConv1D`/`2D` or `Conv1DTranspose`/`Conv2DTranspose`
+            (alone or in a `keras_compact.pruning.PruningMask`, whose zeros
+            stay zero) has its kernel quantized, a `SeparableConv1D`/`2D` both
+            kernels and the tensor between them, an `Embedding` its table and a
+            `QRNN` its gate convolutions (`quantized_weights`); any other layer
+            only its inputs and output.
         activation: an activation name computed after the layer, on its
             quantized output (`"sigmoid"`, `"softmax"`, `"tanh"`, `"silu"`,
             `"gelu"`, ...): the converter's own operator, which the layer's
@@ -165,6 +176,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             self.pre_activation_range = self._range_weight("pre_activation_range")
         if self.output_mode == "learned":
             self.output_range = self._range_weight("output_range")
+        if isinstance(self.target, SEPARABLE_LAYERS):  # between its depthwise and its pointwise operator
+            self.depthwise_range = self._range_weight("depthwise_range")
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -197,10 +210,26 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         replacements = []
         for variable, mode in weights:
             value = variable.value
-            if self.layer is not self.target:  # a PruningMask (of a kernel): its zeros are quantized as zeros
+            if self.layer is not self.target and variable is kernel_of(self.target):  # a PruningMask's zeros
                 value = value * self.layer.mask.value
             replacements.append((variable, quantized_kernel(value, mode)))
+        if isinstance(self.target, SEPARABLE_LAYERS):
+            return self._separable(x, [value for _, value in replacements], training)
         return call_with_values(self.layer, replacements, x, **kwargs)
+
+    def _separable(self, x, kernels, training):
+        """A separable convolution as the file's two operators: the depthwise one's output quantized too."""
+        layer = self.target
+        bias = layer.bias
+        if bias is not None and self.layer is not layer and self.layer.bias_mask is not None:
+            bias = bias * self.layer.bias_mask.value
+        y = ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
+                               data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        y = self._quantize(y, self.depthwise_range, training)
+        y = ops.conv(y, kernels[1], strides=1, padding="valid", data_format=layer.data_format)
+        if bias is not None:
+            y = ops.add(y, bias)
+        return layer.activation(y) if layer.activation is not None else y
 
     def _activate(self, y):
         if self.activation in ("silu", "swish"):  # the converter's LOGISTIC (fixed range) times its input
