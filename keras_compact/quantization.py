@@ -63,7 +63,9 @@ def quantize_aware(model, ema_decay=0.999):
     a per-channel fake quantization), a separable convolution as the file's
     DEPTHWISE_CONV_2D and CONV_2D with the tensor between them quantized too, a
     transposed convolution with its activation after it (TRANSPOSE_CONV fuses
-    none), an `Embedding`'s table to the asymmetric int8 grid its
+    none), a `LayerNormalization` as the file's MEAN, SUB, MUL, RSQRT, ...
+    with every tensor between them and its gamma and beta rounded, an
+    `Embedding`'s table to the asymmetric int8 grid its
     GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -181,7 +183,8 @@ def _plans(model):
             f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
-            "Embedding, QRNN, BatchNormalization and Normalization; layers without weights are all taken."
+            "Embedding, QRNN, BatchNormalization, Normalization and LayerNormalization; layers without weights are "
+            "all taken."
         )
     return plans
 
@@ -195,9 +198,23 @@ def _unsupported(layer):
                 "the dropout (keras_compact.pruning.strip) first")
     if isinstance(layer, PruningMask):
         return None if quantized_weights(layer.target) else f"{layer.name!r} masks a {type(layer.target).__name__}"
+    if isinstance(layer, keras.layers.LayerNormalization) and layer.rms_scaling:
+        return f"LayerNormalization {layer.name!r} uses rms_scaling (taken: without it)"
+    if isinstance(layer, keras.layers.LayerNormalization) and not _last_axis(layer):
+        return f"LayerNormalization {layer.name!r} normalises axis {layer.axis} (taken: the last axis alone)"
     if not layer.weights or quantized_weights(layer) or isinstance(layer, _NO_KERNEL):
         return None
     return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
+
+
+def _last_axis(layer):
+    """Whether a normalization's `axis` is its input's last one (and that one alone)."""
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    try:
+        rank = len(layer.input.shape)
+    except (AttributeError, ValueError):  # called more than once: the axes as written
+        rank = None
+    return len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
 
 
 def _plan(layer, node, readers, inputs, outputs):

@@ -33,6 +33,11 @@ WEIGHT_MODES = (
     (keras.layers.Dense, "per_tensor"),
 )
 OUTPUTS = ("learned", None)
+# A LayerNormalization as the converter writes it in int8, each of these tensors with a range of its own:
+# MEAN, SUB, MUL (the square: LiteRT's SQUARE has no int8 kernel), MEAN, ADD (epsilon), RSQRT, MUL, and with
+# `scale` a MUL by gamma (its output then `center`'s ADD of beta, the layer's output).
+LAYER_NORM_STEPS = ("mean", "centered", "squared", "variance", "variance_epsilon", "inverse_deviation",
+                    "normalized", "scaled")
 # tfmot's MovingAverageQuantizer starts its ranges here; the first training batch replaces them.
 _INITIAL_RANGE = 6.0
 
@@ -60,6 +65,8 @@ def quantized_weights(layer):
         return [(layer.embeddings, "table")]
     if isinstance(layer, QRNN):
         return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
+    if isinstance(layer, keras.layers.LayerNormalization):  # constants of its MUL and ADD, asymmetric
+        return [(variable, "table") for variable in (layer.gamma, layer.beta) if variable is not None]
     if isinstance(layer, SEPARABLE_LAYERS):  # the file's DEPTHWISE_CONV_2D and 1x1 CONV_2D
         two_d = isinstance(layer, keras.layers.SeparableConv2D)
         return [(layer.depthwise_kernel, "depthwise" if two_d else "per_tensor"),
@@ -178,6 +185,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             self.output_range = self._range_weight("output_range")
         if isinstance(self.target, SEPARABLE_LAYERS):  # between its depthwise and its pointwise operator
             self.depthwise_range = self._range_weight("depthwise_range")
+        if isinstance(self.target, keras.layers.LayerNormalization):
+            self.layer_norm_ranges = [self._range_weight(f"{step}_range") for step in LAYER_NORM_STEPS]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -215,6 +224,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             replacements.append((variable, quantized_kernel(value, mode)))
         if isinstance(self.target, SEPARABLE_LAYERS):
             return self._separable(x, [value for _, value in replacements], training)
+        if isinstance(self.target, keras.layers.LayerNormalization):
+            return self._layer_norm(x, {id(v): value for v, value in replacements}, training)
         return call_with_values(self.layer, replacements, x, **kwargs)
 
     def _separable(self, x, kernels, training):
@@ -230,6 +241,20 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         if bias is not None:
             y = ops.add(y, bias)
         return layer.activation(y) if layer.activation is not None else y
+
+    def _layer_norm(self, x, constants, training):
+        """A LayerNormalization as its int8 operators compute it, every tensor between them quantized."""
+        layer = self.target
+        ranges = iter(self.layer_norm_ranges)
+        step = lambda value: self._quantize(value, next(ranges), training)  # noqa: E731
+        mean = step(ops.mean(x, axis=-1, keepdims=True))
+        centered = step(x - mean)
+        variance = step(ops.mean(step(centered * centered), axis=-1, keepdims=True))
+        normalized = step(centered * step(ops.rsqrt(step(variance + layer.epsilon))))
+        if layer.gamma is not None:
+            normalized = normalized * constants[id(layer.gamma)]
+        scaled = step(normalized)  # without gamma, the same tensor again: quantizing twice changes nothing
+        return scaled + constants[id(layer.beta)] if layer.beta is not None else scaled
 
     def _activate(self, y):
         if self.activation in ("silu", "swish"):  # the converter's LOGISTIC (fixed range) times its input

@@ -1,0 +1,289 @@
+"""Transformers, recurrent networks and a U-Net, trained from scratch, pruned by heads, units and channels.
+
+On the data we have: (a) a small ViT (patches of 4, 4 blocks, 4 heads, width 64) on MNIST 32x32 (8,000 train /
+2,000 test of the shared 10k split); (b) a 2-block text transformer on SNIPS; (c) an LSTM text classifier on
+SNIPS; (d) a small U-Net segmenting MNIST digits (each digit's ink labelled with its class, the background a
+class of its own: per-pixel accuracy and mean IoU). For each: float accuracy; half the heads and half the MLP
+units (or the channels and units) removed by `prune(..., granularity="channel")` and `shrink`, one shot and after
+a 2-epoch fine-tune; MACs (`keras_compact.pruning.macs`) and LiteRT latency ratios of the float files; the int8
+post-training file's accuracy, agreement with the float model and bytes; quantization-aware training's int8
+file where `quantize_aware` takes the network (the U-Net; it refuses `LayerNormalization`, attention and the
+recurrent layers for now, and the table says so).
+
+    python benchmarks/sequence_and_dense.py           # full (about 20 min on 2 cores)
+    python benchmarks/sequence_and_dense.py --quick   # smoke run
+
+Writes benchmarks/results/sequence_and_dense.md and .png (or *_quick.*).
+"""
+
+import pathlib
+import re
+import tempfile
+
+import keras
+import numpy as np
+
+import keras_compact
+from keras_compact.pruning import macs, prune, shrink
+from keras_compact.quantization import quantize_aware
+import common
+import reporting
+from pruning import litert_latency  # benchmarks/pruning.py's: the files timed in turn in every round
+from tflite_export import export, predict
+
+SPARSITY = {"heads": 0.5, "channels": 0.5}
+FINE_TUNE_EPOCHS = 2
+TEXT_LENGTH = 24
+VOCABULARY = 4000
+
+
+def mnist(data_dir, quick):
+    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("mnist", data_dir, with_info=True)
+    if quick:
+        x_train, y_train, x_test, y_test = x_train[:800], y_train[:800], x_test[:200], y_test[:200]
+    pad = lambda x: np.pad(x, ((0, 0), (2, 2), (2, 2)))[..., None].astype("float32")  # noqa: E731
+    return (pad(x_train), y_train), (pad(x_test), y_test), info
+
+
+def snips(data_dir, quick):
+    ((x_train, y_train), (x_test, y_test)), info = keras_compact.datasets.load("snips", data_dir, with_info=True)
+    if quick:
+        x_train, y_train, x_test, y_test = x_train[:1500], y_train[:1500], x_test[:200], y_test[:200]
+    vectorize = keras.layers.TextVectorization(VOCABULARY, output_sequence_length=TEXT_LENGTH)
+    vectorize.adapt(x_train.astype(str))
+    ids = lambda x: keras.ops.convert_to_numpy(vectorize(x.astype(str))).astype("int32")  # noqa: E731
+    return (ids(x_train), y_train), (ids(x_test), y_test), info
+
+
+class AddPosition(keras.layers.Layer):
+    """A learned vector per position, added to the tokens."""
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=input_shape[1:], initializer=keras.initializers.RandomNormal(0, 0.02))
+
+    def call(self, x):
+        return x + self.positions
+
+
+def block(x, heads, width, hidden, name):
+    y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm_1")(x)
+    y = keras.layers.MultiHeadAttention(heads, width // heads, name=f"{name}_attention")(y, y)
+    x = keras.layers.Add(name=f"{name}_residual_1")([x, y])
+    y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm_2")(x)
+    y = keras.layers.Dense(hidden, activation="gelu", name=f"{name}_mlp_in")(y)
+    y = keras.layers.Dense(width, name=f"{name}_mlp_out")(y)
+    return keras.layers.Add(name=f"{name}_residual_2")([x, y])
+
+
+def vit(blocks=4, heads=4, width=64, hidden=128):
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(width, 4, strides=4, name="patches")(inputs)
+    x = AddPosition(name="positions")(keras.layers.Reshape((64, width))(x))
+    for index in range(blocks):
+        x = block(x, heads, width, hidden, f"block_{index}")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(epsilon=1e-6)(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="classes")(x), name="vit")
+
+
+def text_transformer(classes, blocks=2, heads=4, width=64, hidden=128):
+    inputs = keras.Input((TEXT_LENGTH,), dtype="int32")
+    x = AddPosition(name="positions")(keras.layers.Embedding(VOCABULARY, width, name="embed")(inputs))
+    for index in range(blocks):
+        x = block(x, heads, width, hidden, f"block_{index}")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(epsilon=1e-6)(x))
+    return keras.Model(inputs, keras.layers.Dense(classes, name="classes")(x), name="text_transformer")
+
+
+def lstm(classes, width=64, units=64):
+    return keras.Sequential([
+        keras.Input((TEXT_LENGTH,), dtype="int32"),
+        keras.layers.Embedding(VOCABULARY, width, name="embed"),
+        keras.layers.LSTM(units, name="lstm"),
+        keras.layers.Dense(classes, name="classes"),
+    ], name="lstm")
+
+
+def unet(classes=11, widths=(16, 32, 64)):
+    inputs = keras.Input((32, 32, 1))
+    x, skips = inputs, []
+    for index, width in enumerate(widths[:-1]):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"down_{index}_a")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"down_{index}_b")(x)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(widths[-1], 3, padding="same", activation="relu", name="bottom")(x)
+    for index, width in reversed(list(enumerate(widths[:-1]))):
+        x = keras.layers.Conv2DTranspose(width, 2, strides=2, activation="relu", name=f"up_{index}")(x)
+        x = keras.layers.Concatenate()([x, skips[index]])
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"up_{index}_conv")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(classes, 1, name="pixels")(x), name="unet")
+
+
+def segmentation(x, y):
+    """Each digit's ink (pixels above 0.5) labelled with its class, the background class 10."""
+    return np.where(x[..., 0] > 0.5, y[:, None, None], 10).astype("int32")
+
+
+def compiled(model, learning_rate=1e-3):
+    model.compile(keras.optimizers.AdamW(learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def scores(outputs, y, segmenting):
+    """Accuracy (per pixel for the U-Net) and, segmenting, mean IoU over the classes present."""
+    predicted = np.asarray(outputs).argmax(-1)
+    found = {"accuracy": float(np.mean(predicted == y))}
+    if segmenting:
+        ious = []
+        for cls in np.unique(y):
+            union = np.sum((predicted == cls) | (y == cls))
+            ious.append(np.sum((predicted == cls) & (y == cls)) / union)
+        found["mean_iou"] = float(np.mean(ious))
+    return found
+
+
+def run(name, make, train, test, epochs, batch, segmenting=False, learning_rate=1e-3, sparsity=SPARSITY):
+    print(name, "training", flush=True)
+    keras.utils.set_random_seed(0)
+    model = compiled(make(), learning_rate)
+    model.fit(*train, epochs=epochs, batch_size=batch, verbose=2)
+    x_test, y_test = test
+    rows = {"float": scores(model.predict(x_test, verbose=0), y_test, segmenting)}
+    report = prune(model, sparsity, granularity="channel")
+    pruned = compiled(report.model, learning_rate / 3)
+    rows["pruned, one shot"] = scores(pruned.predict(x_test, verbose=0), y_test, segmenting)
+    pruned.fit(*train, epochs=FINE_TUNE_EPOCHS, batch_size=batch, verbose=2)
+    small = shrink(pruned)
+    rows[f"pruned, {FINE_TUNE_EPOCHS}-epoch fine-tune"] = scores(small.predict(x_test, verbose=0), y_test, segmenting)
+    result = {"rows": rows, "groups": [(g.producers, g.size, g.pruned) for g in report.groups],
+              "macs": (macs(model), macs(small))}
+    folder = pathlib.Path(tempfile.mkdtemp())
+    files = {"float": folder / "float.tflite", "pruned": folder / "pruned.tflite"}
+    representative = train[0][:200]
+    export(model, files["float"], verify_with=x_test[:50])
+    export(small, files["pruned"], verify_with=x_test[:50])
+    result["latency"] = litert_latency(files, x_test[0], rounds=3, runs=50)
+    int8 = {}
+    for label, source in (("float", model), ("pruned", small)):
+        path = folder / f"{label}_int8.tflite"
+        report_int8 = export(source, path, quantization="int8", representative_data=representative,
+                             verify_with=x_test[:200])
+        outputs = predict(path, x_test)
+        int8[label] = {**scores(outputs, y_test, segmenting), "bytes": report_int8.bytes,
+                       "agreement": report_int8.top1_agreement}
+    result["int8"] = int8
+    try:
+        qat = compiled(quantize_aware(small), learning_rate / 3)
+    except ValueError as error:  # the types it names, once each
+        result["qat"] = ", ".join(dict.fromkeys(re.findall(r"(\w+) '[^']+' has weights", str(error))))
+    else:
+        qat.fit(*train, epochs=FINE_TUNE_EPOCHS, batch_size=batch, verbose=2)
+        path = folder / "qat_int8.tflite"
+        report_qat = export(qat, path, quantization="int8", verify_with=x_test[:200])
+        result["qat"] = {**scores(predict(path, x_test), y_test, segmenting), "bytes": report_qat.bytes,
+                         "float": scores(qat.predict(x_test, verbose=0), y_test, segmenting)}
+    print(name, result, flush=True)
+    return result
+
+
+def main():
+    args = common.parser(__doc__, "a few hundred examples, one epoch: checks the script runs").parse_args()
+    quick = args.quick
+    (x, y), (x_test, y_test), _ = mnist(args.data_dir, quick)
+    (t, ty), (t_test, ty_test), info = snips(args.data_dir, quick)
+    classes = len(info["classes"])
+    epochs = (lambda full: 1 if quick else full)
+    results = {
+        "ViT on MNIST": run("vit", vit, (x, y), (x_test, y_test), epochs(20), 64),
+        "text transformer on SNIPS": run("text transformer", lambda: text_transformer(classes), (t, ty),
+                                         (t_test, ty_test), epochs(8), 64),
+        "LSTM on SNIPS": run("lstm", lambda: lstm(classes), (t, ty), (t_test, ty_test), epochs(8), 64,
+                             sparsity=0.5),
+        "U-Net segmenting MNIST": run("unet", unet, (x, segmentation(x, y)), (x_test, segmentation(x_test, y_test)),
+                                      epochs(6), 32, segmenting=True, sparsity=0.5),
+    }
+    write_results("sequence_and_dense_quick" if quick else "sequence_and_dense", results, quick)
+
+
+def metric(found):
+    text = reporting.percent(found["accuracy"])
+    return text + (f" (mIoU {reporting.percent(found['mean_iou'])})" if "mean_iou" in found else "")
+
+
+def write_results(stem, results, quick):
+    lines = reporting.heading("Transformers, recurrent networks and a U-Net: heads, units and channels pruned",
+                              "sequence_and_dense.py", quick)
+    lines += [f"Pruned with `prune(model, {SPARSITY}, granularity=\"channel\")` (the transformers; the LSTM and "
+              "the U-Net with `0.5`), then `shrink`; the fine-tune is "
+              f"{FINE_TUNE_EPOCHS} epochs at a third of the learning rate. MACs by `keras_compact.pruning.macs`; "
+              "latency of the float files in LiteRT (XNNPack, one example, median of 3 rounds of 50 invokes, timed "
+              "in turn). int8: post-training quantization with 200 training examples as representative data; "
+              "agreement is `export`'s on 200 test examples.", ""]
+    rows = []
+    for name, result in results.items():
+        before, after = result["macs"]
+        latency = result["latency"]
+        for label, found in result["rows"].items():
+            rows.append([name, label, metric(found),
+                         f"{after / before:.2f}x ({after:,} MACs)" if label != "float" else f"{before:,} MACs",
+                         f"{latency['pruned'] / latency['float']:.2f}x" if label != "float" else
+                         f"{latency['float']:.3f} ms"])
+    lines += ["## Accuracy, MACs, latency", ""]
+    lines += reporting.table(["network", "model", "test accuracy", "MACs", "LiteRT latency"], rows)
+    lines += ["", "## What was removed", ""]
+    lines += reporting.table(["network", "group (producers)", "size", "pruned"], [
+        [name, ", ".join(producers), size, pruned] for name, result in results.items()
+        for producers, size, pruned in result["groups"]])
+    lines += ["", "## int8", ""]
+    rows = []
+    for name, result in results.items():
+        for label, found in result["int8"].items():
+            rows.append([name, f"post-training, {label}", metric(found), reporting.percent(found["agreement"]),
+                         f"{found['bytes']:,}"])
+        qat = result["qat"]
+        if isinstance(qat, str):
+            rows.append([name, "quantization-aware, pruned", f"refused ({qat})", "", ""])
+        else:
+            rows.append([name, "quantization-aware, pruned", f"{metric(qat)} (its float model {metric(qat['float'])})",
+                         "", f"{qat['bytes']:,}"])
+    lines += reporting.table(["network", "file", "test accuracy", "agreement", "bytes"], rows)
+    vit = results["ViT on MNIST"]
+    ratio = vit["macs"][1] / vit["macs"][0]
+    drop = vit["rows"]["float"]["accuracy"] - vit["rows"][f"pruned, {FINE_TUNE_EPOCHS}-epoch fine-tune"]["accuracy"]
+    lines += ["", "## Targets", "",
+              f"- The ViT with half its heads and MLP at most 0.6x the MACs: {ratio:.2f}x, {reporting.verdict(ratio <= 0.6)}.",
+              f"- ... and within 1 point of unpruned after the fine-tune: {100 * drop:+.2f} points lost, "
+              f"{reporting.verdict(drop <= 0.01)}."]
+    for name, result in results.items():
+        if not isinstance(result["qat"], str):
+            key = "mean_iou" if "mean_iou" in result["qat"] else "accuracy"
+            gap = result["qat"]["float"][key] - result["qat"][key]
+            lines.append(f"- {name}: the QAT int8 file within 1 point of its float model ({key}): "
+                         f"{100 * gap:+.2f} points, {reporting.verdict(gap <= 0.01)}.")
+    lstm_int8 = results["LSTM on SNIPS"]["int8"]["pruned"]
+    lstm_float = results["LSTM on SNIPS"]["rows"][f"pruned, {FINE_TUNE_EPOCHS}-epoch fine-tune"]["accuracy"]
+    lines.append(f"- The recurrent classifier's int8 file written and within 1 point: "
+                 f"{100 * (lstm_float - lstm_int8['accuracy']):+.2f} points, "
+                 f"{reporting.verdict(lstm_float - lstm_int8['accuracy'] <= 0.01)}.")
+    reporting.write(stem, lines, end="\n")
+    plot(stem, results)
+
+
+def plot(stem, results):
+    plt = reporting.pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, result in results.items():
+        before, after = result["macs"]
+        accuracies = [found["accuracy"] for found in result["rows"].values()]
+        axis.plot([1.0, after / before, after / before], accuracies, marker="o", label=name)
+    axis.set_xlabel("MACs (fraction of unpruned)")
+    axis.set_ylabel("test accuracy (per pixel for the U-Net)")
+    axis.set_title("float -> half pruned, one shot -> after a 2-epoch fine-tune")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    reporting.save(figure, stem)
+
+
+if __name__ == "__main__":
+    main()
