@@ -21,7 +21,7 @@ from keras_compact._layer_kinds import (
 )
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import (
-    FIXED_RANGES, WEIGHT_MODES, QuantizeAware, quantized_weights, weight_mode,
+    FIXED_RANGES, WEIGHT_MODES, QuantizeAware, quantized_weights,
 )
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, TargetedDropout

@@ -230,3 +230,16 @@ def test_bad_sparsities_name_what_is_accepted():
         prune(_lstm_by_add(), {"heads": 0.5}, granularity="channel")
     with pytest.raises(ValueError, match="by channel only. Received: granularity='weight'"):
         PruningMask(keras.layers.LSTM(3))
+
+
+@pytest.mark.tensorflow_backend("exports in this process; export from JAX is tested in test_backends.py")
+def test_pruned_and_shrunk_sequence_models_export_and_agree_in_litert(tmp_path, rng):
+    from tflite_export import export
+
+    x = _ids(rng, 8)
+    transformer = shrink(prune(_transformer(), {"heads": 0.5, "channels": 0.5}, granularity="channel").model)
+    report = export(transformer, tmp_path / "transformer.tflite", verify_with=x)
+    assert report.builtin_only and report.top1_agreement == 1.0 and report.operators["BATCH_MATMUL"] == 2
+    masked = prune(_lstm_by_add(), 0.5, granularity="channel").model  # the wrappers are stripped on export
+    report = export(masked, tmp_path / "lstm.tflite", verify_with=x)
+    assert report.builtin_only and report.top1_agreement == 1.0
