@@ -89,6 +89,11 @@ def attention_projections(layer):
     return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense
 
 
+def attention_dropout(layer):
+    """The `Dropout` a `MultiHeadAttention` applies to its attention probabilities."""
+    return layer._dropout_layer
+
+
 def outputs_struct(model):
     """The structure (a list, a dict) a functional model's outputs were given as, or None."""
     return getattr(model, "_outputs_struct", None)

@@ -64,8 +64,10 @@ def quantize_aware(model, ema_decay=0.999):
     DEPTHWISE_CONV_2D and CONV_2D with the tensor between them quantized too, a
     transposed convolution with its activation after it (TRANSPOSE_CONV fuses
     none), a `LayerNormalization` as the file's MEAN, SUB, MUL, RSQRT, ...
-    with every tensor between them and its gamma and beta rounded, an
-    `Embedding`'s table to the asymmetric int8 grid its
+    with every tensor between them and its gamma and beta rounded, a
+    `MultiHeadAttention` (without masks) as its FULLY_CONNECTED projections,
+    MUL, BATCH_MATMUL, SOFTMAX and BATCH_MATMUL with every tensor between
+    them rounded, an `Embedding`'s table to the asymmetric int8 grid its
     GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -169,7 +171,7 @@ def _plans(model):
             # them quantize what they read, as they would a model input.
             inputs.update(id(tensor) for tensor in node.outputs)
             continue
-        problem = _unsupported(layer)
+        problem = _unsupported(layer) or _unsupported_call(layer, node)
         if problem:
             refused.append(problem)
             continue
@@ -183,8 +185,8 @@ def _plans(model):
             f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
-            "Embedding, QRNN, BatchNormalization, Normalization and LayerNormalization; layers without weights are "
-            "all taken."
+            "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization and MultiHeadAttention "
+            "(without masks); layers without weights are all taken."
         )
     return plans
 
@@ -205,6 +207,25 @@ def _unsupported(layer):
     if not layer.weights or quantized_weights(layer) or isinstance(layer, _NO_KERNEL):
         return None
     return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
+
+
+def _unsupported_call(layer, node):
+    """Why this call of `layer` cannot be quantization-aware (an attention layer's masks), or None."""
+    target = getattr(layer, "target", layer)
+    if not isinstance(target, keras.layers.MultiHeadAttention):
+        return None
+    described = f"MultiHeadAttention {target.name!r}"
+    kwargs = node.arguments.kwargs
+    if len(node.outputs) > 1:
+        return f"{described} returns its attention scores"
+    if kwargs.get("attention_mask") is not None or kwargs.get("use_causal_mask"):
+        return f"{described} is called with an attention_mask or use_causal_mask (masked attention is not covered yet)"
+    tensors = node.arguments.keras_tensors
+    if any(_keras_private.keras_mask(tensor) is not None for tensor in tensors):
+        return f"{described} reads a padding mask (mask_zero=True; masked attention is not covered yet)"
+    if len(tensors[0].shape) != 3 or target.get_config()["attention_axes"] not in (None, [1], (1,), 1):
+        return f"{described} attends over axes other than a sequence's (only [batch, sequence, features] inputs)"
+    return None
 
 
 def _last_axis(layer):

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRIVATE = ("keras.src", "_flatten_layers", "_nodes_by_depth", "_run_through_graph", "_call_has_training_arg",
            "_call_has_mask_arg", "_keras_history", "_inputs_struct", "_outputs_struct", "_loss_tracker",
            "_compile_metrics", "_query_dense", "_key_dense", "_value_dense", "_output_dense",
-           "_aggregate_additional_loss", '"_outputs"', "_maybe_build", "get_keras_mask", "_call_signature", "_call_context_args")
+           "_aggregate_additional_loss", '"_outputs"', "_maybe_build", "get_keras_mask", "_dropout_layer", "_call_signature", "_call_context_args")
 
 
 def _model():
@@ -95,6 +95,8 @@ CHECKS = {
     "attention_projections": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(
         _built(keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)))]
     == [(6, 4, 4), (6, 2, 4), (6, 2, 4), (4, 4, 6)],
+    "attention_dropout": lambda: _keras_private.attention_dropout(
+        _built(keras.layers.MultiHeadAttention(2, 3, dropout=0.25))).rate == 0.25,
     "outputs_struct": lambda: sorted(_keras_private.outputs_struct(_dict_outputs())) == ["p", "q"],
     "graph_outputs": lambda: [t.name for t in _keras_private.graph_outputs(_model())] == [_model().outputs[0].name]
     or len(_keras_private.graph_outputs(_model())) == 1,

@@ -147,12 +147,14 @@ def _fold(kernel, bias, batch_norm, mode):
 
 
 def _range_values(wrapper):
-    names = ("input_range", "pre_activation_range", "output_range", "depthwise_range", "batches_seen")
-    return {name: keras.ops.convert_to_numpy(getattr(wrapper, name).value) for name in names
-            if hasattr(wrapper, name)}
+    """`{name: value}` of the wrapper's own variables (its learned ranges and step count), not its layer's."""
+    inner = {id(variable) for variable in wrapper.layer.weights}
+    return {variable.name: keras.ops.convert_to_numpy(variable.value) for variable in wrapper.weights
+            if id(variable) not in inner}
 
 
 def _set_ranges(built, values):
-    for name, value in values.items():
-        if hasattr(built, name):
-            getattr(built, name).assign(value)
+    inner = {id(variable) for variable in built.layer.weights}
+    for variable in built.weights:
+        if id(variable) not in inner and variable.name in values:
+            variable.assign(values[variable.name])

@@ -1,5 +1,7 @@
 """QuantizeAware: a layer computing what its int8 operator will, in float, for quantization-aware training."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -8,7 +10,7 @@ from keras_compact._checks import (
     ChecksCallInputs, bool_errors, check_rate, is_number, raise_errors, renamed_arguments,
 )
 from keras_compact.layers.qrnn import QRNN
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values, kernel_of
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values
 from keras_compact.ops.fake_quant import fake_quant
 
 # The fixed output ranges of the converter's int8 kernels (scale 1/256 or 1/128).
@@ -38,6 +40,9 @@ OUTPUTS = ("learned", None)
 # `scale` a MUL by gamma (its output then `center`'s ADD of beta, the layer's output).
 LAYER_NORM_STEPS = ("mean", "centered", "squared", "variance", "variance_epsilon", "inverse_deviation",
                     "normalized", "scaled")
+# A MultiHeadAttention as the converter writes it: FULLY_CONNECTED projections, MUL by 1/sqrt(key_dim),
+# BATCH_MATMUL, SOFTMAX (its fixed range), BATCH_MATMUL, the output FULLY_CONNECTED (the layer's output).
+ATTENTION_STEPS = ("query", "key", "value", "scaled_query", "scores", "context")
 # tfmot's MovingAverageQuantizer starts its ranges here; the first training batch replaces them.
 _INITIAL_RANGE = 6.0
 
@@ -65,6 +70,8 @@ def quantized_weights(layer):
         return [(layer.embeddings, "table")]
     if isinstance(layer, QRNN):
         return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
+    if isinstance(layer, keras.layers.MultiHeadAttention) and layer.built:  # four FULLY_CONNECTED kernels
+        return [(projection.kernel, "per_tensor") for projection in _keras_private.attention_projections(layer)]
     if isinstance(layer, keras.layers.LayerNormalization):  # constants of its MUL and ADD, asymmetric
         return [(variable, "table") for variable in (layer.gamma, layer.beta) if variable is not None]
     if isinstance(layer, SEPARABLE_LAYERS):  # the file's DEPTHWISE_CONV_2D and 1x1 CONV_2D
@@ -90,7 +97,7 @@ def quantized_kernel(kernel, mode):
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
+class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.layers.Wrapper):
     """A layer as its int8 operator computes it: weights and activations fake-quantized.
 
     In training and inference the wrapped layer's kernel is rounded to the
@@ -174,6 +181,21 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         """The layer whose kernel is quantized: the wrapped one, or the one in its `PruningMask`."""
         return getattr(self.layer, "target", self.layer)
 
+    def builds_from_arguments(self):
+        return isinstance(self.target, keras.layers.MultiHeadAttention)
+
+    def build_from_arguments(self, arguments):
+        """Builds an attention layer on the tensors of its first call (query, value, key), then the ranges."""
+        if not self.layer.built:
+            _keras_private.build_for_call(self.layer, [arguments["inputs"], *arguments.get("args", ())],
+                                          dict(arguments.get("kwargs", {})))
+        self.build()
+
+    def get_build_config(self):
+        if self.builds_from_arguments():  # built when the loaded model calls it, from the call's tensors
+            return None
+        return super().get_build_config()
+
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
@@ -187,6 +209,8 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             self.depthwise_range = self._range_weight("depthwise_range")
         if isinstance(self.target, keras.layers.LayerNormalization):
             self.layer_norm_ranges = [self._range_weight(f"{step}_range") for step in LAYER_NORM_STEPS]
+        if isinstance(self.target, keras.layers.MultiHeadAttention):
+            self.attention_ranges = [self._range_weight(f"{step}_range") for step in ATTENTION_STEPS]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -194,9 +218,12 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         initial = keras.initializers.Constant([-_INITIAL_RANGE, _INITIAL_RANGE])
         return self.add_weight(shape=(2,), initializer=initial, trainable=False, name=name)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
         x = self._quantize(inputs, self.input_range, training) if self.quantize_inputs else inputs
-        y = x if self._activation_only else self._call_layer(x, training, mask)
+        if self.builds_from_arguments():
+            y = self._attention(x, *args, training=training, **kwargs)
+        else:
+            y = x if self._activation_only else self._call_layer(x, training, mask)
         if self.activation is not None:
             if not self._activation_only:
                 y = self._quantize(y, self.pre_activation_range, training)
@@ -216,24 +243,58 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
         weights = quantized_weights(self.target)
         if not weights:
             return self.layer(x, **kwargs)
-        replacements = []
-        for variable, mode in weights:
-            value = variable.value
-            if self.layer is not self.target and variable is kernel_of(self.target):  # a PruningMask's zeros
-                value = value * self.layer.mask.value
-            replacements.append((variable, quantized_kernel(value, mode)))
+        masked = self._masked()
+        replacements = [(variable, quantized_kernel(masked.get(id(variable), variable.value), mode))
+                        for variable, mode in weights]
         if isinstance(self.target, SEPARABLE_LAYERS):
             return self._separable(x, [value for _, value in replacements], training)
         if isinstance(self.target, keras.layers.LayerNormalization):
             return self._layer_norm(x, {id(v): value for v, value in replacements}, training)
         return call_with_values(self.layer, replacements, x, **kwargs)
 
+    def _masked(self):
+        """`{id(variable): value}`: what a `PruningMask` around the layer computes with (its zeros applied)."""
+        if self.layer is self.target:
+            return {}
+        return {id(variable): value for variable, value in self.layer.masked_values()}
+
+    def _attention(self, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
+                   return_attention_scores=False, training=None, **unused):
+        """A MultiHeadAttention as its int8 operators compute it, every tensor between them quantized."""
+        layer = self.target
+        key = value if key is None else key
+        masks = [_keras_private.keras_mask(tensor) for tensor in (query, value, key)]
+        if attention_mask is not None or use_causal_mask or return_attention_scores or any(
+                mask is not None for mask in masks):
+            raise ValueError(
+                f"QuantizeAware rounds {layer.name!r}'s attention without masks; it was called with "
+                f"attention_mask={attention_mask is not None}, use_causal_mask={use_causal_mask}, "
+                f"return_attention_scores={return_attention_scores}, padding masks={any(m is not None for m in masks)}"
+            )
+        masked = self._masked()
+        ranges = iter(self.attention_ranges)
+        step = lambda value_: self._quantize(value_, next(ranges), training)  # noqa: E731
+
+        def project(dense, x):
+            pairs = [(dense.kernel, quantized_kernel(masked.get(id(dense.kernel), dense.kernel.value), "per_tensor"))]
+            if dense.bias is not None:
+                pairs.append((dense.bias, masked.get(id(dense.bias), dense.bias.value)))
+            return call_with_values(dense, pairs, x)
+
+        queries, keys, values, output = _keras_private.attention_projections(layer)
+        q, k, v = step(project(queries, query)), step(project(keys, key)), step(project(values, value))
+        q = step(q * (1.0 / math.sqrt(q.shape[-1])))
+        scores = step(ops.einsum("aecd,abcd->acbe", k, q))  # [batch, heads, query, key]
+        probabilities = fake_quant(ops.softmax(scores, axis=-1), *FIXED_RANGES["softmax"])
+        if layer.dropout > 0:
+            probabilities = _keras_private.attention_dropout(layer)(probabilities, training=training)
+        context = step(ops.einsum("acbe,aecd->abcd", probabilities, v))
+        return project(output, context)
+
     def _separable(self, x, kernels, training):
         """A separable convolution as the file's two operators: the depthwise one's output quantized too."""
         layer = self.target
-        bias = layer.bias
-        if bias is not None and self.layer is not layer and self.layer.bias_mask is not None:
-            bias = bias * self.layer.bias_mask.value
+        bias = self._masked().get(id(layer.bias), layer.bias) if layer.bias is not None else None
         y = ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
                                data_format=layer.data_format, dilation_rate=layer.dilation_rate)
         y = self._quantize(y, self.depthwise_range, training)
@@ -271,6 +332,11 @@ class QuantizeAware(ChecksCallInputs, keras.layers.Wrapper):
             value = weight.value
         low, high = quantization_range(value)
         return fake_quant(x, low, high)
+
+    def compute_output_spec(self, *args, **kwargs):
+        if self.builds_from_arguments():  # traced through `call`: the attention layer takes several tensors
+            return super(keras.layers.Layer, self).compute_output_spec(*args, **kwargs)
+        return super().compute_output_spec(*args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
