@@ -115,9 +115,11 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             `DepthwiseConv1D`/`2D` or `Conv1DTranspose`/`Conv2DTranspose`
             (alone or in a `keras_compact.pruning.PruningMask`, whose zeros
             stay zero) has its kernel quantized, a `SeparableConv1D`/`2D` both
-            kernels and the tensor between them, an `Embedding` its table and a
-            `QRNN` its gate convolutions (`quantized_weights`); any other layer
-            only its inputs and output.
+            kernels and the tensor between them, a `LayerNormalization` and a
+            `MultiHeadAttention` (called with its own arguments, without masks)
+            every tensor between their int8 operators, an `Embedding` its table
+            and a `QRNN` its gate convolutions (`quantized_weights`); any other
+            layer only its inputs and output.
         activation: an activation name computed after the layer, on its
             quantized output (`"sigmoid"`, `"softmax"`, `"tanh"`, `"silu"`,
             `"gelu"`, ...): the converter's own operator, which the layer's
