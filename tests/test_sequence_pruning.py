@@ -243,3 +243,15 @@ def test_pruned_and_shrunk_sequence_models_export_and_agree_in_litert(tmp_path, 
     masked = prune(_lstm_by_add(), 0.5, granularity="channel").model  # the wrappers are stripped on export
     report = export(masked, tmp_path / "lstm.tflite", verify_with=x)
     assert report.builtin_only and report.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("wrap", ["prunable", "targeted"])
+def test_wrappers_pass_an_embeddings_padding_mask_on_to_the_recurrent_layer(wrap, rng):
+    from keras_compact.pruning import targeted
+
+    model = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, 8, mask_zero=True),
+                              keras.layers.Dense(8, name="hidden"), keras.layers.LSTM(4), keras.layers.Dense(3, name="out")])
+    wrapped = prunable(model, layers=["hidden"]) if wrap == "prunable" else targeted(model, 0.5, 0.5, layers=["hidden"])
+    assert type(wrapped.layers[1]).__name__ == ("PruningMask" if wrap == "prunable" else "TargetedDropout")
+    x = _ids(rng)
+    np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
