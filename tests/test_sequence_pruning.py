@@ -6,6 +6,8 @@ The models are what users bring: a transformer block (`MultiHeadAttention` over 
 `.add()`. Each pruned model is shrunk and must compute what the masked model computes.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -245,13 +247,35 @@ def test_pruned_and_shrunk_sequence_models_export_and_agree_in_litert(tmp_path, 
     assert report.builtin_only and report.top1_agreement == 1.0
 
 
-@pytest.mark.parametrize("wrap", ["prunable", "targeted"])
+@pytest.mark.parametrize("wrap", ["prunable", "targeted", "PruningMask by hand", "TargetedDropout by hand"])
 def test_wrappers_pass_an_embeddings_padding_mask_on_to_the_recurrent_layer(wrap, rng):
-    from keras_compact.pruning import targeted
+    def text_model(hidden):
+        return keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, 8, mask_zero=True),
+                                 hidden, keras.layers.LSTM(4), keras.layers.Dense(3, name="out")])
 
-    model = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, 8, mask_zero=True),
-                              keras.layers.Dense(8, name="hidden"), keras.layers.LSTM(4), keras.layers.Dense(3, name="out")])
-    wrapped = prunable(model, layers=["hidden"]) if wrap == "prunable" else targeted(model, 0.5, 0.5, layers=["hidden"])
-    assert type(wrapped.layers[1]).__name__ == ("PruningMask" if wrap == "prunable" else "TargetedDropout")
+    model = text_model(keras.layers.Dense(8, name="hidden"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped = _wrapped(wrap, model, text_model)
+    # Keras warns that a wrapper "will destroy the mask information" unless it says it supports masking.
+    assert not [w for w in caught if "destroy the mask" in str(w.message)]
     x = _ids(rng)
     np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def _wrapped(wrap, model, text_model):
+    from keras_compact import TargetedDropout
+    from keras_compact.pruning import targeted
+
+    if wrap == "prunable":
+        wrapped = prunable(model, layers=["hidden"])
+    elif wrap == "targeted":
+        wrapped = targeted(model, 0.5, 0.5, layers=["hidden"])
+    else:  # built by hand with .add(): no clone carries the mask to the LSTM for it
+        dense = keras.layers.Dense(8, name="hidden")
+        wrapper = PruningMask(dense) if wrap.startswith("PruningMask") else TargetedDropout(dense, 0.5, 0.5)
+        wrapped = text_model(wrapper)
+        wrapped.layers[1].layer.set_weights(model.layers[1].get_weights())
+        for index in (0, 2, 3):
+            wrapped.layers[index].set_weights(model.layers[index].get_weights())
+    return wrapped

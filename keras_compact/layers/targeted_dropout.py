@@ -160,6 +160,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         errors += positive_int_errors(refresh_steps=refresh_steps)
         raise_errors(errors)
         super().__init__(layer, **kwargs)
+        self.supports_masking = bool(getattr(layer, "supports_masking", False))  # a padding mask passes, as unwrapped
         self.granularity = granularity
         self.seed = None if seed is None else int(seed)
         self.refresh_steps = int(refresh_steps)
@@ -299,6 +300,9 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
 
     def get_config(self):
         config = super().get_config()

@@ -84,6 +84,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
             check_supported(layer.layer if isinstance(layer, TargetedDropout) else layer)
         super().__init__(layer, **kwargs)
         self.granularity = granularity
+        self.supports_masking = bool(getattr(layer, "supports_masking", False))  # a padding mask passes, as unwrapped
 
     @property
     def target(self):
