@@ -10,6 +10,7 @@ on the installed Keras, naming the one that changed, and that no other module
 reaches past this one).
 """
 
+import keras
 from keras.src.models.functional import Functional  # noqa: F401 - the class of functional models
 
 
@@ -69,6 +70,26 @@ def keras_mask(tensor):
     from keras.src.backend.common.masking import get_keras_mask
 
     return get_keras_mask(tensor)
+
+
+def with_masks(layer, args, kwargs):
+    """`kwargs` plus the padding masks Keras's `Layer.__call__` would give `layer.call` for `args`/`kwargs`
+    (its step 6): `mask` for a layer of one tensor argument, `<name>_mask` for each tensor argument `<name>`
+    of one that takes several (a `MultiHeadAttention`'s `query_mask`, `value_mask`, `key_mask`). For a
+    wrapper, whose own `__call__` filled in its own arguments only."""
+    from keras.src.layers.layer import CallSpec
+
+    spec = CallSpec(layer._call_signature, layer._call_context_args, list(args), dict(kwargs))
+    filled = dict(kwargs)
+    tensors = spec.tensor_arguments_dict
+    if len(tensors) == 1:
+        if "mask" in spec.argument_names and spec.arguments_dict.get("mask") is None:
+            filled["mask"] = keras.tree.map_structure(keras_mask, next(iter(tensors.values())))
+    else:
+        for name, value in tensors.items():
+            if f"{name}_mask" in spec.argument_names and spec.arguments_dict.get(f"{name}_mask") is None:
+                filled[f"{name}_mask"] = keras.tree.map_structure(keras_mask, value)
+    return filled
 
 
 def keras_history(tensor):

@@ -90,6 +90,9 @@ CHECKS = {
     == [(6, 2, 4), (3, 2, 4), (3, 2, 4), (2, 4, 6)],
     "keras_mask": lambda: _keras_private.keras_mask(keras.layers.Embedding(3, 2, mask_zero=True)(
         keras.Input((4,), dtype="int32"))) is not None and _keras_private.keras_mask(keras.Input((4,))) is None,
+    "with_masks": lambda: sorted(_keras_private.with_masks(
+        keras.layers.MultiHeadAttention(2, 2), [keras.layers.Embedding(3, 2, mask_zero=True)(keras.Input((4,), dtype="int32"))] * 2,
+        {})) == ["query_mask", "value_mask"],
     "keras_history": lambda: _keras_private.keras_history(_model().outputs[0]).operation.name == "out",
     "inputs_struct": lambda: sorted(_keras_private.inputs_struct(_model())) == ["a", "b"],
     "attention_projections": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(

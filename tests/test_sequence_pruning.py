@@ -108,6 +108,21 @@ def test_cross_attention_between_two_inputs(value_dim, rng):
     _same(report.model, small, x)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["padding_mask", "padding_and_causal_masks"])
+def test_attention_over_padded_ids_shrinks_to_what_the_masked_model_computes(causal, rng):
+    # The wrapper gives the attention layer the query and value padding masks Keras gives it unwrapped
+    # (without them the keys at the padding are attended to: the masked model differed by 0.1).
+    ids = keras.Input((LENGTH,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB, 16, mask_zero=True)(ids)
+    attended = keras.layers.MultiHeadAttention(4, 4, name="attention")(x, x, use_causal_mask=causal)
+    x = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
+    model = keras.Model(ids, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x)))
+    report = prune(model, {"heads": 0.5}, granularity="channel")
+    small = shrink(report.model)
+    assert small.get_layer("attention").num_heads == 2
+    _same(report.model, small, _ids(rng))
+
+
 def _lstm_by_add():
     model = keras.Sequential(name="by_add")
     model.add(keras.Input((LENGTH,), dtype="int32"))

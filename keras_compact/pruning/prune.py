@@ -161,8 +161,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
     def call(self, inputs, *args, training=None, **kwargs):
         if _keras_private.call_has_training_arg(self.layer):
             kwargs["training"] = training
-        if "mask" not in kwargs and _keras_private.call_has_mask_arg(self.layer):
-            kwargs["mask"] = _keras_private.keras_mask(inputs)  # what Keras gives the layer unwrapped
+        kwargs = _keras_private.with_masks(self.layer, (inputs, *args), kwargs)  # as Keras gives it unwrapped
         return call_with_values(self.layer, self.masked_values(), inputs, *args, **kwargs)
 
     def compute_mask(self, inputs, previous_mask=None):
