@@ -471,6 +471,15 @@ def test_conv1d_model_exports_from_quantization_aware_training(tmp_path, rng):
     assert report.max_abs_diff <= STEP + 1e-6
 
 
+def _fully_int8_file(qat, x, path):
+    """The int8 file of `qat` once one training batch of `x` has set its ranges: asserted fully int8
+    (one QUANTIZE in, one DEQUANTIZE out), verified on `x`; its `ExportReport`."""
+    qat(x, training=True)
+    report = export(qat, path, quantization="int8", verify_with=x)
+    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    return report
+
+
 def _dense_prediction_layers():
     pruned = lambda model: prune(model, 0.5, granularity="unit", layers=[model.layers[0].name]).model  # noqa: E731
     return {
@@ -495,9 +504,7 @@ def test_transposed_separable_and_depthwise_1d_layers_train_as_their_int8_file_c
                               keras.layers.Dense(3, activation="softmax")])
     qat = quantize_aware(prepare(model) if prepare else model)
     x = rng.normal(size=(64, *shape)).astype("float32")
-    qat(x, training=True)
-    report = export(qat, tmp_path / f"{name}.tflite", quantization="int8", verify_with=x)
-    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    report = _fully_int8_file(qat, x, tmp_path / f"{name}.tflite")
     assert report.max_abs_diff <= STEP + 1e-6
 
 
@@ -525,11 +532,8 @@ def test_layer_normalization_trains_as_its_int8_operators_compute_it(tmp_path):
                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
     model.get_layer("norm").gamma.assign(rng.uniform(0.5, 1.5, 8))
     model.get_layer("norm").beta.assign(rng.uniform(-0.3, 0.3, 8))
-    qat = quantize_aware(model)
-    x = rng.normal(size=(64, 6, 8)).astype("float32")
-    qat(x, training=True)
-    report = export(qat, tmp_path / "layer_norm.tflite", quantization="int8", verify_with=x)
-    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    report = _fully_int8_file(quantize_aware(model), rng.normal(size=(64, 6, 8)).astype("float32"),
+                              tmp_path / "layer_norm.tflite")
     assert report.operators["RSQRT"] == 1 and report.operators["MEAN"] == 2
     assert report.max_abs_diff <= 2 * STEP + 1e-6
     assert report.top1_agreement == 1.0
@@ -553,11 +557,8 @@ def test_attention_trains_as_its_int8_operators_compute_it(prune_heads, tmp_path
     # 3-step one.
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    qat = quantize_aware(_attention_model(prune_heads))
-    x = rng.normal(size=(64, 6, 8)).astype("float32")
-    qat(x, training=True)
-    report = export(qat, tmp_path / "attention.tflite", quantization="int8", verify_with=x)
-    assert report.operators["QUANTIZE"] == 1 and report.operators["DEQUANTIZE"] == 1, report.operators
+    report = _fully_int8_file(quantize_aware(_attention_model(prune_heads)),
+                              rng.normal(size=(64, 6, 8)).astype("float32"), tmp_path / "attention.tflite")
     assert report.operators["BATCH_MATMUL"] == 2 and report.operators["SOFTMAX"] == 2
     assert report.max_abs_diff <= 3 * STEP + 1e-6
     assert report.top1_agreement == 1.0
