@@ -46,16 +46,32 @@ def call_has_mask_arg(layer):
 
 
 class BuildsFromArguments:
-    """Mixin for a layer that must see its first call's arguments, not only their shapes, to build (a
-    wrapper of a layer called on several tensors, such as `MultiHeadAttention`): where
-    `builds_from_arguments()` is true, `build_from_arguments(arguments)` gets `{call argument name:
-    value}` in place of Keras's `build(input_shape)` (`Layer._maybe_build`)."""
+    """Mixin for a wrapper whose layer must see its first call's arguments, not only their shapes, to build
+    (a layer called on several tensors, such as `MultiHeadAttention`). Where `builds_from_arguments()` is
+    true: `build_from_arguments(arguments)` gets `{call argument name: value}` in place of Keras's
+    `build(input_shape)` (`Layer._maybe_build`), builds the wrapped layer as its call would and then the
+    wrapper's own `build()`; the output is traced through `call`; and the saved model keeps no build config
+    (the loaded model builds it when it calls it)."""
 
     def _maybe_build(self, call_spec):
         if not self.built and self.builds_from_arguments():
             self.build_from_arguments(dict(call_spec.arguments_dict))
             return
         super()._maybe_build(call_spec)
+
+    def build_from_arguments(self, arguments):
+        if not self.layer.built:
+            build_for_call(self.layer, [arguments["inputs"], *arguments.get("args", ())],
+                           dict(arguments.get("kwargs", {})))
+        self.build()
+
+    def get_build_config(self):
+        return None if self.builds_from_arguments() else super().get_build_config()
+
+    def compute_output_spec(self, *args, **kwargs):
+        if self.builds_from_arguments():  # Operation's: `call` traced on the tensors, whatever their number
+            return super(keras.layers.Layer, self).compute_output_spec(*args, **kwargs)
+        return super().compute_output_spec(*args, **kwargs)
 
 
 def build_for_call(layer, args, kwargs):

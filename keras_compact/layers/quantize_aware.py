@@ -186,18 +186,6 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
     def builds_from_arguments(self):
         return isinstance(self.target, keras.layers.MultiHeadAttention)
 
-    def build_from_arguments(self, arguments):
-        """Builds an attention layer on the tensors of its first call (query, value, key), then the ranges."""
-        if not self.layer.built:
-            _keras_private.build_for_call(self.layer, [arguments["inputs"], *arguments.get("args", ())],
-                                          dict(arguments.get("kwargs", {})))
-        self.build()
-
-    def get_build_config(self):
-        if self.builds_from_arguments():  # built when the loaded model calls it, from the call's tensors
-            return None
-        return super().get_build_config()
-
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
@@ -334,11 +322,6 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             value = weight.value
         low, high = quantization_range(value)
         return fake_quant(x, low, high)
-
-    def compute_output_spec(self, *args, **kwargs):
-        if self.builds_from_arguments():  # traced through `call`: the attention layer takes several tensors
-            return super(keras.layers.Layer, self).compute_output_spec(*args, **kwargs)
-        return super().compute_output_spec(*args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -94,18 +94,6 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
     def builds_from_arguments(self):
         return isinstance(self.target, MASKED_BY_CHANNEL)
 
-    def build_from_arguments(self, arguments):
-        """Builds the wrapped layer on the tensors of its first call (attention takes several), then the masks."""
-        if not self.layer.built:
-            kwargs = dict(arguments.get("kwargs", {}))
-            _keras_private.build_for_call(self.layer, [arguments["inputs"], *arguments.get("args", ())], kwargs)
-        self.build()
-
-    def get_build_config(self):
-        if self.builds_from_arguments():  # built when the loaded model calls it, from the call's tensors
-            return None
-        return super().get_build_config()
-
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
@@ -166,11 +154,6 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
 
     def compute_mask(self, inputs, previous_mask=None):
         return self.layer.compute_mask(inputs, previous_mask)  # an Embedding's padding mask, as unwrapped
-
-    def compute_output_spec(self, *args, **kwargs):
-        if self.builds_from_arguments():  # traced through `call`: the wrapped layer takes several tensors
-            return super(keras.layers.Layer, self).compute_output_spec(*args, **kwargs)
-        return super().compute_output_spec(*args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
