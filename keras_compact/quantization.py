@@ -14,34 +14,18 @@ import dataclasses
 
 import keras
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._checks import check_rate
-from keras_compact._layer_kinds import (
-    AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING, PADDING_AND_CROPPING, SPATIAL_DROPOUT,
-)
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import (
-    FIXED_RANGES, WEIGHT_MODES, QuantizeAware, quantized_weights,
+    FIXED_RANGES, QuantizeAware, quantized_weights,
 )
 from keras_compact.layers.projection_layer import ProjectionLayer
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, TargetedDropout
+from keras_compact.layers.targeted_dropout import TargetedDropout
 from keras_compact.pruning.prune import PruningMask
 
 # Activations the converter fuses into the operator before them.
 FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
-# Layers whose output keeps its input's scale in the file: no range of their own.
-KEEP_SCALE = (
-    (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute, keras.layers.RepeatVector)
-    + MAX_POOLING + AVERAGE_POOLING + GLOBAL_MAX_POOLING + PADDING_AND_CROPPING + SPATIAL_DROPOUT
-    + IDENTITY_AT_INFERENCE
-)
-KERNEL_LAYERS = tuple(cls for cls, _ in WEIGHT_MODES)
-# Their TRANSPOSE_CONV writes its own RELU and its batch norm as MUL and ADD: nothing fused.
-_UNFUSED = TRANSPOSED_LAYERS
-# Layers with weights but no kernel: elementwise, quantized after.
-_NO_KERNEL = (keras.layers.BatchNormalization, keras.layers.Normalization)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """What one layer's wrapper quantizes."""
@@ -186,7 +170,8 @@ def _plans(model):
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
             "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization and MultiHeadAttention "
-            "(without masks); layers without weights are all taken."
+            "(without masks), and layers given quantize= by keras_compact.register_layer; layers without weights are "
+            "all taken."
         )
     return plans
 
@@ -204,7 +189,8 @@ def _unsupported(layer):
         return f"LayerNormalization {layer.name!r} uses rms_scaling (taken: without it)"
     if isinstance(layer, keras.layers.LayerNormalization) and not _last_axis(layer):
         return f"LayerNormalization {layer.name!r} normalises axis {layer.axis} (taken: the last axis alone)"
-    if not layer.weights or quantized_weights(layer) or isinstance(layer, _NO_KERNEL):
+    entry = layer_types.lookup(layer)
+    if not layer.weights or entry.kernel_mode is not None or entry.quantized is not None:
         return None
     return f"{type(layer).__name__} {layer.name!r} has weights this scheme does not quantize"
 
@@ -248,7 +234,7 @@ def _plan(layer, node, readers, inputs, outputs):
         return _Plan(activation, FIXED_RANGES.get(activation, "learned"), quantize_inputs)
     if isinstance(target, keras.layers.Softmax):
         return _Plan(None, FIXED_RANGES["softmax"], quantize_inputs)
-    if isinstance(target, KEEP_SCALE + (keras.layers.Embedding,)) or _fused_into_next(target, node, readers, outputs):
+    if layer_types.lookup(target).keeps_scale or _fused_into_next(target, node, readers, outputs):
         return _Plan(None, None, quantize_inputs)
     return _Plan(None, "learned", quantize_inputs)
 
@@ -263,26 +249,27 @@ def _activation_name(layer):
 
 def _split_activation(layer):
     """The activation to compute after `layer`'s quantized output, or None (fused or absent)."""
-    if not isinstance(layer, KERNEL_LAYERS + SEPARABLE_LAYERS + (keras.layers.Activation,)):
+    entry = layer_types.lookup(layer)
+    if not entry.splits_activation:
         return None
     name = _activation_name(layer)
-    if name is None or name == "linear" or (name in FUSED_ACTIVATIONS and not isinstance(layer, _UNFUSED)):
+    if name is None or name == "linear" or (name in FUSED_ACTIVATIONS and "own_activation" in entry.fuses):
         return None
     return name
 
 
 def _fused_into_next(layer, node, readers, outputs):
     """Whether the converter fuses `layer`'s output into the one operator that reads it."""
-    if len(node.outputs) != 1 or id(node.outputs[0]) in outputs or isinstance(layer, _UNFUSED):
+    fuses = layer_types.lookup(layer).fuses
+    if len(node.outputs) != 1 or id(node.outputs[0]) in outputs or not fuses:
         return False
     consumers = readers.get(id(node.outputs[0]), [])
     if len(consumers) != 1:
         return False
     reader = getattr(consumers[0].operation, "target", consumers[0].operation)
-    if isinstance(layer, KERNEL_LAYERS) and isinstance(reader, keras.layers.BatchNormalization):
+    if "batch_norm" in fuses and isinstance(reader, keras.layers.BatchNormalization):
         return True
-    fusing = isinstance(layer, KERNEL_LAYERS + (keras.layers.BatchNormalization, keras.layers.Add))
-    return fusing and _is_fused_activation(reader)
+    return "activation" in fuses and _is_fused_activation(reader)
 
 
 def _is_fused_activation(layer):

@@ -3,7 +3,7 @@
 `lowered_copy` makes a functional copy of the user's model
 (`keras_compact._cloning.clone_with`; the user's model and layers are never
 changed) with nested models that hold a ProjectionLayer inlined and each layer
-at its export lowering, looked up by type in `LOWERED`:
+at its export lowering, its type's `lowering` in `keras_compact.layer_types`:
 
 - `TargetedDropout`/`PruningMask` wrappers: stripped (`pruning.stripped_replacement`);
 - `HadamardClassifier`: its matmul or transform lowering (`_hadamard`);
@@ -19,17 +19,16 @@ Layers computing in float16 or bfloat16 compute in float32 in the copy.
 
 import keras
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._cloning import as_functional, clone_with, is_graph_model
 from keras_compact.layers import HadamardClassifier, ProjectionLayer
 from keras_compact.pruning.prune import stripped_replacement
 from tflite_export import _hadamard, _projection
 
-# Layer type -> lowered(layer, projection_lowering): (replacement, weights), or None to keep the layer.
-LOWERED = (
-    (HadamardClassifier, lambda layer, _: _hadamard.lowered(layer)),
-    (ProjectionLayer, _projection.lowered),
-)
+# Each layer type's `lowering` in the one table of layer types: lowering(layer, projection_lowering) gives
+# (replacement, weights), or None to keep the layer.
+layer_types.define(HadamardClassifier, lowering=lambda layer, _: _hadamard.lowered(layer))
+layer_types.define(ProjectionLayer, lowering=_projection.lowered)
 
 
 def lowered_copy(model, projection_lowering="builtin", unroll_recurrent=False):
@@ -46,10 +45,8 @@ def lowered_copy(model, projection_lowering="builtin", unroll_recurrent=False):
             unrolled = _unrolled(layer)
             if unrolled is not None:
                 return unrolled
-        for kind, lowering in LOWERED:
-            if isinstance(layer, kind):
-                return lowering(layer, projection_lowering)
-        return None
+        lowering = layer_types.lookup(layer).lowering
+        return lowering(layer, projection_lowering) if lowering else None
 
     return clone_with(as_functional(model), replace, call_function=_inline_projections)
 

@@ -5,12 +5,11 @@ import math
 import keras
 from keras import ops
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._checks import (
     ChecksCallInputs, bool_errors, check_rate, is_number, raise_errors, renamed_arguments,
 )
-from keras_compact.layers.qrnn import QRNN
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values
+from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values, wrapped_output_shape
 from keras_compact.ops.fake_quant import fake_quant
 
 # The fixed output ranges of the converter's int8 kernels (scale 1/256 or 1/128).
@@ -19,21 +18,6 @@ FIXED_RANGES = {
     "softmax": (0.0, 255.0 / 256.0),
     "tanh": (-1.0, 127.0 / 128.0),
 }
-# How each layer's kernel is quantized: per output channel, or per tensor where the converter cannot
-# carry a per-channel axis: FULLY_CONNECTED (a transposed Keras kernel) and a Conv1D's CONV_2D (its kernel
-# gains an axis, and the converter fails with "tfl.reshape op requires 'output' type ... cast compatible").
-# A transposed convolution's TRANSPOSE_CONV and a DepthwiseConv1D's DEPTHWISE_CONV_2D take a per-tensor kernel
-# here (measured: the file then equals the quantization-aware model exactly).
-WEIGHT_MODES = (
-    (keras.layers.DepthwiseConv1D, "per_tensor"),
-    (keras.layers.Conv1DTranspose, "per_tensor"),
-    (keras.layers.Conv2DTranspose, "per_tensor"),
-    (keras.layers.DepthwiseConv2D, "depthwise"),
-    (keras.layers.Conv1D, "per_tensor"),
-    (keras.layers.Conv2D, "per_channel"),
-    (keras.layers.Conv3D, "per_channel"),
-    (keras.layers.Dense, "per_tensor"),
-)
 OUTPUTS = ("learned", None)
 # A LayerNormalization as the converter writes it in int8, each of these tensors with a range of its own:
 # MEAN, SUB, MUL (the square: LiteRT's SQUARE has no int8 kernel), MEAN, ADD (epsilon), RSQRT, MUL, and with
@@ -47,38 +31,66 @@ ATTENTION_STEPS = ("query", "key", "value", "scaled_query", "scores", "context")
 _INITIAL_RANGE = 6.0
 
 
+# How a kernel is rounded, by layer type (`layer_types`' `kernel_mode`): per output channel, or per tensor
+# where the converter cannot carry a per-channel axis: FULLY_CONNECTED (a transposed Keras kernel) and a
+# Conv1D's CONV_2D (its kernel gains an axis, and the converter fails with "tfl.reshape op requires 'output'
+# type ... cast compatible"). A transposed convolution's TRANSPOSE_CONV and a DepthwiseConv1D's
+# DEPTHWISE_CONV_2D take a per-tensor kernel here (measured: the file then equals the quantization-aware
+# model exactly).
 def weight_mode(layer):
     """`"per_channel"`, `"depthwise"`, `"per_tensor"` or None: how `layer`'s kernel is quantized."""
-    for cls, mode in WEIGHT_MODES:
-        if isinstance(layer, cls):
-            return mode
-    return None
+    return layer_types.lookup(layer).kernel_mode
 
 
 def quantized_weights(layer):
     """`[(variable, mode)]`: the weights of `layer` its file holds in int8, and how each is rounded.
 
-    A kernel layer's kernel (`weight_mode`); an `Embedding`'s table (`"table"`:
+    A kernel layer's kernel (`weight_mode`), or what the layer type's
+    `quantized` says (`layer_types`): an `Embedding`'s table (`"table"`:
     GATHER's int8 table, asymmetric over its own range, the grid of what it
-    gathers); a `QRNN`'s gate convolutions (`Conv1D`: per tensor). Empty for
-    layers whose weights the file keeps in float or folds (batch norms).
+    gathers), a `QRNN`'s gate convolutions, ... Empty for layers whose weights
+    the file keeps in float or folds (batch norms) and for unknown ones.
     """
-    mode = weight_mode(layer)
-    if mode is not None:
-        return [(layer.kernel, mode)]
-    if isinstance(layer, keras.layers.Embedding):
-        return [(layer.embeddings, "table")]
-    if isinstance(layer, QRNN):
-        return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
-    if isinstance(layer, keras.layers.MultiHeadAttention) and layer.built:  # four FULLY_CONNECTED kernels
-        return [(projection.kernel, "per_tensor") for projection in _keras_private.attention_projections(layer)]
-    if isinstance(layer, keras.layers.LayerNormalization):  # constants of its MUL and ADD, asymmetric
-        return [(variable, "table") for variable in (layer.gamma, layer.beta) if variable is not None]
-    if isinstance(layer, SEPARABLE_LAYERS):  # the file's DEPTHWISE_CONV_2D and 1x1 CONV_2D
-        two_d = isinstance(layer, keras.layers.SeparableConv2D)
-        return [(layer.depthwise_kernel, "depthwise" if two_d else "per_tensor"),
-                (layer.pointwise_kernel, "per_channel" if two_d else "per_tensor")]
+    entry = layer_types.lookup(layer)
+    if entry.quantized is not None:
+        return entry.quantized(layer)
+    if entry.kernel_mode is not None:
+        return [(layer.kernel, entry.kernel_mode)]
     return []
+
+
+# What the int8 file holds of the layers without one kernel (`layer_types`' `quantized`).
+def no_int8_weights(layer):
+    """A batch norm's or normalization's weights: folded or kept as float constants."""
+    return []
+
+
+def embedding_table(layer):
+    return [(layer.embeddings, "table")]
+
+
+def qrnn_gates(layer):
+    """A `QRNN`'s gate convolutions (`Conv1D`: per tensor)."""
+    return [(gates.kernel, weight_mode(gates)) for gates in layer.gates]
+
+
+def attention_kernels(layer):
+    """A `MultiHeadAttention`'s four FULLY_CONNECTED kernels."""
+    if not layer.built:
+        return []
+    return [(projection.kernel, "per_tensor") for projection in _keras_private.attention_projections(layer)]
+
+
+def layer_norm_constants(layer):
+    """A `LayerNormalization`'s gamma and beta: constants of its MUL and ADD, asymmetric."""
+    return [(variable, "table") for variable in (layer.gamma, layer.beta) if variable is not None]
+
+
+def separable_kernels(layer):
+    """The file's DEPTHWISE_CONV_2D and 1x1 CONV_2D."""
+    two_d = isinstance(layer, keras.layers.SeparableConv2D)
+    return [(layer.depthwise_kernel, "depthwise" if two_d else "per_tensor"),
+            (layer.pointwise_kernel, "per_channel" if two_d else "per_tensor")]
 
 
 def quantized_kernel(kernel, mode):
@@ -324,7 +336,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         return fake_quant(x, low, high)
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        return wrapped_output_shape(self.layer, input_shape)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)

@@ -38,6 +38,15 @@ def columns_to_kernel(columns, layer):
     return targeting.columns_to_kernel(columns, kernel_of(layer).shape, isinstance(layer, TRANSPOSED_LAYERS))
 
 
+def wrapped_output_shape(layer, input_shape):
+    """A wrapper's output shape: its layer's, traced through the layer's call where the layer does not
+    implement `compute_output_shape` (a user's layer seldom does; Keras traces it)."""
+    try:
+        return layer.compute_output_shape(input_shape)
+    except NotImplementedError:
+        return layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
+
+
 def call_with_values(layer, replacements, *args, **kwargs):
     """Calls `layer` with tensors in place of some of its variables.
 
@@ -299,7 +308,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
                 variable.assign(float(value))
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        return wrapped_output_shape(self.layer, input_shape)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)

@@ -6,8 +6,9 @@ and `grow` edit. A chain is the simplest group, with exactly one reader: what
 merging (`prune(..., merge=True)`, `criterion="similarity"`) refits and what
 `shrink` folds a unit's constant `activation(0)` into. Each needs the path
 from the unit to that reader: through
-layers that act on each channel on its own (activations, dropout,
-`BatchNormalization`, pooling, at most one `Flatten`) to exactly one `Dense` or
+layers that act on each channel on its own and keep a constant channel constant
+(`in_chain` in `layer_types`: activations, dropout, `BatchNormalization`,
+pooling, at most one `Flatten`) to exactly one `Dense` or
 convolution. A `Chain` is that path; where there is none (a branch, a residual
 add, a model output), the reason says why, in words a `ValueError` can quote.
 """
@@ -18,41 +19,12 @@ import math
 import keras
 import numpy as np
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._cloning import as_functional, fresh_copy
 from keras_compact.layers import targeted_dropout
 from keras_compact.layers.targeted_dropout import TargetedDropout
 
 RESIZABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-# Layers that act on each channel (the last axis) on its own.
-CHANNELWISE = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,  # refused in _not_channelwise, with the reason
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianNoise,
-    keras.layers.BatchNormalization,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-)
-# After a Flatten, channels are spread over positions: only elementwise layers keep them apart.
-_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                keras.layers.Dropout, keras.layers.GaussianNoise)
 
 
 def unwrapped(layer):
@@ -211,8 +183,8 @@ def _not_channelwise(layer, tensor, flattened):
         if any(size is None for size in tensor.shape[1:]):
             return f"{described} with an unknown input shape {tensor.shape}"
         return None
-    allowed = _ELEMENTWISE if flattened else CHANNELWISE
-    if not isinstance(layer, allowed):
+    entry = layer_types.lookup(layer)
+    if not (entry.elementwise if flattened else entry.in_chain):
         return f"{described}, which is not channel-wise"
     if isinstance(layer, keras.layers.BatchNormalization) and layer.axis not in (-1, len(tensor.shape) - 1):
         return f"{described}, which normalises axis {layer.axis}, not the channels"

@@ -13,8 +13,8 @@ that carries it, and removing it cuts the same index from every member, as
 DepGraph (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
 groups PyTorch layers.
 
-One handler per layer type (`_HANDLERS`) says how a layer reads and writes
-channels and how its weights are cut. A space that reaches a model output, a
+One handler per layer type (the `channels` of its `layer_types` entry) says
+how a layer reads and writes channels and how its weights are cut. A space that reaches a model output, a
 model input, or a layer no handler maps, cannot lose channels; the reason is
 kept in words a `ValueError` or a report can quote.
 
@@ -31,14 +31,10 @@ import math
 import keras
 import numpy as np
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._cloning import as_functional, check_model, is_graph_model
-from keras_compact._layer_kinds import (
-    AVERAGE_POOLING, GLOBAL_AVERAGE_POOLING, GLOBAL_MAX_POOLING, IDENTITY_AT_INFERENCE, MAX_POOLING,
-    PADDING_AND_CROPPING, SPATIAL_DROPOUT,
-)
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, TRANSPOSED_LAYERS, kernel_of
-from keras_compact.pruning import _graph, _sequence
+from keras_compact.layers.targeted_dropout import TRANSPOSED_LAYERS, kernel_of
+from keras_compact.pruning import _graph
 from keras_compact.pruning._layout import Layout, Segment
 
 
@@ -580,7 +576,7 @@ def _prelu(graph, node, layer, inputs):
 def _channelwise(graph, node, layer, inputs):
     if getattr(layer, "data_format", "channels_last") not in ("channels_last", None):
         return f"{layer.name!r} is channels_first; only channels_last layers are pruned by channel"
-    if inputs[0].positions > 1 and not isinstance(layer, _ELEMENTWISE):
+    if inputs[0].positions > 1 and not layer_types.lookup(layer).elementwise:
         return f"channels are flattened into {type(layer).__name__} {layer.name!r}"
     if isinstance(layer, keras.layers.Activation) and not _graph._elementwise(layer.activation):
         return f"the activation of {layer.name!r} mixes its channels"
@@ -638,47 +634,18 @@ def _raw_op(graph, node, layer, inputs):
     return _merge(graph, node, layer, inputs)
 
 
-_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU) + IDENTITY_AT_INFERENCE
-_CHANNELWISE = (
-    _ELEMENTWISE + (keras.layers.Softmax, keras.layers.Rescaling) + SPATIAL_DROPOUT + MAX_POOLING + AVERAGE_POOLING
-    + GLOBAL_AVERAGE_POOLING + GLOBAL_MAX_POOLING + PADDING_AND_CROPPING
-    + (keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D)
-)
-_MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
-           keras.layers.Maximum, keras.layers.Minimum)
 _ELEMENTWISE_OPS = {
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power", "Relu", "Relu6",
     "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Tanh", "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus",
     "Softsign", "Exp", "Log", "Log1p", "Expm1", "Abs", "Absolute", "Negative", "Square", "Sqrt", "Clip", "Cast",
     "Sign", "Reciprocal", "Mish", "Celu", "HardTanh", "Floor", "Ceil", "Round",
 }
-# Most specific first: the first class a layer is an instance of picks its handler.
-_HANDLERS = (
-    ((keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, *TRANSPOSED_LAYERS),
-     _producer),
-    (SEPARABLE_LAYERS, _separable),
-    ((keras.layers.DepthwiseConv2D,), _depthwise),
-    ((keras.layers.BatchNormalization,), _batch_norm),
-    ((keras.layers.Normalization,), _normalization),
-    ((keras.layers.PReLU,), _prelu),
-    ((keras.layers.Flatten,), _flatten),
-    ((keras.layers.Reshape,), _reshape),
-    ((keras.layers.Concatenate,), _concatenate),
-    (_MERGES, _merge),
-    (_CHANNELWISE, _channelwise),
-    *_sequence.HANDLERS,
-)
-
-
 def _handler(layer):
     if not isinstance(layer, keras.layers.Layer):
         return _raw_op
     if isinstance(layer, keras.Model):
         return None
-    for classes, handler in _HANDLERS:
-        if isinstance(layer, classes):
-            return handler
-    return None
+    return layer_types.lookup(layer).channels
 
 
 def _why_unmapped(layer):
@@ -835,7 +802,7 @@ def _edit_matrices(graph, member, plan, weights, configs):
         changed = True
     if changed:
         weights[layer.name] = values
-        _sequence.resize(member, configs.setdefault(layer.name, layer.get_config()), values)
+        layer_types.lookup(layer).resize(member, configs.setdefault(layer.name, layer.get_config()), values)
 
 
 def _unchanged(source, layout):

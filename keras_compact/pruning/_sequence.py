@@ -26,8 +26,6 @@ import keras
 from keras_compact.pruning import _graph
 from keras_compact.pruning._layout import Layout, Matrix, Segment
 
-ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
-RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 _GATES = {keras.layers.LSTM: 4, keras.layers.GRU: 3, keras.layers.SimpleRNN: 1}
 
 
@@ -152,14 +150,6 @@ def embedding(graph, node, layer, inputs):
     return "embedding", output, None, (Matrix(0, None, output, (), (1,)),)
 
 
-HANDLERS = (
-    (ATTENTION, attention),
-    ((keras.layers.Bidirectional,), bidirectional),
-    (RECURRENT, recurrent),
-    ((keras.layers.Embedding,), embedding),
-)
-
-
 def resize(member, config, values):
     """Writes into `config` the sizes the member's cut `values` (its `layer.weights`, as NumPy) have."""
     layer = member.layer
@@ -187,5 +177,3 @@ def resize(member, config, values):
 def _units(rnn, values, offset):
     return int(values[_by_name(rnn, offset)[(rnn.cell.name, "recurrent_kernel")]].shape[0])
 
-
-KINDS = ("attention", "recurrent", "bidirectional", "embedding")

@@ -6,18 +6,9 @@ import warnings
 
 import keras
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._cloning import as_functional, check_model, is_graph_model
-from keras_compact.layers import QRNN, HadamardClassifier, ProjectionLayer
 from keras_compact.pruning import _graph
-
-# Layers whose weights cost no multiply-accumulates as papers count them: lookups, normalizations,
-# elementwise activations, a ProjectionLayer's hashing and a HadamardClassifier's +/-1 sums.
-_FREE = (keras.layers.Embedding, keras.layers.BatchNormalization, keras.layers.LayerNormalization,
-         keras.layers.GroupNormalization, keras.layers.UnitNormalization, keras.layers.RMSNormalization,
-         keras.layers.Normalization, keras.layers.PReLU, ProjectionLayer, HadamardClassifier)
-_RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
-
 
 def macs(model):
     """Multiply-accumulates of one example through `model`.
@@ -69,7 +60,8 @@ def _count(model):
             inner, missed = _count(layer)
             total, uncounted = total + inner, uncounted + missed
         elif isinstance(layer, keras.layers.Layer) and node.outputs:
-            cost = _layer_macs(layer, _input_shapes(node), tuple(node.outputs[0].shape))
+            counter = layer_types.lookup(layer).macs
+            cost = counter(layer, _input_shapes(node), tuple(node.outputs[0].shape)) if counter else None
             if cost is None and not _elementwise(layer):
                 uncounted.append((layer.name, type(layer).__name__))
             total += cost or 0
@@ -77,9 +69,9 @@ def _count(model):
 
 
 def _elementwise(layer):
-    """Whether a layer these rules do not count costs no multiply-accumulates: no weights, a free kind, or
-    only weights of rank 0 or 1 (per-channel scales and shifts, as ConvNeXt's LayerScale)."""
-    return isinstance(layer, _FREE) or all(len(weight.shape) <= 1 for weight in layer.weights)
+    """Whether a layer these rules do not count costs no multiply-accumulates: no weights, or only
+    weights of rank 0 or 1 (per-channel scales and shifts, as ConvNeXt's LayerScale)."""
+    return all(len(weight.shape) <= 1 for weight in layer.weights)
 
 
 def _input_shapes(node):
@@ -105,29 +97,51 @@ def _positions(shape):
     return math.prod(size for size in shape[1:-1] if size is not None)
 
 
-def _layer_macs(layer, input_shapes, output_shape):
-    """One call's MACs, or None for a layer these rules do not count."""
-    positions = _positions(output_shape)
-    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)):
-        return _attention_macs(layer, input_shapes)
-    if isinstance(layer, keras.layers.Bidirectional):
-        return _sum(_recurrent_macs(inner, input_shapes[0]) for inner in (layer.forward_layer, layer.backward_layer))
-    if isinstance(layer, _RECURRENT):
-        return _recurrent_macs(layer, input_shapes[0])
-    if isinstance(layer, QRNN):  # its gate convolutions at every step; the pooling is elementwise
-        return input_shapes[0][1] * sum(math.prod(gates.kernel.shape) for gates in layer.gates)
-    if isinstance(layer, keras.layers.EinsumDense):
-        return _einsum_macs(layer, input_shapes[0], output_shape)
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return positions * math.prod(layer.kernel_size) * output_shape[-1]
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        depthwise = math.prod(layer.depthwise_kernel.shape)
-        return positions * (depthwise + math.prod(layer.pointwise_kernel.shape))
-    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
-        return _positions(input_shapes[0]) * math.prod(layer.kernel.shape)
-    if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        return positions * math.prod(layer.kernel.shape)
-    return None
+# One call's MACs by layer type, `counter(layer, input shapes, output shape)` (`layer_types`' `macs`):
+# an int, or None where it cannot be counted.
+def free(layer, input_shapes, output_shape):
+    """Lookups, normalizations, per-channel slopes, a ProjectionLayer's hashing, a HadamardClassifier's
+    +/-1 sums: no multiply-accumulates as papers count them."""
+    return 0
+
+
+def kernel(layer, input_shapes, output_shape):
+    """A `Dense` or convolution: its output positions times its kernel size."""
+    return _positions(output_shape) * math.prod(layer.kernel.shape)
+
+
+def depthwise(layer, input_shapes, output_shape):
+    return _positions(output_shape) * math.prod(layer.kernel_size) * output_shape[-1]
+
+
+def separable(layer, input_shapes, output_shape):
+    return _positions(output_shape) * (math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape))
+
+
+def transposed(layer, input_shapes, output_shape):
+    """A transposed convolution: its input positions times its kernel size."""
+    return _positions(input_shapes[0]) * math.prod(layer.kernel.shape)
+
+
+def qrnn(layer, input_shapes, output_shape):
+    """A `QRNN`'s gate convolutions at every step; the pooling is elementwise."""
+    return input_shapes[0][1] * sum(math.prod(gates.kernel.shape) for gates in layer.gates)
+
+
+def bidirectional(layer, input_shapes, output_shape):
+    return _sum(_recurrent_macs(inner, input_shapes[0]) for inner in (layer.forward_layer, layer.backward_layer))
+
+
+def recurrent(layer, input_shapes, output_shape):
+    return _recurrent_macs(layer, input_shapes[0])
+
+
+def attention(layer, input_shapes, output_shape):
+    return _attention_macs(layer, input_shapes)
+
+
+def einsum(layer, input_shapes, output_shape):
+    return _einsum_macs(layer, input_shapes[0], output_shape)
 
 
 def _sum(costs):
@@ -166,7 +180,7 @@ def _attention_macs(layer, input_shapes):
 def _recurrent_macs(layer, input_shape):
     """The kernel and the recurrent kernel, at every step; None for a sequence of unknown length."""
     steps = input_shape[1] if len(input_shape) > 2 else None
-    if steps is None or not isinstance(layer, _RECURRENT):
+    if steps is None or layer_types.lookup(layer).macs is not recurrent:
         return None
     cell = layer.cell
     return steps * (math.prod(cell.kernel.shape) + math.prod(cell.recurrent_kernel.shape))

@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_compact import _keras_private
+from keras_compact import _keras_private, layer_types
 from keras_compact._checks import (
     ChecksCallInputs, bool_errors, check_rate, describe_non_finite_weights, keyword_only, non_finite_weights, one_of,
     raise_errors,
@@ -19,9 +19,10 @@ from keras_compact.layers.targeted_dropout import (
     call_with_values,
     check_supported,
     kernel_of,
+    wrapped_output_shape,
 )
 from keras_compact.ops import targeting
-from keras_compact.pruning import _channel, _criteria, _graph, _groups, _sequence
+from keras_compact.pruning import _channel, _criteria, _graph, _groups
 from keras_compact.pruning._graph import masked_kernel
 
 SCOPES = ("unit", "layer", "global")
@@ -29,8 +30,10 @@ GRANULARITIES = ("weight", "unit", "channel")
 CRITERIA = ("magnitude", "onorm", "taylor", "similarity", "bn_scale")
 
 
-# Layers whose every weight is masked (a mask per weight), by channel only: heads, recurrent units, embeddings.
-MASKED_BY_CHANNEL = _sequence.ATTENTION + _sequence.RECURRENT + (keras.layers.Bidirectional, keras.layers.Embedding)
+def masked_by_channel(layer):
+    """Whether a `PruningMask` holds every weight of `layer` by channel (attention heads, recurrent units,
+    embedding dimensions, a registered layer: `masked_by_matrix` in `layer_types`), not one kernel."""
+    return layer_types.lookup(layer).masked_by_matrix
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
@@ -74,7 +77,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
 
     def __init__(self, layer, granularity="weight", **kwargs):
         raise_errors([one_of("granularity", granularity, GRANULARITIES)])
-        if isinstance(layer, MASKED_BY_CHANNEL):
+        if masked_by_channel(layer):
             if granularity != "channel":
                 raise ValueError(
                     f"PruningMask holds the heads, units or dimensions of a {type(layer).__name__} by channel "
@@ -92,7 +95,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
         return self.layer.layer if isinstance(self.layer, TargetedDropout) else self.layer
 
     def builds_from_arguments(self):
-        return isinstance(self.target, MASKED_BY_CHANNEL)
+        return masked_by_channel(self.target)
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -113,7 +116,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
 
     def masked_values(self):
         """`(variable, masked value)` pairs of the kernel and, if any, the bias (every weight, for a layer
-        of `MASKED_BY_CHANNEL`)."""
+        masked by channel: `masked_by_channel`)."""
         target = self.target
         if self.builds_from_arguments():
             return [(variable, variable.value * mask.value) for variable, mask in zip(target.weights, self.masks)]
@@ -129,7 +132,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
         With `granularity="unit"`, a unit that keeps no weight loses its bias too.
         The pruned weights are set to zero in the layer as well (as tfmot does),
         so a weight a later mask keeps again starts from zero. For a layer of
-        `MASKED_BY_CHANNEL`, `keep` is a list: one bool array per weight.
+        masked by channel (`masked_by_channel`), `keep` is a list: one bool array per weight.
         """
         if self.builds_from_arguments():
             if len(keep) != len(self.masks):
@@ -156,7 +159,7 @@ class PruningMask(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.la
         return self.layer.compute_mask(inputs, previous_mask)  # an Embedding's padding mask, as unwrapped
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        return wrapped_output_shape(self.layer, input_shape)
 
     def get_config(self):
         return {**super().get_config(), "granularity": self.granularity}
@@ -578,8 +581,8 @@ def _masked_copy(model, targets, granularity, keep_dropout):
         inner = _graph.unwrapped(layer)
         if isinstance(layer, PruningMask) and (keep_dropout or inner.name not in targets):
             return fresh_copy(layer), layer.get_weights()
-        maskable = SUPPORTED_LAYERS + (MASKED_BY_CHANNEL if granularity == "channel" else ())
-        if inner.name in targets and isinstance(inner, maskable):
+        maskable = isinstance(inner, SUPPORTED_LAYERS) or (granularity == "channel" and masked_by_channel(inner))
+        if inner.name in targets and maskable:
             wrapped = layer.layer if isinstance(layer, PruningMask) else layer
             if not keep_dropout:
                 wrapped = inner
