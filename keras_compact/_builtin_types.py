@@ -10,10 +10,10 @@ every module named here is imported.
 
 import keras
 
-from keras_compact.layer_types import define
+from keras_compact.layer_types import define, define_by_name
 from keras_compact.layers import QRNN, HadamardClassifier, ProjectionLayer
 from keras_compact.layers import quantize_aware as qat
-from keras_compact.pruning import _groups, _sequence, cost
+from keras_compact.pruning import _groups, _keras_hub, _sequence, cost
 
 layers = keras.layers
 
@@ -84,3 +84,8 @@ define((layers.Permute, layers.RepeatVector), keeps_scale=True)
 define(layers.Concatenate, channels=_groups._concatenate)
 define(layers.Add, channels=_groups._merge, fuses=("activation",))
 define((layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers.Minimum), channels=_groups._merge)
+
+# KerasHub's transformer blocks, by name (KerasHub is not imported to know them): feed-forward units a group.
+define_by_name(_keras_hub.BLOCKS, channels=_keras_hub.transformer_block, resize=_keras_hub.resize,
+               masked_by_matrix=True, macs=_keras_hub.macs)
+define_by_name(_keras_hub.LOOKUPS, macs=cost.free)

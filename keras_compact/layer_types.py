@@ -78,6 +78,7 @@ class LayerType:
 
 _UNKNOWN = LayerType()
 _TABLE = {}
+_BY_NAME = {}  # rows for classes of packages not imported to know them: "module.QualifiedName" -> LayerType
 _BUILTINS_LOADED = []
 
 
@@ -85,6 +86,12 @@ def define(classes, **facets):
     """Sets `facets` of the built-in entry of each class in `classes` (the table's own writers)."""
     for cls in classes if isinstance(classes, tuple) else (classes,):
         _TABLE[cls] = dataclasses.replace(_TABLE.get(cls, _UNKNOWN), registered_by="keras_compact", **facets)
+
+
+def define_by_name(names, **facets):
+    """`define` for classes named `"module.QualifiedName"` (a KerasHub layer), found without importing them."""
+    for name in names if isinstance(names, tuple) else (names,):
+        _BY_NAME[name] = dataclasses.replace(_BY_NAME.get(name, _UNKNOWN), registered_by="keras_compact", **facets)
 
 
 def lookup(layer):
@@ -95,6 +102,9 @@ def lookup(layer):
     for base in cls.__mro__:
         if base in _TABLE:
             return _TABLE[base]
+        named = _BY_NAME.get(f"{base.__module__}.{base.__qualname__}")
+        if named is not None:
+            return named
     return _UNKNOWN
 
 

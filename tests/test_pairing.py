@@ -56,6 +56,19 @@ def test_a_dict_of_outputs_pairs_by_its_keys(tmp_path):
     np.testing.assert_allclose(got[1].reshape(-1), expected["score"].reshape(-1), atol=1e-5)
 
 
+def test_a_model_called_on_a_dict_of_inputs_exports_with_its_keys(tmp_path):
+    # KerasHub backbones take {"token_ids", "segment_ids", "padding_mask"}: the SavedModel's signature must be
+    # that dict, not a list (Functional.call refused the list: "doesn't match the expected structure").
+    inputs = {"zeta": keras.Input((3,), name="zeta"), "alpha": keras.Input((2,), name="alpha")}
+    hidden = keras.layers.Concatenate()([inputs["zeta"], 2.0 * inputs["alpha"]])
+    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
+    rng = np.random.default_rng(2)
+    x = {"zeta": rng.normal(size=(16, 3)).astype("float32"), "alpha": rng.normal(size=(16, 2)).astype("float32")}
+    report = export(model, tmp_path / "dict.tflite", verify_with=x)
+    assert report.top1_agreement == 1.0 and sorted(name for name, _, _ in report.inputs) == ["alpha", "zeta"]
+    np.testing.assert_allclose(predict(report.path, x), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_a_list_of_the_wrong_length_or_a_dict_missing_inputs_is_refused_with_the_names(tmp_path):
     model, x = _many_heads()
     report = export(model, tmp_path / "heads.tflite", verify_with=x)

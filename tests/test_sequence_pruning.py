@@ -294,3 +294,71 @@ def _wrapped(wrap, model, text_model):
         for index in (0, 2, 3):
             wrapped.layers[index].set_weights(model.layers[index].get_weights())
     return wrapped
+
+
+def _keras_hub_text_model():
+    keras_hub = pytest.importorskip("keras_hub")
+    ids = keras.Input((LENGTH,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(VOCAB, 16, name="embed")(ids)
+    x = keras_hub.layers.TransformerEncoder(32, 4, name="encoder")(x)
+    x = keras_hub.layers.TransformerDecoder(24, 4, activation="gelu", name="decoder")(x, x)
+    outputs = keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling1D()(x))
+    return keras.Model(ids, outputs, name="hub_text")
+
+
+def _block_macs(length, width, heads_width, hidden, attentions):
+    """One KerasHub block: each attention's four projections and its two products, then the feed-forward pair."""
+    return attentions * (4 * length * width * heads_width + 2 * length * length * heads_width) + 2 * length * width * hidden
+
+
+@pytest.mark.tensorflow_backend("KerasHub's blocks are the same on every backend; JAX runs the Keras layers' tests")
+def test_keras_hub_transformer_blocks_lose_feed_forward_units_and_shrink_to_the_masked_model(rng, tmp_path):
+    model = _keras_hub_text_model()
+    groups = channel_groups(model)
+    assert [(group.producers, group.size) for group in groups.prunable] == [(("encoder",), 32), (("decoder",), 24)]
+    assert "TransformerEncoder 'encoder' normalises its residual stream" in groups.blocked["embed"]
+    assert not [group for group in groups if group.of == "heads"]  # KerasHub ties key_dim to hidden_dim / num_heads
+    full = _block_macs(LENGTH, 16, 16, 32, 1) + _block_macs(LENGTH, 16, 16, 24, 2) + 16 * 3
+    assert macs(model) == full
+
+    masked = prune(model, 0.5, granularity="channel").model
+    small = shrink(masked)
+    assert (small.get_layer("encoder").intermediate_dim, small.get_layer("decoder").intermediate_dim) == (16, 12)
+    x = _ids(rng, padded=False)
+    _same(masked, small, x)
+    assert macs(small) == _block_macs(LENGTH, 16, 16, 16, 1) + _block_macs(LENGTH, 16, 16, 12, 2) + 16 * 3
+    path = tmp_path / "masked.keras"
+    masked.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0), masked.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+@pytest.mark.tensorflow_backend("KerasHub's blocks are the same on every backend; JAX runs the Keras layers' tests")
+def test_a_keras_hub_bert_backbone_under_a_head_is_pruned_shrunk_counted_and_exported(rng, tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    from tflite_export import export
+
+    from keras_compact.quantization import quantize_aware
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=2, num_heads=4, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=LENGTH)
+    inputs = {name: keras.Input((LENGTH,), dtype="int32", name=name)
+              for name in ("token_ids", "segment_ids", "padding_mask")}
+    model = keras.Model(inputs, keras.layers.Dense(3, name="intent")(backbone(inputs)["pooled_output"]))
+    groups = channel_groups(model)
+    assert [(group.producers, group.size) for group in groups.prunable] == [
+        (("transformer_layer_0",), 32), (("transformer_layer_1",), 32), (("pooled_dense",), 16)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # counted on the 7 tokens it is called on, every layer known
+        assert macs(model) == 2 * _block_macs(LENGTH, 16, 16, 32, 1) + 16 * 16 + 16 * 3
+
+    masked = prune(model, 0.5, granularity="channel").model
+    small = shrink(masked)
+    x = {"token_ids": _ids(rng), "segment_ids": np.zeros((6, LENGTH), "int32")}
+    x["padding_mask"] = (x["token_ids"] > 0).astype("int32")
+    _same(masked, small, x)
+    assert macs(small) == 2 * _block_macs(LENGTH, 16, 16, 16, 1) + 16 * 8 + 8 * 3
+    report = export(small, tmp_path / "bert.tflite", verify_with=x)
+    assert report.builtin_only and report.top1_agreement == 1.0
+    with pytest.raises(ValueError, match="TransformerEncoder 'transformer_layer_0' has weights this scheme does not"):
+        quantize_aware(small)

@@ -46,12 +46,17 @@ def saved_head(lowered, cuts, batch_size=1):
         head = lowered
         specs = [(t.name, t.dtype, (batch_size,) + tuple(t.shape[1:])) for t in lowered.inputs]
     signature = [tf.TensorSpec(shape, dtype, name=name) for name, dtype, shape in specs]
+    struct = _keras_private.inputs_struct(head)
+    if isinstance(struct, dict) and not cuts:  # a model called on a dict of inputs takes the signature so
+        signature = [keras.tree.pack_sequence_as(struct, signature)]
+    elif len(signature) > 1:
+        signature = [signature]
     with tempfile.TemporaryDirectory(prefix="keras-compact-convert-") as folder:
         head.export(
             os.path.join(folder, "saved_model"),
             format="tf_saved_model",
             verbose=False,
-            input_signature=[signature] if len(signature) > 1 else signature,
+            input_signature=signature,
         )
         yield folder, head, specs
 

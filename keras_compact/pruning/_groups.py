@@ -284,7 +284,8 @@ class _Graph:
             reason = f"{described} is called {calls} times"
         elif layer.name in ignored:
             reason = f"{layer.name!r} is in ignored_layers"
-        elif any(_channels(t) is None for t in list(node.arguments.keras_tensors) + list(outputs)):
+        elif any(_channels(t) is None for t in list(node.arguments.keras_tensors) + list(outputs)
+                 if keras.backend.is_float_dtype(t.dtype)):  # ids and masks of unknown length carry no channels
             reason = f"{described} has a tensor whose channel axis is unknown"
         elif is_graph_model(layer) and self._nested(node, layer, inputs, ignored):
             return

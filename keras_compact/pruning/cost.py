@@ -57,7 +57,7 @@ def _count(model):
     for node in _keras_private.nodes(as_functional(model)):
         layer = _unwrapped(node.operation)
         if is_graph_model(layer):
-            inner, missed = _count(layer)
+            inner, missed = _count(_on_known_shapes(layer, node))
             total, uncounted = total + inner, uncounted + missed
         elif isinstance(layer, keras.layers.Layer) and node.outputs:
             counter = layer_types.lookup(layer).macs
@@ -68,6 +68,24 @@ def _count(model):
     return total, uncounted
 
 
+def _on_known_shapes(model, node):
+    """`model` (a nested functional model) traced again on the shapes it is called on where they say more
+    than its own inputs (a KerasHub backbone built for any sequence length, called on inputs of 8 tokens):
+    a copy whose layers have the same shapes, counted instead. `model` itself where they say nothing more."""
+    given = node.arguments.keras_tensors
+    struct = _keras_private.inputs_struct(model)
+    own = keras.tree.flatten(struct) if struct is not None else []
+    if len(given) != len(own) or all(tuple(a.shape) == tuple(b.shape) for a, b in zip(given, own)):
+        return model
+    inputs = keras.tree.pack_sequence_as(struct, [
+        keras.Input(batch_shape=tuple(tensor.shape), dtype=inner.dtype, name=inner.name)
+        for tensor, inner in zip(given, own)])
+    try:
+        return keras.models.clone_model(model, input_tensors=inputs)
+    except (ValueError, TypeError):  # a graph that will not trace on them: counted on its own shapes
+        return model
+
+
 def _elementwise(layer):
     """Whether a layer these rules do not count costs no multiply-accumulates: no weights, or only
     weights of rank 0 or 1 (per-channel scales and shifts, as ConvNeXt's LayerScale)."""
@@ -75,13 +93,13 @@ def _elementwise(layer):
 
 
 def _input_shapes(node):
-    """The shapes of the call's first two inputs (an attention layer's query and value), by position or name."""
+    """The shapes of the call's tensor arguments: positional ones first, then an attention layer's `query`,
+    `value` and `key` by name, then any other named tensor (a decoder's `encoder_sequence`)."""
     arguments = node.arguments
-    tensors = list(arguments.args[:2])
-    for name in ("query", "value")[len(tensors):]:
-        if name in arguments.kwargs:
-            tensors.append(arguments.kwargs[name])
-    return [tuple(tensor.shape) for tensor in tensors if hasattr(tensor, "shape")]
+    named = sorted(arguments.kwargs, key=lambda name: ("query", "value", "key").index(name)
+                   if name in ("query", "value", "key") else 3)
+    tensors = list(arguments.args) + [arguments.kwargs[name] for name in named]
+    return [tuple(tensor.shape) for tensor in tensors if isinstance(tensor, keras.KerasTensor)]
 
 
 def _unwrapped(layer):

@@ -68,8 +68,10 @@ def _fold_constant_units(plain, graph, by_group):
     kept = {root: ~gone for root, gone in by_group.items()}
     configs, weights = {}, {}
     top = {id(layer) for layer in plain.layers}
+    cut_whole = {id(inner) for member in graph.members if member.matrices  # a KerasHub block's Dense: its group's
+                 for inner in _keras_private.sublayers(member.layer, include_self=False)}
     for layer in _keras_private.sublayers(plain, include_self=False):
-        if not isinstance(layer, SUPPORTED_LAYERS) or not layer.weights:
+        if not isinstance(layer, SUPPORTED_LAYERS) or not layer.weights or id(layer) in cut_whole:
             continue  # without weights: a layer a custom block holds but never built (KerasHub's EfficientNet)
         kernel, bias = _graph.kernel_and_bias(layer, weights)  # a separable convolution's: its pointwise kernel
         dead = ~_graph.columns(kernel, layer).any(axis=0) & (bias == 0 if bias is not None else True)
