@@ -89,3 +89,6 @@ define((layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers
 define_by_name(_keras_hub.BLOCKS, channels=_keras_hub.transformer_block, resize=_keras_hub.resize,
                masked_by_matrix=True, macs=_keras_hub.macs)
 define_by_name(_keras_hub.LOOKUPS, macs=cost.free)
+define_by_name(_keras_hub.VIT_ENCODER, channels=_keras_hub.vit_encoder, resize=_keras_hub.vit_encoder_resize,
+               masked_by_matrix=True, macs=_keras_hub.vit_encoder_macs)
+define_by_name(_keras_hub.VIT_EMBEDDING, macs=_keras_hub.vit_embedding_macs)

@@ -6,6 +6,8 @@ that recurses into nested models): the user's model, its layers and their
 variables are never changed.
 """
 
+import inspect
+
 import keras
 
 from keras_compact import _keras_private
@@ -123,9 +125,25 @@ def io_names(tensors):
     return [f"input_{i}" if auto else tensor.name for i, (tensor, auto) in enumerate(zip(tensors, automatic))]
 
 
+# What every Keras layer's constructor takes through its `**kwargs` (`Layer.__init__`).
+_LAYER_ARGUMENTS = ("name", "trainable", "dtype", "autocast", "input_dim", "input_shape", "batch_size")
+
+
 def fresh_copy(layer):
-    """A new, unbuilt layer of the same class and configuration."""
-    return layer.__class__.from_config(layer.get_config())
+    """A new, unbuilt layer of the same class and configuration.
+
+    A layer whose `get_config` holds keys its constructor refuses (KerasHub's
+    `ViTPatchingAndEmbedding` writes `num_patches`, which it computes) is made
+    from the keys its constructor names.
+    """
+    config = layer.get_config()
+    try:
+        return layer.__class__.from_config(config)
+    except TypeError as error:
+        if "Unrecognized keyword arguments" not in str(error):
+            raise
+        accepted = set(inspect.signature(layer.__class__.__init__).parameters) | set(_LAYER_ARGUMENTS)
+        return layer.__class__.from_config({key: value for key, value in config.items() if key in accepted})
 
 
 def inlined(model):

@@ -362,3 +362,31 @@ def test_a_keras_hub_bert_backbone_under_a_head_is_pruned_shrunk_counted_and_exp
     assert report.builtin_only and report.top1_agreement == 1.0
     with pytest.raises(ValueError, match="TransformerEncoder 'transformer_layer_0' has weights this scheme does not"):
         quantize_aware(small)
+
+
+@pytest.mark.tensorflow_backend("KerasHub's blocks are the same on every backend; JAX runs the Keras layers' tests")
+def test_a_keras_hub_vit_backbone_under_a_head_loses_mlp_units_in_every_block_and_exports(rng, tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    from tflite_export import export
+
+    backbone = keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=4,
+                                            hidden_dim=16, mlp_dim=32, include_rescaling=False)
+    images = keras.Input((16, 16, 3))
+    model = keras.Model(images, keras.layers.Dense(3, name="digit")(backbone(images)[:, 0]))
+    groups = channel_groups(model)
+    # One ViTEncoder holds both blocks and one mlp_dim: their MLP units are one group.
+    assert [(group.producers, group.size) for group in groups.prunable] == [(("vit_encoder",), 32)]
+    tokens, patch = 17, 4 * 4 * 3 * 16
+    full = 2 * _block_macs(tokens, 16, 16, 32, 1) + (tokens - 1) * patch + 16 * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert macs(model) == full
+
+    masked = prune(model, 0.5, granularity="channel").model
+    small = shrink(masked)  # KerasHub's patch embedding, whose config its constructor refuses, copied too
+    assert small.layers[1].get_layer("vit_encoder").mlp_dim == 16
+    x = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+    _same(masked, small, x)
+    assert macs(small) == 2 * _block_macs(tokens, 16, 16, 16, 1) + (tokens - 1) * patch + 16 * 3
+    report = export(small, tmp_path / "vit.tflite", verify_with=x)
+    assert report.builtin_only and report.top1_agreement == 1.0

@@ -11,6 +11,11 @@ are not a group: KerasHub builds the block's attention with `key_dim =
 hidden_dim // num_heads`, so a block with fewer heads has wider ones, the same
 weights and the same MACs.
 
+A `ViTBackbone`'s `ViTEncoder` holds all its blocks in one layer whose config
+has one `mlp_dim`: the MLP units of every block are one space (unit u of each
+block goes together, the group's importance summed over blocks), so the
+encoder keeps one `mlp_dim`.
+
 The rows are keyed by the classes' qualified names (`layer_types.define_by_name`):
 KerasHub is not imported to know them.
 """
@@ -23,6 +28,8 @@ from keras_compact.pruning._sequence import _by_name, _described
 
 BLOCKS = ("keras_hub.src.layers.modeling.transformer_encoder.TransformerEncoder",
           "keras_hub.src.layers.modeling.transformer_decoder.TransformerDecoder")
+VIT_ENCODER = "keras_hub.src.models.vit.vit_layers.ViTEncoder"
+VIT_EMBEDDING = "keras_hub.src.models.vit.vit_layers.ViTPatchingAndEmbedding"
 # Lookups: no multiply-accumulates.
 LOOKUPS = ("keras_hub.src.layers.modeling.position_embedding.PositionEmbedding",
            "keras_hub.src.layers.modeling.token_and_position_embedding.TokenAndPositionEmbedding")
@@ -80,3 +87,65 @@ def macs(layer, input_shapes, output_shape):
     for dense in (layer._feedforward_intermediate_dense, layer._feedforward_output_dense):
         total += positions * math.prod(dense.kernel.shape)
     return total
+
+
+def _by_path(layer):
+    """`{last four parts of a variable's path: index into layer.weights}` (a block's MLP Dense is
+    `transformer_block_1/mlp/dense_1/kernel`)."""
+    return {tuple(variable.path.split("/")[-4:]): index for index, variable in enumerate(layer.weights)}
+
+
+def _residual(graph, node, layer, inputs):
+    """Blocks what the layer reads and opens its output as a blocked space: the residual stream."""
+    reason = (f"{_described(layer)} normalises its residual stream (the LayerNormalization inside the block "
+              "mixes every channel)")
+    for layout in inputs:
+        graph.block(layout, reason)
+    return graph.new_space(node.outputs[0].shape[-1], _described(layer), reason)
+
+
+def vit_encoder(graph, node, layer, inputs):
+    described = _described(layer)
+    if not layer.built:
+        return f"{described} is not built"
+    output = _residual(graph, node, layer, inputs)
+    weights = _by_path(layer)
+    units = graph.new_space(layer.mlp_dim, described)
+    matrices = []
+    for block in layer.encoder_layers:
+        first, second = (block.name, "mlp", "dense_1"), (block.name, "mlp", "dense_2")
+        if first + ("kernel",) not in weights or second + ("kernel",) not in weights:
+            return output_only(output)
+        if not _graph._elementwise(block.mlp.dense_1.activation):
+            graph.block(units, f"the activation of {described}'s MLP mixes its units")
+        matrices += [Matrix(weights[first + ("kernel",)], None, units, (), (1,)),
+                     Matrix(weights[second + ("kernel",)], units, None, (0,), ())]
+        if first + ("bias",) in weights:
+            matrices.append(Matrix(weights[first + ("bias",)], None, units, (), (0,)))
+    return "vit_encoder", output, None, tuple(matrices)
+
+
+def vit_encoder_resize(member, config, values):
+    """The encoder's new `mlp_dim`: its first block's second MLP kernel's rows."""
+    block = member.layer.encoder_layers[0].name
+    config["mlp_dim"] = int(values[_by_path(member.layer)[(block, "mlp", "dense_2", "kernel")]].shape[0])
+
+
+def vit_encoder_macs(layer, input_shapes, output_shape):
+    """Each block's attention and MLP at every position; None for a sequence of unknown length."""
+    sequence = input_shapes[0]
+    if any(size is None for size in sequence[1:-1]):
+        return None
+    positions = math.prod(sequence[1:-1])
+    total = 0
+    for block in layer.encoder_layers:
+        total += cost.attention(block.mha, [sequence, sequence], output_shape)
+        total += positions * sum(math.prod(dense.kernel.shape) for dense in (block.mlp.dense_1, block.mlp.dense_2))
+    return total
+
+
+def vit_embedding_macs(layer, input_shapes, output_shape):
+    """The patch convolution at every patch (the class token and position embeddings are lookups)."""
+    if output_shape[1] is None:
+        return None
+    return (output_shape[1] - int(layer.use_class_token)) * math.prod(layer.patch_embedding.kernel.shape)
