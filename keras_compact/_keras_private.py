@@ -126,6 +126,16 @@ def attention_projections(layer):
     return layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense
 
 
+def attention_mask(layer, query, value, key, attention_mask=None, use_causal_mask=False):
+    """The boolean `[batch, query, key]` mask a `MultiHeadAttention` attends under (None: everything): its
+    `attention_mask`, the causal mask and the padding masks Keras carries with `query`, `value` and `key`,
+    merged as its own call merges them."""
+    return layer._compute_attention_mask(
+        query, value, query_mask=keras_mask(query), value_mask=keras_mask(value),
+        key_mask=None if key is None or key is value else keras_mask(key), attention_mask=attention_mask,
+        use_causal_mask=use_causal_mask)
+
+
 def attention_dropout(layer):
     """The `Dropout` a `MultiHeadAttention` applies to its attention probabilities."""
     return layer._dropout_layer

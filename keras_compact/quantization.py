@@ -49,9 +49,10 @@ def quantize_aware(model, ema_decay=0.999):
     transposed convolution with its activation after it (TRANSPOSE_CONV fuses
     none), a `LayerNormalization` as the file's MEAN, SUB, MUL, RSQRT, ...
     with every tensor between them and its gamma and beta rounded, a
-    `MultiHeadAttention` (without masks) as its FULLY_CONNECTED projections,
-    MUL, BATCH_MATMUL, SOFTMAX and BATCH_MATMUL with every tensor between
-    them rounded, an `Embedding`'s table to the asymmetric int8 grid its
+    `MultiHeadAttention` as its FULLY_CONNECTED projections, MUL,
+    BATCH_MATMUL, SOFTMAX and BATCH_MATMUL with every tensor between them
+    rounded (under a padding, causal or given mask, a masked score is the
+    lowest value of the scores' int8 grid, as the file's SELECT_V2 writes it), an `Embedding`'s table to the asymmetric int8 grid its
     GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -170,7 +171,7 @@ def _plans(model):
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
             "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization and MultiHeadAttention "
-            "(without masks), and layers given quantize= by keras_compact.register_layer; layers without weights are "
+            "(masked or not), and layers given quantize= by keras_compact.register_layer; layers without weights are "
             "all taken."
         )
     return plans
@@ -196,19 +197,15 @@ def _unsupported(layer):
 
 
 def _unsupported_call(layer, node):
-    """Why this call of `layer` cannot be quantization-aware (an attention layer's masks), or None."""
+    """Why this call of `layer` cannot be quantization-aware (an attention layer returning its scores or
+    attending over other axes), or None."""
     target = getattr(layer, "target", layer)
     if not isinstance(target, keras.layers.MultiHeadAttention):
         return None
     described = f"MultiHeadAttention {target.name!r}"
-    kwargs = node.arguments.kwargs
-    if len(node.outputs) > 1:
+    if len(node.outputs) > 1 or node.arguments.kwargs.get("return_attention_scores"):
         return f"{described} returns its attention scores"
-    if kwargs.get("attention_mask") is not None or kwargs.get("use_causal_mask"):
-        return f"{described} is called with an attention_mask or use_causal_mask (masked attention is not covered yet)"
     tensors = node.arguments.keras_tensors
-    if any(_keras_private.keras_mask(tensor) is not None for tensor in tensors):
-        return f"{described} reads a padding mask (mask_zero=True; masked attention is not covered yet)"
     if len(tensors[0].shape) != 3 or target.get_config()["attention_axes"] not in (None, [1], (1,), 1):
         return f"{described} attends over axes other than a sequence's (only [batch, sequence, features] inputs)"
     return None

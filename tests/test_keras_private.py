@@ -98,6 +98,9 @@ CHECKS = {
     "attention_projections": lambda: [tuple(p.kernel.shape) for p in _keras_private.attention_projections(
         _built(keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)))]
     == [(6, 4, 4), (6, 2, 4), (6, 2, 4), (4, 4, 6)],
+    "attention_mask": lambda: keras.ops.convert_to_numpy(_keras_private.attention_mask(
+        _built(keras.layers.MultiHeadAttention(2, 3)), keras.ops.ones((1, 3, 6)), keras.ops.ones((1, 3, 6)), None,
+        use_causal_mask=True)).tolist() == [[[True, False, False], [True, True, False], [True, True, True]]],
     "attention_dropout": lambda: _keras_private.attention_dropout(
         _built(keras.layers.MultiHeadAttention(2, 3, dropout=0.25))).rate == 0.25,
     "outputs_struct": lambda: sorted(_keras_private.outputs_struct(_dict_outputs())) == ["p", "q"],

@@ -575,9 +575,35 @@ def test_quantization_aware_attention_fits_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
 
 
-def test_masked_attention_is_refused_with_the_reason():
+def _masked_attention_model(causal):
+    ids = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, mask_zero=True, name="embed")(ids)  # padding masks the keys and queries
+    x = keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x, use_causal_mask=causal)
+    return keras.Model(ids, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x)))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["padding", "padding_and_causal"])
+def test_masked_attention_trains_as_its_int8_operators_compute_it(causal, tmp_path):
+    # Under a mask the file's SELECT_V2 writes a masked score as the lowest value of the scores' int8 grid (its
+    # -1e9 takes the scores' scale), and the quantization-aware layer does the same. Measured over 4 seeds on
+    # each backend, padding alone and causal too: the file's softmax is within 0-1 step of the
+    # quantization-aware model's, every class the same.
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
+    for row, length in zip(ids, rng.integers(2, 7, size=64)):
+        row[length:] = 0
+    qat = quantize_aware(_masked_attention_model(causal))
+    qat(ids, training=True)
+    report = export(qat, tmp_path / "masked.tflite", quantization="int8", representative_data=ids, verify_with=ids)
+    assert report.operators["SELECT_V2"] >= 1 and report.operators["SOFTMAX"] == 2 and report.operators["GATHER"] == 1
+    assert report.max_abs_diff <= STEP + 1e-6
+    assert report.top1_agreement == 1.0
+
+
+def test_attention_returning_its_scores_is_refused_with_the_reason():
     sequence = keras.Input((6, 8))
-    outputs = keras.layers.MultiHeadAttention(2, 4, name="causal")(sequence, sequence, use_causal_mask=True)
-    with pytest.raises(ValueError, match="MultiHeadAttention 'causal' is called with an attention_mask or "
-                                         "use_causal_mask"):
-        quantize_aware(keras.Model(sequence, outputs))
+    outputs, scores = keras.layers.MultiHeadAttention(2, 4, name="scored")(sequence, sequence,
+                                                                          return_attention_scores=True)
+    with pytest.raises(ValueError, match="MultiHeadAttention 'scored' returns its attention scores"):
+        quantize_aware(keras.Model(sequence, [outputs, scores]))

@@ -128,7 +128,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             (alone or in a `keras_compact.pruning.PruningMask`, whose zeros
             stay zero) has its kernel quantized, a `SeparableConv1D`/`2D` both
             kernels and the tensor between them, a `LayerNormalization` and a
-            `MultiHeadAttention` (called with its own arguments, without masks)
+            `MultiHeadAttention` (called with its own arguments and masks)
             every tensor between their int8 operators, an `Embedding` its table
             and a `QRNN` its gate convolutions (`quantized_weights`); any other
             layer only its inputs and output.
@@ -262,17 +262,17 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
 
     def _attention(self, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
                    return_attention_scores=False, training=None, **unused):
-        """A MultiHeadAttention as its int8 operators compute it, every tensor between them quantized."""
+        """A MultiHeadAttention as its int8 operators compute it, every tensor between them quantized.
+
+        Under a mask (`attention_mask`, `use_causal_mask`, padding masks), a masked score is the lowest
+        value of the scores' int8 grid, as the file's SELECT_V2 writes it (its constant, -1e9 in float,
+        takes the scores' scale): masked positions keep a small weight, as in the file."""
         layer = self.target
+        if return_attention_scores:
+            raise ValueError(f"QuantizeAware rounds {layer.name!r}'s attention output, not its scores; it was "
+                             "called with return_attention_scores=True")
+        mask = _keras_private.attention_mask(layer, query, value, key, attention_mask, use_causal_mask)
         key = value if key is None else key
-        masks = [_keras_private.keras_mask(tensor) for tensor in (query, value, key)]
-        if attention_mask is not None or use_causal_mask or return_attention_scores or any(
-                mask is not None for mask in masks):
-            raise ValueError(
-                f"QuantizeAware rounds {layer.name!r}'s attention without masks; it was called with "
-                f"attention_mask={attention_mask is not None}, use_causal_mask={use_causal_mask}, "
-                f"return_attention_scores={return_attention_scores}, padding masks={any(m is not None for m in masks)}"
-            )
         masked = self._masked()
         ranges = iter(self.attention_ranges)
         step = lambda value_: self._quantize(value_, next(ranges), training)  # noqa: E731
@@ -286,9 +286,17 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         queries, keys, values, output = _keras_private.attention_projections(layer)
         q, k, v = step(project(queries, query)), step(project(keys, key)), step(project(values, value))
         q = step(q * (1.0 / math.sqrt(q.shape[-1])))
-        scores = step(ops.einsum("aecd,abcd->acbe", k, q))  # [batch, heads, query, key]
+        scores_range = next(ranges)
+        scores = self._quantize(ops.einsum("aecd,abcd->acbe", k, q), scores_range, training)  # [b, heads, q, k]
+        if mask is not None:
+            low, high = quantization_range(scores_range.value)
+            floor = fake_quant(ops.zeros_like(scores) + low, low, high)
+            mask = ops.expand_dims(ops.cast(mask, "bool"), 1)
+            scores = ops.where(mask, scores, floor)
         probabilities = fake_quant(ops.softmax(scores, axis=-1), *FIXED_RANGES["softmax"])
         if layer.dropout > 0:
+            if mask is not None:  # Keras's masked softmax (its path with dropout) zeroes what it masked
+                probabilities = ops.where(mask, probabilities, 0.0)
             probabilities = _keras_private.attention_dropout(layer)(probabilities, training=training)
         context = step(ops.einsum("acbe,aecd->abcd", probabilities, v))
         return project(output, context)
