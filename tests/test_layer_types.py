@@ -264,3 +264,17 @@ def test_the_built_in_layers_of_a_cnn_are_all_known(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert macs(model) > 0
+
+
+def test_a_layer_class_defined_in_main_exports_on_tensorflow_and_is_refused_with_the_way_out_on_jax(tmp_path, rng):
+    # On JAX, export converts in a TensorFlow-backend Python that loads the saved model: it imports the modules
+    # that define the model's layers (as this file's, above), but cannot import a script's or notebook's.
+    scale = keras.saving.register_keras_serializable(package="test_main")(
+        type("MainScale", (ChannelScale,), {"__module__": "__main__"}))
+    model = keras.Sequential([keras.Input((4,)), scale(), keras.layers.Dense(2)])
+    x = rng.normal(size=(8, 4)).astype("float32")
+    if keras.backend.backend() == "tensorflow":
+        assert export(model, tmp_path / "main.tflite", verify_with=x).top1_agreement == 1.0
+    else:
+        with pytest.raises(ValueError, match=r"\['MainScale'\] are defined in __main__ .* Define them in a module"):
+            export(model, tmp_path / "main.tflite", verify_with=x)

@@ -91,6 +91,7 @@ def _result(work):
         values = read_numbered(data, prefix)
         return values[0] if values and len(values) == 1 else values
 
+    _import_defining_modules(work)
     model = _load(os.path.join(work, "model.keras"))
     if options.pop("function", "export") == "quantization_report":
         return {"report": quantization_report(model, inputs("representative_"), debug_data=inputs("examples_"),
@@ -98,6 +99,24 @@ def _result(work):
     report = export(model, os.path.join(work, "model.tflite"), verify_with=inputs("examples_"),
                     representative_data=inputs("representative_"), **options)
     return {"report": report}
+
+
+def _import_defining_modules(work):
+    """Imports the modules that define the model's own layer classes (`_other_backend.defining_modules`),
+    on the calling Python's path, so that loading the file finds them registered."""
+    import importlib
+
+    with open(os.path.join(work, "imports.json")) as stream:
+        imports = json.load(stream)
+    sys.path.extend(entry for entry in imports["path"] if entry not in sys.path)
+    for module in imports["modules"]:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise RuntimeError(
+                f"export converts a JAX or PyTorch model in a TensorFlow-backend Python, which could not import "
+                f"{module!r}, where layers of the model are defined: {error}"
+            ) from None
 
 
 def _load(path):
@@ -111,7 +130,7 @@ def _load(path):
         raise RuntimeError(
             "export converts a JAX or PyTorch model in a TensorFlow-backend Python, which could not load it "
             f"from its .keras file: {error}. Custom layers must be registered "
-            "(keras.saving.register_keras_serializable) in a module that module imports."
+            "(keras.saving.register_keras_serializable) in the module that defines them."
         ) from None
 
 

@@ -11,6 +11,7 @@ into place, as on TensorFlow.
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -50,6 +51,9 @@ def quantization_report(reference, representative, debug, quantization):
 
 def _run(work, reference, examples, representative, options):
     """Runs `_convert_worker` on the model saved in `work`; its result dict, or its error raised here."""
+    with open(os.path.join(work, "imports.json"), "w") as stream:
+        json.dump({"modules": defining_modules(reference), "path": [os.path.abspath(p or ".") for p in sys.path]},
+                  stream)
     reference.save(os.path.join(work, "model.keras"))
     np.savez(os.path.join(work, "data.npz"), **_convert_worker.numbered("examples_", examples),
              **_convert_worker.numbered("representative_", representative))
@@ -61,6 +65,29 @@ def _run(work, reference, examples, representative, options):
         from tflite_export import _convert
 
         raise _convert.crashed(reference, _convert.stage(options.get("quantization"), representative), died) from None
+
+
+def defining_modules(model):
+    """The modules that define `model`'s layer classes outside Keras and this package (a user's layer, a
+    KerasHub block): the worker imports them so that their classes are registered when it loads the file.
+    A class defined in `__main__` (a script, a notebook) cannot be imported there: refused, with the way out."""
+    from keras_compact import _keras_private
+
+    modules, inline = set(), set()
+    for layer in _keras_private.sublayers(model):
+        module = type(layer).__module__
+        if module == "__main__":
+            inline.add(type(layer).__name__)
+        elif module.split(".")[0] not in ("keras", "keras_compact", "tflite_export"):
+            modules.add(module)
+    if inline:
+        raise ValueError(
+            f"export converts a JAX or PyTorch model in a TensorFlow-backend Python, which must import the "
+            f"classes of its layers; {sorted(inline)} are defined in __main__ (a script or a notebook), which it "
+            "cannot import. Define them in a module (a .py file on the path), or export on the TensorFlow "
+            "backend."
+        )
+    return sorted(modules)
 
 
 def report_with(report, path, verification):
