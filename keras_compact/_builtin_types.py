@@ -44,7 +44,7 @@ define(layers.EinsumDense, macs=cost.einsum)
 # Sequence layers: weights as `Matrix` views, masked weight by weight.
 define((layers.MultiHeadAttention, layers.GroupQueryAttention), channels=_sequence.attention,
        resize=_sequence.resize, masked_by_matrix=True, macs=cost.attention)
-define(layers.MultiHeadAttention, quantized=qat.attention_kernels)
+define((layers.MultiHeadAttention, layers.GroupQueryAttention), quantized=qat.attention_kernels)
 define((layers.LSTM, layers.GRU, layers.SimpleRNN), channels=_sequence.recurrent, resize=_sequence.resize,
        masked_by_matrix=True, macs=cost.recurrent)
 define(layers.Bidirectional, channels=_sequence.bidirectional, resize=_sequence.resize, masked_by_matrix=True,

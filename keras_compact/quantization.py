@@ -18,7 +18,7 @@ from keras_compact import _keras_private, layer_types
 from keras_compact._checks import check_rate
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import (
-    FIXED_RANGES, QuantizeAware, quantized_weights,
+    ATTENTION_LAYERS, FIXED_RANGES, QuantizeAware, quantized_weights,
 )
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
@@ -170,8 +170,8 @@ def _plans(model):
             f"quantize_aware cannot make {model.name!r} quantization-aware: {'; '.join(sorted(set(refused)))}. "
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
-            "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization and MultiHeadAttention "
-            "(masked or not), and layers given quantize= by keras_compact.register_layer; layers without weights are "
+            "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization, MultiHeadAttention and "
+            "GroupQueryAttention (masked or not), and layers given quantize= by keras_compact.register_layer; layers without weights are "
             "all taken."
         )
     return plans
@@ -200,13 +200,15 @@ def _unsupported_call(layer, node):
     """Why this call of `layer` cannot be quantization-aware (an attention layer returning its scores or
     attending over other axes), or None."""
     target = getattr(layer, "target", layer)
-    if not isinstance(target, keras.layers.MultiHeadAttention):
+    if not isinstance(target, ATTENTION_LAYERS):
         return None
-    described = f"MultiHeadAttention {target.name!r}"
+    described = f"{type(target).__name__} {target.name!r}"
+    if getattr(target, "use_gate", False):
+        return f"{described} is gated (use_gate=True: not covered yet)"
     if len(node.outputs) > 1 or node.arguments.kwargs.get("return_attention_scores"):
         return f"{described} returns its attention scores"
     tensors = node.arguments.keras_tensors
-    if len(tensors[0].shape) != 3 or target.get_config()["attention_axes"] not in (None, [1], (1,), 1):
+    if len(tensors[0].shape) != 3 or target.get_config().get("attention_axes") not in (None, [1], (1,), 1):
         return f"{described} attends over axes other than a sequence's (only [batch, sequence, features] inputs)"
     return None
 

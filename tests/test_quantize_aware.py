@@ -237,7 +237,8 @@ def test_mobilenet_v2_quantization_aware_exports_fully_int8(tmp_path, rng):
     (lambda: keras.layers.Conv3DTranspose(4, 3, name="transposed"), "Conv3DTranspose 'transposed' has weights"),
     (lambda: keras.layers.LayerNormalization(rms_scaling=True, name="rms"),
      r"LayerNormalization 'rms' uses rms_scaling \(taken: without it\)"),
-    (lambda: keras.layers.GroupQueryAttention(2, 2, 1, name="attention"), "GroupedQueryAttention 'attention' has weights"),
+    (lambda: keras.layers.GroupQueryAttention(2, 2, 1, use_gate=True, name="attention"),
+     r"GroupedQueryAttention 'attention' is gated \(use_gate=True: not covered yet\)"),
     (lambda: TargetedDropout(keras.layers.Dense(4), 0.5, 0.5, name="dropped"), "'dropped' is a TargetedDropout"),
 ])
 def test_layers_it_cannot_quantize_are_named(layer, message):
@@ -539,29 +540,37 @@ def test_layer_normalization_trains_as_its_int8_operators_compute_it(tmp_path):
     assert report.top1_agreement == 1.0
 
 
-def _attention_model(prune_heads=False):
+def _attention_model(prune_heads=False, grouped=False):
     inputs = keras.Input((6, 8))
     x = keras.layers.Dense(8, name="embed")(inputs)
-    x = keras.layers.MultiHeadAttention(4, 4, name="attention")(x, x)
+    if grouped:  # two key/value heads, each shared by two query heads
+        attention = keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2,
+                                                     name="attention")
+    else:
+        attention = keras.layers.MultiHeadAttention(4, 4, name="attention")
+    x = attention(x, x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
     return prune(model, {"heads": 0.5}, granularity="channel").model if prune_heads else model
 
 
-@pytest.mark.parametrize("prune_heads", [False, True], ids=["attention", "half_the_heads_pruned"])
-def test_attention_trains_as_its_int8_operators_compute_it(prune_heads, tmp_path):
+@pytest.mark.parametrize("prune_heads, grouped", [(False, False), (True, False), (False, True)],
+                         ids=["attention", "half_the_heads_pruned", "grouped_query"])
+def test_attention_trains_as_its_int8_operators_compute_it(prune_heads, grouped, tmp_path):
     # The converter writes a MultiHeadAttention as FULLY_CONNECTED projections, a MUL by 1/sqrt(key_dim), a
     # BATCH_MATMUL, SOFTMAX and a BATCH_MATMUL, each tensor with its own range: the quantization-aware layer
     # rounds every one. Measured over 4 seeds, the file's softmax differs from the quantization-aware model's
     # by 1-3 steps (TensorFlow; 1-2 over 2 seeds on JAX), pruned or not: LiteRT's int8 SOFTMAX and
     # BATCH_MATMUL round differently, and that is not within the one step of the convolutions. Seed 0 is a
-    # 3-step one.
+    # 3-step one. A GroupQueryAttention (its keys and values repeated by TILE) differs by 2-4 steps (8 runs on
+    # TensorFlow; 3-5 over 3 seeds on JAX), and its classes agree on 98-100% of the examples.
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    report = _fully_int8_file(quantize_aware(_attention_model(prune_heads)),
+    report = _fully_int8_file(quantize_aware(_attention_model(prune_heads, grouped)),
                               rng.normal(size=(64, 6, 8)).astype("float32"), tmp_path / "attention.tflite")
     assert report.operators["BATCH_MATMUL"] == 2 and report.operators["SOFTMAX"] == 2
-    assert report.max_abs_diff <= 3 * STEP + 1e-6
-    assert report.top1_agreement == 1.0
+    assert report.operators.get("TILE", 0) == (2 if grouped else 0)
+    assert report.max_abs_diff <= (5 if grouped else 3) * STEP + 1e-6
+    assert report.top1_agreement >= (0.98 if grouped else 1.0)
 
 
 def test_quantization_aware_attention_fits_saves_and_reloads(tmp_path):

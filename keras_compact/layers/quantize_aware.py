@@ -27,6 +27,9 @@ LAYER_NORM_STEPS = ("mean", "centered", "squared", "variance", "variance_epsilon
 # A MultiHeadAttention as the converter writes it: FULLY_CONNECTED projections, MUL by 1/sqrt(key_dim),
 # BATCH_MATMUL, SOFTMAX (its fixed range), BATCH_MATMUL, the output FULLY_CONNECTED (the layer's output).
 ATTENTION_STEPS = ("query", "key", "value", "scaled_query", "scores", "context")
+# A GroupQueryAttention is the same, its keys and values repeated for the query heads that share them (the
+# file's repeat keeps their scale).
+ATTENTION_LAYERS = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
 # tfmot's MovingAverageQuantizer starts its ranges here; the first training batch replaces them.
 _INITIAL_RANGE = 6.0
 
@@ -75,7 +78,7 @@ def qrnn_gates(layer):
 
 
 def attention_kernels(layer):
-    """A `MultiHeadAttention`'s four FULLY_CONNECTED kernels."""
+    """A `MultiHeadAttention`'s (or `GroupQueryAttention`'s) four FULLY_CONNECTED kernels."""
     if not layer.built:
         return []
     return [(projection.kernel, "per_tensor") for projection in _keras_private.attention_projections(layer)]
@@ -196,7 +199,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         return getattr(self.layer, "target", self.layer)
 
     def builds_from_arguments(self):
-        return isinstance(self.target, keras.layers.MultiHeadAttention)
+        return isinstance(self.target, ATTENTION_LAYERS)
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -211,7 +214,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             self.depthwise_range = self._range_weight("depthwise_range")
         if isinstance(self.target, keras.layers.LayerNormalization):
             self.layer_norm_ranges = [self._range_weight(f"{step}_range") for step in LAYER_NORM_STEPS]
-        if isinstance(self.target, keras.layers.MultiHeadAttention):
+        if isinstance(self.target, ATTENTION_LAYERS):
             self.attention_ranges = [self._range_weight(f"{step}_range") for step in ATTENTION_STEPS]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
@@ -285,6 +288,8 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
 
         queries, keys, values, output = _keras_private.attention_projections(layer)
         q, k, v = step(project(queries, query)), step(project(keys, key)), step(project(values, value))
+        if isinstance(layer, keras.layers.GroupQueryAttention):
+            k, v = ops.repeat(k, layer.num_repeats, axis=2), ops.repeat(v, layer.num_repeats, axis=2)
         q = step(q * (1.0 / math.sqrt(q.shape[-1])))
         scores_range = next(ranges)
         scores = self._quantize(ops.einsum("aecd,abcd->acbe", k, q), scores_range, training)  # [b, heads, q, k]
