@@ -288,12 +288,10 @@ def test_inputs_are_written_in_the_keras_order_and_a_list_means_it_everywhere(tm
 
 def _worker_folder(folder, model, examples, **options):
     """A work folder as `_other_backend` writes it for `tflite_export._convert_worker`."""
-    import json
+    from tflite_export import _other_backend
 
     folder.mkdir()
-    model.save(folder / "model.keras")
-    np.savez(folder / "data.npz", examples_0=examples)
-    (folder / "options.json").write_text(json.dumps(options))
+    _other_backend.write_job(str(folder), model, [examples], None, options)
     return folder
 
 

@@ -49,8 +49,8 @@ def quantization_report(reference, representative, debug, quantization):
         return _run(work, reference, debug, representative, options)["report"]
 
 
-def _run(work, reference, examples, representative, options):
-    """Runs `_convert_worker` on the model saved in `work`; its result dict, or its error raised here."""
+def write_job(work, reference, examples, representative, options):
+    """The folder `_convert_worker` reads: the model, its data, the options and what to import first."""
     with open(os.path.join(work, "imports.json"), "w") as stream:
         json.dump({"modules": defining_modules(reference), "path": [os.path.abspath(p or ".") for p in sys.path]},
                   stream)
@@ -59,6 +59,11 @@ def _run(work, reference, examples, representative, options):
              **_convert_worker.numbered("representative_", representative))
     with open(os.path.join(work, "options.json"), "w") as stream:
         json.dump(options, stream)
+
+
+def _run(work, reference, examples, representative, options):
+    """Runs `_convert_worker` on the model saved in `work`; its result dict, or its error raised here."""
+    write_job(work, reference, examples, representative, options)
     try:
         return _worker.run(work)
     except _worker.WorkerDied as died:
