@@ -3,7 +3,7 @@
 Each row names a family of Keras layer classes and its facets (`layer_types.LayerType`):
 `channels` the channel-group handler and `resize` (pruning and `shrink`), `in_chain` and
 `elementwise` (unit merging), `macs`, and the quantization-aware plan (`kernel_mode`,
-`quantized`, `fuses`, `splits_activation`, `keeps_scale`). Export adds its lowerings to the
+`quantized`, `simulation`, `fuses`, `splits_activation`, `keeps_scale`). Export adds its lowerings to the
 same table (`tflite_export._lowering`). Read by `layer_types.lookup` on its first call, once
 every module named here is imported.
 """
@@ -38,13 +38,14 @@ define(layers.DepthwiseConv2D, channels=_groups._depthwise, macs=cost.depthwise,
 define(layers.DepthwiseConv1D, macs=cost.depthwise, kernel_mode="per_tensor", splits_activation=True,
        fuses=("own_activation", "activation", "batch_norm"))
 define((layers.SeparableConv1D, layers.SeparableConv2D), channels=_groups._separable, macs=cost.separable,
-       quantized=qat.separable_kernels, splits_activation=True, fuses=("own_activation",))
+       quantized=qat.separable_kernels, simulation=qat.SEPARABLE, splits_activation=True, fuses=("own_activation",))
 define(layers.EinsumDense, macs=cost.einsum)
 
 # Sequence layers: weights as `Matrix` views, masked weight by weight.
 define((layers.MultiHeadAttention, layers.GroupQueryAttention), channels=_sequence.attention,
        resize=_sequence.resize, masked_by_matrix=True, macs=cost.attention)
-define((layers.MultiHeadAttention, layers.GroupQueryAttention), quantized=qat.attention_kernels)
+define((layers.MultiHeadAttention, layers.GroupQueryAttention), quantized=qat.attention_kernels,
+       simulation=qat.ATTENTION)
 define((layers.LSTM, layers.GRU, layers.SimpleRNN), channels=_sequence.recurrent, resize=_sequence.resize,
        masked_by_matrix=True, macs=cost.recurrent)
 define(layers.Bidirectional, channels=_sequence.bidirectional, resize=_sequence.resize, masked_by_matrix=True,
@@ -58,7 +59,7 @@ define(layers.BatchNormalization, channels=_groups._batch_norm, in_chain=True, m
        quantized=qat.no_int8_weights, fuses=("activation",))
 define(layers.Normalization, channels=_groups._normalization, macs=cost.free, quantized=qat.no_int8_weights)
 define(layers.PReLU, channels=_groups._prelu, macs=cost.free)
-define(layers.LayerNormalization, macs=cost.free, quantized=qat.layer_norm_constants)
+define(layers.LayerNormalization, macs=cost.free, quantized=qat.layer_norm_constants, simulation=qat.LAYER_NORM)
 define((layers.GroupNormalization, layers.UnitNormalization, layers.RMSNormalization, ProjectionLayer,
         HadamardClassifier), macs=cost.free)
 

@@ -54,6 +54,10 @@ class LayerType:
             `BatchNormalization` after it).
         splits_activation: its `activation`, where the operator cannot fuse it,
             is computed (and quantized) after the layer's own output.
+        simulation: for a layer the file writes as several int8 operators
+            (attention, `LayerNormalization`, a separable convolution), how
+            `QuantizeAware` computes it with each tensor between them rounded
+            (`layers.quantize_aware.Simulation`).
         keeps_scale: its int8 output keeps its input's scale (no range of its own).
         lowering: `lowering(layer, projection_lowering)`: `(replacement,
             weights)` the converter sees instead of the layer, or None.
@@ -71,6 +75,7 @@ class LayerType:
     kernel_mode: str = None
     fuses: tuple = ()
     splits_activation: bool = False
+    simulation: object = None
     keeps_scale: bool = False
     lowering: object = None
     registered_by: str = None
@@ -140,7 +145,8 @@ def register_layer(layer_class, *, channels=None, weights=None, size=None, macs=
       kernel (symmetric int8; per output channel: over every axis but the
       last), `"constant"` for an operand of an elementwise MUL or ADD (a gain,
       a bias added by hand: asymmetric over its own range, as the converter
-      quantizes constants). The layer's output gets a learned 8-bit range. Whether the converter writes your computation in int8 is its own
+      quantizes constants). The layer's output gets a learned 8-bit range.
+      Whether the converter writes your computation in int8 is its own
       matter: `export` verifies the file, and reports operators left in float.
 
     Channel pruning then masks the described axes (`PruningMask`, by channel),

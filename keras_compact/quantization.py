@@ -18,7 +18,7 @@ from keras_compact import _keras_private, layer_types
 from keras_compact._checks import check_rate
 from keras_compact._cloning import check_model, clone_with, fresh_copy, inlined
 from keras_compact.layers.quantize_aware import (
-    ATTENTION_LAYERS, FIXED_RANGES, QuantizeAware, quantized_weights,
+    FIXED_RANGES, QuantizeAware, quantized_weights,
 )
 from keras_compact.layers.projection_layer import ProjectionLayer
 from keras_compact.layers.targeted_dropout import TargetedDropout
@@ -49,11 +49,13 @@ def quantize_aware(model, ema_decay=0.999):
     transposed convolution with its activation after it (TRANSPOSE_CONV fuses
     none), a `LayerNormalization` as the file's MEAN, SUB, MUL, RSQRT, ...
     with every tensor between them and its gamma and beta rounded, a
-    `MultiHeadAttention` as its FULLY_CONNECTED projections, MUL,
-    BATCH_MATMUL, SOFTMAX and BATCH_MATMUL with every tensor between them
-    rounded (under a padding, causal or given mask, a masked score is the
-    lowest value of the scores' int8 grid, as the file's SELECT_V2 writes it), an `Embedding`'s table to the asymmetric int8 grid its
-    GATHER reads, a `QRNN`'s gate convolutions, the model inputs and each
+    `MultiHeadAttention` (or `GroupQueryAttention`) as its FULLY_CONNECTED
+    projections, MUL, BATCH_MATMUL, SOFTMAX and BATCH_MATMUL with every
+    tensor between them rounded (under a padding, causal or given mask, a
+    masked score is the lowest value of the scores' int8 grid, as the file's
+    SELECT_V2 writes it), an `Embedding`'s table to the asymmetric int8 grid
+    its GATHER reads, the weights a user's layer registers
+    (`keras_compact.register_layer(..., quantize=...)`), a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
     `BatchNormalization` and/or a ReLU (or ReLU6) is one operator in the file,
@@ -171,8 +173,8 @@ def _plans(model):
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
             "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization, MultiHeadAttention and "
-            "GroupQueryAttention (masked or not), and layers given quantize= by keras_compact.register_layer; layers without weights are "
-            "all taken."
+            "GroupQueryAttention (masked or not), and layers given quantize= by keras_compact.register_layer; "
+            "layers without weights are all taken."
         )
     return plans
 
@@ -200,7 +202,8 @@ def _unsupported_call(layer, node):
     """Why this call of `layer` cannot be quantization-aware (an attention layer returning its scores or
     attending over other axes), or None."""
     target = getattr(layer, "target", layer)
-    if not isinstance(target, ATTENTION_LAYERS):
+    simulation = layer_types.lookup(target).simulation
+    if simulation is None or not simulation.builds_from_arguments:  # an attention layer's call
         return None
     described = f"{type(target).__name__} {target.name!r}"
     if getattr(target, "use_gate", False):

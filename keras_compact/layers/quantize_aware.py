@@ -1,5 +1,6 @@
 """QuantizeAware: a layer computing what its int8 operator will, in float, for quantization-aware training."""
 
+import dataclasses
 import math
 
 import keras
@@ -9,7 +10,7 @@ from keras_compact import _keras_private, layer_types
 from keras_compact._checks import (
     ChecksCallInputs, bool_errors, check_rate, is_number, raise_errors, renamed_arguments,
 )
-from keras_compact.layers.targeted_dropout import SEPARABLE_LAYERS, call_with_values, wrapped_output_shape
+from keras_compact.layers.targeted_dropout import call_with_values, wrapped_output_shape
 from keras_compact.ops.fake_quant import fake_quant
 
 # The fixed output ranges of the converter's int8 kernels (scale 1/256 or 1/128).
@@ -27,9 +28,6 @@ LAYER_NORM_STEPS = ("mean", "centered", "squared", "variance", "variance_epsilon
 # A MultiHeadAttention as the converter writes it: FULLY_CONNECTED projections, MUL by 1/sqrt(key_dim),
 # BATCH_MATMUL, SOFTMAX (its fixed range), BATCH_MATMUL, the output FULLY_CONNECTED (the layer's output).
 ATTENTION_STEPS = ("query", "key", "value", "scaled_query", "scores", "context")
-# A GroupQueryAttention is the same, its keys and values repeated for the query heads that share them (the
-# file's repeat keeps their scale).
-ATTENTION_LAYERS = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
 # tfmot's MovingAverageQuantizer starts its ranges here; the first training batch replaces them.
 _INITIAL_RANGE = 6.0
 
@@ -199,7 +197,12 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         return getattr(self.layer, "target", self.layer)
 
     def builds_from_arguments(self):
-        return isinstance(self.target, ATTENTION_LAYERS)
+        simulation = self._simulation()
+        return simulation is not None and simulation.builds_from_arguments
+
+    def _simulation(self):
+        """How the layer's several int8 operators are computed (`layer_types`' `simulation`), or None."""
+        return layer_types.lookup(self.target).simulation
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -210,12 +213,8 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             self.pre_activation_range = self._range_weight("pre_activation_range")
         if self.output_mode == "learned":
             self.output_range = self._range_weight("output_range")
-        if isinstance(self.target, SEPARABLE_LAYERS):  # between its depthwise and its pointwise operator
-            self.depthwise_range = self._range_weight("depthwise_range")
-        if isinstance(self.target, keras.layers.LayerNormalization):
-            self.layer_norm_ranges = [self._range_weight(f"{step}_range") for step in LAYER_NORM_STEPS]
-        if isinstance(self.target, ATTENTION_LAYERS):
-            self.attention_ranges = [self._range_weight(f"{step}_range") for step in ATTENTION_STEPS]
+        simulation = self._simulation()  # the tensors between the file's operators for the layer
+        self.step_ranges = [self._range_weight(f"{step}_range") for step in (simulation.steps if simulation else ())]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -224,17 +223,17 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         return self.add_weight(shape=(2,), initializer=initial, trainable=False, name=name)
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
-        x = self._quantize(inputs, self.input_range, training) if self.quantize_inputs else inputs
+        x = self.rounded(inputs, self.input_range, training) if self.quantize_inputs else inputs
         if self.builds_from_arguments():
-            y = self._attention(x, *args, training=training, **kwargs)
+            y = self._simulation().compute(self, x, *args, training=training, **kwargs)
         else:
             y = x if self._activation_only else self._call_layer(x, training, mask)
         if self.activation is not None:
             if not self._activation_only:
-                y = self._quantize(y, self.pre_activation_range, training)
+                y = self.rounded(y, self.pre_activation_range, training)
             y = self._activate(y)
         if self.output_mode == "learned":
-            y = self._quantize(y, self.output_range, training)
+            y = self.rounded(y, self.output_range, training)
         elif self.output_mode is not None:
             y = fake_quant(y, *self.output_mode)
         if training:
@@ -248,96 +247,30 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         weights = quantized_weights(self.target)
         if not weights:
             return self.layer(x, **kwargs)
-        masked = self._masked()
-        replacements = [(variable, quantized_kernel(masked.get(id(variable), variable.value), mode))
-                        for variable, mode in weights]
-        if isinstance(self.target, SEPARABLE_LAYERS):
-            return self._separable(x, [value for _, value in replacements], training)
-        if isinstance(self.target, keras.layers.LayerNormalization):
-            return self._layer_norm(x, {id(v): value for v, value in replacements}, training)
-        return call_with_values(self.layer, replacements, x, **kwargs)
+        simulation = self._simulation()
+        if simulation is not None:
+            return simulation.compute(self, x, training=training)
+        return call_with_values(self.layer, self.replacements(), x, **kwargs)
 
-    def _masked(self):
+    def replacements(self):
+        """`[(variable, value)]`: each weight the file holds in int8, rounded as it is there (the zeros of a
+        `PruningMask` around the layer applied first)."""
+        masked = self.masked()
+        return [(variable, quantized_kernel(masked.get(id(variable), variable.value), mode))
+                for variable, mode in quantized_weights(self.target)]
+
+    def masked(self):
         """`{id(variable): value}`: what a `PruningMask` around the layer computes with (its zeros applied)."""
         if self.layer is self.target:
             return {}
         return {id(variable): value for variable, value in self.layer.masked_values()}
-
-    def _attention(self, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
-                   return_attention_scores=False, training=None, **unused):
-        """A MultiHeadAttention as its int8 operators compute it, every tensor between them quantized.
-
-        Under a mask (`attention_mask`, `use_causal_mask`, padding masks), a masked score is the lowest
-        value of the scores' int8 grid, as the file's SELECT_V2 writes it (its constant, -1e9 in float,
-        takes the scores' scale): masked positions keep a small weight, as in the file."""
-        layer = self.target
-        if return_attention_scores:
-            raise ValueError(f"QuantizeAware rounds {layer.name!r}'s attention output, not its scores; it was "
-                             "called with return_attention_scores=True")
-        mask = _keras_private.attention_mask(layer, query, value, key, attention_mask, use_causal_mask)
-        key = value if key is None else key
-        masked = self._masked()
-        ranges = iter(self.attention_ranges)
-        step = lambda value_: self._quantize(value_, next(ranges), training)  # noqa: E731
-
-        def project(dense, x):
-            pairs = [(dense.kernel, quantized_kernel(masked.get(id(dense.kernel), dense.kernel.value), "per_tensor"))]
-            if dense.bias is not None:
-                pairs.append((dense.bias, masked.get(id(dense.bias), dense.bias.value)))
-            return call_with_values(dense, pairs, x)
-
-        queries, keys, values, output = _keras_private.attention_projections(layer)
-        q, k, v = step(project(queries, query)), step(project(keys, key)), step(project(values, value))
-        if isinstance(layer, keras.layers.GroupQueryAttention):
-            k, v = ops.repeat(k, layer.num_repeats, axis=2), ops.repeat(v, layer.num_repeats, axis=2)
-        q = step(q * (1.0 / math.sqrt(q.shape[-1])))
-        scores_range = next(ranges)
-        scores = self._quantize(ops.einsum("aecd,abcd->acbe", k, q), scores_range, training)  # [b, heads, q, k]
-        if mask is not None:
-            low, high = quantization_range(scores_range.value)
-            floor = fake_quant(ops.zeros_like(scores) + low, low, high)
-            mask = ops.expand_dims(ops.cast(mask, "bool"), 1)
-            scores = ops.where(mask, scores, floor)
-        probabilities = fake_quant(ops.softmax(scores, axis=-1), *FIXED_RANGES["softmax"])
-        if layer.dropout > 0:
-            if mask is not None:  # Keras's masked softmax (its path with dropout) zeroes what it masked
-                probabilities = ops.where(mask, probabilities, 0.0)
-            probabilities = _keras_private.attention_dropout(layer)(probabilities, training=training)
-        context = step(ops.einsum("acbe,aecd->abcd", probabilities, v))
-        return project(output, context)
-
-    def _separable(self, x, kernels, training):
-        """A separable convolution as the file's two operators: the depthwise one's output quantized too."""
-        layer = self.target
-        bias = self._masked().get(id(layer.bias), layer.bias) if layer.bias is not None else None
-        y = ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
-                               data_format=layer.data_format, dilation_rate=layer.dilation_rate)
-        y = self._quantize(y, self.depthwise_range, training)
-        y = ops.conv(y, kernels[1], strides=1, padding="valid", data_format=layer.data_format)
-        if bias is not None:
-            y = ops.add(y, bias)
-        return layer.activation(y) if layer.activation is not None else y
-
-    def _layer_norm(self, x, constants, training):
-        """A LayerNormalization as its int8 operators compute it, every tensor between them quantized."""
-        layer = self.target
-        ranges = iter(self.layer_norm_ranges)
-        step = lambda value: self._quantize(value, next(ranges), training)  # noqa: E731
-        mean = step(ops.mean(x, axis=-1, keepdims=True))
-        centered = step(x - mean)
-        variance = step(ops.mean(step(centered * centered), axis=-1, keepdims=True))
-        normalized = step(centered * step(ops.rsqrt(step(variance + layer.epsilon))))
-        if layer.gamma is not None:
-            normalized = normalized * constants[id(layer.gamma)]
-        scaled = step(normalized)  # without gamma, the same tensor again: quantizing twice changes nothing
-        return scaled + constants[id(layer.beta)] if layer.beta is not None else scaled
 
     def _activate(self, y):
         if self.activation in ("silu", "swish"):  # the converter's LOGISTIC (fixed range) times its input
             return y * fake_quant(ops.sigmoid(y), *FIXED_RANGES["sigmoid"])
         return keras.activations.get(self.activation)(y)
 
-    def _quantize(self, x, weight, training):
+    def rounded(self, x, weight, training):
         if training:
             batch = ops.stop_gradient(ops.stack([ops.min(x), ops.max(x)]))
             moving = self.ema_decay * weight.value + (1.0 - self.ema_decay) * ops.cast(batch, weight.dtype)
@@ -384,3 +317,102 @@ def _is_range(value):
         and all(is_number(v) for v in value)
         and float(value[0]) < float(value[1])
     )
+
+
+# The layers the converter writes as several int8 operators, each tensor between them with a range of its own.
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """How `QuantizeAware` computes one layer type as the file's operators do (`layer_types`' `simulation`).
+
+    `steps` name the tensors between the operators (each a learned range, the
+    wrapper's variable `<step>_range`, in `wrapper.step_ranges`);
+    `compute(wrapper, inputs, *args, training=..., **kwargs)` computes the
+    layer, rounding the tensor of step i with `wrapper.rounded(value,
+    wrapper.step_ranges[i], training)`. `builds_from_arguments`: called with
+    several tensors (an attention layer's query, value, key and masks).
+    """
+
+    steps: tuple
+    compute: object
+    builds_from_arguments: bool = False
+
+
+def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
+               return_attention_scores=False, training=None, **unused):
+    """A MultiHeadAttention as its int8 operators compute it, every tensor between them quantized.
+
+    Under a mask (`attention_mask`, `use_causal_mask`, padding masks), a masked score is the lowest
+    value of the scores' int8 grid, as the file's SELECT_V2 writes it (its constant, -1e9 in float,
+    takes the scores' scale): masked positions keep a small weight, as in the file."""
+    layer = wrapper.target
+    if return_attention_scores:
+        raise ValueError(f"QuantizeAware rounds {layer.name!r}'s attention output, not its scores; it was "
+                         "called with return_attention_scores=True")
+    mask = _keras_private.attention_mask(layer, query, value, key, attention_mask, use_causal_mask)
+    key = value if key is None else key
+    masked = wrapper.masked()
+    ranges = iter(wrapper.step_ranges)
+    step = lambda value_: wrapper.rounded(value_, next(ranges), training)  # noqa: E731
+
+    def project(dense, x):
+        pairs = [(dense.kernel, quantized_kernel(masked.get(id(dense.kernel), dense.kernel.value), "per_tensor"))]
+        if dense.bias is not None:
+            pairs.append((dense.bias, masked.get(id(dense.bias), dense.bias.value)))
+        return call_with_values(dense, pairs, x)
+
+    queries, keys, values, output = _keras_private.attention_projections(layer)
+    q, k, v = step(project(queries, query)), step(project(keys, key)), step(project(values, value))
+    if isinstance(layer, keras.layers.GroupQueryAttention):
+        k, v = ops.repeat(k, layer.num_repeats, axis=2), ops.repeat(v, layer.num_repeats, axis=2)
+    q = step(q * (1.0 / math.sqrt(q.shape[-1])))
+    scores_range = next(ranges)
+    scores = wrapper.rounded(ops.einsum("aecd,abcd->acbe", k, q), scores_range, training)  # [b, heads, q, k]
+    if mask is not None:
+        low, high = quantization_range(scores_range.value)
+        floor = fake_quant(ops.zeros_like(scores) + low, low, high)
+        mask = ops.expand_dims(ops.cast(mask, "bool"), 1)
+        scores = ops.where(mask, scores, floor)
+    probabilities = fake_quant(ops.softmax(scores, axis=-1), *FIXED_RANGES["softmax"])
+    if layer.dropout > 0:
+        if mask is not None:  # Keras's masked softmax (its path with dropout) zeroes what it masked
+            probabilities = ops.where(mask, probabilities, 0.0)
+        probabilities = _keras_private.attention_dropout(layer)(probabilities, training=training)
+    context = step(ops.einsum("acbe,aecd->abcd", probabilities, v))
+    return project(output, context)
+
+
+def _separable(wrapper, x, training=None):
+    """A separable convolution as the file's two operators: the depthwise one's output quantized too."""
+    layer = wrapper.target
+    kernels = [value for _, value in wrapper.replacements()]
+    bias = wrapper.masked().get(id(layer.bias), layer.bias) if layer.bias is not None else None
+    y = ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
+                           data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    y = wrapper.rounded(y, wrapper.step_ranges[0], training)
+    y = ops.conv(y, kernels[1], strides=1, padding="valid", data_format=layer.data_format)
+    if bias is not None:
+        y = ops.add(y, bias)
+    return layer.activation(y) if layer.activation is not None else y
+
+
+def _layer_norm(wrapper, x, training=None):
+    """A LayerNormalization as its int8 operators compute it, every tensor between them quantized."""
+    layer = wrapper.target
+    constants = {id(variable): value for variable, value in wrapper.replacements()}
+    ranges = iter(wrapper.step_ranges)
+    step = lambda value: wrapper.rounded(value, next(ranges), training)  # noqa: E731
+    mean = step(ops.mean(x, axis=-1, keepdims=True))
+    centered = step(x - mean)
+    variance = step(ops.mean(step(centered * centered), axis=-1, keepdims=True))
+    normalized = step(centered * step(ops.rsqrt(step(variance + layer.epsilon))))
+    if layer.gamma is not None:
+        normalized = normalized * constants[id(layer.gamma)]
+    scaled = step(normalized)  # without gamma, the same tensor again: quantizing twice changes nothing
+    return scaled + constants[id(layer.beta)] if layer.beta is not None else scaled
+
+
+# A GroupQueryAttention is the same as a MultiHeadAttention, its keys and values repeated for the query heads
+# that share them (the file's TILE keeps their scale).
+ATTENTION = Simulation(ATTENTION_STEPS, _attention, builds_from_arguments=True)
+SEPARABLE = Simulation(("depthwise",), _separable)  # the tensor between DEPTHWISE_CONV_2D and CONV_2D
+LAYER_NORM = Simulation(LAYER_NORM_STEPS, _layer_norm)
