@@ -278,3 +278,11 @@ def test_a_layer_class_defined_in_main_exports_on_tensorflow_and_is_refused_with
     else:
         with pytest.raises(ValueError, match=r"\['MainScale'\] are defined in __main__ .* Define them in a module"):
             export(model, tmp_path / "main.tflite", verify_with=x)
+
+
+def test_weight_and_unit_pruning_point_a_registered_layer_to_channel_pruning(registered, rng):
+    model = _model(rng)
+    with pytest.raises(ValueError, match=r"\['gain_1'\] are pruned by channel only .*granularity='channel'"):
+        prune(model, 0.5, granularity="unit", layers=["gain_1"])
+    with pytest.raises(ValueError, match=r"Its layers \['gain_1', 'gain_2', 'scale'\] are pruned by channel only"):
+        prune(model, 0.5, granularity="unit")

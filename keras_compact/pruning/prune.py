@@ -609,14 +609,21 @@ def _prunable(model, names, skip_outputs):
             raise ValueError(f"layers must be a list of layer names. Received: layers={names!r}")
         unknown = sorted(set(names) - set(found))
         if unknown:
+            by_channel = sorted(layer.name for layer in _keras_private.sublayers(model, include_self=False)
+                                if layer.name in unknown and masked_by_channel(_graph.unwrapped(layer)))
+            hint = (f" {by_channel} are pruned by channel only (heads, recurrent units, embedding dimensions, a "
+                    "layer registered with keras_compact.register_layer): granularity='channel'.") if by_channel else ""
             raise ValueError(
-                f"layers {unknown} are not prunable layers of {model.name!r}; prunable: {sorted(found)}."
+                f"layers {unknown} are not prunable layers of {model.name!r}; prunable: {sorted(found)}.{hint}"
             )
         found = {name: found[name] for name in names}
     if not found:
         supported = ", ".join(cls.__name__ for cls in SUPPORTED_LAYERS)
+        by_channel = sorted(layer.name for layer in _keras_private.sublayers(model, include_self=False)
+                            if masked_by_channel(_graph.unwrapped(layer)))
+        hint = (f" Its layers {by_channel} are pruned by channel only: granularity='channel'." if by_channel else "")
         raise ValueError(
-            f"The model {model.name!r} has no prunable layer (built {supported}); nothing to prune."
+            f"The model {model.name!r} has no prunable layer (built {supported}); nothing to prune.{hint}"
         )
     return found
 
