@@ -47,7 +47,9 @@ define((layers.MultiHeadAttention, layers.GroupQueryAttention), channels=_sequen
 define((layers.MultiHeadAttention, layers.GroupQueryAttention), quantized=qat.attention_kernels,
        simulation=qat.ATTENTION)
 define((layers.LSTM, layers.GRU, layers.SimpleRNN), channels=_sequence.recurrent, resize=_sequence.resize,
-       masked_by_matrix=True, macs=cost.recurrent)
+       masked_by_matrix=True, macs=cost.recurrent, quantized=qat.recurrent_kernels)
+for _layer, _simulation in qat.RECURRENT.items():  # unrolled, as their int8 file
+    define(_layer, simulation=_simulation)
 define(layers.Bidirectional, channels=_sequence.bidirectional, resize=_sequence.resize, masked_by_matrix=True,
        macs=cost.bidirectional)
 define(layers.Embedding, channels=_sequence.embedding, resize=_sequence.resize, masked_by_matrix=True,

@@ -54,7 +54,9 @@ def quantize_aware(model, ema_decay=0.999):
     tensor between them rounded (under a padding, causal or given mask, a
     masked score is the lowest value of the scores' int8 grid, as the file's
     SELECT_V2 writes it), an `Embedding`'s table to the asymmetric int8 grid
-    its GATHER reads, the weights a user's layer registers
+    its GATHER reads, an `LSTM`, `GRU` or `SimpleRNN` over sequences of known
+    length as its unrolled file (each step's operators, one range per tensor
+    for all steps), the weights a user's layer registers
     (`keras_compact.register_layer(..., quantize=...)`), a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -173,7 +175,7 @@ def _plans(model):
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
             "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization, MultiHeadAttention and "
-            "GroupQueryAttention (masked or not), and layers given quantize= by keras_compact.register_layer; "
+            "GroupQueryAttention (masked or not), LSTM, GRU and SimpleRNN (unrolled), and layers given quantize= by keras_compact.register_layer; "
             "layers without weights are all taken."
         )
     return plans
@@ -199,21 +201,11 @@ def _unsupported(layer):
 
 
 def _unsupported_call(layer, node):
-    """Why this call of `layer` cannot be quantization-aware (an attention layer returning its scores or
-    attending over other axes), or None."""
+    """Why this call of `layer` cannot be quantization-aware (its simulation's refusal: an attention layer
+    returning its scores, a recurrent layer returning its states, ...), or None."""
     target = getattr(layer, "target", layer)
     simulation = layer_types.lookup(target).simulation
-    if simulation is None or not simulation.builds_from_arguments:  # an attention layer's call
-        return None
-    described = f"{type(target).__name__} {target.name!r}"
-    if getattr(target, "use_gate", False):
-        return f"{described} is gated (use_gate=True: not covered yet)"
-    if len(node.outputs) > 1 or node.arguments.kwargs.get("return_attention_scores"):
-        return f"{described} returns its attention scores"
-    tensors = node.arguments.keras_tensors
-    if len(tensors[0].shape) != 3 or target.get_config().get("attention_axes") not in (None, [1], (1,), 1):
-        return f"{described} attends over axes other than a sequence's (only [batch, sequence, features] inputs)"
-    return None
+    return simulation.refusal(target, node) if simulation is not None and simulation.refusal else None
 
 
 def _last_axis(layer):

@@ -249,7 +249,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             return self.layer(x, **kwargs)
         simulation = self._simulation()
         if simulation is not None:
-            return simulation.compute(self, x, training=training)
+            return simulation.compute(self, x, training=training, mask=mask)
         return call_with_values(self.layer, self.replacements(), x, **kwargs)
 
     def replacements(self):
@@ -335,6 +335,7 @@ class Simulation:
     steps: tuple
     compute: object
     builds_from_arguments: bool = False
+    refusal: object = None  # refusal(layer, node): why this call of the layer cannot be simulated, or None
 
 
 def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
@@ -381,7 +382,19 @@ def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_ca
     return project(output, context)
 
 
-def _separable(wrapper, x, training=None):
+def _attention_refusal(layer, node):
+    described = f"{type(layer).__name__} {layer.name!r}"
+    if getattr(layer, "use_gate", False):
+        return f"{described} is gated (use_gate=True: not covered yet)"
+    if len(node.outputs) > 1 or node.arguments.kwargs.get("return_attention_scores"):
+        return f"{described} returns its attention scores"
+    tensors = node.arguments.keras_tensors
+    if len(tensors[0].shape) != 3 or layer.get_config().get("attention_axes") not in (None, [1], (1,), 1):
+        return f"{described} attends over axes other than a sequence's (only [batch, sequence, features] inputs)"
+    return None
+
+
+def _separable(wrapper, x, training=None, mask=None):
     """A separable convolution as the file's two operators: the depthwise one's output quantized too."""
     layer = wrapper.target
     kernels = [value for _, value in wrapper.replacements()]
@@ -395,7 +408,7 @@ def _separable(wrapper, x, training=None):
     return layer.activation(y) if layer.activation is not None else y
 
 
-def _layer_norm(wrapper, x, training=None):
+def _layer_norm(wrapper, x, training=None, mask=None):
     """A LayerNormalization as its int8 operators compute it, every tensor between them quantized."""
     layer = wrapper.target
     constants = {id(variable): value for variable, value in wrapper.replacements()}
@@ -413,6 +426,107 @@ def _layer_norm(wrapper, x, training=None):
 
 # A GroupQueryAttention is the same as a MultiHeadAttention, its keys and values repeated for the query heads
 # that share them (the file's TILE keeps their scale).
-ATTENTION = Simulation(ATTENTION_STEPS, _attention, builds_from_arguments=True)
+ATTENTION = Simulation(ATTENTION_STEPS, _attention, builds_from_arguments=True, refusal=_attention_refusal)
 SEPARABLE = Simulation(("depthwise",), _separable)  # the tensor between DEPTHWISE_CONV_2D and CONV_2D
 LAYER_NORM = Simulation(LAYER_NORM_STEPS, _layer_norm)
+
+
+# A recurrent layer as its unrolled int8 file computes it, one step after another (the same ranges at every
+# step): its kernel's FULLY_CONNECTED (with the bias), the recurrent kernel's FULLY_CONNECTED, their ADD,
+# the gates' LOGISTIC and TANH (fixed ranges) and the MULs and ADDs of the state.
+LSTM_STEPS = ("input_projection", "recurrent_projection", "gates", "forget_carry", "input_carry", "carry", "state")
+GRU_STEPS = ("input_projection", "recurrent_projection", "update_reset", "reset_recurrent", "candidate_input",
+             "kept_state", "update_complement", "new_state", "state")
+SIMPLE_RNN_STEPS = ("input_projection", "recurrent_projection", "state_input")
+
+
+def recurrent_kernels(layer):
+    """An `LSTM`'s, `GRU`'s or `SimpleRNN`'s kernel and recurrent kernel: FULLY_CONNECTED kernels."""
+    return [(layer.cell.kernel, "per_tensor"), (layer.cell.recurrent_kernel, "per_tensor")]
+
+
+def _recurrent_refusal(layer, node):
+    described = f"{type(layer).__name__} {layer.name!r}"
+    cell = layer.cell
+    arguments = node.arguments
+    if layer.return_state or len(node.outputs) > 1:
+        return f"{described} returns its states"
+    if len(arguments.args) > 1 or arguments.kwargs.get("initial_state") is not None:
+        return f"{described} is given initial states"
+    if layer.stateful:
+        return f"{described} is stateful"
+    if cell.dropout or cell.recurrent_dropout:
+        return f"{described} has dropout or recurrent_dropout (not simulated: train it without, then QAT)"
+    shape = arguments.keras_tensors[0].shape
+    if len(shape) != 3 or shape[1] is None:
+        return f"{described} reads sequences of unknown length (its file is unrolled: give the Input a length)"
+    activations = [cell.activation] + ([cell.recurrent_activation] if hasattr(cell, "recurrent_activation") else [])
+    if [getattr(a, "__name__", None) for a in activations] != ["tanh", "sigmoid"][:len(activations)]:
+        return f"{described} has activations other than tanh and sigmoid (their int8 kernels' fixed ranges)"
+    if isinstance(layer, keras.layers.GRU) and not (cell.reset_after or not cell.use_bias):
+        return f"{described} has reset_after=False with a bias (taken: reset_after=True, Keras's default)"
+    if layer.return_sequences and _keras_private.keras_mask(arguments.keras_tensors[0]) is not None:
+        return f"{described} returns sequences under a padding mask (taken: return_sequences=False)"
+    return None
+
+
+def _recurrent(wrapper, x, training=None, mask=None):
+    """The layer unrolled over its (known) length, each step's tensors rounded with the layer's ranges."""
+    layer = wrapper.target
+    cell = layer.cell
+    values = {id(variable): value for variable, value in wrapper.replacements()}
+    masked = wrapper.masked()
+    kernel, recurrent = values[id(cell.kernel)], values[id(cell.recurrent_kernel)]
+    bias = masked.get(id(cell.bias), cell.bias) if cell.use_bias else None
+    ranges = {name: weight for name, weight in zip(wrapper._simulation().steps, wrapper.step_ranges)}
+    step = lambda name, value: wrapper.rounded(value, ranges[name], training)  # noqa: E731
+    sigmoid = lambda value: fake_quant(ops.sigmoid(value), *FIXED_RANGES["sigmoid"])  # noqa: E731
+    tanh = lambda value: fake_quant(ops.tanh(value), *FIXED_RANGES["tanh"])  # noqa: E731
+    units = cell.units
+    state = ops.zeros((ops.shape(x)[0], units), x.dtype)
+    carry = state
+    times = range(x.shape[1])
+    outputs = []
+    for time in (reversed(times) if layer.go_backwards else times):
+        inputs = x[:, time]
+        if isinstance(layer, keras.layers.GRU):
+            input_bias, recurrent_bias = (bias[0], bias[1]) if bias is not None else (None, None)
+            projected = ops.matmul(inputs, kernel)
+            projected = step("input_projection", projected + input_bias if input_bias is not None else projected)
+            from_state = ops.matmul(state, recurrent)
+            from_state = step("recurrent_projection",
+                              from_state + recurrent_bias if recurrent_bias is not None else from_state)
+            x_z, x_r, x_h = ops.split(projected, 3, axis=-1)
+            r_z, r_r, r_h = ops.split(from_state, 3, axis=-1)
+            update = sigmoid(step("update_reset", x_z + r_z))
+            reset = sigmoid(step("update_reset", x_r + r_r))
+            candidate = tanh(step("candidate_input", x_h + step("reset_recurrent", reset * r_h)))
+            complement = step("update_complement", 1.0 - update)  # the file's SUB from 1, in int8 too
+            new = step("state", step("kept_state", update * state) + step("new_state", complement * candidate))
+        elif isinstance(layer, keras.layers.LSTM):
+            projected = ops.matmul(inputs, kernel)
+            projected = step("input_projection", projected + bias if bias is not None else projected)
+            if outputs:
+                gates = step("gates", projected + step("recurrent_projection", ops.matmul(state, recurrent)))
+            else:  # the first step reads zero states: the converter folds them away, and so does this
+                gates = projected
+            z_i, z_f, z_c, z_o = ops.split(gates, 4, axis=-1)
+            from_input = step("input_carry", sigmoid(z_i) * tanh(z_c))
+            new_carry = step("carry", step("forget_carry", sigmoid(z_f) * carry) + from_input) if outputs else from_input
+            new = step("state", sigmoid(z_o) * tanh(new_carry))
+            if mask is not None:
+                new_carry = ops.where(mask[:, time, None], new_carry, carry)
+            carry = new_carry
+        else:  # SimpleRNN
+            projected = ops.matmul(inputs, kernel)
+            projected = step("input_projection", projected + bias if bias is not None else projected)
+            new = tanh(step("state_input", projected + step("recurrent_projection", ops.matmul(state, recurrent))))
+        state = ops.where(mask[:, time, None], new, state) if mask is not None else new
+        outputs.append(state)
+    # A backward layer's sequence is in the order it was computed, as Keras returns it.
+    return ops.stack(outputs, axis=1) if layer.return_sequences else state
+
+
+RECURRENT = {layer: Simulation(steps, _recurrent, refusal=_recurrent_refusal)
+             for layer, steps in ((keras.layers.LSTM, LSTM_STEPS), (keras.layers.GRU, GRU_STEPS),
+                                  (keras.layers.SimpleRNN, SIMPLE_RNN_STEPS))}
