@@ -296,6 +296,7 @@ def _wrapped(wrap, model, text_model):
     return wrapped
 
 
+# KerasHub is in the test extras (CI installs it); a machine without it skips these tests, saying so.
 def _keras_hub_text_model():
     keras_hub = pytest.importorskip("keras_hub")
     ids = keras.Input((LENGTH,), dtype="int32", name="ids")

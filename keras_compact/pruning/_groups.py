@@ -14,9 +14,9 @@ DepGraph (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
 groups PyTorch layers.
 
 One handler per layer type (the `channels` of its `layer_types` entry) says
-how a layer reads and writes channels and how its weights are cut. A space that reaches a model output, a
-model input, or a layer no handler maps, cannot lose channels; the reason is
-kept in words a `ValueError` or a report can quote.
+how a layer reads and writes channels and how its weights are cut. A space
+that reaches a model output, a model input, or a layer no handler maps, cannot
+lose channels; the reason is kept in words a `ValueError` or a report can quote.
 
 Removing channel j of a group is exact when every layer that *reads* it (its
 consumers: `Dense`/convolution rows) has zero weights for it: then nothing
