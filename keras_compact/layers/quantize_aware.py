@@ -197,10 +197,10 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         return getattr(self.layer, "target", self.layer)
 
     def builds_from_arguments(self):
-        simulation = self._simulation()
+        simulation = self.simulation()
         return simulation is not None and simulation.builds_from_arguments
 
-    def _simulation(self):
+    def simulation(self):
         """How the layer's several int8 operators are computed (`layer_types`' `simulation`), or None."""
         return layer_types.lookup(self.target).simulation
 
@@ -213,7 +213,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             self.pre_activation_range = self._range_weight("pre_activation_range")
         if self.output_mode == "learned":
             self.output_range = self._range_weight("output_range")
-        simulation = self._simulation()  # the tensors between the file's operators for the layer
+        simulation = self.simulation()  # the tensors between the file's operators for the layer
         self.step_ranges = [self._range_weight(f"{step}_range") for step in (simulation.steps if simulation else ())]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
@@ -225,7 +225,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         x = self.rounded(inputs, self.input_range, training) if self.quantize_inputs else inputs
         if self.builds_from_arguments():
-            y = self._simulation().compute(self, x, *args, training=training, **kwargs)
+            y = self.simulation().compute(self, x, *args, training=training, **kwargs)
         else:
             y = x if self._activation_only else self._call_layer(x, training, mask)
         if self.activation is not None:
@@ -247,7 +247,7 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         weights = quantized_weights(self.target)
         if not weights:
             return self.layer(x, **kwargs)
-        simulation = self._simulation()
+        simulation = self.simulation()
         if simulation is not None:
             return simulation.compute(self, x, training=training, mask=mask)
         return call_with_values(self.layer, self.replacements(), x, **kwargs)
@@ -355,8 +355,10 @@ def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_ca
     ranges = iter(wrapper.step_ranges)
     step = lambda value_: wrapper.rounded(value_, next(ranges), training)  # noqa: E731
 
+    rounded_kernels = dict((id(variable), value) for variable, value in wrapper.replacements())
+
     def project(dense, x):
-        pairs = [(dense.kernel, quantized_kernel(masked.get(id(dense.kernel), dense.kernel.value), "per_tensor"))]
+        pairs = [(dense.kernel, rounded_kernels[id(dense.kernel)])]
         if dense.bias is not None:
             pairs.append((dense.bias, masked.get(id(dense.bias), dense.bias.value)))
         return call_with_values(dense, pairs, x)
@@ -478,7 +480,9 @@ def _recurrent(wrapper, x, training=None, mask=None):
     masked = wrapper.masked()
     kernel, recurrent = values[id(cell.kernel)], values[id(cell.recurrent_kernel)]
     bias = masked.get(id(cell.bias), cell.bias) if cell.use_bias else None
-    ranges = {name: weight for name, weight in zip(wrapper._simulation().steps, wrapper.step_ranges)}
+    # A GRU's bias is [2, 3 * units] (reset_after): the input's and the recurrent kernel's.
+    input_bias, recurrent_bias = (bias[0], bias[1]) if bias is not None and len(bias.shape) == 2 else (bias, None)
+    ranges = {name: weight for name, weight in zip(wrapper.simulation().steps, wrapper.step_ranges)}
     step = lambda name, value: wrapper.rounded(value, ranges[name], training)  # noqa: E731
     sigmoid = lambda value: fake_quant(ops.sigmoid(value), *FIXED_RANGES["sigmoid"])  # noqa: E731
     tanh = lambda value: fake_quant(ops.tanh(value), *FIXED_RANGES["tanh"])  # noqa: E731
@@ -488,14 +492,12 @@ def _recurrent(wrapper, x, training=None, mask=None):
     times = range(x.shape[1])
     outputs = []
     for time in (reversed(times) if layer.go_backwards else times):
-        inputs = x[:, time]
+        projected = ops.matmul(x[:, time], kernel)  # the kernel's FULLY_CONNECTED, with its bias
+        projected = step("input_projection", projected if input_bias is None else projected + input_bias)
         if isinstance(layer, keras.layers.GRU):
-            input_bias, recurrent_bias = (bias[0], bias[1]) if bias is not None else (None, None)
-            projected = ops.matmul(inputs, kernel)
-            projected = step("input_projection", projected + input_bias if input_bias is not None else projected)
             from_state = ops.matmul(state, recurrent)
             from_state = step("recurrent_projection",
-                              from_state + recurrent_bias if recurrent_bias is not None else from_state)
+                              from_state if recurrent_bias is None else from_state + recurrent_bias)
             x_z, x_r, x_h = ops.split(projected, 3, axis=-1)
             r_z, r_r, r_h = ops.split(from_state, 3, axis=-1)
             update = sigmoid(step("update_reset", x_z + r_z))
@@ -504,22 +506,20 @@ def _recurrent(wrapper, x, training=None, mask=None):
             complement = step("update_complement", 1.0 - update)  # the file's SUB from 1, in int8 too
             new = step("state", step("kept_state", update * state) + step("new_state", complement * candidate))
         elif isinstance(layer, keras.layers.LSTM):
-            projected = ops.matmul(inputs, kernel)
-            projected = step("input_projection", projected + bias if bias is not None else projected)
             if outputs:
                 gates = step("gates", projected + step("recurrent_projection", ops.matmul(state, recurrent)))
             else:  # the first step reads zero states: the converter folds them away, and so does this
                 gates = projected
             z_i, z_f, z_c, z_o = ops.split(gates, 4, axis=-1)
             from_input = step("input_carry", sigmoid(z_i) * tanh(z_c))
-            new_carry = step("carry", step("forget_carry", sigmoid(z_f) * carry) + from_input) if outputs else from_input
+            new_carry = from_input
+            if outputs:
+                new_carry = step("carry", step("forget_carry", sigmoid(z_f) * carry) + from_input)
             new = step("state", sigmoid(z_o) * tanh(new_carry))
             if mask is not None:
                 new_carry = ops.where(mask[:, time, None], new_carry, carry)
             carry = new_carry
         else:  # SimpleRNN
-            projected = ops.matmul(inputs, kernel)
-            projected = step("input_projection", projected + bias if bias is not None else projected)
             new = tanh(step("state_input", projected + step("recurrent_projection", ops.matmul(state, recurrent))))
         state = ops.where(mask[:, time, None], new, state) if mask is not None else new
         outputs.append(state)

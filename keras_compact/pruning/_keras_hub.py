@@ -89,12 +89,6 @@ def macs(layer, input_shapes, output_shape):
     return total
 
 
-def _by_path(layer):
-    """`{last four parts of a variable's path: index into layer.weights}` (a block's MLP Dense is
-    `transformer_block_1/mlp/dense_1/kernel`)."""
-    return {tuple(variable.path.split("/")[-4:]): index for index, variable in enumerate(layer.weights)}
-
-
 def _residual(graph, node, layer, inputs):
     """Blocks what the layer reads and opens its output as a blocked space: the residual stream."""
     reason = (f"{_described(layer)} normalises its residual stream (the LayerNormalization inside the block "
@@ -109,7 +103,7 @@ def vit_encoder(graph, node, layer, inputs):
     if not layer.built:
         return f"{described} is not built"
     output = _residual(graph, node, layer, inputs)
-    weights = _by_path(layer)
+    weights = _by_name(layer, parts=4)
     units = graph.new_space(layer.mlp_dim, described)
     matrices = []
     for block in layer.encoder_layers:
@@ -128,7 +122,7 @@ def vit_encoder(graph, node, layer, inputs):
 def vit_encoder_resize(member, config, values):
     """The encoder's new `mlp_dim`: its first block's second MLP kernel's rows."""
     block = member.layer.encoder_layers[0].name
-    config["mlp_dim"] = int(values[_by_path(member.layer)[(block, "mlp", "dense_2", "kernel")]].shape[0])
+    config["mlp_dim"] = int(values[_by_name(member.layer, parts=4)[(block, "mlp", "dense_2", "kernel")]].shape[0])
 
 
 def vit_encoder_macs(layer, input_shapes, output_shape):

@@ -33,9 +33,10 @@ def _described(layer):
     return f"{type(layer).__name__} {layer.name!r}"
 
 
-def _by_name(layer, offset=0):
-    """`{(sublayer, variable) name: index into layer.weights}` (a variable's path ends with them)."""
-    return {tuple(variable.path.split("/")[-2:]): index + offset for index, variable in enumerate(layer.weights)}
+def _by_name(layer, offset=0, parts=2):
+    """`{last `parts` names of a variable's path: index into layer.weights}` (by default `(sublayer,
+    variable)`; a nested block's MLP kernel is `("transformer_block_1", "mlp", "dense_1", "kernel")`)."""
+    return {tuple(variable.path.split("/")[-parts:]): index + offset for index, variable in enumerate(layer.weights)}
 
 
 def attention(graph, node, layer, inputs):
