@@ -51,7 +51,7 @@ define((layers.LSTM, layers.GRU, layers.SimpleRNN), channels=_sequence.recurrent
 for _layer, _simulation in qat.RECURRENT.items():  # unrolled, as their int8 file
     define(_layer, simulation=_simulation)
 define(layers.Bidirectional, channels=_sequence.bidirectional, resize=_sequence.resize, masked_by_matrix=True,
-       macs=cost.bidirectional)
+       macs=cost.bidirectional, quantized=qat.recurrent_kernels, simulation=qat.BIDIRECTIONAL)
 define(layers.Embedding, channels=_sequence.embedding, resize=_sequence.resize, masked_by_matrix=True,
        macs=cost.free, quantized=qat.embedding_table, keeps_scale=True)  # GATHER keeps its table's scale
 define(QRNN, macs=cost.qrnn, quantized=qat.qrnn_gates)

@@ -54,9 +54,9 @@ def quantize_aware(model, ema_decay=0.999):
     tensor between them rounded (under a padding, causal or given mask, a
     masked score is the lowest value of the scores' int8 grid, as the file's
     SELECT_V2 writes it), an `Embedding`'s table to the asymmetric int8 grid
-    its GATHER reads, an `LSTM`, `GRU` or `SimpleRNN` over sequences of known
-    length as its unrolled file (each step's operators, one range per tensor
-    for all steps), the weights a user's layer registers
+    its GATHER reads, an `LSTM`, `GRU` or `SimpleRNN` (alone or in a
+    `Bidirectional`) over sequences of known length as its unrolled file (each
+    step's operators, one range per tensor for all steps), the weights a user's layer registers
     (`keras_compact.register_layer(..., quantize=...)`), a `QRNN`'s gate convolutions, the model inputs and each
     operator's output to 8-bit ranges learned during training. Outputs the
     converter fuses away are left alone: a convolution or `Dense` followed by
@@ -175,7 +175,7 @@ def _plans(model):
             "Layers with weights it quantizes: Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv1D, DepthwiseConv2D, "
             "Conv1DTranspose, Conv2DTranspose, SeparableConv1D, SeparableConv2D (alone or in a PruningMask), "
             "Embedding, QRNN, BatchNormalization, Normalization, LayerNormalization, MultiHeadAttention and "
-            "GroupQueryAttention (masked or not), LSTM, GRU and SimpleRNN (unrolled), and layers given quantize= by keras_compact.register_layer; "
+            "GroupQueryAttention (masked or not), LSTM, GRU and SimpleRNN (unrolled, alone or in a Bidirectional), and layers given quantize= by keras_compact.register_layer; "
             "layers without weights are all taken."
         )
     return plans

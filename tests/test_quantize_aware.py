@@ -526,7 +526,8 @@ def test_layer_normalization_trains_as_its_int8_operators_compute_it(tmp_path):
     # tensor with its own int8 range: the quantization-aware layer rounds every one of them. LiteRT's MEAN and
     # RSQRT kernels round now and then differently: measured over 6 seeds, the file's softmax differs from the
     # quantization-aware model's by 0, 0, 0, 1, 2 and 2 steps on TensorFlow (0-1 over 4 seeds on JAX), not
-    # within the one step of the other layer types. This seed is one of the 2-step ones.
+    # within the one step of the other layer types; on a CPU with AVX512-FP16 and AMX (XNNPack choosing other
+    # kernels) the same 6 seeds gave 3, 0, 0, 1, 2 and 0 steps. This seed is the 2- or 3-step one.
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6, 8)), keras.layers.Dense(8), keras.layers.LayerNormalization(name="norm"),
@@ -536,7 +537,7 @@ def test_layer_normalization_trains_as_its_int8_operators_compute_it(tmp_path):
     report = _fully_int8_file(quantize_aware(model), rng.normal(size=(64, 6, 8)).astype("float32"),
                               tmp_path / "layer_norm.tflite")
     assert report.operators["RSQRT"] == 1 and report.operators["MEAN"] == 2
-    assert report.max_abs_diff <= 2 * STEP + 1e-6
+    assert report.max_abs_diff <= 3 * STEP + 1e-6
     assert report.top1_agreement == 1.0
 
 
@@ -627,9 +628,9 @@ def test_recurrent_layers_train_as_their_unrolled_int8_file_computes(kind, maske
     # (fixed ranges), MULs and ADDs of the state. The quantization-aware layer computes the same steps, every
     # tensor rounded with one range for all steps. Measured over 3 seeds of each of LSTM, GRU and SimpleRNN,
     # padded or not, on both backends: the file's softmax within 0-2 steps of the model's; these untrained
-    # models' outputs nearly tie, and their classes agree on 95-100% of the examples. Fully int8, but for a
-    # padded LSTM in 1 of 20 weight draws (seed 8 of 10 on JAX, none of 10 on TensorFlow): one step's SPLIT
-    # of the gates stays float32 in the file (a DEQUANTIZE before it; export warns). Not understood yet.
+    # models' outputs nearly tie, and their classes agree on 95-100% of the examples. Fully int8: the LSTM's
+    # first step slices its three used gates (a SPLIT with an unused forget gate stayed float32 in some
+    # conversions of the same model, at random).
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
@@ -638,21 +639,52 @@ def test_recurrent_layers_train_as_their_unrolled_int8_file_computes(kind, maske
             row[length:] = 0
     qat = quantize_aware(_recurrent_model(kind, masked, sequences, backwards))
     qat(ids, training=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report = export(qat, tmp_path / "recurrent.tflite", quantization="int8", verify_with=ids, min_agreement=None)
+    report = export(qat, tmp_path / "recurrent.tflite", quantization="int8", verify_with=ids, min_agreement=None)
     assert report.operators["FULLY_CONNECTED"] >= 2 * 6 - 1 and "WHILE" not in report.operators
     assert report.max_abs_diff <= 2 * STEP + 1e-6
     assert report.top1_agreement >= 0.95
-    float_parts = report.operators["DEQUANTIZE"] - 1  # beyond the output's
-    assert float_parts <= (1 if kind == "LSTM" and masked else 0), report.operators
-    assert bool([w for w in caught if "DEQUANTIZE operator(s) inside" in str(w.message)]) == bool(float_parts)
+    assert report.operators["DEQUANTIZE"] == 1, report.operators  # the output's: nothing inside in float32
     if kind == "LSTM":  # trains, saves and reloads as any Keras model
         qat.compile("adam", "sparse_categorical_crossentropy")
         qat.fit(ids, rng.integers(0, 3, 64), epochs=1, batch_size=32, verbose=0)
         qat.save(tmp_path / "lstm.keras")
         loaded = keras.saving.load_model(tmp_path / "lstm.keras")
         np.testing.assert_allclose(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, merge_mode, sequences, masked", [
+    ("LSTM", "concat", False, True), ("GRU", "sum", True, False), ("SimpleRNN", "ave", False, False),
+], ids=["lstm_concat_padded", "gru_sum_sequences", "simple_rnn_ave"])
+def test_bidirectional_layers_train_as_their_unrolled_int8_file_computes(kind, merge_mode, sequences, masked,
+                                                                         tmp_path):
+    # Both directions unrolled, each with its own ranges, the backward sequence flipped back (REVERSE_V2 keeps
+    # its grid), then merged as the file merges them. Measured over 2 seeds of 7 configurations (LSTM, GRU and
+    # SimpleRNN; concat, sum, mul and ave; padded; sequences) on TensorFlow: fully int8, the file's softmax
+    # within 1 step of the model's, classes agreeing on 91-100% of these untrained models' near ties.
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
+    if masked:
+        for row, length in zip(ids, rng.integers(2, 7, size=64)):
+            row[length:] = 0
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, mask_zero=masked, name="embed")(inputs)
+    x = keras.layers.Bidirectional(getattr(keras.layers, kind)(8, return_sequences=sequences),
+                                   merge_mode=merge_mode, name="both_ways")(x)
+    if sequences:
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    qat = quantize_aware(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)))
+    names = [weight.name for weight in qat.get_layer("both_ways_quant").step_ranges]
+    assert "forward_input_projection_range" in names and "backward_input_projection_range" in names
+    qat(ids, training=True)
+    report = export(qat, tmp_path / "both_ways.tflite", quantization="int8", verify_with=ids, min_agreement=None)
+    assert report.operators["FULLY_CONNECTED"] >= 2 * (2 * 6 - 1) and "WHILE" not in report.operators
+    assert report.operators["DEQUANTIZE"] == 1, report.operators  # the output's: nothing inside in float32
+    assert report.max_abs_diff <= 2 * STEP + 1e-6
+    assert report.top1_agreement >= 0.9
+    qat.save(tmp_path / "both_ways.keras")
+    loaded = keras.saving.load_model(tmp_path / "both_ways.keras")
+    np.testing.assert_allclose(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0), atol=1e-6)
 
 
 def test_recurrent_layers_it_cannot_simulate_are_refused_with_the_reason():
@@ -663,6 +695,12 @@ def test_recurrent_layers_it_cannot_simulate_are_refused_with_the_reason():
     unknown = keras.Input((None, 3))
     with pytest.raises(ValueError, match="GRU 'gru' reads sequences of unknown length"):
         quantize_aware(keras.Model(unknown, keras.layers.GRU(4, name="gru")(unknown)))
+    both = keras.layers.Bidirectional(keras.layers.GRU(4), merge_mode=None, name="both")(sequence)
+    with pytest.raises(ValueError, match=r"Bidirectional 'both' has merge_mode=None \(taken: 'concat'"):
+        quantize_aware(keras.Model(sequence, both))
+    dropped = keras.layers.Bidirectional(keras.layers.LSTM(4, recurrent_dropout=0.1), name="dropped")(sequence)
+    with pytest.raises(ValueError, match="Bidirectional 'dropped' has dropout or recurrent_dropout"):
+        quantize_aware(keras.Model(sequence, dropped))
 
 
 def test_attention_returning_its_scores_is_refused_with_the_reason():

@@ -130,9 +130,11 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
             stay zero) has its kernel quantized, a `SeparableConv1D`/`2D` both
             kernels and the tensor between them, a `LayerNormalization` and a
             `MultiHeadAttention` (called with its own arguments and masks)
-            every tensor between their int8 operators, an `Embedding` its table
-            and a `QRNN` its gate convolutions (`quantized_weights`); any other
-            layer only its inputs and output.
+            every tensor between their int8 operators, an `LSTM`/`GRU`/`SimpleRNN`
+            (or a `Bidirectional` of one) unrolled over its known length, each
+            step's tensors rounded, an `Embedding` its table and a `QRNN` its gate
+            convolutions (`quantized_weights`); any other layer only its inputs
+            and output.
         activation: an activation name computed after the layer, on its
             quantized output (`"sigmoid"`, `"softmax"`, `"tanh"`, `"silu"`,
             `"gelu"`, ...): the converter's own operator, which the layer's
@@ -214,7 +216,8 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         if self.output_mode == "learned":
             self.output_range = self._range_weight("output_range")
         simulation = self.simulation()  # the tensors between the file's operators for the layer
-        self.step_ranges = [self._range_weight(f"{step}_range") for step in (simulation.steps if simulation else ())]
+        steps = simulation.steps_of(self.target) if simulation else ()
+        self.step_ranges = [self._range_weight(f"{step}_range") for step in steps]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -325,7 +328,8 @@ class Simulation:
     """How `QuantizeAware` computes one layer type as the file's operators do (`layer_types`' `simulation`).
 
     `steps` name the tensors between the operators (each a learned range, the
-    wrapper's variable `<step>_range`, in `wrapper.step_ranges`);
+    wrapper's variable `<step>_range`, in `wrapper.step_ranges`), or is a
+    function of the layer that gives them (a `Bidirectional`'s: its layer's);
     `compute(wrapper, inputs, *args, training=..., **kwargs)` computes the
     layer, rounding the tensor of step i with `wrapper.rounded(value,
     wrapper.step_ranges[i], training)`. `builds_from_arguments`: called with
@@ -336,6 +340,10 @@ class Simulation:
     compute: object
     builds_from_arguments: bool = False
     refusal: object = None  # refusal(layer, node): why this call of the layer cannot be simulated, or None
+
+    def steps_of(self, layer):
+        """The names of `layer`'s steps."""
+        return tuple(self.steps(layer)) if callable(self.steps) else self.steps
 
 
 def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
@@ -443,30 +451,44 @@ SIMPLE_RNN_STEPS = ("input_projection", "recurrent_projection", "state_input")
 
 
 def recurrent_kernels(layer):
-    """An `LSTM`'s, `GRU`'s or `SimpleRNN`'s kernel and recurrent kernel: FULLY_CONNECTED kernels."""
-    return [(layer.cell.kernel, "per_tensor"), (layer.cell.recurrent_kernel, "per_tensor")]
+    """An `LSTM`'s, `GRU`'s or `SimpleRNN`'s kernel and recurrent kernel (a `Bidirectional`'s, of both
+    directions): FULLY_CONNECTED kernels."""
+    return [(variable, "per_tensor") for direction in _directions(layer)
+            for variable in (direction.cell.kernel, direction.cell.recurrent_kernel)]
+
+
+def _directions(layer):
+    return (layer.forward_layer, layer.backward_layer) if isinstance(layer, keras.layers.Bidirectional) else (layer,)
 
 
 def _recurrent_refusal(layer, node):
     described = f"{type(layer).__name__} {layer.name!r}"
-    cell = layer.cell
     arguments = node.arguments
+    if isinstance(layer, keras.layers.Bidirectional):
+        inner = [type(direction).__name__ for direction in _directions(layer) if type(direction) not in RECURRENT]
+        if inner:
+            return f"{described} wraps {inner[0]} (taken: LSTM, GRU, SimpleRNN)"
+        if layer.merge_mode not in MERGES:
+            return f"{described} has merge_mode={layer.merge_mode!r} (taken: {', '.join(map(repr, MERGES))})"
     if layer.return_state or len(node.outputs) > 1:
         return f"{described} returns its states"
     if len(arguments.args) > 1 or arguments.kwargs.get("initial_state") is not None:
         return f"{described} is given initial states"
     if layer.stateful:
         return f"{described} is stateful"
-    if cell.dropout or cell.recurrent_dropout:
-        return f"{described} has dropout or recurrent_dropout (not simulated: train it without, then QAT)"
     shape = arguments.keras_tensors[0].shape
     if len(shape) != 3 or shape[1] is None:
         return f"{described} reads sequences of unknown length (its file is unrolled: give the Input a length)"
-    activations = [cell.activation] + ([cell.recurrent_activation] if hasattr(cell, "recurrent_activation") else [])
-    if [getattr(a, "__name__", None) for a in activations] != ["tanh", "sigmoid"][:len(activations)]:
-        return f"{described} has activations other than tanh and sigmoid (their int8 kernels' fixed ranges)"
-    if isinstance(layer, keras.layers.GRU) and not (cell.reset_after or not cell.use_bias):
-        return f"{described} has reset_after=False with a bias (taken: reset_after=True, Keras's default)"
+    for direction in _directions(layer):
+        cell = direction.cell
+        if cell.dropout or cell.recurrent_dropout:
+            return f"{described} has dropout or recurrent_dropout (not simulated: train it without, then QAT)"
+        activations = [cell.activation] + ([cell.recurrent_activation] if hasattr(cell, "recurrent_activation")
+                                           else [])
+        if [getattr(a, "__name__", None) for a in activations] != ["tanh", "sigmoid"][:len(activations)]:
+            return f"{described} has activations other than tanh and sigmoid (their int8 kernels' fixed ranges)"
+        if isinstance(direction, keras.layers.GRU) and not (cell.reset_after or not cell.use_bias):
+            return f"{described} has reset_after=False with a bias (taken: reset_after=True, Keras's default)"
     if layer.return_sequences and _keras_private.keras_mask(arguments.keras_tensors[0]) is not None:
         return f"{described} returns sequences under a padding mask (taken: return_sequences=False)"
     return None
@@ -474,7 +496,36 @@ def _recurrent_refusal(layer, node):
 
 def _recurrent(wrapper, x, training=None, mask=None):
     """The layer unrolled over its (known) length, each step's tensors rounded with the layer's ranges."""
+    ranges = dict(zip(wrapper.simulation().steps_of(wrapper.target), wrapper.step_ranges))
+    return _unrolled(wrapper, wrapper.target, ranges, x, training, mask)
+
+
+def _bidirectional(wrapper, x, training=None, mask=None):
+    """Both directions unrolled (the backward one's sequence flipped back, as Keras does), then merged as
+    the file merges them: CONCATENATION, ADD, MUL, or ADD and MUL by 0.5 (`"ave"`, its sum a step)."""
     layer = wrapper.target
+    ranges = dict(zip(wrapper.simulation().steps_of(layer), wrapper.step_ranges))
+    outputs = []
+    for prefix, direction in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
+        own = {name: ranges[f"{prefix}_{name}"] for name in _steps(direction)}
+        output = _unrolled(wrapper, direction, own, x, training, mask)
+        if layer.return_sequences:  # PACK and REVERSE_V2 keep the states' grid; the converter needs it said
+            output = ops.flip(output, axis=1) if prefix == "backward" else output
+            output = (fake_quant(output, *FIXED_RANGES["tanh"]) if isinstance(direction, keras.layers.SimpleRNN)
+                      else wrapper.rounded(output, own["state"], training))
+        outputs.append(output)
+    forward, backward = outputs
+    if layer.merge_mode == "concat":
+        return ops.concatenate([forward, backward], axis=-1)
+    if layer.merge_mode == "sum":
+        return forward + backward
+    if layer.merge_mode == "mul":
+        return forward * backward
+    return wrapper.rounded(forward + backward, ranges["merged"], training) * 0.5
+
+
+def _unrolled(wrapper, layer, ranges, x, training, mask):
+    """`layer` (one direction) unrolled, its step `name`'s tensors rounded with `ranges[name]`."""
     cell = layer.cell
     values = {id(variable): value for variable, value in wrapper.replacements()}
     masked = wrapper.masked()
@@ -482,7 +533,6 @@ def _recurrent(wrapper, x, training=None, mask=None):
     bias = masked.get(id(cell.bias), cell.bias) if cell.use_bias else None
     # A GRU's bias is [2, 3 * units] (reset_after): the input's and the recurrent kernel's.
     input_bias, recurrent_bias = (bias[0], bias[1]) if bias is not None and len(bias.shape) == 2 else (bias, None)
-    ranges = {name: weight for name, weight in zip(wrapper.simulation().steps, wrapper.step_ranges)}
     step = lambda name, value: wrapper.rounded(value, ranges[name], training)  # noqa: E731
     sigmoid = lambda value: fake_quant(ops.sigmoid(value), *FIXED_RANGES["sigmoid"])  # noqa: E731
     tanh = lambda value: fake_quant(ops.tanh(value), *FIXED_RANGES["tanh"])  # noqa: E731
@@ -508,9 +558,11 @@ def _recurrent(wrapper, x, training=None, mask=None):
         elif isinstance(layer, keras.layers.LSTM):
             if outputs:
                 gates = step("gates", projected + step("recurrent_projection", ops.matmul(state, recurrent)))
-            else:  # the first step reads zero states: the converter folds them away, and so does this
-                gates = projected
-            z_i, z_f, z_c, z_o = ops.split(gates, 4, axis=-1)
+                z_i, z_f, z_c, z_o = ops.split(gates, 4, axis=-1)
+            else:  # the first step reads zero states: the converter folds them away, and so does this. Its
+                # forget gate is unused: sliced, not SPLIT (a SPLIT with an unused output stayed float32 in
+                # the file in some conversions of the same model, chosen by the converter at random)
+                z_i, z_c, z_o = (projected[:, units * k:units * (k + 1)] for k in (0, 2, 3))
             from_input = step("input_carry", sigmoid(z_i) * tanh(z_c))
             new_carry = from_input
             if outputs:
@@ -530,3 +582,19 @@ def _recurrent(wrapper, x, training=None, mask=None):
 RECURRENT = {layer: Simulation(steps, _recurrent, refusal=_recurrent_refusal)
              for layer, steps in ((keras.layers.LSTM, LSTM_STEPS), (keras.layers.GRU, GRU_STEPS),
                                   (keras.layers.SimpleRNN, SIMPLE_RNN_STEPS))}
+MERGES = ("concat", "sum", "mul", "ave")
+
+
+def _steps(layer):
+    return RECURRENT[type(layer)].steps if type(layer) in RECURRENT else ()
+
+
+def _bidirectional_steps(layer):
+    """Each direction's steps, `forward_` and `backward_` before their names; `"merged"` for `"ave"`."""
+    steps = [f"{prefix}_{name}" for prefix, direction in (("forward", layer.forward_layer),
+                                                          ("backward", layer.backward_layer))
+             for name in _steps(direction)]
+    return tuple(steps) + (("merged",) if layer.merge_mode == "ave" else ())
+
+
+BIDIRECTIONAL = Simulation(_bidirectional_steps, _bidirectional, refusal=_recurrent_refusal)
