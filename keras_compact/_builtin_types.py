@@ -12,7 +12,7 @@ import keras
 
 from keras_compact.layer_types import define, define_by_name
 from keras_compact.layers import QRNN, HadamardClassifier, ProjectionLayer
-from keras_compact.layers import quantize_aware as qat
+from keras_compact.layers import _keras_hub_simulation as hub_qat, quantize_aware as qat
 from keras_compact.pruning import _groups, _keras_hub, _sequence, cost
 
 layers = keras.layers
@@ -95,3 +95,7 @@ define_by_name(_keras_hub.LOOKUPS, macs=cost.free)
 define_by_name(_keras_hub.VIT_ENCODER, channels=_keras_hub.vit_encoder, resize=_keras_hub.vit_encoder_resize,
                masked_by_matrix=True, macs=_keras_hub.vit_encoder_macs)
 define_by_name(_keras_hub.VIT_EMBEDDING, macs=_keras_hub.vit_embedding_macs)
+# ... and quantization-aware: each block computed as its int8 operators, every tensor between them rounded.
+define_by_name(hub_qat.ENCODER, quantized=hub_qat.encoder_weights, simulation=hub_qat.ENCODER_SIMULATION)
+define_by_name(hub_qat.VIT_ENCODER, quantized=hub_qat.encoder_weights, simulation=hub_qat.ENCODER_SIMULATION)
+define_by_name(hub_qat.POSITION_EMBEDDING, quantized=hub_qat.position_table, keeps_scale=True)

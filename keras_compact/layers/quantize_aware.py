@@ -216,8 +216,8 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         if self.output_mode == "learned":
             self.output_range = self._range_weight("output_range")
         simulation = self.simulation()  # the tensors between the file's operators for the layer
-        steps = simulation.steps_of(self.target) if simulation else ()
-        self.step_ranges = [self._range_weight(f"{step}_range") for step in steps]
+        self.step_names = simulation.steps_of(self.target, input_shape) if simulation else ()
+        self.step_ranges = [self._range_weight(f"{step}_range") for step in self.step_names]
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
@@ -247,12 +247,11 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         kwargs = {"training": training} if _keras_private.call_has_training_arg(self.layer) else {}
         if mask is not None and _keras_private.call_has_mask_arg(self.layer):
             kwargs["mask"] = mask
-        weights = quantized_weights(self.target)
-        if not weights:
-            return self.layer(x, **kwargs)
         simulation = self.simulation()
         if simulation is not None:
             return simulation.compute(self, x, training=training, mask=mask)
+        if not quantized_weights(self.target):
+            return self.layer(x, **kwargs)
         return call_with_values(self.layer, self.replacements(), x, **kwargs)
 
     def replacements(self):
@@ -328,8 +327,9 @@ class Simulation:
     """How `QuantizeAware` computes one layer type as the file's operators do (`layer_types`' `simulation`).
 
     `steps` name the tensors between the operators (each a learned range, the
-    wrapper's variable `<step>_range`, in `wrapper.step_ranges`), or is a
-    function of the layer that gives them (a `Bidirectional`'s: its layer's);
+    wrapper's variable `<step>_range`, in `wrapper.step_ranges`, their names in
+    `wrapper.step_names`), or is a function of the layer and its input shape
+    that gives them (a `Bidirectional`'s: its layer's);
     `compute(wrapper, inputs, *args, training=..., **kwargs)` computes the
     layer, rounding the tensor of step i with `wrapper.rounded(value,
     wrapper.step_ranges[i], training)`. `builds_from_arguments`: called with
@@ -341,9 +341,9 @@ class Simulation:
     builds_from_arguments: bool = False
     refusal: object = None  # refusal(layer, node): why this call of the layer cannot be simulated, or None
 
-    def steps_of(self, layer):
-        """The names of `layer`'s steps."""
-        return tuple(self.steps(layer)) if callable(self.steps) else self.steps
+    def steps_of(self, layer, input_shape):
+        """The names of `layer`'s steps, called on inputs of `input_shape`."""
+        return tuple(self.steps(layer, input_shape)) if callable(self.steps) else self.steps
 
 
 def _attention(wrapper, query, value=None, key=None, attention_mask=None, use_causal_mask=False,
@@ -496,7 +496,7 @@ def _recurrent_refusal(layer, node):
 
 def _recurrent(wrapper, x, training=None, mask=None):
     """The layer unrolled over its (known) length, each step's tensors rounded with the layer's ranges."""
-    ranges = dict(zip(wrapper.simulation().steps_of(wrapper.target), wrapper.step_ranges))
+    ranges = dict(zip(wrapper.step_names, wrapper.step_ranges))
     return _unrolled(wrapper, wrapper.target, ranges, x, training, mask)
 
 
@@ -504,7 +504,7 @@ def _bidirectional(wrapper, x, training=None, mask=None):
     """Both directions unrolled (the backward one's sequence flipped back, as Keras does), then merged as
     the file merges them: CONCATENATION, ADD, MUL, or ADD and MUL by 0.5 (`"ave"`, its sum a step)."""
     layer = wrapper.target
-    ranges = dict(zip(wrapper.simulation().steps_of(layer), wrapper.step_ranges))
+    ranges = dict(zip(wrapper.step_names, wrapper.step_ranges))
     outputs = []
     for prefix, direction in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
         own = {name: ranges[f"{prefix}_{name}"] for name in _steps(direction)}
@@ -589,7 +589,7 @@ def _steps(layer):
     return RECURRENT[type(layer)].steps if type(layer) in RECURRENT else ()
 
 
-def _bidirectional_steps(layer):
+def _bidirectional_steps(layer, input_shape):
     """Each direction's steps, `forward_` and `backward_` before their names; `"merged"` for `"ave"`."""
     steps = [f"{prefix}_{name}" for prefix, direction in (("forward", layer.forward_layer),
                                                           ("backward", layer.backward_layer))
