@@ -5,10 +5,10 @@ On the data we have: (a) a small ViT (patches of 4, 4 blocks, 4 heads, width 64)
 SNIPS; (d) a small U-Net segmenting MNIST digits (each digit's ink labelled with its class, the background a
 class of its own: per-pixel accuracy and mean IoU). For each: float accuracy; half the heads and half the MLP
 units (or the channels and units) removed by `prune(..., granularity="channel")` and `shrink`, one shot and after
-a 2-epoch fine-tune; MACs (`keras_compact.pruning.macs`) and LiteRT latency ratios of the float files; the int8
-post-training file's accuracy, agreement with the float model and bytes; quantization-aware training's int8
-file where `quantize_aware` takes the network (the U-Net; it refuses `LayerNormalization`, attention and the
-recurrent layers for now, and the table says so).
+a 2-epoch fine-tune (plain, or distilled from the unpruned model by `keras.distillation`); MACs
+(`keras_compact.pruning.macs`) and LiteRT latency ratios of the float files; the int8 post-training file's
+accuracy, agreement with the float model and bytes; quantization-aware training's int8 file (every network
+here; a layer `quantize_aware` refused would be named in the table).
 
     python benchmarks/sequence_and_dense.py           # full (about 20 min on 2 cores)
     python benchmarks/sequence_and_dense.py --quick   # smoke run
@@ -155,6 +155,15 @@ def run(name, make, train, test, epochs, batch, segmenting=False, learning_rate=
     pruned.fit(*train, epochs=FINE_TUNE_EPOCHS, batch_size=batch, verbose=2)
     small = shrink(pruned)
     rows[f"pruned, {FINE_TUNE_EPOCHS}-epoch fine-tune"] = scores(small.predict(x_test, verbose=0), y_test, segmenting)
+    # The same one-shot cut fine-tuned as long, distilled from the unpruned model (Keras's own Distiller).
+    distiller = keras.distillation.Distiller(
+        teacher=model, student=prune(model, sparsity, granularity="channel").model,
+        distillation_losses=keras.distillation.LogitsDistillation(temperature=3.0), student_loss_weight=0.5)
+    distiller.compile(keras.optimizers.AdamW(learning_rate),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    distiller.fit(*train, epochs=FINE_TUNE_EPOCHS, batch_size=batch, verbose=2)
+    rows[f"pruned, {FINE_TUNE_EPOCHS}-epoch distilled fine-tune"] = scores(
+        shrink(distiller.student).predict(x_test, verbose=0), y_test, segmenting)
     result = {"rows": rows, "groups": [(g.producers, g.size, g.pruned) for g in report.groups],
               "macs": (macs(model), macs(small))}
     folder = pathlib.Path(tempfile.mkdtemp())
@@ -226,7 +235,9 @@ def write_results(stem, results, quick):
                               "sequence_and_dense.py", quick)
     lines += [f"Pruned with `prune(model, {SPARSITY}, granularity=\"channel\")` (the transformers; the LSTM and "
               "the U-Net with `0.5`), then `shrink`; the fine-tune is "
-              f"{FINE_TUNE_EPOCHS} epochs at the training's learning rate (quantization-aware training: "
+              f"{FINE_TUNE_EPOCHS} epochs at the training's learning rate, plain or distilled from the unpruned "
+              "model (`keras.distillation.Distiller`, logits at temperature 3, half the loss each; the "
+              "quantization-aware rows start from the plain one) (quantization-aware training: "
               f"{FINE_TUNE_EPOCHS} epochs from the fine-tuned weights at a tenth of it). MACs by `keras_compact.pruning.macs`; "
               "latency of the float files in LiteRT (XNNPack, one example, median of 3 rounds of 50 invokes, timed "
               "in turn). int8: post-training quantization with 200 training examples as representative data; "
@@ -263,12 +274,13 @@ def write_results(stem, results, quick):
     if "ViT on MNIST" in results:
         vit = results["ViT on MNIST"]
         ratio = vit["macs"][1] / vit["macs"][0]
-        drop = (vit["rows"]["float"]["accuracy"]
-                - vit["rows"][f"pruned, {FINE_TUNE_EPOCHS}-epoch fine-tune"]["accuracy"])
-        lines += [f"- The ViT with half its heads and MLP at most 0.6x the MACs: {ratio:.2f}x, "
-                  f"{reporting.verdict(ratio <= 0.6)}.",
-                  f"- ... and within 1 point of unpruned after the fine-tune: {100 * drop:+.2f} points lost, "
-                  f"{reporting.verdict(drop <= 0.01)}."]
+        lines.append(f"- The ViT with half its heads and MLP at most 0.6x the MACs: {ratio:.2f}x, "
+                     f"{reporting.verdict(ratio <= 0.6)}.")
+        for kind in ("fine-tune", "distilled fine-tune"):
+            drop = (vit["rows"]["float"]["accuracy"]
+                    - vit["rows"][f"pruned, {FINE_TUNE_EPOCHS}-epoch {kind}"]["accuracy"])
+            lines.append(f"- ... and within 1 point of unpruned after the {kind}: {100 * drop:+.2f} points lost, "
+                         f"{reporting.verdict(drop <= 0.01)}.")
     for name, result in results.items():
         if not isinstance(result["qat"], str):
             key = "mean_iou" if "mean_iou" in result["qat"] else "accuracy"
@@ -292,7 +304,7 @@ def plot(stem, results):
     width = 0.8 / len(labels)
     for index, label in enumerate(labels):
         values = [result["rows"][label]["accuracy"] for result in results.values()]
-        axis.bar(np.arange(len(results)) + (index - 1) * width, values, width, label=label)
+        axis.bar(np.arange(len(results)) + (index - (len(labels) - 1) / 2) * width, values, width, label=label)
     names = [f"{name}\n{result['macs'][1] / result['macs'][0]:.2f}x the MACs" for name, result in results.items()]
     axis.set_xticks(np.arange(len(results)), names, fontsize=8)
     axis.set_ylabel("test accuracy (per pixel for the U-Net)")
