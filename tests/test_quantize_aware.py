@@ -585,6 +585,16 @@ def test_quantization_aware_attention_fits_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
 
 
+def _token_ids(padded=True):
+    """64 sentences of 6 token ids in [1, 20), each padded with zeros after 2 to 6 tokens (`padded`)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
+    if padded:
+        for row, length in zip(ids, rng.integers(2, 7, size=64)):
+            row[length:] = 0
+    return ids
+
+
 def _masked_attention_model(causal):
     ids = keras.Input((6,), dtype="int32")
     x = keras.layers.Embedding(20, 8, mask_zero=True, name="embed")(ids)  # padding masks the keys and queries
@@ -598,11 +608,8 @@ def test_masked_attention_trains_as_its_int8_operators_compute_it(causal, tmp_pa
     # -1e9 takes the scores' scale), and the quantization-aware layer does the same. Measured over 4 seeds on
     # each backend, padding alone and causal too: the file's softmax is within 0-1 step of the
     # quantization-aware model's, every class the same.
-    rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
-    for row, length in zip(ids, rng.integers(2, 7, size=64)):
-        row[length:] = 0
+    ids = _token_ids()
     qat = quantize_aware(_masked_attention_model(causal))
     qat(ids, training=True)
     report = export(qat, tmp_path / "masked.tflite", quantization="int8", representative_data=ids, verify_with=ids)
@@ -631,12 +638,8 @@ def test_recurrent_layers_train_as_their_unrolled_int8_file_computes(kind, maske
     # models' outputs nearly tie, and their classes agree on 95-100% of the examples. Fully int8: the LSTM's
     # first step slices its three used gates (a SPLIT with an unused forget gate stayed float32 in some
     # conversions of the same model, at random).
-    rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
-    if masked:
-        for row, length in zip(ids, rng.integers(2, 7, size=64)):
-            row[length:] = 0
+    ids = _token_ids(padded=masked)
     qat = quantize_aware(_recurrent_model(kind, masked, sequences, backwards))
     qat(ids, training=True)
     report = export(qat, tmp_path / "recurrent.tflite", quantization="int8", verify_with=ids, min_agreement=None)
@@ -646,7 +649,7 @@ def test_recurrent_layers_train_as_their_unrolled_int8_file_computes(kind, maske
     assert report.operators["DEQUANTIZE"] == 1, report.operators  # the output's: nothing inside in float32
     if kind == "LSTM":  # trains, saves and reloads as any Keras model
         qat.compile("adam", "sparse_categorical_crossentropy")
-        qat.fit(ids, rng.integers(0, 3, 64), epochs=1, batch_size=32, verbose=0)
+        qat.fit(ids, np.arange(64) % 3, epochs=1, batch_size=32, verbose=0)
         qat.save(tmp_path / "lstm.keras")
         loaded = keras.saving.load_model(tmp_path / "lstm.keras")
         np.testing.assert_allclose(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0), atol=1e-6)
@@ -661,12 +664,8 @@ def test_bidirectional_layers_train_as_their_unrolled_int8_file_computes(kind, m
     # its grid), then merged as the file merges them. Measured over 2 seeds of 7 configurations (LSTM, GRU and
     # SimpleRNN; concat, sum, mul and ave; padded; sequences) on TensorFlow: fully int8, the file's softmax
     # within 1 step of the model's, classes agreeing on 91-100% of these untrained models' near ties.
-    rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    ids = rng.integers(1, 20, size=(64, 6)).astype("int32")
-    if masked:
-        for row, length in zip(ids, rng.integers(2, 7, size=64)):
-            row[length:] = 0
+    ids = _token_ids(padded=masked)
     inputs = keras.Input((6,), dtype="int32")
     x = keras.layers.Embedding(20, 8, mask_zero=masked, name="embed")(inputs)
     x = keras.layers.Bidirectional(getattr(keras.layers, kind)(8, return_sequences=sequences),
