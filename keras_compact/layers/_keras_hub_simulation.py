@@ -37,13 +37,15 @@ def _blocks(layer):
     if hasattr(layer, "encoder_layers"):  # ViTEncoder: pre-norm blocks, then a LayerNormalization
         return [(f"block_{i}_", dict(attention=block.mha, attention_norm=block.layer_norm_1,
                                      attention_dropout=block.dropout, feedforward_norm=block.layer_norm_2,
-                                     intermediate=block.mlp.dense_1, output=block.mlp.dense_2,
-                                     feedforward_dropout=block.mlp.dropout, normalize_first=True))
+                                     intermediate=block.mlp.dense_1, intermediate_dropout=block.mlp.dropout,
+                                     output=block.mlp.dense_2, feedforward_dropout=block.mlp.dropout,
+                                     normalize_first=True))
                 for i, block in enumerate(layer.encoder_layers)]
     return [("", dict(attention=layer._self_attention_layer, attention_norm=layer._self_attention_layer_norm,
                       attention_dropout=layer._self_attention_dropout,
                       feedforward_norm=layer._feedforward_layer_norm,
-                      intermediate=layer._feedforward_intermediate_dense, output=layer._feedforward_output_dense,
+                      intermediate=layer._feedforward_intermediate_dense, intermediate_dropout=None,
+                      output=layer._feedforward_output_dense,
                       feedforward_dropout=layer._feedforward_dropout, normalize_first=layer.normalize_first))]
 
 
@@ -152,6 +154,8 @@ def _block(scope, prefix, parts, x, attention_mask):
 
     def feedforward(y):
         y = scope.dense(parts["intermediate"], prefix + "intermediate", y)
+        if parts["intermediate_dropout"] is not None:  # a ViT MLP's, between its two Dense layers
+            y = parts["intermediate_dropout"](y, training=training)
         y = scope.dense(parts["output"], prefix + "feedforward_output", y)
         return parts["feedforward_dropout"](y, training=training)
 
