@@ -415,13 +415,13 @@ def test_a_keras_hub_vit_backbone_under_a_head_loses_mlp_units_in_every_block_an
 
 @pytest.mark.tensorflow_backend("KerasHub's blocks are the same on every backend; JAX runs the Keras layers' tests")
 def test_a_keras_hub_vit_encoder_trains_as_its_int8_operators_compute_it(rng, tmp_path):
-    pytest.importorskip("keras_hub")
+    pytest.importorskip("keras_hub")  # in the test extras; skips only where someone installed without them
     from keras_hub.src.models.vit.vit_layers import ViTEncoder
     from tflite_export import export
 
     from keras_compact.quantization import quantize_aware
 
-    # Patches embedded by a Dense, then two pre-norm blocks and a LayerNormalization in one ViTEncoder. Measured
+    # Patches embedded by a Dense, then one pre-norm block and a LayerNormalization in one ViTEncoder. Measured
     # (seed 0, one block): fully int8, the softmax 4 steps from the quantization-aware model's (a whole block
     # of attention, LayerNorms and residual ADDs adds up the 0-3 steps of its parts), classes the same.
     keras.utils.set_random_seed(0)

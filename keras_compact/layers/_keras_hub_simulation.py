@@ -116,7 +116,7 @@ class _Scope:
 
     def __init__(self, wrapper, training):
         self.wrapper, self.training = wrapper, training
-        self.ranges = dict(zip(wrapper.step_names, wrapper.step_ranges))
+        self.ranges = wrapper.named_step_ranges()
         self.values = {id(variable): value for variable, value in wrapper.replacements()}
         self.masked = wrapper.masked()
 

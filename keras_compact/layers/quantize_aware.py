@@ -221,6 +221,10 @@ class QuantizeAware(_keras_private.BuildsFromArguments, ChecksCallInputs, keras.
         self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="batches_seen")
         self.built = True
 
+    def named_step_ranges(self):
+        """`{step name: its range variable}` of the layer's simulation."""
+        return dict(zip(self.step_names, self.step_ranges))
+
     def _range_weight(self, name):
         initial = keras.initializers.Constant([-_INITIAL_RANGE, _INITIAL_RANGE])
         return self.add_weight(shape=(2,), initializer=initial, trainable=False, name=name)
@@ -496,7 +500,7 @@ def _recurrent_refusal(layer, node):
 
 def _recurrent(wrapper, x, training=None, mask=None):
     """The layer unrolled over its (known) length, each step's tensors rounded with the layer's ranges."""
-    ranges = dict(zip(wrapper.step_names, wrapper.step_ranges))
+    ranges = wrapper.named_step_ranges()
     return _unrolled(wrapper, wrapper.target, ranges, x, training, mask)
 
 
@@ -504,7 +508,7 @@ def _bidirectional(wrapper, x, training=None, mask=None):
     """Both directions unrolled (the backward one's sequence flipped back, as Keras does), then merged as
     the file merges them: CONCATENATION, ADD, MUL, or ADD and MUL by 0.5 (`"ave"`, its sum a step)."""
     layer = wrapper.target
-    ranges = dict(zip(wrapper.step_names, wrapper.step_ranges))
+    ranges = wrapper.named_step_ranges()
     outputs = []
     for prefix, direction in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
         own = {name: ranges[f"{prefix}_{name}"] for name in _steps(direction)}
