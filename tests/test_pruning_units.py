@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact.pruning import PruningMask, prune, shrink
+from keras_compact.pruning import PruningMask, _reconstruct, prune, shrink
 
 
 TAYLOR = pytest.mark.tensorflow_backend("criterion='taylor' differentiates with tf.GradientTape")
@@ -57,7 +57,7 @@ def test_onorm_of_convolutions_averages_over_positions_and_examples():
     assert _pruned_units(report, "conv") == {0}
 
 
-def test_merge_refits_the_next_layer_to_the_least_squares_solution():
+def test_merge_refits_the_next_layer_to_the_regularized_least_squares_solution():
     rng = np.random.default_rng(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="relu", name="hidden"),
                               keras.layers.Dense(3, name="out")])
@@ -67,10 +67,16 @@ def test_merge_refits_the_next_layer_to_the_least_squares_solution():
     kernel, bias = [w.astype(np.float64) for w in model.get_layer("out").get_weights()]
     kept = sorted(set(range(6)) - _pruned_units(report))
     design = np.hstack([hidden[:, kept], np.ones((50, 1))])
-    solution = np.linalg.lstsq(design, hidden @ kernel + bias, rcond=None)[0]
+    gram = design.T @ design
+    # The map from the kept units to all six, pulled towards keeping each kept unit as it is (as
+    # channel reconstruction fits it), read by the unpruned kernel and bias.
+    strength = _reconstruct.RIDGE * np.mean(np.diag(gram))
+    towards = np.zeros((len(kept) + 1, 6))
+    towards[np.arange(len(kept)), kept] = 1.0
+    mapping = np.linalg.solve(gram + strength * np.eye(len(gram)), design.T @ hidden + strength * towards)
     new_kernel, new_bias = report.model.get_layer("out").get_weights()
-    np.testing.assert_allclose(new_kernel[kept], solution[:-1], atol=1e-4)
-    np.testing.assert_allclose(new_bias, solution[-1], atol=1e-4)
+    np.testing.assert_allclose(new_kernel[kept], mapping[:-1] @ kernel, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new_bias, bias + mapping[-1] @ kernel, rtol=1e-4, atol=1e-5)
     assert not new_kernel[sorted(_pruned_units(report))].any()
 
 

