@@ -7,6 +7,8 @@ point lives in this package) answers without starting TensorFlow.
 import importlib
 
 _PUBLIC = {
+    "CompressionReport": "tflite_export._compress",
+    "compress": "tflite_export._compress",
     "ConverterCrashed": "tflite_export._convert",
     "ExportReport": "tflite_export._export",
     "VerifyReport": "tflite_export._export",

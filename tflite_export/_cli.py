@@ -29,6 +29,9 @@ _FLAGS = {
     "epochs": "--epochs",
     "batch_size": "--batch-size",
     "data_dir": "--data-dir",
+    "macs_ratio": "--macs-ratio",
+    "validation_data": "--validation",
+    "temperature": "--temperature",
 }
 
 
@@ -38,7 +41,7 @@ def main(argv=None, prog="keras-compact"):
     # (Only where Keras is not imported yet: the command line, not a caller's process.)
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "tensorflow"
-    commands = {"demo": _demo, "export": _export, "inspect": _inspect}
+    commands = {"demo": _demo, "export": _export, "inspect": _inspect, "compress": _compress}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, OSError, KeyError, RuntimeError) as error:  # RuntimeError: ConverterCrashed
@@ -64,6 +67,7 @@ def _parser(prog):
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo(commands)
     _add_export(commands)
+    _add_compress(commands)
     inspect = commands.add_parser("inspect", help="operators, inputs/outputs and weights of a .tflite file")
     inspect.add_argument("tflite")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -120,6 +124,24 @@ def _add_export(commands):
         help="with --quantize int8: comma-separated layer names to keep in float32",
     )
     export.add_argument("--projection-lowering", choices=("builtin", "matrix"), default="builtin")
+
+
+def _add_compress(commands):
+    compress = commands.add_parser(
+        "compress", help="prune to a MACs budget, reconstruct, fine-tune by distillation, export verified")
+    compress.add_argument("model", help="the trained .keras classifier (compiled with its loss, or pass --loss)")
+    compress.add_argument("--data", required=True, help=".npz with the training arrays x and y")
+    compress.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    compress.add_argument("--macs-ratio", type=float, default=0.5, help="the MACs budget, a fraction (default 0.5)")
+    compress.add_argument("--criterion", choices=("magnitude", "bn_scale", "onorm", "taylor"), default="magnitude")
+    compress.add_argument("--validation", default=None, help=".npz with x and y each stage's accuracy is measured on")
+    compress.add_argument("--epochs", type=_integer(0), default=2, help="distilled fine-tuning epochs (default 2)")
+    compress.add_argument("--batch-size", type=_integer(1), default=64)
+    compress.add_argument("--loss", default=None, help="the training loss by name (default: the model's compiled loss)")
+    compress.add_argument("--temperature", type=float, default=3.0, help="of the distillation (default 3)")
+    compress.add_argument("--quantize", choices=("int8", "qat"), default=None,
+                          help="int8 after calibration, or after one epoch of quantization-aware training")
+    compress.add_argument("--quiet", action="store_true", help="no progress bars: only the report")
 
 
 def _integer(low, high=None):
@@ -264,6 +286,30 @@ def _export(args):
     )
     print(report)
     return 0
+
+
+def _compress(args):
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"No such model file: {args.model}")
+    data = _pair(args.data, "training data", "--data")
+    validation = None if args.validation is None else _pair(args.validation, "validation", "--validation")
+    model = _load_model(args.model)
+    from tflite_export import compress
+
+    report = compress(model, data, args.output, macs_ratio=args.macs_ratio, criterion=args.criterion,
+                      validation_data=validation, epochs=args.epochs, batch_size=args.batch_size, loss=args.loss,
+                      temperature=args.temperature, quantization=args.quantize, verbose=0 if args.quiet else "auto")
+    print(report)
+    return 0
+
+
+def _pair(path, what, flag):
+    arrays = _load_npz(path, what)
+    if not isinstance(arrays, dict) or set(arrays) != {"x", "y"}:
+        names = sorted(arrays) if isinstance(arrays, dict) else ["one unnamed array"]
+        raise ValueError(f"{flag} {path} must hold two arrays named x and y (numpy.savez(path, x=..., y=...)); "
+                         f"it holds {names}.")
+    return arrays["x"], arrays["y"]
 
 
 def _read_labels(path):
