@@ -26,7 +26,6 @@ import warnings
 import keras
 import numpy as np
 
-from keras_compact import _keras_private
 from keras_compact._cloning import inlined
 from keras_compact.pruning import _graph, _groups
 
