@@ -133,7 +133,7 @@ def _add_compress(commands):
     compress.add_argument("--data", required=True, help=".npz with the training arrays x and y")
     compress.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     compress.add_argument("--macs-ratio", type=float, default=0.5, help="the MACs budget, a fraction (default 0.5)")
-    compress.add_argument("--criterion", choices=("magnitude", "bn_scale", "onorm", "taylor"), default="magnitude")
+    compress.add_argument("--criterion", choices=("obs", "magnitude", "bn_scale", "onorm", "taylor"), default="obs")
     compress.add_argument("--validation", default=None, help=".npz with x and y each stage's accuracy is measured on")
     compress.add_argument("--epochs", type=_integer(0), default=2, help="distilled fine-tuning epochs (default 2)")
     compress.add_argument("--batch-size", type=_integer(1), default=64)

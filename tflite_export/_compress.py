@@ -95,7 +95,7 @@ class CompressionReport:
 
 
 @keyword_only
-def compress(model, data, path, *, macs_ratio=0.5, criterion="magnitude", validation_data=None, epochs=2,
+def compress(model, data, path, *, macs_ratio=0.5, criterion="obs", validation_data=None, epochs=2,
              batch_size=64, optimizer="adam", loss=None, temperature=3.0, quantization=None, verbose="auto"):
     """Prunes, reconstructs, fine-tunes by distillation and exports `model`: a smaller verified `.tflite` file.
 
@@ -104,14 +104,16 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="magnitude", valida
        `macs_ratio` of `model`'s multiply-accumulates (bisection: uniform
        ratios; the ratio is reported).
     2. **Pruned and reconstructed**: `prune(model, ratio, granularity="channel",
-       criterion=criterion, data=..., reconstruct=True)`, then `shrink`: every
+       criterion=criterion, data=..., reconstruct=True)`, then `shrink`: the
+       channels chosen by layer-wise Optimal Brain Surgeon (by default), every
        layer reading a pruned tensor refit by least squares on up to 2,048
        training examples.
     3. **Fine-tuned, distilled**: `epochs` of training on `data`, the loss half
        `loss` on the labels and half the KL divergence to `model`'s outputs at
-       `temperature` (`keras.distillation.Distiller`; a softmax output is
-       distilled through its logarithm, which softmax at a temperature turns back
-       into the tempered distribution); Keras's progress bars.
+       `temperature` (`keras.distillation.Distiller`; outputs that are
+       probabilities are distilled through their logarithm, which softmax at a
+       temperature turns back into the tempered distribution); Keras's progress
+       bars.
     4. **Statistics re-estimated** (`recalibrate_batch_norm`), where the
        network has `BatchNormalization`.
     5. With `quantization="qat"`, one epoch of quantization-aware training
@@ -128,8 +130,9 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="magnitude", valida
         data: `(x, y)` NumPy training arrays (integer class labels, or one-hot).
         path: the `.tflite` file to write.
         macs_ratio: the MACs budget, a fraction of `model`'s in (0, 1].
-        criterion: how channels are ranked: `"magnitude"`, `"bn_scale"`,
-            `"onorm"` or `"taylor"` (see `prune`).
+        criterion: how channels are ranked (see `prune`): `"obs"` (the channels
+            the refit rebuilds best), `"magnitude"`, `"bn_scale"`, `"onorm"` or
+            `"taylor"`.
         validation_data: `(x, y)` arrays each stage's accuracy is measured on.
         epochs: fine-tuning epochs (0: none), an integer >= 0.
         batch_size: examples per training step.
@@ -219,7 +222,7 @@ def _arrays(model, data, argument):
 
 
 def _check_arguments(macs_ratio, criterion, epochs, batch_size, temperature, quantization):
-    errors = [one_of("criterion", criterion, ("magnitude", "bn_scale", "onorm", "taylor")),
+    errors = [one_of("criterion", criterion, ("obs", "magnitude", "bn_scale", "onorm", "taylor")),
               one_of("quantization", quantization, QUANTIZATIONS)]
     if not is_number(macs_ratio) or not 0 < macs_ratio <= 1:
         errors.append(f"macs_ratio must be a fraction of the model's MACs in (0, 1]. Received: macs_ratio={macs_ratio!r}")
@@ -241,7 +244,8 @@ def _loss(model, loss):
 
 
 def _budget(model, macs_ratio, unpruned):
-    """The smallest uniform channel ratio (to 1/64) whose shrunk network has at most `macs_ratio` of the MACs."""
+    """The smallest uniform channel ratio (six halvings of [0, 0.9]) whose shrunk network has at most
+    `macs_ratio` of the MACs."""
     def ratio_of(fraction):
         return macs(shrink(prune(model, fraction, granularity="channel").model)) / unpruned
 
@@ -280,17 +284,17 @@ def _distilled(model, student, train, validation, loss, optimizer, temperature, 
     teacher.set_weights(model.get_weights())
     distiller = keras.distillation.Distiller(
         teacher=teacher, student=student, student_loss_weight=0.5,
-        distillation_losses=_Distillation(temperature, _softmax_output(model)))
+        distillation_losses=_Distillation(temperature, _probabilities(model, train[0][:64])))
     distiller.compile(keras.optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer, loss=loss)
     distiller.fit(*train, epochs=epochs, batch_size=batch_size, verbose=verbose,
                   validation_data=validation)
     return distiller.student
 
 
-def _softmax_output(model):
-    layer = model.outputs[0]._keras_history.operation
-    activation = getattr(layer, "activation", None)
-    return isinstance(layer, keras.layers.Softmax) or activation is keras.activations.softmax
+def _probabilities(model, x):
+    """Whether `model`'s outputs on `x` are probabilities (non-negative, summing to 1), not logits."""
+    outputs = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), np.float64)
+    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def _stage(name, model, validation, seconds):

@@ -15,9 +15,9 @@ import numpy as np
 from keras_compact._checks import is_int
 from keras_compact._cloning import inlined
 from keras_compact.layers.targeted_dropout import TRANSPOSED_LAYERS, kernel_of
-from keras_compact.pruning import _criteria, _groups
+from keras_compact.pruning import _criteria, _groups, _obs
 
-CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor")
+CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor", "obs")
 KINDS = ("channels", "heads")  # what one index of a group is (`ChannelGroup.of`)
 
 
@@ -42,6 +42,8 @@ def scores(graph, criterion, model, x, y):
     if criterion in ("onorm", "taylor"):
         # Heads, and units only their own recurrent layer reads, have no tensor a probe can read: by magnitude.
         return {**result, **_activation_scores(graph, criterion, model, x, y)}
+    if criterion == "obs":  # layer-wise Optimal Brain Surgeon; groups it cannot read keep magnitude
+        return {**result, **_obs.scores(graph, model, x)}
     if criterion == "bn_scale":
         # Network Slimming (Liu et al. 2017): |gamma|; groups without a BatchNormalization keep magnitude.
         result.update(_accumulate(graph, _member_scales))
