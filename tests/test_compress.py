@@ -73,8 +73,9 @@ def test_every_stage_is_a_plain_keras_model_that_saves_and_reloads(images, train
 def test_logits_batch_normalization_and_quantization_aware_int8(images, tmp_path):
     train, test = images
     model = _trained(train, activation=None, batch_norm=True)
+    optimizer = keras.optimizers.Adam(1e-3)  # one instance for both fine-tunes: each gets a copy
     report = compress(model, train, tmp_path / "int8.tflite", macs_ratio=0.6, validation_data=test, epochs=1,
-                      quantization="qat", verbose=0)
+                      quantization="qat", optimizer=optimizer, verbose=0)
     assert [stage.name for stage in report.stages][-2:] == ["statistics re-estimated", "quantization-aware"]
     assert report.stages[-1].accuracy >= report.stages[0].accuracy - 0.03
     assert report.export.top1_agreement >= 0.95

@@ -136,7 +136,8 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="obs", validation_d
         validation_data: `(x, y)` arrays each stage's accuracy is measured on.
         epochs: fine-tuning epochs (0: none), an integer >= 0.
         batch_size: examples per training step.
-        optimizer: for the fine-tunes: a name or a `keras.optimizers.Optimizer`.
+        optimizer: for the fine-tunes: a name or a `keras.optimizers.Optimizer`
+            (each fine-tune gets a fresh copy of it).
         loss: the training loss on the labels (default: `model`'s compiled loss).
         temperature: the distillation temperature, > 0.
         quantization: `None`, `"int8"` or `"qat"`.
@@ -191,7 +192,7 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="obs", validation_d
     if quantization == "qat":
         start = time.perf_counter()
         current = quantize_aware(current)
-        current.compile(keras.optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer, loss)
+        current.compile(_fresh(optimizer), loss)
         current.fit(x, y, epochs=1, batch_size=batch_size, verbose=verbose)
         stages.append(_stage("quantization-aware", current, validation, time.perf_counter() - start))
         say(_line(stages[-1]))
@@ -279,13 +280,19 @@ class _Distillation(keras.distillation.LogitsDistillation):
         return super().compute_loss(teacher_outputs, student_outputs, **kwargs)
 
 
+def _fresh(optimizer):
+    """A new optimizer for each fine-tune: one that has trained a model's variables cannot train another's."""
+    optimizer = keras.optimizers.get(optimizer)
+    return optimizer.__class__.from_config(optimizer.get_config())
+
+
 def _distilled(model, student, train, validation, loss, optimizer, temperature, epochs, batch_size, verbose):
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     distiller = keras.distillation.Distiller(
         teacher=teacher, student=student, student_loss_weight=0.5,
         distillation_losses=_Distillation(temperature, _probabilities(model, train[0][:64])))
-    distiller.compile(keras.optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer, loss=loss)
+    distiller.compile(_fresh(optimizer), loss=loss)
     distiller.fit(*train, epochs=epochs, batch_size=batch_size, verbose=verbose,
                   validation_data=validation)
     return distiller.student
