@@ -102,6 +102,7 @@ def test_the_plot_draws_accuracy_against_macs(images, trained, tmp_path):
         (dict(epochs=-1), "epochs must be an integer >= 0. Received: epochs=-1"),
         (dict(temperature=0), "temperature must be a number > 0"),
         (dict(data="x only"), r"data must be a pair \(x, y\)"),
+        (dict(path="no/such/folder/model.tflite"), "path's folder does not exist: no/such/folder"),
         (dict(validation_data=(np.zeros((3, 8, 8, 1), "float32"), np.zeros(4))), "validation_data's x and y differ"),
         (dict(data=(np.full((3, 8, 8, 1), np.nan, "float32"), np.zeros(3))), "NaN"),
     ],

@@ -10,6 +10,7 @@ model is a plain Keras model the user can keep.
 """
 
 import dataclasses
+import os
 import time
 
 import keras
@@ -164,6 +165,7 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="obs", validation_d
     x, y = _arrays(model, data, "data")
     validation = None if validation_data is None else _arrays(model, validation_data, "validation_data")
     _check_arguments(macs_ratio, criterion, epochs, batch_size, temperature, quantization)
+    _check_path(path)
     loss = _loss(model, loss)
     say = (lambda text: None) if verbose == 0 else print
     calibration = (x[:CALIBRATION], y[:CALIBRATION])
@@ -234,6 +236,15 @@ def _check_arguments(macs_ratio, criterion, epochs, batch_size, temperature, qua
     if not is_number(temperature) or not temperature > 0:
         errors.append(f"temperature must be a number > 0. Received: temperature={temperature!r}")
     raise_errors(errors)
+
+
+def _check_path(path):
+    """Refuses, before minutes of work, a `path` the export could not write."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be a file name (a str or a path). Received: path={path!r}")
+    folder = os.path.dirname(os.fspath(path))
+    if folder and not os.path.isdir(folder):
+        raise ValueError(f"path's folder does not exist: {folder}. Received: path={os.fspath(path)!r}")
 
 
 def _loss(model, loss):

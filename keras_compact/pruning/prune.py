@@ -222,7 +222,7 @@ class PruningReport:
 
 @keyword_only
 def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, criterion="magnitude", data=None,
-          merge=False, reconstruct=False, round_to=None, ignored_layers=None):
+          merge=False, round_to=None, ignored_layers=None, reconstruct=False):
     """Prunes the least important weights, units or channels of a copy of `model`, one shot.
 
     `granularity="weight"` removes the smallest |w|: by default (`scope="unit"`)
@@ -320,17 +320,17 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
         criterion: how units are ranked (above); weights are ranked by |w|.
         data: examples `x` (one input array), `(x, y)`, or a `tf.data.Dataset`
             or generator of such batches (read up to 4,096 examples); needed by
-            `"onorm"`, `"taylor"` (with `y`), `merge=True` and
+            `"onorm"`, `"taylor"` (with `y`), `"obs"`, `merge=True` and
             `reconstruct=True` (a thousand examples or more: fewer than a
             reader's unknowns warn with the counts). NaN or infinite examples
             are refused.
         merge: whether to refit the readers of pruned units on `data`.
-        reconstruct: with `"channel"`, whether to refit every layer reading a
-            pruned tensor, or one after it, on `data`.
         round_to: with `"channel"`, each group keeps a multiple of this many
             channels (rounded up), as accelerators like; `None` for any count.
         ignored_layers: names of layers whose weights must stay unpruned (with
             `"channel"`, every group they touch is kept whole).
+        reconstruct: with `"channel"`, whether to refit every layer reading a
+            pruned tensor, or one after it, on `data`.
 
     Returns:
         A `PruningReport` with `.model`, `.layers` and, by channel, `.groups`
