@@ -3,7 +3,6 @@
 Every function here works on `prune`'s copy of the model, never on the user's.
 """
 
-import warnings
 
 import keras
 import numpy as np
@@ -206,17 +205,7 @@ def merge(model, original, copy, chain, pruned, x):
         batch = x[start : start + _BATCH]
         fit.add(_reconstruct.values(current(batch, training=False), len(kept)),
                 _reconstruct.values(target(batch, training=False), len(kept)))
-    if fit.samples < fit.unknowns:
-        warnings.warn(
-            f"merge=True refits {consumer.name!r} from {fit.unknowns} kept values on only {fit.samples} samples "
-            "of data: the fit is underdetermined (it matches those samples and may not generalise). Pass more "
-            "examples.",
-            stacklevel=4,
-        )
-    try:
-        linear, constant = fit.solve()
-    except ValueError as error:
-        raise ValueError(f"merge=True cannot refit {consumer.name!r}: {error}.") from None
+    linear, constant = fit.solved(f"merge=True refits {consumer.name!r}", stacklevel=4)
     rows = np.moveaxis(chain.consumer_rows(keras.ops.convert_to_numpy(consumer.kernel)), -2, 0)
     new_rows, gained = _reconstruct.fold(rows, kept, linear, constant)
     consumer.kernel.assign(chain.consumer_kernel(np.moveaxis(new_rows, 0, -2)).astype(np.float32))

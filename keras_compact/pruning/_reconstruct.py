@@ -71,6 +71,18 @@ class Fit:
     def unknowns(self):
         return int(self.kept.sum()) + self.bias
 
+    def solved(self, what, stacklevel):
+        """`solve()`, warning when there are fewer samples than unknowns and naming `what` refits (`"merge=True
+        refits 'dense'"`) in both the warning and the error."""
+        if self.samples < self.unknowns:
+            warnings.warn(f"{what} from {self.unknowns} values on only {self.samples} samples of data: the fit is "
+                          "underdetermined and held close to plain pruning. Pass more examples.",
+                          stacklevel=stacklevel + 1)
+        try:
+            return self.solve()
+        except ValueError as error:
+            raise ValueError(f"{what} cannot be fit: {error}.") from None
+
     def solve(self):
         """`(map [kept, channels], constant [channels] or None)`: the regularized least-squares solution."""
         if not (np.all(np.isfinite(self.gram)) and np.all(np.isfinite(self.cross))):
@@ -186,16 +198,7 @@ def _refit(members, kept, probes, layers, x):
         total += float(np.sum(target**2))
     if kept.all() and pruned_only == 0.0:
         return None  # nothing before it was pruned: it reads what it read
-    if fit.samples < fit.unknowns:
-        warnings.warn(
-            f"reconstruct=True refits {names} from {fit.unknowns} values on only {fit.samples} samples of "
-            "data: the fit is underdetermined and held close to plain pruning. Pass more examples.",
-            stacklevel=5,
-        )
-    try:
-        linear, constant = fit.solve()
-    except ValueError as error:
-        raise ValueError(f"reconstruct=True cannot refit {names}: {error}.") from None
+    linear, constant = fit.solved(f"reconstruct=True refits {names}", stacklevel=5)
     for layer, source in layers:
         _write(layer, source, kept, linear, constant)
     return Refit(readers=tuple(names), channels=len(kept), kept=int(kept.sum()), samples=fit.samples,
