@@ -190,3 +190,16 @@ def test_obs_removes_the_channel_its_twin_rebuilds_though_it_is_the_largest():
     assert removed(by_magnitude) not in ({2}, {5})
     assert removed(by_obs) in ({2}, {5})  # the twin left rebuilds it exactly
     assert _relative_error(by_obs.model, model, _x((10, 10, 3), 16, seed=1)) < 0.02
+
+
+def test_a_transformer_block_is_refit_around_its_attention_and_shrinks_exactly():
+    inputs = keras.Input((8, 16))
+    attended = keras.layers.MultiHeadAttention(4, 4)(inputs, inputs)  # heads pruned, not refit
+    x = keras.layers.LayerNormalization()(keras.layers.Add()([inputs, attended]))
+    hidden = keras.layers.Dense(32, activation="relu", name="up")(x)
+    x = keras.layers.Add()([x, keras.layers.Dense(16, name="down")(hidden)])
+    model = keras.Model(inputs, keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling1D()(x)))
+    x = np.random.default_rng(0).normal(size=(256, 8, 16)).astype("float32")
+    report = prune(model, 0.5, granularity="channel", data=x, reconstruct=True)
+    assert "down" in {name for refit in report.reconstruction for name in refit.readers}
+    np.testing.assert_allclose(np.asarray(shrink(report.model)(x[:4])), np.asarray(report.model(x[:4])), atol=1e-5)
