@@ -12,8 +12,10 @@ the median after the first (which traces), all in one run.
 
     python benchmarks/targeted_channels.py           # full (about 20 min on 2 cores)
     python benchmarks/targeted_channels.py --quick   # smoke run
+    KERAS_BACKEND=jax python benchmarks/targeted_channels.py --times   # seconds per epoch only
 
-Writes benchmarks/results/targeted_channels.md (or targeted_channels_quick.md).
+Writes benchmarks/results/targeted_channels.md (or targeted_channels_quick.md; with --times
+targeted_channels_times_<backend>.md: 4 epochs on 4,000 images, the median after the first).
 """
 
 import sys
@@ -47,9 +49,8 @@ class EpochTimes(keras.callbacks.Callback):
         self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
 
 
-def run(build, options, train, test, epochs):
-    (x, y), (x_test, y_test) = train, test
-    calibration = x[:2000]
+def trained(build, options, x, y, epochs):
+    """`(model, history, median seconds per epoch after the first)`."""
     keras.utils.set_random_seed(0)
     model, callbacks = build(), [EpochTimes()]
     if options is not None:
@@ -58,9 +59,15 @@ def run(build, options, train, test, epochs):
         model = targeted(model, granularity="channel", **options)
         callbacks = ([TargetedDropoutRamp(target_rate=ramp)] if ramp else []) + [TargetedChannels(seed=0)] + callbacks
     history = compiled(model).fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks)
+    return model, history, float(np.median(callbacks[-1].seconds[1:] or callbacks[-1].seconds))
+
+
+def run(build, options, train, test, epochs):
+    (x, y), (x_test, y_test) = train, test
+    calibration = x[:2000]
+    model, history, seconds = trained(build, options, x, y, epochs)
     plain = recalibrate_batch_norm(strip(model), calibration)
-    row = {"train": history.history["accuracy"][-1], "test": accuracy(plain, x_test, y_test),
-           "epoch s": float(np.median(callbacks[-1].seconds[1:] or callbacks[-1].seconds))}
+    row = {"train": history.history["accuracy"][-1], "test": accuracy(plain, x_test, y_test), "epoch s": seconds}
     smaller = recalibrate_batch_norm(shrink(prune(plain, 0.5, granularity="channel").model), calibration)
     row["macs"] = macs(smaller) / macs(plain)
     row["pruned"] = accuracy(smaller, x_test, y_test)
@@ -93,10 +100,37 @@ def write_results(stem, results):
     print("wrote", path.relative_to(ROOT))
 
 
+def write_times(stem, info, seconds):
+    """`seconds`: the median seconds per epoch per (network, training)."""
+    lines = [
+        f"# Targeted Dropout by channel: seconds per epoch on {keras.backend.backend()}",
+        "",
+        f"`python benchmarks/targeted_channels.py --times`; Keras {keras.__version__} on "
+        f"{keras.backend.backend()}, {reporting.machine()}. {info['split']}; the first 4,000 training images, "
+        "4 epochs (Adam 1e-3, batch 64), the median of the last 3; the drops drawn inside the training step.",
+        "",
+        *reporting.table(["network", "training", "s / epoch", "ratio to no dropout"], [
+            [net, training, f"{value:.2f}", f"{value / seconds[(net, 'no dropout')]:.2f}x"]
+            for (net, training), value in seconds.items()]),
+    ]
+    path = reporting.write(stem, lines, end="\n")
+    print("wrote", path.relative_to(ROOT))
+
+
 def main(argv=None):
-    args = common.parser(__doc__, "small data, 2 epochs").parse_args(argv)
+    parser = common.parser(__doc__, "small data, 2 epochs")
+    parser.add_argument("--times", action="store_true", help="seconds per epoch only (4 epochs on 4,000 images)")
+    args = parser.parse_args(argv)
     epochs = 2 if args.quick else 5
     train, test, info = mnist(args.data_dir, args.quick)
+    if args.times:
+        (x, y), seconds = train, {}
+        for net, build in NETS.items():
+            for training, options in TRAININGS.items():
+                seconds[(net, training)] = trained(build, options, x[:4000], y[:4000], 4)[2]
+                print(net, training, f"{seconds[(net, training)]:.2f} s / epoch", flush=True)
+        write_times(f"targeted_channels_times_{keras.backend.backend()}", info, seconds)
+        return 0
     rows = {}
     for net, build in NETS.items():
         for training, options in TRAININGS.items():

@@ -434,13 +434,11 @@ def test_targeted_wraps_every_layer_of_an_applications_model_and_drops_in_traini
 
 
 def _drawn(ready, seed=0):
-    """A `TargetedChannels` attached to `ready` as `fit` attaches it, and its first draw set."""
+    """A `TargetedChannels` attached to `ready` as `fit` attaches it."""
     callback = TargetedChannels(seed=seed)
     callback.set_model(ready)
     callback.on_train_begin()
-    keep = callback.draw()
-    callback.set_drops(keep)
-    return callback, keep
+    return callback
 
 
 def test_targeted_by_channel_drops_the_channels_prune_would_remove_in_every_member_at_once():
@@ -449,27 +447,23 @@ def test_targeted_by_channel_drops_the_channels_prune_would_remove_in_every_memb
     wrapped = {layer.layer.name for layer in ready.layers if isinstance(layer, TargetedDropout)}
     assert wrapped == {"stem", "squeeze", "expand", "classes"}  # every member of the two groups
     x = _x(model, count=4)
-    _, keep = _drawn(ready)
+    callback = _drawn(ready)
     np.testing.assert_allclose(np.asarray(ready(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)  # not at inference
+    keep = callback.draw(0)
     assert sorted(int(np.sum(~k)) for k in keep.values()) == [2, 4]  # floor(0.5 * size) at drop_rate 1
-    # The lowest-importance half of each group, dropped from producers, readers and the residual
-    # stage at once: in training the model computes what channel pruning leaves.
+    # The lowest-importance half of each group, dropped by each member in its own call from the producers,
+    # the readers and the residual stage alike: in training the model computes what channel pruning leaves.
     pruned = prune(model, 0.5, granularity="channel").model
     np.testing.assert_allclose(np.asarray(ready(x, training=True)), np.asarray(pruned(x, training=True)),
                                rtol=1e-5, atol=1e-6)
-    stem = next(layer for layer in ready.layers if getattr(layer, "layer", None) is not None
-                and layer.layer.name == "stem")
-    expand = next(layer for layer in ready.layers if getattr(layer, "layer", None) is not None
-                  and layer.layer.name == "expand")
-    np.testing.assert_array_equal(np.asarray(stem.keep)[0, 0, 0], np.asarray(expand.keep)[0, 0, 0])
-    np.testing.assert_array_equal(np.asarray(stem.bias_keep), np.asarray(stem.keep)[0, 0, 0])
+    assert {int(layer.draws.numpy()) for layer in ready.layers if isinstance(layer, TargetedDropout)} == {1}
 
 
 def test_targeted_by_channel_draws_each_candidate_with_the_drop_rate_at_every_step():
     model = _residual()
     ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
-    callback, _ = _drawn(ready, seed=3)
-    drops = np.array([np.concatenate([~k for k in callback.draw().values()]) for _ in range(400)])
+    callback = _drawn(ready, seed=3)
+    drops = np.array([np.concatenate([~k for k in callback.draw(step).values()]) for step in range(400)])
     scores = list(_channel_scores(ready).values())
     offsets = np.cumsum([0] + [v.size for v in scores])
     candidates = np.concatenate([np.argsort(v, kind="stable")[: v.size // 2] + offset
@@ -497,7 +491,8 @@ def test_targeted_by_channel_trains_with_the_callback_and_refuses_to_train_witho
     history = ready.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[ramp, TargetedChannels(seed=0)])
     assert history.history["target_rate"][-1] == 0.5
     assert not all(np.array_equal(a, b) for a, b in zip(before, ready.get_weights()))
-    assert all(np.asarray(layer.keep).all() for layer in ready.layers if isinstance(layer, TargetedDropout))
+    # Every member counted the 8 steps it drew in (what, with the seed, makes their draws agree).
+    assert {int(layer.draws.numpy()) for layer in ready.layers if isinstance(layer, TargetedDropout)} == {8}
     if keras.backend.backend() == "tensorflow":  # the next fit without it is traced again, and raises
         with pytest.raises(RuntimeError, match="TargetedChannels"):
             ready.fit(x, y, verbose=0)
@@ -510,9 +505,22 @@ def test_targeted_by_channel_trains_with_the_callback_and_refuses_to_train_witho
     assert smaller.get_layer("stem").filters == 4
 
 
+def test_targeted_by_channel_draws_inside_the_step_with_any_steps_per_execution():
+    model = _residual()
+    ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
+    ready.compile("adam", "mse", steps_per_execution=2)
+    x, y = _x(model, count=16), np.zeros((16, 3), "float32")
+    ready.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[TargetedChannels(seed=0)])
+    assert {int(layer.draws.numpy()) for layer in ready.layers if isinstance(layer, TargetedDropout)} == {8}
+    callback = _drawn(ready, seed=0)
+    first, second = ready(x, training=True), ready(x, training=True)  # steps 8 and 9 draw anew
+    assert not np.allclose(np.asarray(first), np.asarray(second))
+    assert any(not np.array_equal(a, b) for a, b in zip(callback.draw(8).values(), callback.draw(9).values()))
+
+
 def test_targeted_by_channel_refuses_what_it_cannot_do():
     model = _residual()
-    with pytest.raises(ValueError, match="TargetedChannels callback draws the drops.*seed=1"):
+    with pytest.raises(ValueError, match="TargetedChannels callback's seed.*seed=1"):
         targeted(model, granularity="channel", seed=1)
     with pytest.raises(ValueError, match="leave layers out"):
         targeted(model, granularity="channel", layers=["stem"])
@@ -526,16 +534,10 @@ def test_targeted_by_channel_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="found no TargetedDropout\\(granularity='channel'\\)"):
         by_unit.fit(_x(model), np.zeros((3, 3)), verbose=0, callbacks=[TargetedChannels()])
     ready = targeted(model, 0.5, 0.5, granularity="channel")
-    ready.compile("adam", "mse", steps_per_execution=2)
-    with pytest.raises(ValueError, match="steps_per_execution=1. Received: steps_per_execution=2"):
-        ready.fit(_x(model), np.zeros((3, 3)), verbose=0, callbacks=[TargetedChannels()])
     ready.compile("adam", "mse")
     ready.layers[1].set_rates(target_rate=0.25)
-    callback = TargetedChannels()
-    callback.set_model(ready)
-    callback.on_train_begin()
     with pytest.raises(ValueError, match="the same rates"):
-        callback.draw()
+        _drawn(ready)
 
 
 @pytest.mark.tensorflow_backend("the draws are the same on every backend; the zoo's eager steps are slow on JAX")

@@ -1,4 +1,4 @@
-"""Targeted Dropout by channel: the callback that draws, before each step, the channel groups it drops."""
+"""Targeted Dropout by channel: the callback that sets up the drops each layer draws inside the training step."""
 
 import keras
 import numpy as np
@@ -6,11 +6,11 @@ import numpy as np
 from keras_compact import _keras_private
 from keras_compact._checks import check_seed
 from keras_compact.layers.targeted_dropout import TargetedDropout
-from keras_compact.pruning import _channel, _graph, _groups
+from keras_compact.pruning import _channel, _channel_draw, _graph, _groups
 
 
 class TargetedChannels(keras.callbacks.Callback):
-    """Draws the channels Targeted Dropout drops in a model made by `targeted(model, granularity="channel")`.
+    """Sets up the drops of a model made by `targeted(model, granularity="channel")`.
 
     Targeted Dropout (Gomez et al. 2018) by channel: at every training step, in
     every channel group (the channels that residual adds, concatenations and
@@ -20,13 +20,15 @@ class TargetedChannels(keras.callbacks.Callback):
     criterion of `prune(..., granularity="channel")`) are the candidates, and
     each candidate is dropped with probability `drop_rate`: its filters, biases
     and the kernel rows that read it, in every member of the group at once, as
-    channel pruning would remove them. A group's channels are drawn once for all
-    its members, so no layer can draw them alone: this callback reads the
-    weights, draws on the host and sets each `TargetedDropout(granularity=
-    "channel")` layer's `keep` before the step. Training such a model without it
-    raises an error. The rates are the layers' (`targeted`'s arguments, or
-    `TargetedDropoutRamp`'s schedule; put the ramp first in `callbacks`, so the
-    draws of a step use the rates it set). At inference nothing is dropped.
+    channel pruning would remove them. No layer sees a whole group, so this
+    callback reads the model's groups when training begins and gives every
+    `TargetedDropout(granularity="channel")` layer what it needs to draw the
+    drops of its groups in its own call, inside the training step, alike in
+    every member: the weights that make the importance, and the seed, which
+    with the step count decides the draws. Nothing runs between steps (any
+    `steps_per_execution`). Training such a model without it raises an error.
+    The rates are the layers' (`targeted`'s arguments, or
+    `TargetedDropoutRamp`'s schedule). At inference nothing is dropped.
 
     Args:
         seed: optional integer seed of the draws.
@@ -41,7 +43,6 @@ class TargetedChannels(keras.callbacks.Callback):
         super().__init__()
         check_seed("seed", seed)
         self.seed = None if seed is None else int(seed)
-        self._random = np.random.default_rng(self.seed)
 
     def get_config(self):
         """The constructor arguments."""
@@ -56,14 +57,8 @@ class TargetedChannels(keras.callbacks.Callback):
                 f"{self.model.name!r}; make the model with keras_compact.pruning.targeted(model, "
                 "granularity='channel')."
             )
-        if self._model.steps_per_execution != 1:
-            raise ValueError(
-                "TargetedChannels draws the drops before every step, and Keras calls it once per "
-                f"{self._model.steps_per_execution} steps here: compile {self.model.name!r} with "
-                f"steps_per_execution=1. Received: steps_per_execution={self._model.steps_per_execution}"
-            )
-        self._graph = _groups.analyse(self.model)
-        members = _channel.members(self._graph, targeted=True)
+        graph = _groups.analyse(self.model)
+        members = _channel.members(graph, targeted=True)
         outside, missing = sorted(set(self.layers) - members), sorted(members - set(self.layers))
         if outside or missing:
             raise ValueError(
@@ -73,21 +68,22 @@ class TargetedChannels(keras.callbacks.Callback):
                 + " (see keras_compact.pruning.channel_groups(model)). Make the model with "
                 "keras_compact.pruning.targeted(model, granularity='channel')."
             )
+        self.rates()
+        seed = self.seed if self.seed is not None else int(np.random.default_rng().integers(2**31))
+        self.draw_of_model = _channel_draw.ChannelDraw(graph, set(self.layers), seed)
         for layer in self.layers.values():
-            layer.drawn_by = self
+            layer.drawn_by = self.draw_of_model
         # A step traced before (by a fit without this callback, which raised) is traced again with it.
         self.model.make_train_function(force=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates()  # a ramp sets them all; a user's own setting may not have
 
     def on_train_end(self, logs=None):
         for layer in self.layers.values():
             layer.drawn_by = None
-            layer.set_keep(np.ones(layer.keep.shape, bool))
         # The next fit traces its step again: without this callback it raises instead of reusing this one's.
         self.model.train_function = None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.model  # noqa: B018 (JAX: brings the weights up to date; the next step reads the new drops)
-        self.set_drops(self.draw())
 
     def rates(self):
         """`(target_rate, drop_rate)` of the layers, which must agree."""
@@ -101,19 +97,12 @@ class TargetedChannels(keras.callbacks.Callback):
             )
         return rates.pop()
 
-    def draw(self):
-        """`{group root: bool [size]}`: the channels kept at this step."""
+    def draw(self, step):
+        """`{group producers: bool [size]}`: the channels kept at training step `step` (counted from 0
+        over every fit of the model), at the layers' current rates and weights; what the layers draw
+        in the step, computed here (after `fit` has begun) for a look."""
         target_rate, drop_rate = self.rates()
-        importance = _channel.scores(self._graph, "magnitude", None, None, None)
-        keep = {}
-        for root, values in importance.items():
-            candidates = np.argsort(values, kind="stable")[: int(np.floor(target_rate * values.size))]
-            keep[root] = np.ones(values.size, bool)
-            keep[root][candidates[self._random.random(candidates.size) < drop_rate]] = False
-        return keep
-
-    def set_drops(self, keep):
-        """Sets every layer's `keep` from `{group root: bool [size]}`."""
-        for name, mask in _channel.kernel_keeps(self._graph, keep, every=True).items():
-            if name in self.layers:
-                self.layers[name].set_keep(mask)
+        draw = self.draw_of_model
+        kept = keras.ops.convert_to_numpy(
+            draw.kept(draw.roots, target_rate, drop_rate, step, keras.random.SeedGenerator(0)))
+        return {draw.producers[root]: kept[start : start + size] for root, (start, size) in draw.offsets.items()}

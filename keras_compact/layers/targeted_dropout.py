@@ -124,8 +124,10 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         granularity: `"weight"`, `"unit"` or `"channel"`. By channel the layer
             does not choose: `keras_compact.pruning.targeted(model,
             granularity="channel")` wraps every member of a model's channel
-            groups, and the `keras_compact.callbacks.TargetedChannels` callback
-            sets their drops at every step (training without it raises).
+            groups, and each draws its groups' drops in its own training
+            call, as every other member does, with what the
+            `keras_compact.callbacks.TargetedChannels` callback sets up
+            (training without it raises).
         seed: optional integer seed of the dropout draws (by channel, the callback's).
         refresh_steps: with `granularity="weight"`, search for the thresholds
             every this many training steps (an integer >= 1; the default 1
@@ -163,7 +165,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         errors.append(one_of("granularity", granularity, GRANULARITIES))
         if granularity == "channel" and (seed is not None or refresh_steps != 1):
             errors.append(
-                "with granularity='channel' the TargetedChannels callback draws the drops: give it the seed, "
+                "with granularity='channel' the drops are drawn with the TargetedChannels callback's seed: give it the seed, "
                 f"and leave refresh_steps at 1. Received: seed={seed!r}, refresh_steps={refresh_steps!r}"
             )
         errors += positive_int_errors(refresh_steps=refresh_steps)
@@ -175,7 +177,7 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         self.refresh_steps = int(refresh_steps)
         self._initial_rates = (float(target_rate), float(drop_rate))
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self.drawn_by = None  # with granularity="channel": the TargetedChannels callback setting the drops
+        self.drawn_by = None  # with granularity="channel": the draw the TargetedChannels callback sets up
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -200,12 +202,10 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
             self.steps = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="steps", **state)
             self.spacing = self.add_weight(shape=(units,), initializer="zeros", name="spacing", **state)
         if self.granularity == "channel":
-            # This step's drops, set by the TargetedChannels callback for every member of a group at once.
-            state = dict(trainable=False, aggregation="only_first_replica")
-            kernel = kernel_of(self.layer)
-            self.keep = self.add_weight(shape=kernel.shape, initializer="ones", name="keep", **state)
-            self.bias_keep = (self.add_weight(shape=self.layer.bias.shape, initializer="ones", name="bias_keep",
-                                              **state) if self.layer.use_bias else None)
+            # The training steps drawn so far: with the TargetedChannels callback's seed, what every member
+            # of a group draws its drops from (each is called once a step; shared layers block groups).
+            self.draws = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="draws", trainable=False,
+                                         aggregation="only_first_replica")
         self.built = True
 
     def call(self, inputs, training=False):
@@ -230,27 +230,22 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         if self.drawn_by is None:
             raise RuntimeError(
                 f"TargetedDropout {self.name!r} has granularity='channel': its drops are drawn for the whole "
-                "channel group by the keras_compact.callbacks.TargetedChannels callback, which this training "
-                "does not have. Pass callbacks=[TargetedChannels()] to fit (the drops of a group are shared "
-                "by all its layers, so no layer can draw them alone). On JAX, Keras leaves a model without its "
-                "weights when the first step of fit raises: make it again with targeted(...)."
+                "channel group, in every layer of the group alike, with what the "
+                "keras_compact.callbacks.TargetedChannels callback sets up, which this training does not have. "
+                "Pass callbacks=[TargetedChannels()] to fit (no layer can draw a group's drops alone). On JAX, "
+                "Keras leaves a model without its weights when the first step of fit raises: make it again "
+                "with targeted(...)."
             )
         kernel = kernel_of(self.layer)
-        replacements = [(kernel, kernel.value * ops.cast(self.keep.value, kernel.dtype))]
-        if self.bias_keep is not None:
+        keep, bias_keep = self.drawn_by.kernel_masks(
+            self.layer, self.target_rate.value, self.drop_rate.value, self.draws.value, self.seed_generator
+        )
+        self.draws.assign_add(ops.ones((), "int32"))
+        replacements = [(kernel, kernel.value * ops.cast(keep, kernel.dtype))]
+        if self.layer.use_bias:
             bias = self.layer.bias
-            replacements.append((bias, bias.value * ops.cast(self.bias_keep.value, bias.dtype)))
+            replacements.append((bias, bias.value * ops.cast(bias_keep, bias.dtype)))
         return ops.cast(call_with_values(self.layer, replacements, inputs), self.layer.compute_dtype)
-
-    def set_keep(self, keep):
-        """With `granularity="channel"`: keeps the kernel's weights where `keep` (a
-        kernel-shaped bool array) is true in the next training steps, and the bias
-        of every output channel that keeps a weight. Called by `TargetedChannels`."""
-        keep = np.asarray(keep, bool).reshape(self.keep.shape)
-        self.keep.assign(keep.astype(self.keep.dtype))
-        if self.bias_keep is not None:
-            columns = np.asarray(ops.convert_to_numpy(kernel_columns(keep, self.layer)))
-            self.bias_keep.assign(columns.any(axis=0).astype(self.bias_keep.dtype))
 
     def compute_output_spec(self, inputs, training=False):
         return self.layer.compute_output_spec(inputs)
@@ -291,8 +286,12 @@ class TargetedDropout(ChecksCallInputs, keras.layers.Wrapper):
         # Files saved before `spacing` existed hold a prefix of today's variables (none of the
         # search's state with `refresh_steps=1`); the rest keep their initial values.
         own = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) < len(own):
-            for index, variable in enumerate(own[: len(store.keys())]):
+        count = len(store.keys())
+        if self.granularity == "channel" and count > 2 and np.shape(store["2"]) != ():
+            # A file from before the draws moved into the step holds the last step's drops there: the rates only.
+            count = 2
+        if count < len(own):
+            for index, variable in enumerate(own[:count]):
                 variable.assign(store[str(index)])
             return
         super().load_own_variables(store)

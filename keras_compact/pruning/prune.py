@@ -771,7 +771,8 @@ def targeted(model, target_rate=0.5, drop_rate=0.5, granularity="weight", layers
             channel groups, dropped in every layer that carries them (the
             members of `channel_groups(model)`'s prunable groups); train with
             the `keras_compact.callbacks.TargetedChannels` callback, which
-            draws them, and prune with `prune(..., granularity="channel")`.
+            sets up the draws each layer makes in the training step, and
+            prune with `prune(..., granularity="channel")`.
         layers: names of the layers to wrap (default: all of them; not taken
             by channel, where every member of every prunable group is wrapped).
         **kwargs: other `TargetedDropout` arguments (`seed`; by channel the
