@@ -8,7 +8,8 @@ BatchNormalization statistics re-estimated.
    test accuracy pruned as is, with the statistics re-estimated (`recalibrate_batch_norm`, what
    the README recommended so far), and reconstructed on 1,000 training images
    (`prune(..., data=x, reconstruct=True)`), with the seconds reconstruction took; `"obs"`
-   (layer-wise Optimal Brain Surgeon) chooses the channels the refit rebuilds best. Target
+   (layer-wise Optimal Brain Surgeon) chooses the channels the refit rebuilds best, `"dpp"` the
+   most diverse ones (Mariet & Sra). Target
    (issue 42): 30% of channels removed, within 2 points of unpruned.
 2. `tflite_export.compress(model, data, path, macs_ratio=0.5, epochs=2)` (criterion obs): against Torch-Pruning's
    default recipe reproduced here (the same uniform ratio by magnitude, no reconstruction, the
@@ -38,7 +39,7 @@ NETWORKS = {
     "MobileNetV2 (alpha 0.5)": lambda: A.MobileNetV2(alpha=0.5, input_shape=(32, 32, 3), weights=None, classes=10),
     "small ResNet": small_resnet,
 }
-CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor", "obs")
+CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor", "obs", "dpp")
 CALIBRATION = 1000  # training images the criteria and the reconstruction read
 TUNE_EPOCHS = 2
 
@@ -65,7 +66,7 @@ def rows(bases, train, test, quick):
         print(name, found[(name, None, 0)], flush=True)
         for criterion in CRITERIA[:1] if quick else CRITERIA:
             for ratio in RATIOS:
-                needs = criterion in ("onorm", "taylor", "obs")
+                needs = criterion in ("onorm", "taylor", "obs", "dpp")
                 plain = shrink(prune(base, ratio, granularity="channel", criterion=criterion,
                                      data=data if needs else None).model)
                 start = time.perf_counter()

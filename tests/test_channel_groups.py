@@ -518,6 +518,16 @@ def test_targeted_by_channel_draws_inside_the_step_with_any_steps_per_execution(
     assert any(not np.array_equal(a, b) for a, b in zip(callback.draw(8).values(), callback.draw(9).values()))
 
 
+def test_a_targeted_by_channel_layer_saved_with_last_steps_drops_loads_its_rates():
+    layer = TargetedDropout(keras.layers.Dense(4), 0.5, 0.5, granularity="channel")
+    layer.build((None, 3))
+    # What a file saved before the draws moved into the training step holds: the rates, then the last
+    # step's kernel and bias masks.
+    layer.load_own_variables({"0": np.float32(0.25), "1": np.float32(0.75), "2": np.zeros((3, 4), "float32"),
+                              "3": np.zeros(4, "float32")})
+    assert (float(layer.target_rate.numpy()), float(layer.drop_rate.numpy()), int(layer.draws.numpy())) == (0.25, 0.75, 0)
+
+
 def test_targeted_by_channel_refuses_what_it_cannot_do():
     model = _residual()
     with pytest.raises(ValueError, match="TargetedChannels callback's seed.*seed=1"):

@@ -136,3 +136,13 @@ def test_the_command_line_compresses_a_saved_model(images, trained, tmp_path, ca
                  "-o", str(tmp_path / "never.tflite")]) == 2
     error = capsys.readouterr().err
     assert "--data" in error and "two arrays named x and y" in error
+
+
+def test_the_command_line_offers_every_channel_criterion():
+    from keras_compact.pruning._channel import CRITERIA
+    from tflite_export._cli import _parser
+
+    compress = next(action for action in _parser("keras-compact")._subparsers._group_actions[0].choices.values()
+                    if action.prog.endswith("compress"))
+    criterion = next(action for action in compress._actions if action.dest == "criterion")
+    assert tuple(criterion.choices) == CRITERIA

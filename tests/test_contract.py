@@ -63,7 +63,7 @@ LAYER_CASES = [
     ),
     LayerCase(
         "targeted_dropout_channels", lambda: TargetedDropout(keras.layers.Dense(8), 0.5, 0.5, granularity="channel"),
-        _dense_input, lambda: _X, (5, 8), "float32", 2, 4,
+        _dense_input, lambda: _X, (5, 8), "float32", 2, 3,
     ),
     LayerCase("pruning_mask", lambda: PruningMask(keras.layers.Dense(8)), _dense_input, lambda: _X, (5, 8), "float32", 2, 2),
     LayerCase(

@@ -125,12 +125,14 @@ def test_reconstruction_keeps_a_trained_network_accurate_on_real_digits(digits):
     plain = accuracy(prune(model, 0.5, granularity="channel").model)
     rebuilt = accuracy(prune(model, 0.5, granularity="channel", data=x, reconstruct=True).model)
     surgeon = accuracy(prune(model, 0.5, granularity="channel", criterion="obs", data=x, reconstruct=True).model)
-    # Measured: TensorFlow 97.5% unpruned, half the channels gone 71.7%, reconstructed 96.7% (obs 96.4%);
-    # JAX 96.7%, 56.7%, 96.7% (96.9%).
+    diverse = accuracy(prune(model, 0.5, granularity="channel", criterion="dpp", data=x, reconstruct=True).model)
+    # Measured: TensorFlow 97.5% unpruned, half the channels gone 71.7%, reconstructed 96.7% (obs 96.4%, dpp
+    # 96.7%); JAX 96.7%, 56.7%, 96.7% (96.9%, 96.9%).
     assert unpruned > 0.9
     assert rebuilt > plain + 0.1
     assert rebuilt >= unpruned - 0.02
     assert surgeon >= unpruned - 0.02
+    assert diverse >= unpruned - 0.02
 
 
 @pytest.mark.parametrize(
@@ -171,7 +173,8 @@ def test_a_reader_too_wide_to_refit_is_left_as_pruned_with_a_warning():
     assert report.reconstruction == []
 
 
-def test_obs_removes_the_channel_its_twin_rebuilds_though_it_is_the_largest():
+@pytest.mark.parametrize("criterion", ["obs", "dpp"])
+def test_obs_and_dpp_remove_the_channel_its_twin_rebuilds_though_it_is_the_largest(criterion):
     inputs = keras.Input((10, 10, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", name="stem")(inputs)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="reader")(x)
@@ -181,7 +184,8 @@ def test_obs_removes_the_channel_its_twin_rebuilds_though_it_is_the_largest():
     model.get_layer("stem").set_weights([kernel, bias])
     x = _x((10, 10, 3), 64)
     by_magnitude = prune(model, 1 / 6, granularity="channel", layers=["stem"])
-    by_obs = prune(model, 1 / 6, granularity="channel", layers=["stem"], criterion="obs", data=x, reconstruct=True)
+    by_obs = prune(model, 1 / 6, granularity="channel", layers=["stem"], criterion=criterion, data=x,
+                   reconstruct=True)
 
     def removed(report):
         mask = keras.ops.convert_to_numpy(report.model.get_layer("stem_pruned").mask)
@@ -190,6 +194,20 @@ def test_obs_removes_the_channel_its_twin_rebuilds_though_it_is_the_largest():
     assert removed(by_magnitude) not in ({2}, {5})
     assert removed(by_obs) in ({2}, {5})  # the twin left rebuilds it exactly
     assert _relative_error(by_obs.model, model, _x((10, 10, 3), 16, seed=1)) < 0.02
+
+
+def test_dpp_chooses_the_channels_that_span_the_most_and_ranks_dependent_and_weak_ones_last():
+    from keras_compact.pruning._dpp import _greedy_order
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(200, 4))
+    values = np.hstack([values, values[:, :1] + values[:, 1:2], 1e-3 * rng.normal(size=(200, 1))])
+    scores = _greedy_order(values.T @ values)
+    # Channel 4 (the sum of 0 and 1) is larger than each, so it is chosen early, and then one of 0 and 1
+    # adds nothing: it and the weak channel 5 are ranked last.
+    assert sorted(scores) == [1, 2, 3, 4, 5, 6]
+    assert scores[4] > min(scores[0], scores[1])
+    assert set(np.argsort(scores)[:2]) in ({5, 0}, {5, 1})
 
 
 def test_a_transformer_block_is_refit_around_its_attention_and_shrinks_exactly():

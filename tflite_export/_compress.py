@@ -20,6 +20,7 @@ from keras_compact import _keras_private
 from keras_compact._checks import check_class_labels, is_int, is_number, keyword_only, one_of, raise_errors
 from keras_compact._cloning import check_model
 from keras_compact.pruning import macs, prune, recalibrate_batch_norm, shrink
+from keras_compact.pruning._channel import CRITERIA
 from keras_compact.pruning._criteria import _checked_examples
 from keras_compact.quantization import quantize_aware
 from tflite_export._export import export
@@ -132,8 +133,8 @@ def compress(model, data, path, *, macs_ratio=0.5, criterion="obs", validation_d
         path: the `.tflite` file to write.
         macs_ratio: the MACs budget, a fraction of `model`'s in (0, 1].
         criterion: how channels are ranked (see `prune`): `"obs"` (the channels
-            the refit rebuilds best), `"magnitude"`, `"bn_scale"`, `"onorm"` or
-            `"taylor"`.
+            the refit rebuilds best), `"magnitude"`, `"bn_scale"`, `"onorm"`,
+            `"taylor"` or `"dpp"`.
         validation_data: `(x, y)` arrays each stage's accuracy is measured on.
         epochs: fine-tuning epochs (0: none), an integer >= 0.
         batch_size: examples per training step.
@@ -225,7 +226,7 @@ def _arrays(model, data, argument):
 
 
 def _check_arguments(macs_ratio, criterion, epochs, batch_size, temperature, quantization):
-    errors = [one_of("criterion", criterion, ("obs", "magnitude", "bn_scale", "onorm", "taylor")),
+    errors = [one_of("criterion", criterion, CRITERIA),
               one_of("quantization", quantization, QUANTIZATIONS)]
     if not is_number(macs_ratio) or not 0 < macs_ratio <= 1:
         errors.append(f"macs_ratio must be a fraction of the model's MACs in (0, 1]. Received: macs_ratio={macs_ratio!r}")

@@ -15,9 +15,9 @@ import numpy as np
 from keras_compact._checks import is_int
 from keras_compact._cloning import inlined
 from keras_compact.layers.targeted_dropout import TRANSPOSED_LAYERS, kernel_of
-from keras_compact.pruning import _criteria, _groups, _obs
+from keras_compact.pruning import _criteria, _dpp, _groups, _obs
 
-CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor", "obs")
+CRITERIA = ("magnitude", "bn_scale", "onorm", "taylor", "obs", "dpp")
 KINDS = ("channels", "heads")  # what one index of a group is (`ChannelGroup.of`)
 
 
@@ -44,6 +44,8 @@ def scores(graph, criterion, model, x, y):
         return {**result, **_activation_scores(graph, criterion, model, x, y)}
     if criterion == "obs":  # layer-wise Optimal Brain Surgeon; groups it cannot read keep magnitude
         return {**result, **_obs.scores(graph, model, x)}
+    if criterion == "dpp":  # the most diverse channels (Mariet & Sra); groups it cannot read keep magnitude
+        return {**result, **_dpp.scores(graph, model, x)}
     if criterion == "bn_scale":
         # Network Slimming (Liu et al. 2017): |gamma|; groups without a BatchNormalization keep magnitude.
         result.update(_accumulate(graph, _member_scales))

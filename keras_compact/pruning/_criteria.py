@@ -16,11 +16,14 @@ _BATCH = 512
 MAX_STREAM_EXAMPLES = 4096
 
 
+_READ_DATA = ("onorm", "taylor", "obs", "dpp")  # the criteria that measure on examples
+
+
 def examples(model, data, criterion, refit=None):
     """`(x, y)` from `prune`'s `data`, checked against `model`'s input; `(None, None)` when unused. `refit`
     names the argument that refits layers on the data (`"merge=True"`, `"reconstruct=True"`), if any."""
-    needs = criterion in ("onorm", "taylor", "obs") or refit is not None
-    what = refit if refit and criterion not in ("onorm", "taylor", "obs") else f"criterion={criterion!r}"
+    needs = criterion in _READ_DATA or refit is not None
+    what = refit if refit and criterion not in _READ_DATA else f"criterion={criterion!r}"
     if data is None:
         if needs:
             wanted = "data=(x, y)" if criterion == "taylor" else "data=x or data=(x, y)"
@@ -28,7 +31,7 @@ def examples(model, data, criterion, refit=None):
         return None, None
     if not needs:
         raise ValueError(
-            f"data is used by criterion='onorm', 'taylor' or 'obs', merge=True and reconstruct=True; with "
+            f"data is used by criterion='onorm', 'taylor', 'obs' or 'dpp', merge=True and reconstruct=True; with "
             f"criterion={criterion!r} and neither refit it would be ignored. Leave data out, or choose one of those."
         )
     x, y = _split(data)

@@ -42,6 +42,17 @@ def scores(graph, model, x):
 
 def _tensors(graph, model, x):
     """`[(stacked reader rows, H^-1, {root: index of each channel})]` of every tensor read once per channel."""
+    found = []
+    for members, gram, indices_of in grams(graph, model, x):
+        strength = _reconstruct.RIDGE * max(float(np.mean(np.diag(gram))), 1e-12)
+        inverse = np.linalg.inv(gram + strength * np.eye(len(gram)))
+        found.append((_rows(members), inverse, indices_of))
+    return found
+
+
+def grams(graph, model, x):
+    """`[(readers, centered Gram matrix, {root: index of each channel or -1})]` of every tensor that Dense and
+    convolution readers read once per channel (not flattened or repeated, at most `WIDEST` wide), on `x`."""
     readers = [members for members in _reconstruct._readers(graph)
                if _once_per_channel(graph, members[0].rows) and _width(graph, members[0].rows) <= _reconstruct.WIDEST]
     if not readers:
@@ -49,18 +60,16 @@ def _tensors(graph, model, x):
     unpruned, _, _ = inlined(model)
     original = {_graph.unwrapped(layer).name: layer for layer in unpruned.layers}
     probe = keras.Model(unpruned.inputs[0], [original[members[0].layer.name].input for members in readers])
-    grams = [0.0] * len(readers)
+    totals = [0.0] * len(readers)
     rng = np.random.default_rng(0)
     for start in range(0, len(x), _reconstruct.BATCH):
         outputs = probe(x[start : start + _reconstruct.BATCH], training=False)
         for index, value in enumerate(outputs if len(readers) > 1 else [outputs]):
             design = _reconstruct.values(value, _width(graph, readers[index][0].rows), rng)
             design = design - design.mean(axis=0)  # the refit's constant absorbs each channel's mean
-            grams[index] = grams[index] + design.T @ design
+            totals[index] = totals[index] + design.T @ design
     found = []
-    for members, gram in zip(readers, grams):
-        strength = _reconstruct.RIDGE * max(float(np.mean(np.diag(gram))), 1e-12)
-        inverse = np.linalg.inv(gram + strength * np.eye(len(gram)))
+    for members, gram in zip(readers, totals):
         roots, channels = graph.addresses(members[0].rows)
         indices_of = {}
         for root in np.unique(roots):
@@ -68,7 +77,7 @@ def _tensors(graph, model, x):
             order = np.full(graph.sizes[root], -1)
             order[channels[at]] = at
             indices_of[int(root)] = order
-        found.append((_rows(members), inverse, indices_of))
+        found.append((members, gram, indices_of))
     return found
 
 

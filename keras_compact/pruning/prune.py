@@ -269,7 +269,10 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
     Networks via Layer-wise Optimal Brain Surgeon", 2017: on `data`, one at a
     time the channel whose loss the other channels, refit by least squares,
     rebuild best, the choice for `reconstruct=True`; on MNIST it kept a small
-    ResNet at 90% with half its channels removed and refit, magnitude 79%).
+    ResNet at 90% with half its channels removed and refit, magnitude 79%;
+    `"dpp"`: the most diverse channels, Mariet & Sra, "Diversity Networks",
+    2016: on `data`, the channels whose centered activations span the most
+    volume, chosen greedily, so a weak or redundant channel goes first).
     `scope=None` or
     `"layer"` prunes `round(sparsity * size)` channels of every group,
     `"global"` ranks all groups' channels together (each divided by its group's
@@ -320,7 +323,7 @@ def prune(model, sparsity, granularity="weight", *, scope=None, layers=None, cri
         criterion: how units are ranked (above); weights are ranked by |w|.
         data: examples `x` (one input array), `(x, y)`, or a `tf.data.Dataset`
             or generator of such batches (read up to 4,096 examples); needed by
-            `"onorm"`, `"taylor"` (with `y`), `"obs"`, `merge=True` and
+            `"onorm"`, `"taylor"` (with `y`), `"obs"`, `"dpp"`, `merge=True` and
             `reconstruct=True` (a thousand examples or more: fewer than a
             reader's unknowns warn with the counts). NaN or infinite examples
             are refused.
