@@ -18,8 +18,10 @@ BatchNormalization statistics re-estimated.
 
     python benchmarks/compress.py           # full (about 30 min on 2 cores)
     python benchmarks/compress.py --quick   # smoke run
+    python benchmarks/compress.py --criteria dpp   # section 1 for these criteria only
 
-Writes benchmarks/results/compress.md and .png (or *_quick.*).
+Writes benchmarks/results/compress.md and .png (or *_quick.*; with --criteria
+compress_criteria_<names>.md and .png, section 1 only).
 """
 
 import sys
@@ -56,7 +58,7 @@ def trained(train, epochs):
     return found
 
 
-def rows(bases, train, test, quick):
+def rows(bases, train, test, criteria):
     """`{(network, criterion, ratio): {...}}` and each network's unpruned accuracy under `(network, None, 0)`."""
     (x, y), (x_test, y_test) = train, test
     data = (x[:CALIBRATION], y[:CALIBRATION])
@@ -64,7 +66,7 @@ def rows(bases, train, test, quick):
     for name, base in bases.items():
         found[(name, None, 0)] = {"accuracy": accuracy(base, x_test, y_test), "macs": macs(base)}
         print(name, found[(name, None, 0)], flush=True)
-        for criterion in CRITERIA[:1] if quick else CRITERIA:
+        for criterion in criteria:
             for ratio in RATIOS:
                 needs = criterion in ("onorm", "taylor", "obs", "dpp")
                 plain = shrink(prune(base, ratio, granularity="channel", criterion=criterion,
@@ -168,7 +170,8 @@ def write_results(stem, results):
         best = min((gap, criterion) for network, criterion, gap in met if network == name)
         lines.append(f"- {name}: best {best[1]}, {best[0] * 100:.2f} points under unpruned "
                      f"{reporting.verdict(best[0] <= 0.02)}.")
-    lines += compress_section(results)
+    if "compress" in results:
+        lines += compress_section(results)
     reporting.write(stem, lines, end="\n")
     plot(stem, found)
 
@@ -194,12 +197,23 @@ def plot(stem, found):
 
 def main(argv=None):
     parser = common.parser(__doc__, "small data, 1 epoch, magnitude only", "training epochs (default 5; quick 1)")
+    parser.add_argument("--criteria", default=None,
+                        help="comma-separated criteria: section 1 for these only (no compress section)")
     args = parser.parse_args(argv)
+    criteria = CRITERIA[:1] if args.quick else CRITERIA
+    if args.criteria:
+        criteria = tuple(args.criteria.split(","))
+        unknown = sorted(set(criteria) - set(CRITERIA))
+        if unknown:
+            parser.error(f"--criteria: {unknown} are not among {CRITERIA}")
     epochs = args.epochs or (1 if args.quick else 5)
     train, test, info = mnist(args.data_dir, args.quick)
     bases = trained(train, epochs)
-    results = dict(info=info, epochs=epochs, quick=args.quick, rows=rows(bases, train, test, args.quick),
-                   compress=compress_rows(bases, train, test, epochs))
+    results = dict(info=info, epochs=epochs, quick=args.quick, rows=rows(bases, train, test, criteria))
+    if args.criteria:
+        write_results("compress_criteria_" + "_".join(criteria), results)
+        return 0
+    results["compress"] = compress_rows(bases, train, test, epochs)
     write_results("compress_quick" if args.quick else "compress", results)
     return 0
 
