@@ -101,8 +101,9 @@ class ChannelDraw:
             return found
         if member.kind == "batchnorm":
             return [_Side(weights[0], (0,), self._at(member.inputs))] if member.layer.scale else []
-        if member.kind == "depthwise":
-            return [_Side(weights[0], (2, 3), self._at(member.output))]
+        if member.kind == "depthwise":  # `[..., in, multiplier]`: each output channel's filter
+            rank = len(weights[0].shape)
+            return [_Side(weights[0], (rank - 2, rank - 1), self._at(member.output))]
         if member.kind not in _groups.KERNELS:
             return []
         kernel = kernel_of(member.layer)
