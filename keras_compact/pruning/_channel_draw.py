@@ -53,8 +53,9 @@ class ChannelDraw:
     """What the `TargetedDropout(granularity="channel")` layers of one model need to draw their
     groups in their own calls. Built by `TargetedChannels` when training begins.
 
-    The channels of every prunable group sit in one vector, group after group;
-    index `self.size` stands for "no prunable group" and is always kept.
+    The channels of every prunable group have a place in one vector, group after
+    group (`offsets`; the noise is drawn for all of them, so every caller draws
+    the same); a layer computes only the groups it touches.
     """
 
     def __init__(self, graph, layers, seed):
@@ -68,12 +69,15 @@ class ChannelDraw:
             start += groups[root]
         self.size = start
         self._graph = graph
-        self.sides = {root: [] for root in self.roots}
+        self.sides = {root: [] for root in self.roots}  # `(side, each index's channel of the group or size)`
         self.masks = {}
         for member in graph.members:
             for side in self._sides(member):
-                for root in {root for root in self.roots if self._touches(side.at, root)}:
-                    self.sides[root].append(side)
+                for root in self.roots:
+                    start, size = self.offsets[root]
+                    inside = (side.at >= start) & (side.at < start + size)
+                    if inside.any():
+                        self.sides[root].append((side, np.where(inside, side.at - start, size).astype(np.int32)))
             if member.layer.name in layers:
                 self.masks[member.layer.name] = self._masks(member)
 
@@ -84,10 +88,6 @@ class ChannelDraw:
         for root, (start, _) in self.offsets.items():
             at[roots == root] = start + channels[roots == root]
         return at
-
-    def _touches(self, at, root):
-        start, size = self.offsets[root]
-        return bool(np.any((at >= start) & (at < start + size)))
 
     def _sides(self, member):
         """A `_Side` for each sum of squares `_channel._member_squares` adds to the member's groups."""
@@ -115,25 +115,29 @@ class ChannelDraw:
         return found
 
     def _masks(self, member):
-        rows = self._at(member.rows)
-        columns = self._at(member.output)
-        roots = tuple(root for root in self.roots if self._touches(rows, root) or self._touches(columns, root))
-        return _Masks(member.kind, isinstance(member.layer, TRANSPOSED_LAYERS), rows, columns, roots)
-
-    def kept(self, roots, target_rate, drop_rate, step, generator):
-        """The vector of channels (and the last index, always true): false where this step drops a
-        channel of one of `roots`. The same for every caller at the same step."""
-        noise = self.noise(step, generator)
-        pieces = []
+        """The member's rows and columns as indices into `kept(roots)` of the groups it touches."""
+        rows, columns = self._at(member.rows), self._at(member.output)
+        local = np.full(self.size + 1, -1, np.int32)
+        roots, end = [], 0
         for root in self.roots:
             start, size = self.offsets[root]
-            if root not in roots:
-                pieces.append(ops.ones((size,), "bool"))
-                continue
-            importance = sum(
-                ops.segment_sum(side.squares(), side.at, num_segments=self.size + 1)[start : start + size]
-                for side in self.sides[root]
-            )
+            if np.any((rows >= start) & (rows < start + size)) or np.any((columns >= start) & (columns < start + size)):
+                roots.append(root)
+                local[start : start + size] = end + np.arange(size)
+                end += size
+        local[local < 0] = end  # in none of them: the last index, always kept
+        return _Masks(member.kind, isinstance(member.layer, TRANSPOSED_LAYERS), local[rows], local[columns],
+                      tuple(roots))
+
+    def kept(self, roots, target_rate, drop_rate, step, generator):
+        """The channels of `roots` (in order, then one always true): false where this step drops one.
+        The same for every caller at the same step."""
+        noise = self.noise(step, generator)
+        pieces = []
+        for root in roots:
+            start, size = self.offsets[root]
+            importance = sum(ops.segment_sum(side.squares(), ids, num_segments=size + 1)[:size]
+                             for side, ids in self.sides[root])
             rank = ops.argsort(ops.argsort(importance))
             count = ops.cast(ops.floor(ops.cast(target_rate, "float32") * size), "int32")
             candidate = ops.less(rank, count)
