@@ -505,6 +505,24 @@ def test_targeted_by_channel_trains_with_the_callback_and_refuses_to_train_witho
     assert smaller.get_layer("stem").filters == 4
 
 
+def test_targeted_by_channel_on_a_transformer_block_drops_mlp_units_as_pruning_removes_them():
+    inputs = keras.Input((8, 16))
+    attended = keras.layers.MultiHeadAttention(4, 4, name="attention")(inputs, inputs)
+    x = keras.layers.LayerNormalization()(keras.layers.Add()([inputs, attended]))
+    hidden = keras.layers.Dense(32, activation="relu", name="up")(x)
+    x = keras.layers.Add()([x, keras.layers.Dense(16, name="down")(hidden)])
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling1D()(x)))
+    ready = targeted(model, target_rate=0.5, drop_rate=1.0, granularity="channel")
+    assert {layer.layer.name for layer in ready.layers if isinstance(layer, TargetedDropout)} == {"up", "down"}
+    callback = _drawn(ready)
+    assert sorted(int(np.sum(~keep)) for keep in callback.draw(0).values()) == [2, 16]  # heads drawn, not wrapped
+    x = np.random.default_rng(0).normal(size=(4, 8, 16)).astype("float32")
+    # The attention's heads have no TargetedDropout (it drops kernels): the MLP's units alone, as pruning
+    # them alone removes them.
+    pruned = prune(model, {"channels": 0.5}, granularity="channel").model
+    np.testing.assert_allclose(np.asarray(ready(x, training=True)), np.asarray(pruned(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_targeted_by_channel_draws_inside_the_step_with_any_steps_per_execution():
     model = _residual()
     ready = targeted(model, target_rate=0.5, drop_rate=0.5, granularity="channel")
